@@ -1,1 +1,39 @@
-//! placeholder
+//! `ferry-storage`: the per-shard segmented, memory-mapped append log (§4 of ARCHITECTURE.md).
+//! It owns the on-disk record format, appends, group-commit sync jobs, recovery (scan, torn
+//! tail, quarantine, fold) and deletion of old segments. Plain synchronous Rust: a `ShardLog`
+//! lives on one shard thread; its `SyncJob`s run on a blocking thread. No runtime, no async.
+//! Limits: segment size between `SEGMENT_SIZE_BYTES_MIN` and `SEGMENT_SIZE_BYTES_MAX`; a
+//! record must fit in one segment.
+
+mod codec;
+mod error;
+mod fold;
+mod format;
+mod log;
+mod open;
+mod record;
+mod scan;
+mod segment;
+mod sync;
+
+pub use error::StorageError;
+pub use fold::{Fold, Recovered, RecoveredQueue};
+pub use log::{
+    CompactReport, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
+    SEGMENT_SIZE_BYTES_MIN, ShardLog,
+};
+pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};
+pub use scan::replay;
+pub use sync::SyncJob;
+
+/// Byte position in a shard's logical log; monotonic across segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub u64);
+
+/// Leadership epoch stamped in every record and segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Epoch(pub u64);
+
+/// Sequence number of a segment within a shard's log (0, 1, 2, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SegmentId(pub u64);

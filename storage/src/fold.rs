@@ -1,0 +1,210 @@
+//! `Fold`: turns a replayed stream of records into `Recovered` — live durable queues with
+//! their unsettled messages, live exchanges and bindings, quarantined queues. Pure, in
+//! memory; used once at open on the shard thread, or by the engine across several shards'
+//! `replay`s. Limits: holds every live message of the folded logs in memory (recovery needs
+//! them anyway); enqueues for a queue never declared in the folded records are dropped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::record::{Record, StoredMessage};
+
+/// What recovery hands the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Valid records read.
+    pub records_replayed: u64,
+    /// Bytes ignored after the last valid record of the last segment.
+    pub torn_tail_bytes: u64,
+    /// Durable queues with their live (enqueued, not settled) messages, in enqueue order,
+    /// `redelivered = true` on each. Quarantined queues are not here.
+    pub queues: Vec<RecoveredQueue>,
+    /// Live (not deleted) durable `Record::ExchangeDeclare`s, in declaration order.
+    pub exchanges: Vec<Record>,
+    /// Live (not unbound, neither end deleted) `Record::Bind`s, in bind order.
+    pub bindings: Vec<Record>,
+    /// Queues whose records were damaged inside the proven-valid region (sorted, unique).
+    pub quarantined: Vec<String>,
+}
+
+/// One recovered durable queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveredQueue {
+    /// Queue name.
+    pub name: String,
+    /// Always true (non-durable queues do not survive a restart).
+    pub durable: bool,
+    /// As declared.
+    pub auto_delete: bool,
+    /// As declared.
+    pub arguments: Vec<(String, String)>,
+    /// Live messages in enqueue order.
+    pub messages: Vec<StoredMessage>,
+}
+
+#[derive(Debug, Clone)]
+struct Declaration {
+    seq: u64,
+    durable: bool,
+    auto_delete: bool,
+    arguments: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    declared: Option<Declaration>,
+    /// Enqueue sequence -> message.
+    messages: BTreeMap<u64, StoredMessage>,
+    /// msg_id -> enqueue sequence.
+    by_id: HashMap<u64, u64>,
+}
+
+/// Folds records, in log order, into the live state they describe.
+#[derive(Debug, Default)]
+pub struct Fold {
+    seq: u64,
+    records: u64,
+    queues: HashMap<String, QueueState>,
+    exchanges: HashMap<String, (u64, Record)>,
+    bindings: HashMap<(String, String, String), (u64, Record)>,
+    quarantined: BTreeSet<String>,
+}
+
+impl Fold {
+    /// An empty fold.
+    pub fn new() -> Fold {
+        Fold::default()
+    }
+
+    /// Applies one record.
+    pub fn apply(&mut self, record: Record) {
+        self.seq += 1;
+        self.records += 1;
+        let seq = self.seq;
+        match record {
+            Record::Enqueue(message) => self.enqueue(seq, message),
+            Record::Settle { queue, msg_id } => {
+                if let Some(state) = self.queues.get_mut(&queue)
+                    && let Some(at) = state.by_id.remove(&msg_id)
+                {
+                    state.messages.remove(&at);
+                }
+            }
+            Record::QueueDeclare {
+                name,
+                durable,
+                auto_delete,
+                arguments,
+            } => {
+                let state = self.queues.entry(name).or_default();
+                let seq = state.declared.as_ref().map_or(seq, |d| d.seq);
+                state.declared = Some(Declaration {
+                    seq,
+                    durable,
+                    auto_delete,
+                    arguments,
+                });
+            }
+            Record::QueueDelete { name } => {
+                self.bindings.retain(|(_, queue, _), _| *queue != name);
+                self.queues.remove(&name);
+            }
+            Record::ExchangeDeclare { ref name, .. } => {
+                let seq = self.exchanges.get(name).map_or(seq, |(s, _)| *s);
+                self.exchanges.insert(name.clone(), (seq, record));
+            }
+            Record::ExchangeDelete { name } => {
+                self.bindings
+                    .retain(|(exchange, _, _), _| *exchange != name);
+                self.exchanges.remove(&name);
+            }
+            Record::Bind {
+                ref exchange,
+                ref queue,
+                ref routing_key,
+                ..
+            } => {
+                let key = (exchange.clone(), queue.clone(), routing_key.clone());
+                self.bindings.entry(key).or_insert((seq, record));
+            }
+            Record::Unbind {
+                exchange,
+                queue,
+                routing_key,
+            } => {
+                self.bindings.remove(&(exchange, queue, routing_key));
+            }
+            Record::TxCommit { .. } => {}
+        }
+    }
+
+    fn enqueue(&mut self, seq: u64, message: StoredMessage) {
+        let state = self.queues.entry(message.queue.clone()).or_default();
+        if let Some(old) = state.by_id.insert(message.msg_id, seq) {
+            tracing::warn!(queue = %message.queue, msg_id = message.msg_id, "duplicate enqueue: the later one wins");
+            state.messages.remove(&old);
+        }
+        state.messages.insert(seq, message);
+    }
+
+    /// Marks a queue as quarantined: it is reported, and left out of `Recovered::queues`.
+    pub fn quarantine(&mut self, queue: String) {
+        self.quarantined.insert(queue);
+    }
+
+    /// Records applied so far.
+    pub fn records_applied(&self) -> u64 {
+        self.records
+    }
+
+    /// The live state. `torn_tail_bytes` is left at 0 for the caller to fill in.
+    pub fn finish(self) -> Recovered {
+        let mut queues: Vec<(u64, RecoveredQueue)> = Vec::new();
+        for (name, state) in self.queues {
+            if self.quarantined.contains(&name) {
+                continue;
+            }
+            let Some(declared) = state.declared else {
+                if !state.messages.is_empty() {
+                    tracing::warn!(queue = %name, count = state.messages.len(), "dropping messages of a queue never declared in this log");
+                }
+                continue;
+            };
+            if !declared.durable {
+                continue;
+            }
+            let messages = state
+                .messages
+                .into_values()
+                .map(|m| StoredMessage {
+                    redelivered: true,
+                    ..m
+                })
+                .collect();
+            let queue = RecoveredQueue {
+                name,
+                durable: true,
+                auto_delete: declared.auto_delete,
+                arguments: declared.arguments,
+                messages,
+            };
+            queues.push((declared.seq, queue));
+        }
+        queues.sort_by_key(|(seq, _)| *seq);
+        let mut exchanges: Vec<(u64, Record)> = self
+            .exchanges
+            .into_values()
+            .filter(|(_, r)| matches!(r, Record::ExchangeDeclare { durable: true, .. }))
+            .collect();
+        exchanges.sort_by_key(|(seq, _)| *seq);
+        let mut bindings: Vec<(u64, Record)> = self.bindings.into_values().collect();
+        bindings.sort_by_key(|(seq, _)| *seq);
+        Recovered {
+            records_replayed: self.records,
+            torn_tail_bytes: 0,
+            queues: queues.into_iter().map(|(_, q)| q).collect(),
+            exchanges: exchanges.into_iter().map(|(_, r)| r).collect(),
+            bindings: bindings.into_iter().map(|(_, r)| r).collect(),
+            quarantined: self.quarantined.into_iter().collect(),
+        }
+    }
+}

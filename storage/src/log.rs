@@ -1,0 +1,282 @@
+//! `ShardLog`: the one append log of one shard. Lives on that shard's thread (it need not be
+//! `Send`): appends are memory copies into the mapped active segment, a full segment rolls to
+//! a fresh preallocated one, and durability advances only through a `SyncJob` that ran on a
+//! blocking thread and was reported back with `complete_sync`. A failed sync poisons the log
+//! for good. Limits: one sync job in flight at a time; records no larger than a segment; a
+//! roll (create + fallocate + populate) blocks the caller for the time it takes.
+
+use std::path::PathBuf;
+
+use rkyv::util::AlignedVec;
+
+use crate::error::StorageError;
+use crate::fold::Recovered;
+use crate::format::{SEGMENT_HEADER_SIZE, record_len, write_record};
+use crate::open::open_dir;
+use crate::record::Record;
+use crate::segment::{ActiveSegment, SealedSegment, create_segment, fsync_dir};
+use crate::sync::{DirtyRange, SyncJob, mark_dirty};
+use crate::{Epoch, Offset, SegmentId};
+
+/// Default size of a segment file.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest segment size accepted (tests use small segments to hit rolls).
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4 * 1024;
+/// Largest segment size accepted (record lengths are `u32` on disk).
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Where and how a shard writes its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The shard's directory (e.g. `<data-dir>/shard-0`); created if missing.
+    pub dir: PathBuf,
+    /// Size of each new segment file; a multiple of 8.
+    pub segment_size_bytes: u64,
+    /// Stamped in every record header.
+    pub epoch: Epoch,
+}
+
+impl LogConfig {
+    /// Defaults (64 MiB segments, epoch 1) for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            epoch: Epoch(1),
+        }
+    }
+
+    fn segment_size_u32(&self) -> Result<u32, StorageError> {
+        let size = self.segment_size_bytes;
+        if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
+            || !size.is_multiple_of(8)
+        {
+            return Err(StorageError::Config(format!(
+                "segment_size_bytes {size} must be a multiple of 8 in {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_MAX}"
+            )));
+        }
+        u32::try_from(size)
+            .map_err(|_| StorageError::Config(format!("segment_size_bytes {size} exceeds u32")))
+    }
+}
+
+/// What `ShardLog::compact` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Segment files deleted.
+    pub segments_deleted: u64,
+    /// Their total size.
+    pub bytes_freed: u64,
+}
+
+/// A shard's append log. See the module docs for the threading and durability contract.
+#[derive(Debug)]
+pub struct ShardLog {
+    dir: PathBuf,
+    epoch: Epoch,
+    segment_size_bytes: u32,
+    active: ActiveSegment,
+    sealed: Vec<SealedSegment>,
+    appended: Offset,
+    durable: Offset,
+    dirty: Vec<DirtyRange>,
+    dir_dirty: bool,
+    in_flight: Option<Offset>,
+    poisoned: bool,
+    scratch: AlignedVec,
+}
+
+impl ShardLog {
+    /// Scans existing segments, validates them, and positions the writer after the last valid
+    /// record. Blocking: call at start-up. Everything recovered is durable on return.
+    pub fn open(config: LogConfig) -> Result<(ShardLog, Recovered), StorageError> {
+        let segment_size_bytes = config.segment_size_u32()?;
+        let opened = open_dir(&config.dir, segment_size_bytes, config.epoch)?;
+        let end = Offset(opened.active.base.0 + opened.active.write_pos as u64);
+        let log = ShardLog {
+            dir: config.dir,
+            epoch: config.epoch,
+            segment_size_bytes,
+            active: opened.active,
+            sealed: opened.sealed,
+            appended: end,
+            durable: end,
+            dirty: Vec::new(),
+            dir_dirty: false,
+            in_flight: None,
+            poisoned: false,
+            scratch: AlignedVec::new(),
+        };
+        Ok((log, opened.recovered))
+    }
+
+    /// Copies `record` into the log and returns its END offset (the new `appended_offset`).
+    /// Not durable until a `SyncJob` cut after this call has completed.
+    pub fn append(&mut self, record: &Record) -> Result<Offset, StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        let meta = crate::codec::encode_meta(record, std::mem::take(&mut self.scratch))?;
+        let result = self.append_encoded(record, &meta);
+        self.scratch = meta;
+        result
+    }
+
+    fn append_encoded(&mut self, record: &Record, meta: &[u8]) -> Result<Offset, StorageError> {
+        let body = record.body();
+        let len = record_len(meta.len(), body.len());
+        let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_SIZE;
+        if len > capacity {
+            return Err(StorageError::RecordTooLarge {
+                len_bytes: len as u64,
+                segment_size_bytes: u64::from(self.segment_size_bytes),
+            });
+        }
+        if self.active.write_pos + len > self.active.size() {
+            self.roll()?;
+        }
+        let pos = self.active.write_pos;
+        let offset = self.active.base.0 + pos as u64;
+        write_record(
+            self.active.bytes_mut(pos, len),
+            record.kind() as u8,
+            self.epoch.0,
+            offset,
+            meta,
+            body,
+        );
+        self.active.write_pos = pos + len;
+        mark_dirty(
+            &mut self.dirty,
+            &self.active.map,
+            &self.active.path,
+            pos,
+            pos + len,
+        );
+        self.appended = Offset(offset + len as u64);
+        Ok(self.appended)
+    }
+
+    /// Seals the active segment and starts a new one at `appended_offset`.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let base = self.appended;
+        let id = SegmentId(self.active.id.0 + 1);
+        let fresh = create_segment(&self.dir, base, id, self.epoch, self.segment_size_bytes)?;
+        mark_dirty(
+            &mut self.dirty,
+            &fresh.map,
+            &fresh.path,
+            0,
+            SEGMENT_HEADER_SIZE,
+        );
+        self.dir_dirty = true;
+        let old = std::mem::replace(&mut self.active, fresh);
+        tracing::debug!(
+            segment = old.id.0,
+            next = id.0,
+            base = base.0,
+            "segment rolled"
+        );
+        self.sealed.push(SealedSegment {
+            id: old.id,
+            base: old.base,
+            end: base,
+            path: old.path,
+        });
+        self.appended = Offset(base.0 + SEGMENT_HEADER_SIZE as u64);
+        Ok(())
+    }
+
+    /// End offset of the last appended record.
+    pub fn appended_offset(&self) -> Offset {
+        self.appended
+    }
+
+    /// Everything up to here is on stable storage.
+    pub fn durable_offset(&self) -> Offset {
+        self.durable
+    }
+
+    /// True after a failed sync: the log accepts nothing more.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// A job covering everything appended so far, or `None` if there is nothing to sync, a
+    /// job is already in flight, or the log is poisoned (check `is_poisoned`).
+    pub fn sync_job(&mut self) -> Option<SyncJob> {
+        if self.poisoned || self.in_flight.is_some() || self.durable == self.appended {
+            return None;
+        }
+        self.in_flight = Some(self.appended);
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        Some(SyncJob {
+            ranges: std::mem::take(&mut self.dirty),
+            dir,
+            target: self.appended,
+        })
+    }
+
+    /// Reports a job's outcome. `Ok` advances `durable_offset`; `Err` poisons the log and is
+    /// returned: a failed sync is fatal, never retried.
+    pub fn complete_sync(
+        &mut self,
+        result: Result<Offset, StorageError>,
+    ) -> Result<Offset, StorageError> {
+        let target = self.in_flight.take();
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        match result {
+            Ok(offset) => {
+                let target = target.expect("complete_sync(Ok) without a SyncJob in flight");
+                assert!(
+                    offset <= target && offset >= self.durable,
+                    "sync reported an offset it did not cover"
+                );
+                self.durable = offset;
+                Ok(offset)
+            }
+            Err(error) => {
+                tracing::error!(%error, "log sync failed: the shard log is poisoned");
+                self.poisoned = true;
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes sealed segments that lie wholly below `keep_from` and below `durable_offset`,
+    /// oldest first. The caller guarantees that every record below `keep_from` is settled,
+    /// deleted, or copied forward (re-appended) — declarations included. Blocking (unlink +
+    /// directory fsync). A file another process still maps stays readable to it.
+    pub fn compact(&mut self, keep_from: Offset) -> Result<CompactReport, StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        let bound = keep_from.min(self.durable);
+        let count = self.sealed.iter().take_while(|s| s.end < bound).count();
+        let mut report = CompactReport::default();
+        for segment in self.sealed.drain(..count) {
+            let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
+            std::fs::remove_file(&segment.path)
+                .map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
+            tracing::info!(segment = segment.id.0, base = segment.base.0, end = segment.end.0, path = %segment.path.display(), "deleted settled segment");
+            report.segments_deleted += 1;
+            report.bytes_freed += len;
+        }
+        if report.segments_deleted > 0 {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(report)
+    }
+
+    /// Number of segment files (sealed plus active).
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len() + 1
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}

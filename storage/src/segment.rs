@@ -1,0 +1,220 @@
+//! Segment files: naming (`<20-digit base offset>.seg`), listing, preallocation (fallocate,
+//! falling back to posix_fallocate), mapping (memmap2, populate) and directory fsync. Used on
+//! the shard thread at open and at a roll (both blocking). Limits: a file is never truncated
+//! or shrunk (another process may have it mapped), only grown; mapped memory is only valid
+//! while nobody else truncates the file (that would SIGBUS, which we cannot guard against).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::StorageError;
+use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
+use crate::{Epoch, Offset, SegmentId};
+
+/// File name extension of segment files.
+const SEGMENT_EXTENSION: &str = "seg";
+
+/// Path of the segment whose first byte is at logical offset `base`.
+pub(crate) fn segment_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{:020}.{SEGMENT_EXTENSION}", base.0))
+}
+
+/// Segment files in `dir`, sorted by base offset. Other files are ignored.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, StorageError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("read_dir", dir, e))?;
+    let mut segments = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| StorageError::io("read_dir", dir, e))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXTENSION) {
+            continue;
+        }
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        match stem.parse::<u64>() {
+            Ok(base) if stem.len() == 20 => segments.push((Offset(base), path)),
+            _ => {
+                tracing::warn!(path = %path.display(), "ignoring file with a segment extension but no offset name")
+            }
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// The segment currently appended to: mapped read-write, shared with in-flight `SyncJob`s.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub id: SegmentId,
+    pub base: Offset,
+    pub path: PathBuf,
+    pub map: Arc<MmapRaw>,
+    /// Next write position inside the segment (bytes from the file start).
+    pub write_pos: usize,
+}
+
+impl ActiveSegment {
+    /// Mapped length of the segment file.
+    pub fn size(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The whole mapping, read-only.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `map.len()` bytes, valid while `self.map` lives; the only
+        // writer is this shard thread through `bytes_mut`, which needs `&mut self`. SyncJobs
+        // only msync, they never read or write the bytes. Another process truncating the file
+        // is outside what we can guard (documented at the top of this file).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+    }
+
+    /// `len` writable bytes at `pos`.
+    pub fn bytes_mut(&mut self, pos: usize, len: usize) -> &mut [u8] {
+        assert!(
+            pos.checked_add(len)
+                .is_some_and(|end| end <= self.map.len()),
+            "write beyond the segment"
+        );
+        // SAFETY: in bounds (asserted above); `&mut self` makes this the only live slice into
+        // the mapping in this process (see `bytes`).
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) }
+    }
+}
+
+/// A segment that is only read: kept for compaction bookkeeping, not mapped.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedSegment {
+    pub id: SegmentId,
+    pub base: Offset,
+    /// Base offset of the next segment: nothing of this segment reaches it.
+    pub end: Offset,
+    pub path: PathBuf,
+}
+
+/// Creates, preallocates, maps and stamps a fresh segment. The caller fsyncs the directory.
+pub(crate) fn create_segment(
+    dir: &Path,
+    base: Offset,
+    id: SegmentId,
+    epoch: Epoch,
+    size_bytes: u32,
+) -> Result<ActiveSegment, StorageError> {
+    let path = segment_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("create segment", &path, e))?;
+    let prepared =
+        allocate(&file, u64::from(size_bytes), &path).and_then(|()| map_writable(&file, &path));
+    let map = match prepared {
+        Ok(map) => map,
+        Err(error) => {
+            // Nobody has mapped the file we just created: remove it so a later roll can retry.
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::error!(path = %path.display(), error = %e, "could not remove a half-created segment");
+            }
+            return Err(error);
+        }
+    };
+    let mut segment = ActiveSegment {
+        id,
+        base,
+        path,
+        map: Arc::new(map),
+        write_pos: SEGMENT_HEADER_SIZE,
+    };
+    let header = SegmentHeader::new(epoch.0, base.0, id.0, size_bytes);
+    header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
+    Ok(segment)
+}
+
+/// Opens an existing segment read-write, growing it (never shrinking) to at least
+/// `size_bytes`, and maps all of it.
+pub(crate) fn open_writable(path: &Path, size_bytes: u64) -> Result<MmapRaw, StorageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io("open segment", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io("stat segment", path, e))?
+        .len();
+    if len < size_bytes {
+        tracing::warn!(path = %path.display(), len, size_bytes, "growing a short segment file");
+        allocate(&file, size_bytes, path)?;
+    }
+    map_writable(&file, path)
+}
+
+/// Opens a sealed segment read-only and maps it; also fdatasyncs it, so that data a crashed
+/// process left in the page cache is durable before recovery reports it as durable.
+pub(crate) fn open_sealed(path: &Path) -> Result<Option<MmapRaw>, StorageError> {
+    let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync segment", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io("stat segment", path, e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let map = MmapOptions::new()
+        .map_raw_read_only(&file)
+        .map_err(|e| StorageError::io("mmap segment", path, e))?;
+    Ok(Some(map))
+}
+
+fn map_writable(file: &File, path: &Path) -> Result<MmapRaw, StorageError> {
+    MmapOptions::new()
+        .populate()
+        .map_raw(file)
+        .map_err(|e| StorageError::io("mmap segment", path, e))
+}
+
+/// Reserves real blocks for `[0, len)` so the mapping never sits over a sparse file.
+fn allocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
+    let len_i64 = i64::try_from(len)
+        .map_err(|_| StorageError::Config(format!("segment length {len} too large")))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(fd, 0, 0, len_i64) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    ) {
+        return Err(StorageError::io("fallocate", path, err));
+    }
+    // SAFETY: as above. posix_fallocate returns the error number instead of setting errno.
+    let rc = unsafe { libc::posix_fallocate(fd, 0, len_i64) };
+    if rc != 0 {
+        return Err(StorageError::io(
+            "posix_fallocate",
+            path,
+            std::io::Error::from_raw_os_error(rc),
+        ));
+    }
+    Ok(())
+}
+
+/// fsyncs a directory so that created or removed entries in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    let handle = File::open(dir).map_err(|e| StorageError::io("open dir", dir, e))?;
+    handle
+        .sync_all()
+        .map_err(|e| StorageError::io("fsync dir", dir, e))
+}
