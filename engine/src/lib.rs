@@ -1,1 +1,14 @@
-//! placeholder
+//! Ferry's broker engine: thread-per-core shards owning queues, a routing table copied to
+//! every shard, protocol gateways, and the glommio runtime that drives them (ARCHITECTURE §2).
+//! Everything but `runtime` is runtime-free and can be driven directly by tests.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod ids;
+pub mod journal;
+pub mod model;
+pub mod placement;
+pub mod runtime;
+pub mod shard;

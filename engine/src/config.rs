@@ -1,0 +1,234 @@
+//! Broker configuration: embedded defaults, overridden by a TOML file (`--config`), overridden
+//! by command-line flags. Validated once at start-up; then read-only, shared by every shard.
+//!
+//! ```toml
+//! data_dir = "./ferry-data"
+//! shards = 2
+//! listen = ["stomp=127.0.0.1:61613"]
+//! [limits]
+//! frame_size_bytes_max = 65536
+//! [[users]]
+//! name = "alice"
+//! password = "secret"
+//! [[placement]]
+//! queue = "orders"
+//! shard = 1
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ferry_wire::Limits;
+use serde::Deserialize;
+
+use crate::auth::User;
+use crate::ids::ShardId;
+use crate::placement::Placement;
+
+/// A protocol a listener serves. Only protocols that are built are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProto {
+    Stomp,
+}
+
+impl ListenerProto {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerProto::Stomp => "stomp",
+        }
+    }
+
+    /// Default port (ARCHITECTURE §6).
+    pub fn default_port(self) -> u16 {
+        match self {
+            ListenerProto::Stomp => 61613,
+        }
+    }
+}
+
+/// Protocols named in ARCHITECTURE §6 that this build does not serve yet.
+const NOT_YET_BUILT: [&str; 5] = ["amqp", "mqtt", "openwire", "ws", "admin"];
+
+/// One `--listen PROTO=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub proto: ListenerProto,
+    pub addr: SocketAddr,
+}
+
+impl ListenerSpec {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let (proto, addr) = text
+            .split_once('=')
+            .context("expected PROTO=HOST:PORT, e.g. stomp=127.0.0.1:61613")?;
+        let proto = match proto {
+            "stomp" => ListenerProto::Stomp,
+            p if NOT_YET_BUILT.contains(&p) => {
+                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp)")
+            }
+            p => bail!("unknown protocol '{p}' (known: stomp, amqp, mqtt, openwire, ws, admin)"),
+        };
+        let addr = addr
+            .parse()
+            .with_context(|| format!("bad listen address '{addr}'"))?;
+        Ok(ListenerSpec { proto, addr })
+    }
+}
+
+/// `[[placement]]` override.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementOverride {
+    pub queue: String,
+    pub shard: u16,
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub shards: Option<u16>,
+    pub listen: Vec<String>,
+    pub limits: Limits,
+    pub users: Vec<User>,
+    pub placement: Vec<PlacementOverride>,
+    pub spin_before_park_us: Option<u64>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub shards: Option<u16>,
+    pub listen: Vec<String>,
+}
+
+/// The validated configuration every shard reads.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub shards: u16,
+    pub listeners: Vec<ListenerSpec>,
+    pub limits: Limits,
+    pub users: Vec<User>,
+    pub placement_overrides: HashMap<String, ShardId>,
+    pub spin_before_park: Option<Duration>,
+}
+
+/// Most shards a broker runs (placement uses `u16`; this bounds memory per shard mesh).
+pub const SHARD_COUNT_MAX: u16 = 256;
+
+impl BrokerConfig {
+    /// Builds the config from an optional file's text and the flags.
+    pub fn build(file: Option<&str>, flags: Overrides, online_cpus: usize) -> anyhow::Result<Self> {
+        let file: FileConfig = match file {
+            Some(text) => toml::from_str(text).context("parsing the config file")?,
+            None => FileConfig::default(),
+        };
+        let default_shards = u16::try_from(online_cpus.max(1)).unwrap_or(SHARD_COUNT_MAX);
+        let shards = flags.shards.or(file.shards).unwrap_or(default_shards);
+        if shards == 0 || shards > SHARD_COUNT_MAX {
+            bail!("shards must be between 1 and {SHARD_COUNT_MAX}, got {shards}");
+        }
+        let listen = if flags.listen.is_empty() {
+            file.listen
+        } else {
+            flags.listen
+        };
+        let listeners = if listen.is_empty() {
+            let proto = ListenerProto::Stomp;
+            vec![ListenerSpec {
+                proto,
+                addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())),
+            }]
+        } else {
+            listen
+                .iter()
+                .map(|l| ListenerSpec::parse(l))
+                .collect::<anyhow::Result<_>>()?
+        };
+        file.limits.validate()?;
+        let mut placement_overrides = HashMap::new();
+        for p in file.placement {
+            if p.shard >= shards {
+                bail!(
+                    "placement of queue '{}' names shard {} but only {shards} shards run",
+                    p.queue,
+                    p.shard
+                );
+            }
+            placement_overrides.insert(p.queue, ShardId(p.shard));
+        }
+        Ok(BrokerConfig {
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./ferry-data")),
+            shards,
+            listeners,
+            limits: file.limits,
+            users: file.users,
+            placement_overrides,
+            spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
+        })
+    }
+
+    pub fn placement(&self) -> Placement {
+        Placement::new(self.shards, self.placement_overrides.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_open_the_stomp_port_on_all_cpus() {
+        let c = BrokerConfig::build(None, Overrides::default(), 4).expect("valid");
+        assert_eq!(c.shards, 4);
+        assert_eq!(c.listeners[0].addr.port(), 61613);
+        assert_eq!(c.data_dir, PathBuf::from("./ferry-data"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file =
+            "shards = 3\nlisten = [\"stomp=127.0.0.1:1\"]\n[limits]\nframe_size_bytes_max = 1000\n";
+        let flags = Overrides {
+            shards: Some(2),
+            listen: vec!["stomp=127.0.0.1:2".into()],
+            ..Overrides::default()
+        };
+        let c = BrokerConfig::build(Some(file), flags, 8).expect("valid");
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.listeners[0].addr.port(), 2);
+        assert_eq!(c.limits.frame_size_bytes_max, 1000);
+    }
+
+    #[test]
+    fn rejects_unbuilt_protocols_unknown_keys_and_bad_placement() {
+        let err = ListenerSpec::parse("amqp=127.0.0.1:5672").expect_err("not built");
+        assert!(err.to_string().contains("not built yet"));
+        assert!(BrokerConfig::build(Some("bogus = 1"), Overrides::default(), 1).is_err());
+        assert!(
+            BrokerConfig::build(Some("[limits]\nbogus_max = 1"), Overrides::default(), 1).is_err()
+        );
+        let file = "shards = 2\n[[placement]]\nqueue = \"q\"\nshard = 5\n";
+        assert!(BrokerConfig::build(Some(file), Overrides::default(), 1).is_err());
+        assert!(
+            BrokerConfig::build(
+                None,
+                Overrides {
+                    shards: Some(0),
+                    ..Overrides::default()
+                },
+                1
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! STOMP headers <-> the neutral header view (ARCHITECTURE §3). SEND headers that steer the
+//! frame (destination, receipt, transaction, content-length) are dropped; `persistent`,
+//! `priority`, `content-type`, `correlation-id`, `reply-to`, `expiration` (RabbitMQ, relative
+//! ms) and `expires` (ActiveMQ, absolute ms) fill properties; the rest are user headers and
+//! come back unchanged on MESSAGE.
+
+use crate::model::message::Properties;
+
+/// Headers the broker sets on MESSAGE; user headers with these names are not repeated.
+const MESSAGE_RESERVED: [&str; 7] = [
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "content-length",
+    "redelivered",
+    "receipt",
+];
+
+/// SEND headers consumed by the frame itself.
+const SEND_CONTROL: [&str; 4] = ["destination", "receipt", "transaction", "content-length"];
+
+/// Builds the properties of a SEND.
+pub fn properties_from_send(headers: &[(String, String)]) -> Properties {
+    let mut props = Properties::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in headers {
+        if seen.contains(&name.as_str()) {
+            continue; // first occurrence wins (STOMP 1.2)
+        }
+        seen.push(name);
+        match name.as_str() {
+            n if SEND_CONTROL.contains(&n) => {}
+            "persistent" => props.persistent = value.eq_ignore_ascii_case("true"),
+            "priority" => props.priority = value.parse::<u8>().unwrap_or(0).min(9),
+            "content-type" => props.content_type = Some(value.clone()),
+            "content-encoding" => props.content_encoding = Some(value.clone()),
+            "correlation-id" => props.correlation_id = Some(value.clone()),
+            "reply-to" => props.reply_to = Some(value.clone()),
+            "amqp-message-id" => props.message_id = Some(value.clone()),
+            "expiration" => props.expiration_ms = value.parse().ok(),
+            _ => props.headers.push((name.clone(), value.clone())),
+        }
+    }
+    props
+}
+
+/// Appends the property headers of a MESSAGE (after the broker's own headers).
+pub fn message_headers(props: &Properties, out: &mut Vec<(String, String)>) {
+    if props.persistent {
+        out.push(("persistent".into(), "true".into()));
+    }
+    if props.priority > 0 {
+        out.push(("priority".into(), props.priority.to_string()));
+    }
+    let optional = [
+        ("content-type", &props.content_type),
+        ("content-encoding", &props.content_encoding),
+        ("correlation-id", &props.correlation_id),
+        ("reply-to", &props.reply_to),
+        ("amqp-message-id", &props.message_id),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            out.push((name.into(), v.clone()));
+        }
+    }
+    if let Some(ms) = props.expiration_ms {
+        out.push(("expiration".into(), ms.to_string()));
+    }
+    for (name, value) in &props.headers {
+        if !MESSAGE_RESERVED.contains(&name.as_str()) {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn send_headers_split_into_properties_and_user_headers() {
+        let props = properties_from_send(&h(&[
+            ("destination", "/queue/a"),
+            ("persistent", "true"),
+            ("content-type", "text/plain"),
+            ("x-custom", "1"),
+            ("x-custom", "2"),
+            ("receipt", "r"),
+        ]));
+        assert!(props.persistent);
+        assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(props.headers, h(&[("x-custom", "1")]));
+    }
+
+    #[test]
+    fn round_trip_to_message_headers() {
+        let props = properties_from_send(&h(&[
+            ("reply-to", "/queue/r"),
+            ("correlation-id", "c"),
+            ("k", "v"),
+        ]));
+        let mut out = Vec::new();
+        message_headers(&props, &mut out);
+        assert_eq!(
+            out,
+            h(&[
+                ("correlation-id", "c"),
+                ("reply-to", "/queue/r"),
+                ("k", "v")
+            ])
+        );
+    }
+}

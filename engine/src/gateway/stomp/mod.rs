@@ -1,0 +1,350 @@
+//! The STOMP gateway: one [`StompConn`] per connection, on the connection's shard, owned by
+//! the connection's task. It feeds socket bytes to the sans-IO `ferry_stomp::Session`, turns
+//! its events into engine operations (publish, consume, settle, declare), and turns the
+//! connection's mailbox (deliveries, completions) into MESSAGE and RECEIPT frames. Control
+//! operations (declare, subscribe, unsubscribe) are awaited in frame order, as RabbitMQ's
+//! channel methods are; publishes and acks never wait. Where the STOMP specs leave room, the
+//! behaviour is RabbitMQ's STOMP plugin's (see README).
+
+mod destination;
+mod mapping;
+mod ops;
+mod receipts;
+mod subscription;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use ferry_stomp::{Event, Session, SessionConfig};
+
+use crate::auth::Users;
+use crate::ids::ConnectionId;
+use crate::model::queue::Delivery;
+use crate::shard::ShardRef;
+use crate::shard::mailbox::Mailbox;
+use receipts::{Ready, Receipts};
+use subscription::Subscriptions;
+
+pub use destination::{Destination, binding_pattern};
+
+/// An operation buffered in a STOMP transaction until COMMIT.
+#[derive(Debug)]
+enum TxOp {
+    Send {
+        destination: String,
+        headers: Vec<(String, String)>,
+        body: bytes::Bytes,
+    },
+    Ack {
+        id: String,
+    },
+    Nack {
+        id: String,
+        requeue: bool,
+    },
+}
+
+/// One STOMP connection's gateway state. See the module docs.
+pub struct StompConn {
+    id: ConnectionId,
+    shard: ShardRef,
+    mailbox: Rc<RefCell<Mailbox>>,
+    session: Session,
+    users: Rc<Users>,
+    peer: SocketAddr,
+    subs: Subscriptions,
+    receipts: Receipts,
+    transactions: HashMap<String, Vec<TxOp>>,
+    /// Client name of a temp queue -> (generated queue name, has a subscription).
+    temp_queues: HashMap<String, (String, bool)>,
+    /// Exclusive queues this connection declared: deleted when it closes.
+    exclusive_queues: Vec<String>,
+    /// DISCONNECT seen: its receipt goes out once everything before it is done.
+    disconnecting: Option<Option<String>>,
+    closed_cleanly: bool,
+    /// The broker sent an ERROR: later frames are not performed.
+    failed: bool,
+}
+
+impl std::fmt::Debug for StompConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StompConn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StompConn {
+    /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
+    pub fn new(
+        shard: ShardRef,
+        peer: SocketAddr,
+        users: Rc<Users>,
+        wake: Rc<dyn Fn()>,
+        now: Instant,
+    ) -> Option<Self> {
+        let (id, mailbox, limits) = {
+            let mut s = shard.borrow_mut();
+            let limits = s.limits().clone();
+            let (id, mailbox) = s.register_conn(wake)?;
+            (id, mailbox, limits)
+        };
+        let config = SessionConfig {
+            limits,
+            server: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+        };
+        Some(StompConn {
+            id,
+            shard,
+            mailbox,
+            session: Session::new(config, now),
+            users,
+            peer,
+            subs: Subscriptions::new(id),
+            receipts: Receipts::default(),
+            transactions: HashMap::new(),
+            temp_queues: HashMap::new(),
+            exclusive_queues: Vec::new(),
+            disconnecting: None,
+            closed_cleanly: false,
+            failed: false,
+        })
+    }
+
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Feeds bytes from the socket and performs every complete frame, in order.
+    pub async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        self.session.handle_input(bytes, now);
+        // Frames that arrived before a malformed one still take effect (the session queued
+        // them before its Closed event); nothing runs after the broker itself sent an ERROR.
+        while !self.failed && self.disconnecting.is_none() {
+            let Some(event) = self.session.poll_event() else {
+                break;
+            };
+            self.handle_event(event).await;
+        }
+        self.drain_mailbox();
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Connect {
+                login, passcode, ..
+            } => self.connect(login.as_deref(), passcode.as_deref()),
+            Event::Send {
+                destination,
+                transaction,
+                receipt,
+                headers,
+                body,
+            } => {
+                self.send(destination, transaction, receipt, headers, body)
+                    .await;
+            }
+            Event::Subscribe {
+                id,
+                destination,
+                ack,
+                receipt,
+                headers,
+            } => {
+                self.subscribe(id, &destination, ack, receipt, &headers)
+                    .await;
+            }
+            Event::Unsubscribe { id, receipt } => self.unsubscribe(&id, receipt).await,
+            Event::Ack {
+                id,
+                transaction,
+                receipt,
+            } => self.ack(id, transaction, receipt, None),
+            Event::Nack {
+                id,
+                transaction,
+                receipt,
+                headers,
+            } => {
+                let requeue = !headers
+                    .iter()
+                    .any(|(k, v)| k == "requeue" && v.eq_ignore_ascii_case("false"));
+                self.ack(id, transaction, receipt, Some(requeue));
+            }
+            Event::Begin {
+                transaction,
+                receipt,
+            } => self.begin(transaction, receipt),
+            Event::Commit {
+                transaction,
+                receipt,
+            } => self.commit(&transaction, receipt).await,
+            Event::Abort {
+                transaction,
+                receipt,
+            } => self.abort(&transaction, receipt),
+            Event::Disconnect { receipt } => self.disconnecting = Some(receipt),
+            Event::Closed { reason } => {
+                tracing::debug!(conn = %self.id, ?reason, "stomp session closed")
+            }
+        }
+    }
+
+    fn connect(&mut self, login: Option<&str>, passcode: Option<&str>) {
+        match self.users.check(login, passcode, self.peer.ip()) {
+            Ok(user) => {
+                tracing::debug!(conn = %self.id, %user, peer = %self.peer, "stomp connected");
+                self.session.accept_connect(&format!("session-{}", self.id));
+            }
+            Err(e) => {
+                tracing::info!(conn = %self.id, peer = %self.peer, "stomp login refused: {}", e.0);
+                self.fail("Bad CONNECT", &e.0, None);
+            }
+        }
+    }
+
+    /// Sends an ERROR frame and closes (the STOMP answer to anything the broker can't do).
+    fn fail(&mut self, message: &str, detail: &str, receipt: Option<&str>) {
+        tracing::debug!(conn = %self.id, message, detail, "stomp error");
+        self.failed = true;
+        self.session.send_error(message, detail, receipt);
+    }
+
+    /// Moves what the engine has for this connection into the session's output.
+    pub fn drain_mailbox(&mut self) {
+        let (deliveries, completions, cancelled) = {
+            let mut m = self.mailbox.borrow_mut();
+            (
+                std::mem::take(&mut m.deliveries),
+                std::mem::take(&mut m.completions),
+                std::mem::take(&mut m.cancelled),
+            )
+        };
+        for delivery in deliveries {
+            self.deliver(delivery);
+        }
+        for (token, result) in completions {
+            self.receipts.complete(token, result);
+        }
+        for (consumer, queue) in cancelled {
+            if let Some(sub) = self.subs.by_consumer(consumer.tag).map(|s| s.id.clone()) {
+                self.subs.remove(&sub);
+                let detail = format!("subscription '{sub}': queue '{queue}' was deleted");
+                self.fail("Subscription cancelled", &detail, None);
+            }
+        }
+        self.flush_receipts();
+    }
+
+    fn flush_receipts(&mut self) {
+        let mut ready = Vec::new();
+        self.receipts.drain_ready(&mut ready);
+        for item in ready {
+            match item {
+                Ready::Receipt(id) => self.session.send_receipt(&id),
+                Ready::Failed { receipt, error } => {
+                    self.fail("Message not accepted", &error.message, receipt.as_deref());
+                    return;
+                }
+            }
+        }
+        if self.receipts.is_idle()
+            && let Some(receipt) = self.disconnecting.take()
+        {
+            if let Some(id) = receipt {
+                self.session.send_receipt(&id);
+            }
+            self.closed_cleanly = true;
+            self.session.close();
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let Some(sub) = self.subs.by_consumer(delivery.consumer.tag) else {
+            // Unsubscribed meanwhile: give it back to its queue.
+            self.shard.borrow_mut().return_delivery(delivery);
+            return;
+        };
+        let sub_id = sub.id.clone();
+        let Some(ack_id) = self
+            .subs
+            .record_delivery(delivery.consumer.tag, delivery.tag)
+        else {
+            return;
+        };
+        let content = &delivery.message.content;
+        let mut headers: Vec<(String, String)> = vec![
+            ("subscription".into(), sub_id),
+            (
+                "destination".into(),
+                Destination::for_message(&content.exchange, &content.routing_key),
+            ),
+            ("message-id".into(), ack_id.clone()),
+            (
+                "redelivered".into(),
+                delivery.message.redelivered.to_string(),
+            ),
+        ];
+        if self.session.version() == ferry_stomp::Version::V1_2 {
+            headers.push(("ack".into(), ack_id));
+        }
+        mapping::message_headers(&content.properties, &mut headers);
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.session.send_message(&refs, &content.body);
+    }
+
+    /// Appends pending output bytes to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        self.session.poll_transmit(out);
+    }
+
+    /// After the output was written: return credit for auto-ack deliveries.
+    pub fn on_written(&mut self) {
+        let mut shard = self.shard.borrow_mut();
+        for sub in self.subs.iter_mut() {
+            if sub.credit_due > 0 {
+                shard.credit(sub.owner, &sub.queue, sub.consumer, sub.credit_due);
+                sub.credit_due = 0;
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+        while let Some(event) = self.session.poll_event() {
+            if let Event::Closed { reason } = event {
+                tracing::debug!(conn = %self.id, ?reason, "stomp session timed out");
+            }
+        }
+    }
+
+    /// True once the socket should be flushed and closed.
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    /// Releases everything the connection held: consumers (their unacked messages are
+    /// requeued by their queues), exclusive queues, the mailbox.
+    pub fn close(mut self) {
+        let mut shard = self.shard.borrow_mut();
+        for sub in self.subs.drain() {
+            shard.cancel_nowait(sub.owner, &sub.queue, sub.consumer);
+        }
+        for queue in self.exclusive_queues.drain(..) {
+            shard.meta_nowait(crate::model::routing::MetaOp::DeleteQueue { name: queue });
+        }
+        shard.unregister_conn(self.id);
+        tracing::debug!(conn = %self.id, clean = self.closed_cleanly, "stomp connection closed");
+    }
+}

@@ -1,0 +1,492 @@
+//! The operations behind STOMP client frames: SEND (publish, with destination declaration
+//! and `reply-to` temp queues), SUBSCRIBE/UNSUBSCRIBE, ACK/NACK and transactions.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_stomp::AckMode;
+
+use super::destination::{Destination, binding_pattern};
+use super::mapping::properties_from_send;
+use super::subscription::Subscription;
+use super::{StompConn, TxOp};
+use crate::error::{EngineError, ErrorKind};
+use crate::ids::{Completion, ShardId};
+use crate::model::message::Content;
+use crate::model::queue::Consumer;
+use crate::model::routing::{MetaOp, QueueSpec};
+use crate::shard::AUTHORITY;
+use crate::shard::msg::{Reply, Request};
+
+/// How a queue should be declared.
+struct QueueDecl {
+    name: String,
+    durable: bool,
+    auto_delete: bool,
+    exclusive: bool,
+}
+
+impl StompConn {
+    async fn request(&self, to: ShardId, request: Request) -> Result<Reply, EngineError> {
+        let rx = self.shard.borrow_mut().request(to, request);
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::new(
+                ErrorKind::InternalError,
+                "shard went away",
+            ))
+        })
+    }
+
+    async fn meta(&self, op: MetaOp) -> Result<(), EngineError> {
+        self.request(AUTHORITY, Request::Meta(op)).await.map(|_| ())
+    }
+
+    async fn declare(&mut self, decl: QueueDecl) -> Result<ShardId, EngineError> {
+        if let Some(q) = self.shard.borrow().routing().queue(&decl.name) {
+            return Ok(q.shard);
+        }
+        let shard = self.shard.borrow().placement().place("/", &decl.name, 0);
+        let exclusive = decl.exclusive.then_some(self.id);
+        let spec = QueueSpec {
+            name: decl.name.clone(),
+            durable: decl.durable,
+            auto_delete: decl.auto_delete,
+            exclusive,
+            arguments: Vec::new(),
+            shard,
+        };
+        self.meta(MetaOp::DeclareQueue {
+            spec,
+            passive: false,
+        })
+        .await?;
+        if decl.exclusive {
+            self.exclusive_queues.push(decl.name);
+        }
+        Ok(shard)
+    }
+
+    fn existing(&self, name: &str) -> Result<ShardId, EngineError> {
+        let shard = self.shard.borrow();
+        shard.routing().queue(name).map(|q| q.shard).ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::NotFound,
+                format!("NOT_FOUND - no queue '{name}' in vhost '/'"),
+            )
+        })
+    }
+
+    /// The generated queue behind `/temp-queue/NAME` for this connection, created on first use.
+    async fn temp_queue(&mut self, name: &str) -> Result<String, EngineError> {
+        if let Some((queue, _)) = self.temp_queues.get(name) {
+            return Ok(queue.clone());
+        }
+        let queue = self.shard.borrow_mut().generate_queue_name();
+        let decl = QueueDecl {
+            name: queue.clone(),
+            durable: false,
+            auto_delete: false,
+            exclusive: true,
+        };
+        self.declare(decl).await?;
+        self.temp_queues
+            .insert(name.to_owned(), (queue.clone(), false));
+        Ok(queue)
+    }
+
+    pub(super) async fn send(
+        &mut self,
+        destination: String,
+        transaction: Option<String>,
+        receipt: Option<String>,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) {
+        if let Some(tx) = transaction {
+            let op = TxOp::Send {
+                destination,
+                headers,
+                body,
+            };
+            self.buffer(&tx, op, receipt);
+            return;
+        }
+        let token = receipt.clone().map(|r| self.receipts.open(0, Some(r)));
+        if let Err(e) = self.publish(&destination, headers, body, token).await {
+            self.fail("Message not sent", &e.message, receipt.as_deref());
+        }
+    }
+
+    /// Publishes one SEND; its completions count against `token`.
+    async fn publish(
+        &mut self,
+        destination: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        token: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let parsed = Destination::parse(destination)
+            .map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
+        let (exchange, key) = match parsed {
+            Destination::Queue(name) => {
+                let decl = QueueDecl {
+                    name: name.clone(),
+                    durable: true,
+                    auto_delete: false,
+                    exclusive: false,
+                };
+                self.declare(decl).await?;
+                (String::new(), name)
+            }
+            Destination::AmqQueue(name) | Destination::ReplyQueue(name) => (String::new(), name),
+            Destination::Topic(key) => ("amq.topic".to_owned(), key),
+            Destination::Exchange { exchange, key } => (exchange, key),
+            Destination::TempQueue(name) => (String::new(), self.temp_queue(&name).await?),
+        };
+        let mut properties = properties_from_send(&headers);
+        if let Some(reply_to) = properties.reply_to.clone()
+            && let Some(name) = reply_to.strip_prefix("/temp-queue/")
+        {
+            let queue = self.temp_queue(name).await?;
+            self.ensure_temp_subscription(name, &queue).await?;
+            properties.reply_to = Some(format!("/reply-queue/{queue}"));
+        }
+        let content = Arc::new(Content {
+            exchange: exchange.clone(),
+            routing_key: key.clone(),
+            properties,
+            body,
+        });
+        let conn = self.id;
+        let count = self
+            .shard
+            .borrow_mut()
+            .publish(&exchange, &key, content, || {
+                token.map(|token| Completion { conn, token })
+            })?;
+        if let Some(token) = token {
+            self.receipts.expect(token, count);
+        }
+        Ok(())
+    }
+
+    /// The implicit auto-ack subscription that receives replies sent to a temp queue.
+    async fn ensure_temp_subscription(
+        &mut self,
+        name: &str,
+        queue: &str,
+    ) -> Result<(), EngineError> {
+        if self
+            .temp_queues
+            .get(name)
+            .is_some_and(|(_, subscribed)| *subscribed)
+        {
+            return Ok(());
+        }
+        let id = format!("/temp-queue/{name}");
+        if !self.subs.contains(&id) {
+            self.start_consumer(id, queue.to_owned(), AckMode::Auto, None, false)
+                .await?;
+        }
+        if let Some(entry) = self.temp_queues.get_mut(name) {
+            entry.1 = true;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn subscribe(
+        &mut self,
+        id: String,
+        destination: &str,
+        ack: AckMode,
+        receipt: Option<String>,
+        headers: &[(String, String)],
+    ) {
+        let result = self.try_subscribe(id, destination, ack, headers).await;
+        match result {
+            Ok(()) => {
+                self.receipts.open(0, receipt);
+            }
+            Err(e) => self.fail("Subscription failed", &e.message, receipt.as_deref()),
+        }
+    }
+
+    async fn try_subscribe(
+        &mut self,
+        id: String,
+        destination: &str,
+        ack: AckMode,
+        headers: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let limit = self.shard.borrow().limits().subscription_count_max;
+        if self.subs.len() >= limit {
+            return Err(EngineError::new(
+                ErrorKind::ResourceError,
+                format!("too many subscriptions (max {limit})"),
+            ));
+        }
+        if self.subs.contains(&id) {
+            let msg = format!("Duplicated subscription identifier '{id}'");
+            return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let parsed = Destination::parse(destination)
+            .map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
+        let (queue, private) = match parsed {
+            Destination::Queue(name) => {
+                let decl = QueueDecl {
+                    name: name.clone(),
+                    durable: true,
+                    auto_delete: false,
+                    exclusive: false,
+                };
+                self.declare(decl).await?;
+                (name, false)
+            }
+            Destination::AmqQueue(name) | Destination::ReplyQueue(name) => {
+                self.existing(&name)?;
+                (name, false)
+            }
+            Destination::Topic(pattern) => {
+                self.bind_private("amq.topic", &pattern, &id, header("durable"))
+                    .await?
+            }
+            Destination::Exchange { exchange, key } => {
+                self.bind_private(&exchange, &key, &id, header("durable"))
+                    .await?
+            }
+            Destination::TempQueue(name) => {
+                let queue = self.temp_queue(&name).await?;
+                if let Some(entry) = self.temp_queues.get_mut(&name) {
+                    entry.1 = true;
+                }
+                (queue, false)
+            }
+        };
+        let prefetch = header("prefetch-count").or_else(|| header("activemq.prefetchSize"));
+        self.start_consumer(id, queue, ack, prefetch, private).await
+    }
+
+    /// A private queue bound to `exchange` with `key` (a durable named one for `durable:true`).
+    async fn bind_private(
+        &mut self,
+        exchange: &str,
+        key: &str,
+        id: &str,
+        durable: Option<&str>,
+    ) -> Result<(String, bool), EngineError> {
+        if self.shard.borrow().routing().exchange(exchange).is_none() {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
+            ));
+        }
+        let durable = durable.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let (name, private) = if durable {
+            (format!("stomp-subscription-{id}"), false)
+        } else {
+            (self.shard.borrow_mut().generate_queue_name(), true)
+        };
+        let decl = QueueDecl {
+            name: name.clone(),
+            durable,
+            auto_delete: private,
+            exclusive: private,
+        };
+        self.declare(decl).await?;
+        let op = MetaOp::Bind {
+            exchange: exchange.to_owned(),
+            queue: name.clone(),
+            key: binding_pattern(key),
+            arguments: Vec::new(),
+        };
+        self.meta(op).await?;
+        Ok((name, private))
+    }
+
+    async fn start_consumer(
+        &mut self,
+        id: String,
+        queue: String,
+        ack: AckMode,
+        prefetch: Option<&str>,
+        private: bool,
+    ) -> Result<(), EngineError> {
+        let owner = self.existing(&queue)?;
+        let (default, max) = {
+            let shard = self.shard.borrow();
+            (
+                shard.limits().prefetch_count_default,
+                shard.limits().prefetch_count_max,
+            )
+        };
+        let credit_max = match prefetch.map(str::parse::<i64>) {
+            None => default,
+            Some(Ok(n)) if n <= 0 => max,
+            Some(Ok(n)) => u32::try_from(n).unwrap_or(max).min(max),
+            Some(Err(_)) => {
+                return Err(EngineError::new(
+                    ErrorKind::PreconditionFailed,
+                    "prefetch-count must be a number",
+                ));
+            }
+        };
+        let key = self.subs.next_consumer();
+        let mut sub = Subscription::new(id.clone(), queue.clone(), owner, key, ack);
+        sub.private_queue = private;
+        self.subs.insert(sub);
+        let consumer = Consumer {
+            key,
+            credit_max,
+            outstanding: 0,
+            no_ack: ack == AckMode::Auto,
+        };
+        if let Err(e) = self
+            .request(owner, Request::Consume { queue, consumer })
+            .await
+        {
+            self.subs.remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn unsubscribe(&mut self, id: &str, receipt: Option<String>) {
+        let Some(sub) = self.subs.remove(id) else {
+            self.fail(
+                "Bad UNSUBSCRIBE",
+                &format!("no subscription '{id}'"),
+                receipt.as_deref(),
+            );
+            return;
+        };
+        let cancel = Request::Cancel {
+            queue: sub.queue.clone(),
+            consumer: sub.consumer,
+        };
+        // Errors here mean the queue is already gone, which is what unsubscribing wants.
+        let _ = self.request(sub.owner, cancel).await;
+        if sub.private_queue {
+            self.exclusive_queues.retain(|q| *q != sub.queue);
+            let _ = self.meta(MetaOp::DeleteQueue { name: sub.queue }).await;
+        }
+        self.receipts.open(0, receipt);
+    }
+
+    pub(super) fn ack(
+        &mut self,
+        id: String,
+        transaction: Option<String>,
+        receipt: Option<String>,
+        nack: Option<bool>,
+    ) {
+        if let Some(tx) = transaction {
+            let op = match nack {
+                None => TxOp::Ack { id },
+                Some(requeue) => TxOp::Nack { id, requeue },
+            };
+            self.buffer(&tx, op, receipt);
+            return;
+        }
+        self.settle(&id, nack);
+        self.receipts.open(0, receipt);
+    }
+
+    fn settle(&mut self, id: &str, nack: Option<bool>) {
+        // An unknown or already-settled id is ignored, as RabbitMQ does.
+        if let Some(target) = self.subs.take_acks(id)
+            && !target.tags.is_empty()
+        {
+            self.shard
+                .borrow_mut()
+                .settle(target.owner, &target.queue, target.tags, nack);
+        }
+    }
+
+    fn buffer(&mut self, tx: &str, op: TxOp, receipt: Option<String>) {
+        let limit = self.shard.borrow().limits().transaction_op_count_max;
+        match self.transactions.get_mut(tx) {
+            None => self.fail(
+                "Bad transaction",
+                &format!("transaction '{tx}' is not active"),
+                receipt.as_deref(),
+            ),
+            Some(ops) if ops.len() >= limit => {
+                self.fail(
+                    "Bad transaction",
+                    &format!("transaction '{tx}' exceeds {limit} operations"),
+                    receipt.as_deref(),
+                );
+            }
+            Some(ops) => {
+                ops.push(op);
+                self.receipts.open(0, receipt);
+            }
+        }
+    }
+
+    pub(super) fn begin(&mut self, tx: String, receipt: Option<String>) {
+        let limit = self.shard.borrow().limits().transaction_count_max;
+        if self.transactions.contains_key(&tx) {
+            self.fail(
+                "Bad transaction",
+                &format!("transaction '{tx}' is already active"),
+                receipt.as_deref(),
+            );
+        } else if self.transactions.len() >= limit {
+            self.fail(
+                "Bad transaction",
+                &format!("too many open transactions (max {limit})"),
+                receipt.as_deref(),
+            );
+        } else {
+            self.transactions.insert(tx, Vec::new());
+            self.receipts.open(0, receipt);
+        }
+    }
+
+    pub(super) async fn commit(&mut self, tx: &str, receipt: Option<String>) {
+        let Some(ops) = self.transactions.remove(tx) else {
+            self.fail(
+                "Bad transaction",
+                &format!("transaction '{tx}' is not active"),
+                receipt.as_deref(),
+            );
+            return;
+        };
+        let token = self.receipts.open(0, receipt.clone());
+        for op in ops {
+            match op {
+                TxOp::Send {
+                    destination,
+                    headers,
+                    body,
+                } => {
+                    if let Err(e) = self.publish(&destination, headers, body, Some(token)).await {
+                        self.fail("Transaction failed", &e.message, receipt.as_deref());
+                        return;
+                    }
+                }
+                TxOp::Ack { id } => self.settle(&id, None),
+                TxOp::Nack { id, requeue } => self.settle(&id, Some(requeue)),
+            }
+        }
+    }
+
+    pub(super) fn abort(&mut self, tx: &str, receipt: Option<String>) {
+        if self.transactions.remove(tx).is_none() {
+            self.fail(
+                "Bad transaction",
+                &format!("transaction '{tx}' is not active"),
+                receipt.as_deref(),
+            );
+        } else {
+            self.receipts.open(0, receipt);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A STOMP connection's subscriptions and the deliveries it still owes acks for. Each
+//! subscription consumes exactly one queue; each delivery gets a connection-unique ack id
+//! (`ferry-<shard>-<conn>-<seq>`, used as `message-id` and, on 1.2, `ack`). `client` acks are
+//! cumulative within the subscription, `client-individual` acks one delivery, `auto` needs none.
+//! Bounded by `Limits::subscription_count_max` and each subscription's prefetch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ferry_stomp::AckMode;
+
+use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag, ShardId};
+
+/// One SUBSCRIBE.
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: String,
+    pub queue: String,
+    pub owner: ShardId,
+    pub consumer: ConsumerKey,
+    pub ack: AckMode,
+    /// A server-named private queue (topic/exchange subscription): deleted on UNSUBSCRIBE.
+    pub private_queue: bool,
+    unacked: BTreeMap<u64, DeliveryTag>,
+    /// Auto-ack deliveries handed to the session whose credit is not yet returned.
+    pub credit_due: u32,
+}
+
+impl Subscription {
+    pub fn new(
+        id: String,
+        queue: String,
+        owner: ShardId,
+        consumer: ConsumerKey,
+        ack: AckMode,
+    ) -> Self {
+        Subscription {
+            id,
+            queue,
+            owner,
+            consumer,
+            ack,
+            private_queue: false,
+            unacked: BTreeMap::new(),
+            credit_due: 0,
+        }
+    }
+}
+
+/// Settlement work an ACK/NACK resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AckTarget {
+    pub owner: ShardId,
+    pub queue: String,
+    pub tags: Vec<DeliveryTag>,
+}
+
+/// All subscriptions of one connection.
+#[derive(Debug)]
+pub struct Subscriptions {
+    conn: ConnectionId,
+    by_id: HashMap<String, Subscription>,
+    by_tag: HashMap<u64, String>,
+    ack_index: HashMap<u64, String>,
+    next_tag: u64,
+    next_seq: u64,
+}
+
+impl Subscriptions {
+    pub fn new(conn: ConnectionId) -> Self {
+        Subscriptions {
+            conn,
+            by_id: HashMap::new(),
+            by_tag: HashMap::new(),
+            ack_index: HashMap::new(),
+            next_tag: 1,
+            next_seq: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// A consumer key for a new subscription of this connection.
+    pub fn next_consumer(&mut self) -> ConsumerKey {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        ConsumerKey {
+            conn: self.conn,
+            tag,
+        }
+    }
+
+    pub fn insert(&mut self, sub: Subscription) {
+        self.by_tag.insert(sub.consumer.tag, sub.id.clone());
+        self.by_id.insert(sub.id.clone(), sub);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Subscription> {
+        let sub = self.by_id.remove(id)?;
+        self.by_tag.remove(&sub.consumer.tag);
+        for seq in sub.unacked.keys() {
+            self.ack_index.remove(seq);
+        }
+        Some(sub)
+    }
+
+    pub fn drain(&mut self) -> Vec<Subscription> {
+        let ids: Vec<String> = self.by_id.keys().cloned().collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    pub fn by_consumer(&mut self, tag: u64) -> Option<&mut Subscription> {
+        let id = self.by_tag.get(&tag)?;
+        self.by_id.get_mut(id)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
+        self.by_id.values_mut()
+    }
+
+    /// Records a delivery on subscription `consumer_tag`; returns its ack id.
+    pub fn record_delivery(&mut self, consumer_tag: u64, tag: DeliveryTag) -> Option<String> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let conn = self.conn;
+        let sub = self.by_consumer(consumer_tag)?;
+        if sub.ack == AckMode::Auto {
+            sub.credit_due += 1;
+        } else {
+            sub.unacked.insert(seq, tag);
+            let id = sub.id.clone();
+            self.ack_index.insert(seq, id);
+        }
+        Some(format!("ferry-{}-{}-{seq}", conn.shard.0, conn.local))
+    }
+
+    /// Resolves an ACK/NACK id to the deliveries it settles (cumulative for `client`).
+    pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget> {
+        let seq: u64 = ack_id.rsplit('-').next()?.parse().ok()?;
+        let sub_id = self.ack_index.get(&seq)?.clone();
+        let sub = self.by_id.get_mut(&sub_id)?;
+        let taken: Vec<(u64, DeliveryTag)> = match sub.ack {
+            AckMode::Client => {
+                let rest = sub.unacked.split_off(&(seq + 1));
+                let upto = std::mem::replace(&mut sub.unacked, rest);
+                upto.into_iter().collect()
+            }
+            _ => sub
+                .unacked
+                .remove(&seq)
+                .map(|tag| vec![(seq, tag)])
+                .unwrap_or_default(),
+        };
+        for (s, _) in &taken {
+            self.ack_index.remove(s);
+        }
+        let tags = taken.into_iter().map(|(_, tag)| tag).collect();
+        Some(AckTarget {
+            owner: sub.owner,
+            queue: sub.queue.clone(),
+            tags,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs(mode: AckMode) -> (Subscriptions, u64) {
+        let mut s = Subscriptions::new(ConnectionId {
+            shard: ShardId(0),
+            local: 7,
+        });
+        let consumer = s.next_consumer();
+        s.insert(Subscription::new(
+            "s".into(),
+            "q".into(),
+            ShardId(1),
+            consumer,
+            mode,
+        ));
+        (s, consumer.tag)
+    }
+
+    #[test]
+    fn client_ack_is_cumulative() {
+        let (mut s, tag) = subs(AckMode::Client);
+        let ids: Vec<String> = (1..=3)
+            .map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub"))
+            .collect();
+        let target = s.take_acks(&ids[1]).expect("known id");
+        assert_eq!(target.tags, [DeliveryTag(1), DeliveryTag(2)]);
+        assert_eq!(s.take_acks(&ids[2]).expect("known").tags, [DeliveryTag(3)]);
+        assert!(s.take_acks(&ids[0]).is_none(), "already acked");
+    }
+
+    #[test]
+    fn individual_ack_takes_one() {
+        let (mut s, tag) = subs(AckMode::ClientIndividual);
+        let ids: Vec<String> = (1..=3)
+            .map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub"))
+            .collect();
+        assert_eq!(s.take_acks(&ids[1]).expect("known").tags, [DeliveryTag(2)]);
+        assert_eq!(s.take_acks(&ids[0]).expect("known").tags, [DeliveryTag(1)]);
+    }
+
+    #[test]
+    fn auto_counts_credit_and_unknown_ids_are_ignored() {
+        let (mut s, tag) = subs(AckMode::Auto);
+        let id = s.record_delivery(tag, DeliveryTag(1)).expect("sub");
+        assert!(s.take_acks(&id).is_none());
+        assert!(s.take_acks("garbage").is_none());
+        assert_eq!(s.by_consumer(tag).expect("sub").credit_due, 1);
+    }
+}

@@ -1,0 +1,57 @@
+//! Newtypes for every id the engine passes around (STYLE §5): shards, connections, consumers,
+//! completion tokens. No `Deref`, no tuples as domain types. Plain data, used on every shard.
+
+use std::fmt;
+
+/// One shard: one pinned executor thread owning its queues and connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard-{}", self.0)
+    }
+}
+
+/// A client connection; carries the shard it lives on for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId {
+    pub shard: ShardId,
+    pub local: u32,
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-conn-{}", self.shard.0, self.local)
+    }
+}
+
+/// A consumer: a connection plus the connection-local consumer number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsumerKey {
+    pub conn: ConnectionId,
+    pub tag: u64,
+}
+
+/// Names the piece of work a connection waits on (a receipt, a confirm): when every queue a
+/// publish reached has taken it (durably, for persistent messages), the owning shard reports
+/// the token back to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Completion {
+    pub conn: ConnectionId,
+    pub token: u64,
+}
+
+/// A queue's per-delivery tag, unique within that queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryTag(pub u64);
+
+/// A request awaiting a reply from another shard (or from this one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);

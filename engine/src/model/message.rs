@@ -1,0 +1,45 @@
+//! A message as the engine carries it: immutable content shared by every queue it was routed
+//! to (`Arc`, so it may cross shards), plus the per-queue copy state (`QueuedMessage`).
+//! The neutral header view is what every protocol maps to and from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// What a publisher sent. Shared, never mutated after publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: Properties,
+    pub body: Bytes,
+}
+
+/// The neutral header view (ARCHITECTURE §3). `headers` are user headers in arrival order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub persistent: bool,
+    pub priority: u8,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub message_id: Option<String>,
+    pub expiration_ms: Option<u64>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Content {
+    /// Bytes this message counts against queue byte limits.
+    pub fn size_bytes(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// A message inside one queue.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub msg_id: u64,
+    pub content: Arc<Content>,
+    pub redelivered: bool,
+}

@@ -1,0 +1,8 @@
+//! The broker's one message model (ARCHITECTURE §3): exchanges -> bindings -> queues.
+//! Protocol-neutral; the gateways map their protocols onto it. Plain data and logic, no I/O.
+
+pub mod exchange;
+pub mod message;
+pub mod queue;
+pub mod routing;
+pub mod topic;

@@ -1,0 +1,346 @@
+//! A queue's live state on its owning shard: ready messages, consumers with credit, and
+//! deliveries awaiting settlement. Never touched by any other shard; every operation is a
+//! plain method. Bounded by `Limits::queue_message_count_max` (ready + unacked) and each
+//! consumer's credit (prefetch).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::ids::{ConsumerKey, DeliveryTag};
+use crate::model::message::{Content, QueuedMessage};
+use crate::model::routing::QueueSpec;
+
+/// A consumer attached to this queue.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub key: ConsumerKey,
+    /// Most deliveries outstanding at once (unacked, or for auto-ack not yet written out).
+    pub credit_max: u32,
+    pub outstanding: u32,
+    /// Auto-ack: settled when sent; credit comes back when the connection has written it.
+    pub no_ack: bool,
+}
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub consumer: ConsumerKey,
+    pub queue: String,
+    pub tag: DeliveryTag,
+    pub message: QueuedMessage,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    message: QueuedMessage,
+    consumer: ConsumerKey,
+}
+
+/// What settling a delivery did, so the shard can log persistent settlements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Acked (or dropped): the message is gone. Carries its id and persistence.
+    Removed {
+        msg_id: u64,
+        persistent: bool,
+    },
+    Requeued,
+    Unknown,
+}
+
+/// A queue's contents and consumers.
+#[derive(Debug)]
+pub struct Queue {
+    pub spec: QueueSpec,
+    ready: VecDeque<QueuedMessage>,
+    unacked: HashMap<DeliveryTag, Unacked>,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    next_tag: u64,
+    next_msg_id: u64,
+    had_consumer: bool,
+}
+
+impl Queue {
+    pub fn new(spec: QueueSpec) -> Self {
+        Queue {
+            spec,
+            ready: VecDeque::new(),
+            unacked: HashMap::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            next_tag: 1,
+            next_msg_id: 1,
+            had_consumer: false,
+        }
+    }
+
+    /// Messages held: ready plus unacknowledged.
+    pub fn len(&self) -> usize {
+        self.ready.len() + self.unacked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// True once an auto-delete queue has had a consumer and lost its last one.
+    pub fn should_auto_delete(&self) -> bool {
+        self.spec.auto_delete && self.had_consumer && self.consumers.is_empty()
+    }
+
+    /// Adds a message at the tail; returns its queue-local id. Capacity is the caller's check.
+    pub fn push(&mut self, content: Arc<Content>) -> u64 {
+        let msg_id = self.next_msg_id;
+        self.next_msg_id += 1;
+        self.ready.push_back(QueuedMessage {
+            msg_id,
+            content,
+            redelivered: false,
+        });
+        msg_id
+    }
+
+    /// Puts back a recovered message (keeps its id; marks it redelivered).
+    pub fn restore(&mut self, mut message: QueuedMessage) {
+        message.redelivered = true;
+        self.next_msg_id = self.next_msg_id.max(message.msg_id + 1);
+        self.ready.push_back(message);
+    }
+
+    pub fn add_consumer(&mut self, consumer: Consumer) {
+        self.had_consumer = true;
+        self.consumers.push(consumer);
+    }
+
+    /// Removes a consumer and requeues everything it had not settled, marked redelivered,
+    /// ahead of the ready messages in their original order. Returns whether it existed.
+    pub fn remove_consumer(&mut self, key: ConsumerKey) -> bool {
+        let before = self.consumers.len();
+        self.consumers.retain(|c| c.key != key);
+        let existed = before != self.consumers.len();
+        let tags: Vec<DeliveryTag> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.consumer == key)
+            .map(|(tag, _)| *tag)
+            .collect();
+        self.requeue_tags(&tags);
+        existed
+    }
+
+    fn requeue_tags(&mut self, tags: &[DeliveryTag]) {
+        let mut back: Vec<QueuedMessage> = tags
+            .iter()
+            .filter_map(|tag| self.unacked.remove(tag))
+            .map(|u| u.message)
+            .collect();
+        back.sort_unstable_by_key(|m| std::cmp::Reverse(m.msg_id));
+        for mut message in back {
+            message.redelivered = true;
+            self.ready.push_front(message);
+        }
+    }
+
+    /// Hands ready messages to consumers with credit, round-robin, appending to `out`.
+    pub fn dispatch(&mut self, out: &mut Vec<Delivery>) {
+        while !self.ready.is_empty() {
+            let Some(index) = self.next_with_credit() else {
+                return;
+            };
+            let Some(message) = self.ready.pop_front() else {
+                return;
+            };
+            let consumer = &mut self.consumers[index];
+            consumer.outstanding += 1;
+            let key = consumer.key;
+            let tag = DeliveryTag(self.next_tag);
+            self.next_tag += 1;
+            if !consumer.no_ack {
+                self.unacked.insert(
+                    tag,
+                    Unacked {
+                        message: message.clone(),
+                        consumer: key,
+                    },
+                );
+            }
+            out.push(Delivery {
+                consumer: key,
+                queue: self.spec.name.clone(),
+                tag,
+                message,
+            });
+        }
+    }
+
+    fn next_with_credit(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        for step in 0..n {
+            let index = (self.next_consumer + step) % n;
+            let c = &self.consumers[index];
+            if c.outstanding < c.credit_max {
+                self.next_consumer = (index + 1) % n;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// Acks (`requeue == None`), requeues (`Some(true)`) or drops (`Some(false)`) one delivery.
+    pub fn settle(&mut self, tag: DeliveryTag, requeue: Option<bool>) -> Settled {
+        let Some(unacked) = self.unacked.get(&tag) else {
+            return Settled::Unknown;
+        };
+        let consumer = unacked.consumer;
+        self.release_credit(consumer, 1);
+        if requeue == Some(true) {
+            self.requeue_tags(&[tag]);
+            return Settled::Requeued;
+        }
+        match self.unacked.remove(&tag) {
+            Some(u) => Settled::Removed {
+                msg_id: u.message.msg_id,
+                persistent: u.message.content.properties.persistent,
+            },
+            None => Settled::Unknown,
+        }
+    }
+
+    /// Returns `n` credits to an auto-ack consumer once its connection wrote the deliveries.
+    pub fn release_credit(&mut self, key: ConsumerKey, n: u32) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.key == key) {
+            c.outstanding = c.outstanding.saturating_sub(n);
+        }
+    }
+
+    /// Drops all ready messages; returns how many (unacked ones stay, as in AMQP purge).
+    pub fn purge(&mut self) -> usize {
+        let n = self.ready.len();
+        self.ready.clear();
+        n
+    }
+
+    /// Consumers currently attached (for cancellation when the queue is deleted).
+    pub fn consumer_keys(&self) -> Vec<ConsumerKey> {
+        self.consumers.iter().map(|c| c.key).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ConnectionId, ShardId};
+    use crate::model::message::Properties;
+
+    fn queue() -> Queue {
+        Queue::new(QueueSpec {
+            name: "q".into(),
+            durable: false,
+            auto_delete: true,
+            exclusive: None,
+            arguments: vec![],
+            shard: ShardId(0),
+        })
+    }
+
+    fn content(body: &'static str) -> Arc<Content> {
+        Arc::new(Content {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            properties: Properties::default(),
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    fn consumer(local: u32, credit: u32) -> Consumer {
+        let key = ConsumerKey {
+            conn: ConnectionId {
+                shard: ShardId(0),
+                local,
+            },
+            tag: 1,
+        };
+        Consumer {
+            key,
+            credit_max: credit,
+            outstanding: 0,
+            no_ack: false,
+        }
+    }
+
+    fn bodies(out: &[Delivery]) -> Vec<&[u8]> {
+        out.iter()
+            .map(|d| d.message.content.body.as_ref())
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_with_credit() {
+        let mut q = queue();
+        for b in ["a", "b", "c", "d", "e"] {
+            q.push(content(b));
+        }
+        q.add_consumer(consumer(1, 2));
+        q.add_consumer(consumer(2, 1));
+        let mut out = Vec::new();
+        q.dispatch(&mut out);
+        assert_eq!(bodies(&out), [b"a".as_ref(), b"b", b"c"]);
+        assert_eq!(q.ready_len(), 2);
+        let first = out[0].tag;
+        assert!(matches!(q.settle(first, None), Settled::Removed { .. }));
+        out.clear();
+        q.dispatch(&mut out);
+        assert_eq!(bodies(&out), [b"d".as_ref()]);
+    }
+
+    #[test]
+    fn cancel_requeues_in_order_marked_redelivered() {
+        let mut q = queue();
+        for b in ["a", "b", "c"] {
+            q.push(content(b));
+        }
+        let c = consumer(1, 10);
+        q.add_consumer(c.clone());
+        let mut out = Vec::new();
+        q.dispatch(&mut out);
+        assert_eq!(out.len(), 3);
+        q.settle(out[1].tag, None);
+        assert!(q.remove_consumer(c.key));
+        assert!(q.should_auto_delete());
+        q.add_consumer(consumer(2, 10));
+        out.clear();
+        q.dispatch(&mut out);
+        assert_eq!(bodies(&out), [b"a".as_ref(), b"c"]);
+        assert!(out.iter().all(|d| d.message.redelivered));
+    }
+
+    #[test]
+    fn nack_requeue_goes_to_front_and_drop_removes() {
+        let mut q = queue();
+        q.push(content("a"));
+        q.push(content("b"));
+        q.add_consumer(consumer(1, 1));
+        let mut out = Vec::new();
+        q.dispatch(&mut out);
+        assert_eq!(q.settle(out[0].tag, Some(true)), Settled::Requeued);
+        out.clear();
+        q.dispatch(&mut out);
+        assert_eq!(bodies(&out), [b"a".as_ref()]);
+        assert!(out[0].message.redelivered);
+        assert!(matches!(
+            q.settle(out[0].tag, Some(false)),
+            Settled::Removed { .. }
+        ));
+        assert_eq!(q.settle(out[0].tag, None), Settled::Unknown);
+        assert_eq!(q.len(), 1);
+    }
+}

@@ -1,0 +1,113 @@
+//! One connection's task: a reader sub-task copies socket bytes into a small bounded channel
+//! (TCP back-pressure when the gateway is busy); the main loop is read/handle/poll/write —
+//! wait for input, a mailbox wake-up or the session's next timer, let the gateway handle it,
+//! then write whatever output it produced. The connection lives its whole life on this shard.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::spawn_local;
+
+use super::notify::Notify;
+use crate::auth::Users;
+use crate::gateway::stomp::StompConn;
+use crate::shard::ShardRef;
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks buffered between the reader and the gateway.
+const READ_QUEUE_CHUNKS: usize = 2;
+/// Pause while this shard's outboxes are over their bound.
+const OUTBOX_BACKOFF: Duration = Duration::from_micros(200);
+
+enum Wake {
+    Input(Option<Vec<u8>>),
+    Mail,
+    Timer,
+}
+
+pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let notify = Rc::new(Notify::default());
+    let wake: Rc<dyn Fn()> = {
+        let notify = notify.clone();
+        Rc::new(move || notify.notify())
+    };
+    let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
+    let Some(mut conn) = StompConn::new(shard.clone(), peer, users, wake, Instant::now()) else {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"ERROR\nmessage:connection limit reached\n\n\0")
+            .await;
+        return;
+    };
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(READ_QUEUE_CHUNKS);
+    let reader_task = spawn_local(async move {
+        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut out = Vec::new();
+    loop {
+        conn.poll_transmit(&mut out);
+        if !out.is_empty() {
+            if writer.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+            conn.on_written();
+        }
+        if conn.is_closed() {
+            break;
+        }
+        let timer = conn.poll_timeout();
+        let wake = future::or(
+            async { Wake::Input(rx.recv().await) },
+            future::or(
+                async {
+                    notify.wait().await;
+                    Wake::Mail
+                },
+                async {
+                    match timer {
+                        Some(at) => {
+                            glommio::timer::sleep(at.saturating_duration_since(Instant::now()))
+                                .await
+                        }
+                        None => future::pending::<()>().await,
+                    }
+                    Wake::Timer
+                },
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Input(Some(bytes)) => {
+                while shard.borrow().outbox_len() > outbox_max {
+                    glommio::timer::sleep(OUTBOX_BACKOFF).await;
+                }
+                conn.handle_input(&bytes, Instant::now()).await;
+            }
+            Wake::Input(None) => break,
+            Wake::Mail => conn.drain_mailbox(),
+            Wake::Timer => conn.handle_timeout(Instant::now()),
+        }
+    }
+    let _ = writer.close().await;
+    drop(reader_task);
+    conn.close();
+}

@@ -1,0 +1,133 @@
+//! The runtime: the only module that names glommio (STYLE §11). It starts one pinned executor
+//! per shard, joins them in a full mesh of bounded channels carrying `Vec<ShardMsg>` batches,
+//! runs each shard's housekeeping tasks (mesh receivers, the outbox flusher, the journal
+//! committer), binds every listener on every shard with SO_REUSEPORT, and drives each
+//! connection's gateway from a short read/handle/poll/write loop ([`conn`]).
+
+mod conn;
+mod memlock;
+mod notify;
+mod shard_tasks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::bail;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement as CpuPlacement};
+
+use crate::config::BrokerConfig;
+use crate::shard::msg::ShardMsg;
+
+pub use memlock::{has_ipc_lock, io_memory_for, memlock_limit_bytes};
+
+/// Set once SIGINT/SIGTERM arrives; every shard polls it and winds down.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// How often idle shards look at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Runs the broker until SIGINT or SIGTERM. Returns after every shard stopped.
+pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let signals = block_shutdown_signals()?;
+    let config = Arc::new(config);
+    let shards = config.shards;
+    let memlock = memlock_limit_bytes();
+    if memlock < memlock::GLOMMIO_MEMLOCK_MIN_BYTES && !has_ipc_lock() {
+        bail!(
+            "RLIMIT_MEMLOCK is {memlock} bytes; glommio needs at least 512 KiB (raise it with `ulimit -l`)"
+        );
+    }
+    let (io_memory, warning) = io_memory_for(shards, memlock, has_ipc_lock());
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    let cpus = online_cpus();
+    let mesh: MeshBuilder<Vec<ShardMsg>, _> =
+        MeshBuilder::full(usize::from(shards), config.limits.shard_channel_count_max);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for index in 0..usize::from(shards) {
+        let cpu = cpus[index % cpus.len()];
+        let (config, mesh, ready) = (config.clone(), mesh.clone(), ready_tx.clone());
+        let mut builder = LocalExecutorBuilder::new(CpuPlacement::Fixed(cpu))
+            .name(&format!("ferry-shard-{index}"))
+            .io_memory(io_memory);
+        if let Some(spin) = config.spin_before_park {
+            builder = builder.spin_before_park(spin);
+        }
+        let handle = builder
+            .spawn(move || shard_tasks::shard_main(config, mesh, ready))
+            .map_err(|e| {
+                anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}")
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("a shard exited during start-up"),
+        }
+    }
+    tracing::info!(shards, io_memory, "ferry is ready");
+    let signal = wait_for_signal(&signals);
+    tracing::info!(signal, "shutting down");
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub(crate) fn shutting_down() -> bool {
+    SHUTDOWN.load(Ordering::Relaxed)
+}
+
+fn online_cpus() -> Vec<usize> {
+    match glommio::CpuSet::online() {
+        Ok(set) => {
+            let cpus: Vec<usize> = set.into_iter().map(|l| l.cpu).collect();
+            if cpus.is_empty() { vec![0] } else { cpus }
+        }
+        Err(_) => vec![0],
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after) so
+/// that only `wait_for_signal` receives them.
+fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            bail!("pthread_sigmask failed: {rc}");
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+    loop {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: `set` is a valid, initialised signal set; sigwait writes the signal number.
+        let rc = unsafe { libc::sigwait(set, &mut signal) };
+        if rc == 0 {
+            return if signal == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+        }
+    }
+}

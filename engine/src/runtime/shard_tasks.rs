@@ -1,0 +1,177 @@
+//! One shard's executor: joins the mesh (its peer index is its `ShardId`), builds the `Shard`,
+//! and runs its housekeeping tasks — one receiver per peer, the outbox flusher (sends whole
+//! batches, awaiting channel space: that is the back-pressure), the journal committer (runs
+//! syncs on glommio's blocking pool, never on the event loop; a failed sync stops the broker),
+//! and one accept loop per listener.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::TcpListener;
+use glommio::{executor, spawn_local};
+
+use super::conn::serve_stomp;
+use super::notify::Notify;
+use super::{SHUTDOWN_POLL, shutting_down};
+use crate::auth::Users;
+use crate::config::{BrokerConfig, ListenerProto};
+use crate::ids::ShardId;
+use crate::journal::Journal;
+use crate::shard::msg::ShardMsg;
+use crate::shard::{Shard, ShardRef};
+
+type Mesh = MeshBuilder<Vec<ShardMsg>, Full>;
+
+pub(super) async fn shard_main(
+    config: Arc<BrokerConfig>,
+    mesh: Mesh,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let Ok((senders, mut receivers)) = mesh.join().await else {
+        let _ = ready.send(Err("joining the shard mesh failed".to_owned()));
+        return;
+    };
+    let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
+    let outbox_notify = Rc::new(Notify::default());
+    let sync_notify = Rc::new(Notify::default());
+    let journal = Journal::memory(wake_hook(&sync_notify));
+    let shard = Shard::new(
+        id,
+        config.placement(),
+        config.limits.clone(),
+        journal,
+        wake_hook(&outbox_notify),
+    );
+    let shard: ShardRef = Rc::new(RefCell::new(shard));
+
+    let mut tasks = Vec::new();
+    for (peer, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        let from = ShardId(u16::try_from(peer).expect("peer index fits u16"));
+        tasks.push(spawn_local(async move {
+            while let Some(batch) = receiver.recv().await {
+                shard.borrow_mut().handle_batch(from, batch);
+            }
+        }));
+    }
+    tasks.push(spawn_local(flush_outboxes(
+        shard.clone(),
+        senders,
+        outbox_notify,
+    )));
+    tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
+
+    let users = Rc::new(Users::new(&config.users));
+    for listener in &config.listeners {
+        let bound = match TcpListener::bind(listener.addr) {
+            Ok(bound) => bound,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "cannot listen on {} for {}: {e}",
+                    listener.addr,
+                    listener.proto.name()
+                )));
+                return;
+            }
+        };
+        if id.0 == 0 {
+            tracing::info!(proto = listener.proto.name(), addr = %listener.addr, "listening");
+        }
+        let proto = listener.proto;
+        tasks.push(spawn_local(accept_loop(
+            bound,
+            proto,
+            shard.clone(),
+            users.clone(),
+        )));
+    }
+    let _ = ready.send(Ok(()));
+    while !shutting_down() {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    final_sync(&shard).await;
+    drop(tasks);
+}
+
+fn wake_hook(notify: &Rc<Notify>) -> Rc<dyn Fn()> {
+    let notify = notify.clone();
+    Rc::new(move || notify.notify())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proto: ListenerProto,
+    shard: ShardRef,
+    users: Rc<Users>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        match proto {
+            ListenerProto::Stomp => {
+                spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach()
+            }
+        };
+    }
+}
+
+async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, notify: Rc<Notify>) {
+    let me = senders.peer_id();
+    loop {
+        notify.wait().await;
+        loop {
+            let mut sent = false;
+            for peer in (0..senders.nr_consumers()).filter(|p| *p != me) {
+                let to = ShardId(u16::try_from(peer).expect("peer index fits u16"));
+                let batch = shard.borrow_mut().take_outbox(to);
+                if batch.is_empty() {
+                    continue;
+                }
+                sent = true;
+                if senders.send_to(peer, batch).await.is_err() {
+                    tracing::error!(peer, "shard channel closed");
+                    return;
+                }
+            }
+            if !sent {
+                break;
+            }
+        }
+    }
+}
+
+async fn commit_journal(shard: ShardRef, notify: Rc<Notify>) {
+    loop {
+        notify.wait().await;
+        sync_pending(&shard).await;
+    }
+}
+
+async fn sync_pending(shard: &ShardRef) {
+    loop {
+        let Some(work) = shard.borrow_mut().journal_mut().sync_work() else {
+            return;
+        };
+        let result = executor().spawn_blocking(move || work.run()).await;
+        let mut s = shard.borrow_mut();
+        if let Err(e) = s.journal_mut().complete_sync(result) {
+            // A failed sync is fatal: never retry and acknowledge (ARCHITECTURE §4).
+            tracing::error!(shard = %s.id(), "journal sync failed, stopping the broker: {e}");
+            std::process::exit(70);
+        }
+        s.journal_synced();
+    }
+}
+
+async fn final_sync(shard: &ShardRef) {
+    sync_pending(shard).await;
+}

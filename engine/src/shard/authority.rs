@@ -1,0 +1,121 @@
+//! The metadata authority (shard 0 only): validates every routing change against its table,
+//! applies it, broadcasts it to every other shard, and answers the requester once all shards
+//! have applied it — so after a declare or bind returns, every shard routes by it. Other
+//! shards only ever apply ops in the authority's order (FIFO channels from shard 0).
+
+use std::collections::HashMap;
+
+use crate::ids::{RequestId, ShardId};
+use crate::model::queue::Queue;
+use crate::model::routing::{MetaOp, MetaOutcome};
+use crate::shard::msg::{Reply, Request, ShardMsg};
+use crate::shard::{AUTHORITY, Shard};
+
+/// Pending broadcasts of the authority.
+#[derive(Debug, Default)]
+pub struct Authority {
+    pending: HashMap<u64, Waiting>,
+    next_ack: u64,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    remaining: usize,
+    from: ShardId,
+    id: RequestId,
+}
+
+impl Shard {
+    pub(super) fn authority_request(&mut self, from: ShardId, id: RequestId, op: MetaOp) {
+        assert_eq!(self.id, AUTHORITY, "meta requests go to the authority");
+        let outcome = self.routing.validate(&op, self.limits.queue_count_max);
+        let Ok(MetaOutcome::Changed) = outcome else {
+            self.reply(from, id, outcome.map(Reply::Meta));
+            return;
+        };
+        self.apply_meta(&op);
+        let peers: Vec<ShardId> = (0..self.placement.shard_count())
+            .map(ShardId)
+            .filter(|s| *s != self.id)
+            .collect();
+        if peers.is_empty() {
+            self.reply(from, id, Ok(Reply::Meta(MetaOutcome::Changed)));
+            return;
+        }
+        let authority = self
+            .authority
+            .as_mut()
+            .expect("shard 0 holds the authority");
+        let ack = authority.next_ack;
+        authority.next_ack += 1;
+        authority.pending.insert(
+            ack,
+            Waiting {
+                remaining: peers.len(),
+                from,
+                id,
+            },
+        );
+        for peer in peers {
+            self.send(
+                peer,
+                ShardMsg::MetaApply {
+                    op: op.clone(),
+                    ack,
+                },
+            );
+        }
+    }
+
+    pub(super) fn meta_applied(&mut self, ack: u64) {
+        let authority = self
+            .authority
+            .as_mut()
+            .expect("only the authority receives MetaApplied");
+        let Some(waiting) = authority.pending.get_mut(&ack) else {
+            return;
+        };
+        waiting.remaining -= 1;
+        if waiting.remaining == 0
+            && let Some(done) = authority.pending.remove(&ack)
+        {
+            self.reply(done.from, done.id, Ok(Reply::Meta(MetaOutcome::Changed)));
+        }
+    }
+
+    /// Applies a validated op to this shard's table and, for queues it owns, to the queue set.
+    pub(super) fn apply_meta(&mut self, op: &MetaOp) {
+        self.routing.apply(op);
+        match op {
+            MetaOp::DeclareQueue { spec, .. }
+                if spec.shard == self.id && !self.queues.contains_key(&spec.name) =>
+            {
+                self.journal.append_queue_declare(spec);
+                self.queues
+                    .insert(spec.name.clone(), Queue::new(spec.clone()));
+            }
+            MetaOp::DeleteQueue { name } => {
+                if let Some(queue) = self.queues.remove(name) {
+                    self.journal.append_queue_delete(&queue.spec);
+                    for consumer in queue.consumer_keys() {
+                        let msg = ShardMsg::ConsumerCancelled {
+                            consumer,
+                            queue: name.clone(),
+                        };
+                        if consumer.conn.shard == self.id {
+                            self.handle_msg(self.id, msg);
+                        } else {
+                            self.send(consumer.conn.shard, msg);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks the authority for a change nobody waits on (auto-delete, connection cleanup).
+    pub fn meta_nowait(&mut self, op: MetaOp) {
+        drop(self.request(AUTHORITY, Request::Meta(op)));
+    }
+}

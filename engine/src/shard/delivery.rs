@@ -1,0 +1,241 @@
+//! The message path through a shard: publish (route on the publisher's shard), enqueue on the
+//! owner, dispatch to consumers, delivery to the consumer's connection, settlement and credit
+//! back to the owner. Each step is local when the other party is on this shard and one
+//! `ShardMsg` otherwise; the receiving side asserts it owns what it was sent.
+
+use std::sync::Arc;
+
+use crate::error::{EngineError, ErrorKind};
+use crate::ids::{Completion, ConsumerKey, DeliveryTag, ShardId};
+use crate::model::message::Content;
+use crate::model::queue::{Consumer, Delivery, Settled};
+use crate::shard::Shard;
+use crate::shard::msg::ShardMsg;
+
+impl Shard {
+    /// Routes a publish and hands it to each target queue's owner. Returns how many queues it
+    /// reached; each reports `completion` (if any) once it holds the message (durably, when
+    /// persistent and the queue is durable).
+    pub fn publish(
+        &mut self,
+        exchange: &str,
+        key: &str,
+        content: Arc<Content>,
+        completion: impl Fn() -> Option<Completion>,
+    ) -> Result<usize, EngineError> {
+        if !exchange.is_empty() && self.routing.exchange(exchange).is_none() {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                format!("no exchange '{exchange}' in vhost '/'"),
+            ));
+        }
+        let mut targets = Vec::new();
+        self.routing
+            .route(exchange, key, &content.properties.headers, &mut targets);
+        let targets: Vec<(String, ShardId)> = targets
+            .into_iter()
+            .map(|q| (q.name.clone(), q.shard))
+            .collect();
+        let count = targets.len();
+        for (queue, owner) in targets {
+            let content = content.clone();
+            if owner == self.id {
+                self.enqueue_local(&queue, content, completion());
+            } else {
+                self.send(
+                    owner,
+                    ShardMsg::Enqueue {
+                        queue,
+                        content,
+                        completion: completion(),
+                    },
+                );
+            }
+        }
+        Ok(count)
+    }
+
+    pub(super) fn enqueue_local(
+        &mut self,
+        name: &str,
+        content: Arc<Content>,
+        completion: Option<Completion>,
+    ) {
+        let limit = self.limits.queue_message_count_max;
+        let Some(queue) = self.queues.get_mut(name) else {
+            // Deleted while the publish was in flight: dropped, as if unroutable.
+            if let Some(c) = completion {
+                self.complete(c, Ok(()));
+            }
+            return;
+        };
+        assert_eq!(
+            queue.spec.shard, self.id,
+            "enqueue reached the queue's owner"
+        );
+        if queue.len() >= limit {
+            if let Some(c) = completion {
+                let msg = format!("queue '{name}' is full ({limit} messages)");
+                self.complete(c, Err(EngineError::new(ErrorKind::ResourceError, msg)));
+            }
+            return;
+        }
+        let durable = queue.spec.durable && content.properties.persistent;
+        let msg_id = queue.push(content.clone());
+        match (durable, completion) {
+            (true, completion) => self
+                .journal
+                .append_enqueue(name, msg_id, &content, completion),
+            (false, Some(c)) => self.complete(c, Ok(())),
+            (false, None) => {}
+        }
+        self.dispatch(name);
+    }
+
+    /// Hands ready messages of queue `name` to its consumers.
+    pub(super) fn dispatch(&mut self, name: &str) {
+        let mut out = Vec::new();
+        if let Some(queue) = self.queues.get_mut(name) {
+            queue.dispatch(&mut out);
+        }
+        for delivery in out {
+            let conn = delivery.consumer.conn;
+            if conn.shard == self.id {
+                self.deliver_local(delivery);
+            } else {
+                self.send(conn.shard, ShardMsg::Deliver(delivery));
+            }
+        }
+    }
+
+    pub(super) fn deliver_local(&mut self, delivery: Delivery) {
+        let conn = delivery.consumer.conn;
+        assert_eq!(conn.shard, self.id, "delivery reached the consumer's shard");
+        let mut slot = Some(delivery);
+        let delivered = self.with_conn(conn, |m| m.deliveries.extend(slot.take()));
+        if !delivered && let Some(delivery) = slot {
+            self.return_delivery(delivery);
+        }
+    }
+
+    /// A delivery whose connection is gone: requeue it at its owner.
+    pub fn return_delivery(&mut self, delivery: Delivery) {
+        let owner = self.routing.queue(&delivery.queue).map(|q| q.shard);
+        if let Some(owner) = owner {
+            self.settle(owner, &delivery.queue, vec![delivery.tag], Some(true));
+        }
+    }
+
+    /// Acks (`None`), requeues (`Some(true)`) or drops (`Some(false)`) deliveries of `queue`.
+    pub fn settle(
+        &mut self,
+        owner: ShardId,
+        queue: &str,
+        tags: Vec<DeliveryTag>,
+        requeue: Option<bool>,
+    ) {
+        if owner == self.id {
+            self.settle_local(queue, &tags, requeue);
+        } else {
+            self.send(
+                owner,
+                ShardMsg::Settle {
+                    queue: queue.to_owned(),
+                    tags,
+                    requeue,
+                },
+            );
+        }
+    }
+
+    pub(super) fn settle_local(&mut self, name: &str, tags: &[DeliveryTag], requeue: Option<bool>) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        let durable = queue.spec.durable;
+        let mut settled = Vec::new();
+        for tag in tags {
+            if let Settled::Removed {
+                msg_id,
+                persistent: true,
+            } = queue.settle(*tag, requeue)
+                && durable
+            {
+                settled.push(msg_id);
+            }
+        }
+        for msg_id in settled {
+            self.journal.append_settle(name, msg_id);
+        }
+        self.dispatch(name);
+    }
+
+    /// Returns credit for auto-ack deliveries the connection has written out.
+    pub fn credit(&mut self, owner: ShardId, queue: &str, consumer: ConsumerKey, count: u32) {
+        if owner == self.id {
+            self.credit_local(queue, consumer, count);
+        } else {
+            self.send(
+                owner,
+                ShardMsg::Credit {
+                    queue: queue.to_owned(),
+                    consumer,
+                    count,
+                },
+            );
+        }
+    }
+
+    pub(super) fn credit_local(&mut self, name: &str, consumer: ConsumerKey, count: u32) {
+        if let Some(queue) = self.queues.get_mut(name) {
+            queue.release_credit(consumer, count);
+            self.dispatch(name);
+        }
+    }
+
+    pub(super) fn consume_local(
+        &mut self,
+        name: &str,
+        consumer: Consumer,
+    ) -> Result<(), EngineError> {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return Err(EngineError::new(
+                ErrorKind::NotFound,
+                format!("no queue '{name}' in vhost '/'"),
+            ));
+        };
+        if let Some(owner) = queue.spec.exclusive
+            && owner != consumer.key.conn
+        {
+            let msg = format!("cannot obtain exclusive access to locked queue '{name}'");
+            return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
+        }
+        queue.add_consumer(consumer);
+        self.dispatch(name);
+        Ok(())
+    }
+
+    pub(super) fn cancel_local(&mut self, name: &str, consumer: ConsumerKey) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        queue.remove_consumer(consumer);
+        let auto_delete = queue.should_auto_delete();
+        self.dispatch(name);
+        if auto_delete {
+            self.meta_nowait(crate::model::routing::MetaOp::DeleteQueue {
+                name: name.to_owned(),
+            });
+        }
+    }
+
+    /// Removes a consumer without waiting (its connection is closing).
+    pub fn cancel_nowait(&mut self, owner: ShardId, queue: &str, consumer: ConsumerKey) {
+        let request = crate::shard::msg::Request::Cancel {
+            queue: queue.to_owned(),
+            consumer,
+        };
+        // Nobody awaits the reply; the receiver is dropped.
+        drop(self.request(owner, request));
+    }
+}

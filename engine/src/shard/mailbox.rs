@@ -1,0 +1,39 @@
+//! A connection's inbox on its own shard: what the engine has for it (deliveries, completed
+//! work, server-side cancels). The shard fills it and calls the connection's wake hook; the
+//! connection's task drains it. Single-threaded (`Rc`); bounded by consumer credit (deliveries)
+//! and by the connection's own outstanding work (completions).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+
+use crate::error::EngineError;
+use crate::ids::ConsumerKey;
+use crate::model::queue::Delivery;
+
+/// Items waiting for one connection.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pub deliveries: Vec<Delivery>,
+    pub completions: Vec<(u64, Result<(), EngineError>)>,
+    pub cancelled: Vec<(ConsumerKey, String)>,
+}
+
+impl Mailbox {
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.completions.is_empty() && self.cancelled.is_empty()
+    }
+}
+
+/// The shard's handle on a connection: its mailbox and how to wake its task.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub mailbox: Rc<RefCell<Mailbox>>,
+    pub wake: Rc<dyn Fn()>,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,328 @@
+//! One shard's state: its copy of the routing table, the queues it owns, its connections'
+//! mailboxes, its outboxes to other shards and its journal. Lives on exactly one executor
+//! thread behind `Rc<RefCell<_>>`; never borrowed across an `.await` (the runtime and the
+//! gateways take short borrows). Runtime-free: cross-shard traffic is queued in per-peer
+//! outboxes that the runtime flushes in batches, and wake hooks are plain closures, so a
+//! deterministic simulation can drive shards directly.
+
+mod authority;
+mod delivery;
+pub mod mailbox;
+pub mod msg;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ferry_wire::Limits;
+use futures_channel::oneshot;
+
+use crate::error::{EngineError, ErrorKind};
+use crate::ids::{Completion, ConnectionId, RequestId, ShardId};
+use crate::journal::Journal;
+use crate::model::queue::Queue;
+use crate::model::routing::RoutingTable;
+use crate::placement::Placement;
+use mailbox::{ConnHandle, Mailbox};
+use msg::{Reply, Request, ShardMsg};
+
+pub use authority::Authority;
+
+/// The metadata authority's shard: it serialises every routing change.
+pub const AUTHORITY: ShardId = ShardId(0);
+
+type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
+
+/// A shard's state. See the module docs.
+pub struct Shard {
+    id: ShardId,
+    placement: Placement,
+    limits: Limits,
+    routing: RoutingTable,
+    queues: HashMap<String, Queue>,
+    conns: HashMap<u32, ConnHandle>,
+    next_conn: u32,
+    outbox: Vec<Vec<ShardMsg>>,
+    outbox_wake: Rc<dyn Fn()>,
+    pending: HashMap<RequestId, ReplySender>,
+    next_request: u64,
+    authority: Option<Authority>,
+    journal: Journal,
+    name_seed: u64,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("queues", &self.queues.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A shard shared by the tasks of its own executor.
+pub type ShardRef = Rc<RefCell<Shard>>;
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        placement: Placement,
+        limits: Limits,
+        journal: Journal,
+        outbox_wake: Rc<dyn Fn()>,
+    ) -> Self {
+        let peers = usize::from(placement.shard_count());
+        assert!(
+            id.0 < placement.shard_count(),
+            "shard id within shard count"
+        );
+        Shard {
+            id,
+            authority: (id == AUTHORITY).then(Authority::default),
+            placement,
+            limits,
+            routing: RoutingTable::default(),
+            queues: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            outbox: (0..peers).map(|_| Vec::new()).collect(),
+            outbox_wake,
+            pending: HashMap::new(),
+            next_request: 1,
+            journal,
+            name_seed: u64::from(id.0) << 48,
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// Queues this shard owns (for admin views and tests).
+    pub fn owned_queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// A fresh server-generated queue name that places on this shard.
+    pub fn generate_queue_name(&mut self) -> String {
+        self.name_seed += 1;
+        self.placement.name_for_shard("/", self.id, self.name_seed)
+    }
+
+    // ----- connections -------------------------------------------------------------------
+
+    /// Registers a connection living on this shard; `None` at the connection limit.
+    pub fn register_conn(
+        &mut self,
+        wake: Rc<dyn Fn()>,
+    ) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>)> {
+        if self.conns.len() >= self.limits.connection_count_max {
+            return None;
+        }
+        let local = self.next_conn;
+        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        let mailbox = Rc::new(RefCell::new(Mailbox::default()));
+        self.conns.insert(
+            local,
+            ConnHandle {
+                mailbox: mailbox.clone(),
+                wake,
+            },
+        );
+        Some((
+            ConnectionId {
+                shard: self.id,
+                local,
+            },
+            mailbox,
+        ))
+    }
+
+    /// Forgets a connection. Deliveries still in its mailbox go back to their queues.
+    pub fn unregister_conn(&mut self, conn: ConnectionId) {
+        assert_eq!(conn.shard, self.id, "connection lives on this shard");
+        if let Some(handle) = self.conns.remove(&conn.local) {
+            let leftovers = std::mem::take(&mut handle.mailbox.borrow_mut().deliveries);
+            for delivery in leftovers {
+                self.return_delivery(delivery);
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn with_conn(&mut self, conn: ConnectionId, fill: impl FnOnce(&mut Mailbox)) -> bool {
+        match self.conns.get(&conn.local) {
+            Some(handle) => {
+                fill(&mut handle.mailbox.borrow_mut());
+                (handle.wake)();
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- cross-shard plumbing ----------------------------------------------------------
+
+    /// Queues `msg` for shard `to` (never this shard).
+    fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        assert_ne!(to, self.id, "local work is handled in place, not sent");
+        let was_idle = self.outbox.iter().all(Vec::is_empty);
+        self.outbox[to.index()].push(msg);
+        if was_idle {
+            (self.outbox_wake)();
+        }
+    }
+
+    /// Takes the batch queued for `to` (the runtime sends it).
+    pub fn take_outbox(&mut self, to: ShardId) -> Vec<ShardMsg> {
+        std::mem::take(&mut self.outbox[to.index()])
+    }
+
+    /// Messages waiting to leave this shard: gateways stop reading peers above a bound.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.iter().map(Vec::len).sum()
+    }
+
+    /// Sends a request to shard `to` (possibly this one); the receiver resolves with the reply.
+    pub fn request(
+        &mut self,
+        to: ShardId,
+        request: Request,
+    ) -> oneshot::Receiver<Result<Reply, EngineError>> {
+        let (tx, rx) = oneshot::channel();
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.pending.insert(id, tx);
+        if to == self.id {
+            self.handle_request(self.id, id, request);
+        } else {
+            self.send(
+                to,
+                ShardMsg::Request {
+                    from: self.id,
+                    id,
+                    request,
+                },
+            );
+        }
+        rx
+    }
+
+    fn reply(&mut self, to: ShardId, id: RequestId, result: Result<Reply, EngineError>) {
+        if to == self.id {
+            if let Some(tx) = self.pending.remove(&id) {
+                // The requester may have gone (connection closed): nothing to do then.
+                let _ = tx.send(result);
+            }
+        } else {
+            self.send(to, ShardMsg::Reply { id, result });
+        }
+    }
+
+    /// Handles a batch that arrived from another shard.
+    pub fn handle_batch(&mut self, from: ShardId, batch: Vec<ShardMsg>) {
+        for msg in batch {
+            self.handle_msg(from, msg);
+        }
+    }
+
+    fn handle_msg(&mut self, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Enqueue {
+                queue,
+                content,
+                completion,
+            } => self.enqueue_local(&queue, content, completion),
+            ShardMsg::Completed { completion, result } => self.complete(completion, result),
+            ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
+            ShardMsg::Settle {
+                queue,
+                tags,
+                requeue,
+            } => self.settle_local(&queue, &tags, requeue),
+            ShardMsg::Credit {
+                queue,
+                consumer,
+                count,
+            } => self.credit_local(&queue, consumer, count),
+            ShardMsg::Request { from, id, request } => self.handle_request(from, id, request),
+            ShardMsg::Reply { id, result } => {
+                if let Some(tx) = self.pending.remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            ShardMsg::MetaApply { op, ack } => {
+                self.apply_meta(&op);
+                self.send(from, ShardMsg::MetaApplied { ack });
+            }
+            ShardMsg::MetaApplied { ack } => self.meta_applied(ack),
+            ShardMsg::ConsumerCancelled { consumer, queue } => {
+                self.with_conn(consumer.conn, |m| m.cancelled.push((consumer, queue)));
+            }
+        }
+    }
+
+    fn handle_request(&mut self, from: ShardId, id: RequestId, request: Request) {
+        match request {
+            Request::Meta(op) => self.authority_request(from, id, op),
+            Request::Consume { queue, consumer } => {
+                let result = self.consume_local(&queue, consumer);
+                self.reply(from, id, result.map(|()| Reply::Consumed));
+            }
+            Request::Cancel { queue, consumer } => {
+                self.cancel_local(&queue, consumer);
+                self.reply(from, id, Ok(Reply::Cancelled));
+            }
+            Request::Purge { queue } => {
+                let result = match self.queues.get_mut(&queue) {
+                    Some(q) => Ok(Reply::Purged(q.purge())),
+                    None => Err(EngineError::new(
+                        ErrorKind::NotFound,
+                        format!("no queue '{queue}'"),
+                    )),
+                };
+                self.reply(from, id, result);
+            }
+        }
+    }
+
+    /// Reports a finished piece of work to the connection that waits on it.
+    fn complete(&mut self, completion: Completion, result: Result<(), EngineError>) {
+        if completion.conn.shard == self.id {
+            self.with_conn(completion.conn, |m| {
+                m.completions.push((completion.token, result))
+            });
+        } else {
+            self.send(
+                completion.conn.shard,
+                ShardMsg::Completed { completion, result },
+            );
+        }
+    }
+
+    /// Releases completions whose journal records are now durable.
+    pub fn journal_synced(&mut self) {
+        for completion in self.journal.take_durable_waiters() {
+            self.complete(completion, Ok(()));
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `ShardMsg`: the only type that crosses cores (ARCHITECTURE §2). Everything in it is owned
+//! and `Send`; message bodies travel as `Arc<Content>` so fan-out shares one copy. Messages
+//! travel in batches (`Vec<ShardMsg>`) over bounded channels, one per ordered shard pair, so
+//! FIFO holds between any two shards.
+
+use std::sync::Arc;
+
+use crate::error::EngineError;
+use crate::ids::{Completion, ConsumerKey, DeliveryTag, RequestId, ShardId};
+use crate::model::message::Content;
+use crate::model::queue::{Consumer, Delivery};
+use crate::model::routing::{MetaOp, MetaOutcome};
+
+/// A request that wants a reply (control operations; rare, so they may wait).
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// To the metadata authority (shard 0).
+    Meta(MetaOp),
+    /// To the queue's owner.
+    Consume { queue: String, consumer: Consumer },
+    /// To the queue's owner: remove the consumer, requeue what it held.
+    Cancel {
+        queue: String,
+        consumer: ConsumerKey,
+    },
+    /// To the queue's owner: drop ready messages.
+    Purge { queue: String },
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Meta(MetaOutcome),
+    Consumed,
+    Cancelled,
+    Purged(usize),
+}
+
+/// One cross-shard message.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Publish routed on the sender's shard, for a queue the receiver owns.
+    Enqueue {
+        queue: String,
+        content: Arc<Content>,
+        completion: Option<Completion>,
+    },
+    /// The receiver's connection waited on this.
+    Completed {
+        completion: Completion,
+        result: Result<(), EngineError>,
+    },
+    /// A message for a consumer on a connection the receiver owns.
+    Deliver(Delivery),
+    /// Ack (`requeue: None`), requeue or drop deliveries of a queue the receiver owns.
+    Settle {
+        queue: String,
+        tags: Vec<DeliveryTag>,
+        requeue: Option<bool>,
+    },
+    /// Auto-ack deliveries written out: credit back to the consumer.
+    Credit {
+        queue: String,
+        consumer: ConsumerKey,
+        count: u32,
+    },
+    Request {
+        from: ShardId,
+        id: RequestId,
+        request: Request,
+    },
+    Reply {
+        id: RequestId,
+        result: Result<Reply, EngineError>,
+    },
+    /// From the authority: apply this validated op, then answer `MetaApplied { ack }`.
+    MetaApply {
+        op: MetaOp,
+        ack: u64,
+    },
+    MetaApplied {
+        ack: u64,
+    },
+    /// The queue behind a consumer went away (deleted): the server cancels it.
+    ConsumerCancelled {
+        consumer: ConsumerKey,
+        queue: String,
+    },
+}
