@@ -97,6 +97,7 @@ pub struct FileConfig {
     pub users: Vec<User>,
     pub placement: Vec<PlacementOverride>,
     pub spin_before_park_us: Option<u64>,
+    pub segment_size_bytes: Option<u64>,
 }
 
 /// Flags that override the file.
@@ -117,6 +118,8 @@ pub struct BrokerConfig {
     pub users: Vec<User>,
     pub placement_overrides: HashMap<String, ShardId>,
     pub spin_before_park: Option<Duration>,
+    /// Size of each log segment file; must hold the largest frame.
+    pub segment_size_bytes: u64,
 }
 
 /// Most shards a broker runs (placement uses `u16`; this bounds memory per shard mesh).
@@ -163,6 +166,17 @@ impl BrokerConfig {
             }
             placement_overrides.insert(p.queue, ShardId(p.shard));
         }
+        let segment_size_bytes = file
+            .segment_size_bytes
+            .unwrap_or(ferry_storage::SEGMENT_SIZE_BYTES_DEFAULT);
+        let largest_record = file.limits.frame_size_bytes_max as u64
+            + file.limits.frame_header_bytes_max as u64
+            + 4096;
+        if segment_size_bytes < largest_record {
+            bail!(
+                "segment_size_bytes ({segment_size_bytes}) must hold the largest frame ({largest_record} bytes with overhead)"
+            );
+        }
         Ok(BrokerConfig {
             data_dir: flags
                 .data_dir
@@ -174,6 +188,7 @@ impl BrokerConfig {
             users: file.users,
             placement_overrides,
             spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
+            segment_size_bytes,
         })
     }
 

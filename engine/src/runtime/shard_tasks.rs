@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
@@ -21,9 +22,13 @@ use crate::config::{BrokerConfig, ListenerProto};
 use crate::ids::ShardId;
 use crate::journal::Journal;
 use crate::shard::msg::ShardMsg;
+use crate::shard::recovery::recover;
 use crate::shard::{Shard, ShardRef};
 
 type Mesh = MeshBuilder<Vec<ShardMsg>, Full>;
+
+/// Shards that finished recovering their logs.
+static RECOVERED: AtomicUsize = AtomicUsize::new(0);
 
 pub(super) async fn shard_main(
     config: Arc<BrokerConfig>,
@@ -37,7 +42,19 @@ pub(super) async fn shard_main(
     let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
-    let journal = Journal::memory(wake_hook(&sync_notify));
+    let dir = config.data_dir.join(format!("shard-{}", id.0));
+    let opened = Journal::open(
+        dir.clone(),
+        config.segment_size_bytes,
+        wake_hook(&sync_notify),
+    );
+    let (journal, recovered) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = ready.send(Err(format!("opening the log in {}: {e}", dir.display())));
+            return;
+        }
+    };
     let shard = Shard::new(
         id,
         config.placement(),
@@ -63,6 +80,16 @@ pub(super) async fn shard_main(
         outbox_notify,
     )));
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
+
+    let replayed = (recovered.records_replayed, recovered.torn_tail_bytes);
+    let report = recover(&shard, recovered).await;
+    tracing::info!(shard = %id, records = replayed.0, torn_tail_bytes = replayed.1, queues = report.queues,
+        messages = report.messages, bindings = report.bindings, "log recovered");
+    // Listeners open only once every shard has recovered, so no client sees a half-built broker.
+    RECOVERED.fetch_add(1, Ordering::SeqCst);
+    while RECOVERED.load(Ordering::SeqCst) < usize::from(config.shards) {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
 
     let users = Rc::new(Users::new(&config.users));
     for listener in &config.listeners {

@@ -110,6 +110,25 @@ impl Shard {
                     }
                 }
             }
+            MetaOp::Bind {
+                exchange,
+                queue,
+                key,
+                arguments,
+            }
+            | MetaOp::Unbind {
+                exchange,
+                queue,
+                key,
+                arguments,
+            } => {
+                let owned_durable = self.queues.get(queue).is_some_and(|q| q.spec.durable);
+                if owned_durable {
+                    let bound = matches!(op, MetaOp::Bind { .. });
+                    self.journal
+                        .append_binding(exchange, queue, key, arguments, bound);
+                }
+            }
             _ => {}
         }
     }

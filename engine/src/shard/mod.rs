@@ -9,6 +9,7 @@ mod authority;
 mod delivery;
 pub mod mailbox;
 pub mod msg;
+pub mod recovery;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -317,6 +318,21 @@ impl Shard {
                 ShardMsg::Completed { completion, result },
             );
         }
+    }
+
+    /// Puts recovered messages back into a queue this shard owns, then dispatches.
+    pub fn restore_messages(
+        &mut self,
+        name: &str,
+        messages: Vec<crate::model::message::QueuedMessage>,
+    ) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        for message in messages {
+            queue.restore(message);
+        }
+        self.dispatch(name);
     }
 
     /// Releases completions whose journal records are now durable.

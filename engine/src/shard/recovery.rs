@@ -1,0 +1,155 @@
+//! Start-up recovery of one shard: what its log held (durable exchanges, queues with their
+//! unsettled persistent messages, bindings) is declared again through the metadata authority,
+//! so every shard's routing table learns it the normal way, and the messages are put back
+//! into their queues marked redelivered. A queue that now places on another shard (the shard
+//! count changed) has its messages re-published there and settled here.
+
+use std::sync::Arc;
+
+use ferry_storage::{Record, Recovered};
+
+use crate::error::EngineError;
+use crate::ids::ShardId;
+use crate::journal::recovered_content;
+use crate::model::exchange::{ExchangeKind, ExchangeSpec};
+use crate::model::message::QueuedMessage;
+use crate::model::routing::{MetaOp, QueueSpec};
+use crate::shard::msg::Request;
+use crate::shard::{AUTHORITY, ShardRef};
+
+/// Counts of what came back, for the start-up log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub queues: usize,
+    pub messages: usize,
+    pub bindings: usize,
+}
+
+async fn meta(shard: &ShardRef, op: MetaOp) -> Result<(), EngineError> {
+    let rx = shard.borrow_mut().request(AUTHORITY, Request::Meta(op));
+    match rx.await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => Err(EngineError::new(
+            crate::error::ErrorKind::InternalError,
+            "authority went away",
+        )),
+    }
+}
+
+/// Re-declares and refills everything `recovered` holds. Errors are logged, not fatal: a
+/// queue that cannot come back must not keep the rest of the broker down.
+pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
+    let mut report = RecoveryReport::default();
+    let me = shard.borrow().id();
+    for name in &recovered.quarantined {
+        tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
+    }
+    for record in recovered.exchanges {
+        if let Record::ExchangeDeclare {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            ..
+        } = record
+        {
+            let Some(kind) = ExchangeKind::parse(&kind) else {
+                continue;
+            };
+            let spec = ExchangeSpec {
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+            };
+            if let Err(e) = meta(
+                shard,
+                MetaOp::DeclareExchange {
+                    spec,
+                    passive: false,
+                },
+            )
+            .await
+            {
+                tracing::warn!(shard = %me, "recovering an exchange failed: {e}");
+            }
+        }
+    }
+    for queue in recovered.queues {
+        let owner = shard.borrow().placement().place("/", &queue.name, 0);
+        let spec = QueueSpec {
+            name: queue.name.clone(),
+            durable: true,
+            auto_delete: queue.auto_delete,
+            exclusive: None,
+            arguments: queue.arguments,
+            shard: owner,
+        };
+        if let Err(e) = meta(
+            shard,
+            MetaOp::DeclareQueue {
+                spec,
+                passive: false,
+            },
+        )
+        .await
+        {
+            tracing::warn!(shard = %me, queue = %queue.name, "recovering a queue failed: {e}");
+            continue;
+        }
+        report.queues += 1;
+        report.messages += queue.messages.len();
+        let mut s = shard.borrow_mut();
+        if owner == me {
+            let messages = queue.messages.iter().map(|m| QueuedMessage {
+                msg_id: m.msg_id,
+                content: recovered_content(m),
+                redelivered: true,
+            });
+            s.restore_messages(&queue.name, messages.collect());
+        } else {
+            moved(&mut s, &queue.name, owner, &queue.messages);
+        }
+    }
+    for record in recovered.bindings {
+        if let Record::Bind {
+            exchange,
+            queue,
+            routing_key,
+            arguments,
+        } = record
+        {
+            let op = MetaOp::Bind {
+                exchange,
+                queue,
+                key: routing_key,
+                arguments,
+            };
+            match meta(shard, op).await {
+                Ok(()) => report.bindings += 1,
+                Err(e) => tracing::warn!(shard = %me, "recovering a binding failed: {e}"),
+            }
+        }
+    }
+    report
+}
+
+/// Hands a recovered queue's messages to its new owner and settles them in this log.
+fn moved(
+    shard: &mut crate::shard::Shard,
+    queue: &str,
+    owner: ShardId,
+    messages: &[ferry_storage::StoredMessage],
+) {
+    tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
+    for m in messages {
+        let content: Arc<_> = recovered_content(m);
+        if let Err(e) = shard.publish("", queue, content, || None) {
+            tracing::warn!(queue, "moving a recovered message failed: {e}");
+            continue;
+        }
+        shard.journal_mut().append_settle(queue, m.msg_id);
+    }
+}
