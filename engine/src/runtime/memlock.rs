@@ -2,7 +2,8 @@
 //! `io_memory` on its rings; without CAP_IPC_LOCK that is charged to RLIMIT_MEMLOCK (8 MiB on
 //! our machines, not raisable), so `3 × io_memory × shards` must fit or glommio logs ENOMEM
 //! and runs without registered buffers. Ferry's sockets don't use those buffers, so a small
-//! size costs nothing; we warn rather than fail when the limit is tight (STACK-NOTES).
+//! size costs nothing; we warn rather than fail when the limit is tight (STACK-NOTES). A
+//! quarter of the limit per executor (not a third) leaves room for the rings' own pages.
 
 /// glommio refuses to start an executor below this memlock limit.
 pub const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
@@ -41,7 +42,7 @@ pub fn io_memory_for(shards: u16, memlock_bytes: u64, ipc_lock: bool) -> (usize,
     if ipc_lock || memlock_bytes == u64::MAX {
         return (IO_MEMORY_BYTES_MAX, None);
     }
-    let per_executor = memlock_bytes / (3 * u64::from(shards.max(1)));
+    let per_executor = memlock_bytes / (4 * u64::from(shards.max(1)));
     let size = usize::try_from(per_executor)
         .unwrap_or(IO_MEMORY_BYTES_MAX)
         .min(IO_MEMORY_BYTES_MAX);
