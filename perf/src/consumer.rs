@@ -1,0 +1,235 @@
+//! One consumer: its own connection, one thread. It SUBSCRIBEs (with receipts, waited for) to
+//! its queues before any producer starts, then reads MESSAGEs, checks each against the shared
+//! [`SeqChecker`] and its own [`OrderTracker`], and ACKs each one (`client-individual`,
+//! pipelined: ACKs are written in batches after each read) or relies on `auto`. It stops when
+//! every expected message has arrived, when the producers are done and nothing arrived for
+//! `drain_idle`, on `stop`, or at the deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use ferry_stomp::{Command, Frame};
+
+use crate::checker::{OrderTracker, Seen, SeqChecker, parse_stamp};
+use crate::client::{FrameReader, FrameWriter, Target, connect, describe};
+use crate::shared::Shared;
+
+/// Pending ACK bytes that trigger a socket write in the middle of a read batch.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Longest wait for the DISCONNECT receipt.
+const BYE_WAIT: Duration = Duration::from_secs(2);
+
+/// How a consumer acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckMode {
+    Auto,
+    ClientIndividual,
+}
+
+impl AckMode {
+    pub fn header(self) -> &'static str {
+        match self {
+            AckMode::Auto => "auto",
+            AckMode::ClientIndividual => "client-individual",
+        }
+    }
+}
+
+/// What one consumer subscribes to and how.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub id: u32,
+    pub queues: Vec<u32>,
+    pub producers: u32,
+    pub queue_count: u32,
+    pub ack: AckMode,
+    pub prefetch: Option<u32>,
+    pub drain_idle: Duration,
+}
+
+/// What one consumer saw.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerOutcome {
+    pub reordered: u64,
+    /// When this consumer received its last first-copy message.
+    pub last_new_at: Option<Instant>,
+}
+
+/// Per-consumer bookkeeping while consuming.
+#[derive(Debug)]
+struct Progress {
+    order: OrderTracker,
+    last_new_at: Option<Instant>,
+}
+
+/// Connects, subscribes, reports readiness on `ready`, then consumes until done.
+pub fn run(
+    config: &ConsumerConfig,
+    target: &Target,
+    checker: &SeqChecker,
+    shared: &Arc<Shared>,
+    ready: &Sender<Result<(), String>>,
+    deadline: Instant,
+) -> Result<ConsumerOutcome> {
+    let who = format!("consumer {}", config.id);
+    let (mut reader, mut writer) = match subscribe_all(config, target, deadline) {
+        Ok(halves) => {
+            let _ = ready.send(Ok(()));
+            halves
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!("{who}: {e:#}")));
+            return Err(e);
+        }
+    };
+    let mut progress = Progress {
+        order: OrderTracker::new(config.producers, config.queue_count),
+        last_new_at: None,
+    };
+    let mut last_any_at = Instant::now();
+    let result = loop {
+        match drain_buffered(
+            config,
+            &mut reader,
+            &mut writer,
+            checker,
+            &mut progress,
+            shared,
+            deadline,
+        ) {
+            Ok(0) => {}
+            Ok(_) => last_any_at = Instant::now(),
+            Err(e) => break Err(e),
+        }
+        if let Err(e) = writer.flush(deadline) {
+            break Err(e);
+        }
+        let idle = shared.producers_done.load(Ordering::Relaxed)
+            && last_any_at.elapsed() >= config.drain_idle;
+        if checker.unique() >= checker.expected()
+            || shared.stopped()
+            || Instant::now() >= deadline
+            || idle
+        {
+            break Ok(());
+        }
+        if let Err(e) = reader.fill() {
+            break Err(e);
+        }
+    };
+    match result {
+        Ok(()) => disconnect(&mut reader, &mut writer, deadline),
+        Err(e) => {
+            shared.error(&who, format!("{e:#}"));
+            shared.request_stop();
+        }
+    }
+    Ok(ConsumerOutcome {
+        reordered: progress.order.reordered(),
+        last_new_at: progress.last_new_at,
+    })
+}
+
+/// Subscription ids are `perf-<queue index>`, so a MESSAGE names the queue it came from.
+const SUB_PREFIX: &str = "perf-";
+
+fn subscribe_all(
+    config: &ConsumerConfig,
+    target: &Target,
+    deadline: Instant,
+) -> Result<(FrameReader, FrameWriter)> {
+    let (mut reader, mut writer) = connect(target, deadline)?;
+    for &queue in &config.queues {
+        let mut frame = Frame::new(Command::Subscribe)
+            .with_header("id", format!("{SUB_PREFIX}{queue}"))
+            .with_header("destination", format!("/queue/perf-{queue}"))
+            .with_header("ack", config.ack.header())
+            .with_header("receipt", format!("sub-{queue}"));
+        if let Some(prefetch) = config.prefetch {
+            frame = frame.with_header("prefetch-count", prefetch.to_string());
+        }
+        writer.queue(&frame);
+    }
+    writer.flush(deadline)?;
+    let mut waiting = config.queues.len();
+    while waiting > 0 {
+        match reader.next_frame(deadline)? {
+            Some(f) if f.command == Command::Receipt => waiting -= 1,
+            Some(f) if f.command == Command::Error => {
+                bail!("SUBSCRIBE refused: {}", describe(&f))
+            }
+            Some(f) => bail!("expected RECEIPT for SUBSCRIBE, got {}", f.command.as_str()),
+            None => bail!("no RECEIPT for SUBSCRIBE before the deadline"),
+        }
+    }
+    Ok((reader, writer))
+}
+
+/// Handles every frame already buffered; returns how many MESSAGEs it saw.
+fn drain_buffered(
+    config: &ConsumerConfig,
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    checker: &SeqChecker,
+    progress: &mut Progress,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<u64> {
+    let mut messages = 0;
+    while let Some(frame) = reader.buffered_frame()? {
+        match frame.command {
+            Command::Message => {}
+            Command::Error => bail!("ERROR from broker: {}", describe(&frame)),
+            other => bail!("unexpected {} frame", other.as_str()),
+        }
+        messages += 1;
+        Shared::add(&shared.received, 1);
+        on_message(&frame, checker, progress);
+        if config.ack == AckMode::ClientIndividual {
+            let Some(id) = frame.header("ack") else {
+                bail!("MESSAGE without an ack header under client-individual");
+            };
+            writer.queue(&Frame::new(Command::Ack).with_header("id", id));
+            if writer.pending_bytes() >= WRITE_BATCH_BYTES {
+                writer.flush(deadline)?;
+            }
+        }
+    }
+    Ok(messages)
+}
+
+fn on_message(frame: &Frame, checker: &SeqChecker, progress: &mut Progress) {
+    let queue = frame
+        .header("subscription")
+        .and_then(|id| id.strip_prefix(SUB_PREFIX))
+        .and_then(|q| q.parse::<u32>().ok());
+    let (Some(queue), Some((producer, seq))) = (queue, parse_stamp(&frame.body)) else {
+        checker.record_unexpected();
+        return;
+    };
+    let seen = checker.record(producer, seq, queue);
+    if seen == Seen::First {
+        progress.last_new_at = Some(Instant::now());
+    }
+    if seen != Seen::Unexpected {
+        progress.order.observe(producer, seq, queue, seen);
+    }
+}
+
+/// Flushes, sends DISCONNECT with a receipt and waits briefly for it (best effort).
+fn disconnect(reader: &mut FrameReader, writer: &mut FrameWriter, deadline: Instant) {
+    writer.queue(&Frame::new(Command::Disconnect).with_header("receipt", "bye"));
+    if writer.flush(deadline).is_err() {
+        return;
+    }
+    let until = deadline.min(Instant::now() + BYE_WAIT);
+    while let Ok(Some(frame)) = reader.next_frame(until) {
+        if frame.command == Command::Receipt {
+            return;
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! One producer: its own connection and two threads. The sending thread SENDs
+//! `messages` frames round-robin over the queues, batching writes; with receipts it puts a
+//! `receipt` on every SEND and keeps at most `window` unreceipted SENDs in flight. A reader
+//! thread counts RECEIPTs and catches ERRORs. Bounded by the run's deadline everywhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ferry_stomp::{Command, Frame};
+
+use crate::checker::{payload, queue_for};
+use crate::client::{FrameReader, Target, connect, describe};
+use crate::shared::Shared;
+
+/// Pending SEND bytes that trigger a socket write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The receipt id of the final DISCONNECT.
+const BYE: &str = "bye";
+/// Longest wait for the DISCONNECT receipt.
+const BYE_WAIT: Duration = Duration::from_secs(5);
+
+/// What one producer sends.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub id: u32,
+    pub messages: u64,
+    pub queues: u32,
+    pub size: usize,
+    pub persistent: bool,
+    pub receipts: bool,
+    pub window: u64,
+}
+
+/// What one producer did.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerOutcome {
+    pub id: u32,
+    /// SENDs handed to the socket (seqs `0..sent`).
+    pub sent: u64,
+    pub receipted: u64,
+    /// When the last SEND was written (and, with receipts, receipted).
+    pub finished_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Receipts {
+    count: u64,
+    bye: bool,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct ReceiptBoard {
+    state: Mutex<Receipts>,
+    changed: Condvar,
+}
+
+impl ReceiptBoard {
+    fn update(&self, f: impl FnOnce(&mut Receipts)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done(state)` holds, the reader closed, or `deadline`; returns the count.
+    fn wait(&self, deadline: Instant, done: impl Fn(&Receipts) -> bool) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !done(&state) && !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let tick = left.min(Duration::from_millis(100));
+            state = self
+                .changed
+                .wait_timeout(state, tick)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        state.count
+    }
+}
+
+/// Runs one producer to completion (or the deadline). Errors are also recorded in `shared`.
+pub fn run(
+    config: &ProducerConfig,
+    target: &Target,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<ProducerOutcome> {
+    let who = format!("producer {}", config.id);
+    let (reader, mut writer) = connect(target, deadline)?;
+    let board = Arc::new(ReceiptBoard::default());
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader_thread = {
+        let (board, shared, stop, who) = (
+            Arc::clone(&board),
+            Arc::clone(shared),
+            Arc::clone(&reader_stop),
+            who.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("{who} receipts"))
+            .spawn(move || read_receipts(reader, &board, &shared, &stop, &who, deadline))?
+    };
+
+    let destinations: Vec<String> = (0..config.queues)
+        .map(|q| format!("/queue/perf-{q}"))
+        .collect();
+    let content_length = config.size.to_string();
+    let mut sent = 0u64;
+    let mut result = Ok(());
+    for seq in 0..config.messages {
+        if shared.stopped() || Instant::now() >= deadline {
+            break;
+        }
+        let queue = queue_for(config.id, seq, config.queues);
+        let mut frame = Frame::new(Command::Send)
+            .with_header("destination", destinations[queue as usize].as_str())
+            .with_header("content-length", content_length.as_str())
+            .with_body(payload(config.id, seq, config.size));
+        if config.persistent {
+            frame = frame.with_header("persistent", "true");
+        }
+        if config.receipts {
+            frame = frame.with_header("receipt", seq.to_string());
+        }
+        writer.queue(&frame);
+        sent += 1;
+        Shared::add(&shared.sent, 1);
+        let window_full = config.receipts && {
+            let receipted = board.state.lock().unwrap_or_else(|p| p.into_inner()).count;
+            sent - receipted >= config.window
+        };
+        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
+            && let Err(e) = writer.flush(deadline)
+        {
+            result = Err(e);
+            break;
+        }
+        if window_full {
+            board.wait(deadline, |s| sent - s.count < config.window);
+        }
+    }
+    if result.is_ok() {
+        result = writer.flush(deadline);
+    }
+    let receipted = if config.receipts {
+        board.wait(deadline, |s| s.count >= sent)
+    } else {
+        0
+    };
+    let finished_at = Instant::now();
+    if result.is_ok() {
+        writer.queue(&Frame::new(Command::Disconnect).with_header("receipt", BYE));
+        result = writer.flush(deadline);
+        board.wait(deadline.min(Instant::now() + BYE_WAIT), |s| s.bye);
+    }
+    reader_stop.store(true, Ordering::Relaxed);
+    if reader_thread.join().is_err() {
+        shared.error(&who, "receipt reader panicked");
+    }
+    if let Err(e) = &result {
+        shared.error(&who, format!("{e:#}"));
+    }
+    Ok(ProducerOutcome {
+        id: config.id,
+        sent,
+        receipted,
+        finished_at,
+    })
+}
+
+fn read_receipts(
+    mut reader: FrameReader,
+    board: &ReceiptBoard,
+    shared: &Shared,
+    stop: &AtomicBool,
+    who: &str,
+    deadline: Instant,
+) {
+    loop {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            break;
+        }
+        let frame = match reader.next_frame(Instant::now() + Duration::from_millis(100)) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(e) => {
+                let bye = board.state.lock().map(|s| s.bye).unwrap_or(true);
+                if !bye && !stop.load(Ordering::Relaxed) {
+                    shared.error(who, format!("{e:#}"));
+                    shared.request_stop();
+                }
+                break;
+            }
+        };
+        match frame.command {
+            Command::Receipt if frame.header("receipt-id") == Some(BYE) => {
+                board.update(|s| s.bye = true);
+            }
+            Command::Receipt => {
+                board.update(|s| s.count += 1);
+                Shared::add(&shared.receipted, 1);
+            }
+            Command::Error => {
+                shared.error(who, format!("ERROR from broker: {}", describe(&frame)));
+                shared.request_stop();
+                break;
+            }
+            other => shared.error(who, format!("unexpected {} frame", other.as_str())),
+        }
+    }
+    board.update(|s| s.closed = true);
+}

@@ -1,0 +1,164 @@
+//! The result of one `throughput` run: a serialisable [`Report`], printed as a table on
+//! stdout and optionally written as JSON. Pure formatting; built on the main thread at the
+//! end of a run.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::checker::Verdict;
+use crate::consumer::AckMode;
+
+/// The scenario as it was run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub url: String,
+    pub producers: u32,
+    pub consumers: u32,
+    pub queues: u32,
+    pub messages_per_producer: u64,
+    pub size_bytes: usize,
+    pub persistent: bool,
+    pub receipts: bool,
+    pub receipt_window: u64,
+    pub ack: AckMode,
+    pub prefetch: Option<u32>,
+    pub timeout_s: u64,
+}
+
+/// One direction's rate.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Rate {
+    pub messages: u64,
+    pub seconds: f64,
+    pub msg_per_s: f64,
+    pub mb_per_s: f64,
+}
+
+impl Rate {
+    pub fn new(messages: u64, seconds: f64, size_bytes: usize) -> Rate {
+        let (msg_per_s, mb_per_s) = if seconds > 0.0 {
+            let per_s = messages as f64 / seconds;
+            (per_s, per_s * size_bytes as f64 / 1e6)
+        } else {
+            (0.0, 0.0)
+        };
+        Rate {
+            messages,
+            seconds,
+            msg_per_s,
+            mb_per_s,
+        }
+    }
+}
+
+/// The broker's resource use over the run (with `--broker-pid`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BrokerUse {
+    pub pid: u32,
+    pub cpu_s: f64,
+    pub cpu_s_per_million_msgs: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub send: Rate,
+    pub receipted: u64,
+    pub receive: Rate,
+    pub verdict: Verdict,
+    /// False when the run had no consumers (nothing to check).
+    pub checked: bool,
+    pub timed_out: bool,
+    pub broker: Option<BrokerUse>,
+    pub error_count: u64,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// True when every message arrived exactly once, in order, with no errors.
+    pub fn clean(&self) -> bool {
+        let v = &self.verdict;
+        self.error_count == 0
+            && !self.timed_out
+            && v.not_sent == 0
+            && (!self.checked
+                || (v.lost == 0 && v.duplicated == 0 && v.reordered == 0 && v.unexpected == 0))
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let s = &self.scenario;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "ferry-perf throughput {}: {} producers x {} msgs, {} consumers, {} queues, {} B, persistent={}, receipts={}, ack={}, prefetch={}",
+            s.url,
+            s.producers,
+            s.messages_per_producer,
+            s.consumers,
+            s.queues,
+            s.size_bytes,
+            s.persistent,
+            s.receipts,
+            s.ack.header(),
+            s.prefetch
+                .map_or_else(|| "default".to_owned(), |p| p.to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12} {:>9} {:>12} {:>9}",
+            "", "messages", "seconds", "msg/s", "MB/s"
+        );
+        for (name, rate) in [("sent", &self.send), ("received", &self.receive)] {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>12} {:>9.3} {:>12.0} {:>9.2}",
+                name, rate.messages, rate.seconds, rate.msg_per_s, rate.mb_per_s
+            );
+        }
+        if s.receipts {
+            let _ = writeln!(out, "{:<10} {:>12}", "receipted", self.receipted);
+        }
+        let v = &self.verdict;
+        if self.checked {
+            let _ = writeln!(
+                out,
+                "check: expected {} not-sent {} unique {} lost {} duplicated {} reordered {} unexpected {}",
+                v.expected,
+                v.not_sent,
+                v.received_unique,
+                v.lost,
+                v.duplicated,
+                v.reordered,
+                v.unexpected
+            );
+        } else {
+            let _ = writeln!(out, "check: skipped (no consumers)");
+        }
+        if let Some(b) = &self.broker {
+            let _ = writeln!(
+                out,
+                "broker pid {}: cpu {:.2} s ({:.2} s per 1M msgs), peak rss {:.1} MiB",
+                b.pid, b.cpu_s, b.cpu_s_per_million_msgs, b.peak_rss_mib
+            );
+        }
+        if self.timed_out {
+            let _ = writeln!(out, "TIMED OUT after {} s", s.timeout_s);
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        if self.error_count > self.errors.len() as u64 {
+            let _ = writeln!(out, "... {} errors in all", self.error_count);
+        }
+        let _ = writeln!(
+            out,
+            "result: {}",
+            if self.clean() { "OK" } else { "FAILED" }
+        );
+        out
+    }
+}

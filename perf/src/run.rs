@@ -1,0 +1,297 @@
+//! Orchestrates one `throughput` run on the main thread: validates the options, starts the
+//! consumers and waits until all are subscribed, starts the producers and a progress thread
+//! (one stderr line a second), joins everything (all bounded by the deadline), then builds
+//! the [`Report`]. Limits: threads = producers * 2 + consumers + 1.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::ThroughputArgs;
+use crate::broker_stats::{self, BrokerSample};
+use crate::checker::{PRODUCER_COUNT_MAX, SEQ_MAX, STAMP_BYTES, SeqChecker};
+use crate::client::Target;
+use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
+use crate::producer::{self, ProducerConfig, ProducerOutcome};
+use crate::report::{BrokerUse, Rate, Report, Scenario};
+use crate::shared::Shared;
+
+/// Most connections of each kind one run opens.
+const CONNECTION_COUNT_MAX: u32 = 1024;
+/// Most queues one run spreads over.
+const QUEUE_COUNT_MAX: u32 = 100_000;
+/// Most messages one run checks (one counter byte each).
+const MESSAGE_COUNT_MAX: u64 = 1 << 32;
+
+fn validate(args: &ThroughputArgs) -> Result<()> {
+    if args.size < STAMP_BYTES {
+        bail!("--size must be at least {STAMP_BYTES} (the producer/sequence stamp)");
+    }
+    if args.producers == 0 || args.producers > CONNECTION_COUNT_MAX.min(PRODUCER_COUNT_MAX) {
+        bail!("--producers must be in 1..={CONNECTION_COUNT_MAX}");
+    }
+    if args.consumers > CONNECTION_COUNT_MAX {
+        bail!("--consumers must be at most {CONNECTION_COUNT_MAX}");
+    }
+    if args.queues == 0 || args.queues > QUEUE_COUNT_MAX {
+        bail!("--queues must be in 1..={QUEUE_COUNT_MAX}");
+    }
+    if args.messages > SEQ_MAX || u64::from(args.producers) * args.messages > MESSAGE_COUNT_MAX {
+        bail!("--producers x --messages must be at most {MESSAGE_COUNT_MAX}");
+    }
+    if args.receipt_window == 0 {
+        bail!("--receipt-window must be at least 1");
+    }
+    if args.timeout_s == 0 {
+        bail!("--timeout-s must be at least 1");
+    }
+    Ok(())
+}
+
+/// The queues consumer `id` subscribes to: its share when there are at least as many queues
+/// as consumers, otherwise one queue shared with other consumers.
+fn queues_of(id: u32, consumers: u32, queues: u32) -> Vec<u32> {
+    if consumers <= queues {
+        (id..queues).step_by(consumers as usize).collect()
+    } else {
+        vec![id % queues]
+    }
+}
+
+/// Runs the scenario and prints the report (stdout, and JSON with `--json`).
+pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
+    validate(args)?;
+    let target = Target::parse(&args.url, args.login.clone(), args.passcode.clone())?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
+    let shared = Arc::new(Shared::default());
+    let before = args.broker_pid.map(broker_stats::sample).transpose()?;
+
+    let consumers = start_consumers(args, &target, &checker, &shared, deadline)?;
+    let send_start = Instant::now();
+    let producers = start_producers(args, &target, &shared, deadline)?;
+    let progress = start_progress(&shared, &checker, send_start);
+
+    let produced: Vec<ProducerOutcome> = join_all(producers, &shared, "producer");
+    shared.producers_done.store(true, Ordering::Relaxed);
+    let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
+    let timed_out = Instant::now() >= deadline;
+    shared.request_stop();
+    if progress.join().is_err() {
+        shared.error("progress", "thread panicked");
+    }
+    let after = args.broker_pid.map(broker_stats::sample).transpose()?;
+
+    let report = build_report(
+        args,
+        &checker,
+        &shared,
+        send_start,
+        &produced,
+        &consumed,
+        timed_out,
+        before.zip(after),
+    );
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+fn start_consumers(
+    args: &ThroughputArgs,
+    target: &Target,
+    checker: &Arc<SeqChecker>,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<Vec<JoinHandle<Result<ConsumerOutcome>>>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for id in 0..args.consumers {
+        let config = ConsumerConfig {
+            id,
+            queues: queues_of(id, args.consumers, args.queues),
+            producers: args.producers,
+            queue_count: args.queues,
+            ack: args.ack,
+            prefetch: args.prefetch,
+            drain_idle: Duration::from_secs(args.drain_idle_s),
+        };
+        let (target, checker, shared, ready) = (
+            target.clone(),
+            Arc::clone(checker),
+            Arc::clone(shared),
+            ready_tx.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("consumer {id}"))
+            .spawn(move || consumer::run(&config, &target, &checker, &shared, &ready, deadline))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..args.consumers {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let outcome = ready_rx
+            .recv_timeout(wait)
+            .map_err(|_| anyhow!("consumers were not subscribed before the deadline"));
+        if let Err(e) = outcome.and_then(|r| r.map_err(|e| anyhow!(e))) {
+            shared.request_stop();
+            for handle in handles {
+                let _ = handle.join();
+            }
+            return Err(e.context("subscribing consumers"));
+        }
+    }
+    Ok(handles)
+}
+
+fn start_producers(
+    args: &ThroughputArgs,
+    target: &Target,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<Vec<JoinHandle<Result<ProducerOutcome>>>> {
+    let mut handles = Vec::new();
+    for id in 0..args.producers {
+        let config = ProducerConfig {
+            id,
+            messages: args.messages,
+            queues: args.queues,
+            size: args.size,
+            persistent: args.persistent,
+            receipts: args.receipts,
+            window: args.receipt_window,
+        };
+        let (target, shared) = (target.clone(), Arc::clone(shared));
+        let handle = std::thread::Builder::new()
+            .name(format!("producer {id}"))
+            .spawn(move || producer::run(&config, &target, &shared, deadline))?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Joins every worker; failures are recorded in `shared` and left out of the result.
+fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, kind: &str) -> Vec<T> {
+    let mut out = Vec::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(outcome)) => out.push(outcome),
+            Ok(Err(e)) => shared.error(&format!("{kind} {i}"), format!("{e:#}")),
+            Err(_) => shared.error(&format!("{kind} {i}"), "thread panicked"),
+        }
+    }
+    out
+}
+
+/// Prints one progress line a second to stderr until the run stops.
+fn start_progress(
+    shared: &Arc<Shared>,
+    checker: &Arc<SeqChecker>,
+    since: Instant,
+) -> JoinHandle<()> {
+    let (shared, checker) = (Arc::clone(shared), Arc::clone(checker));
+    std::thread::spawn(move || {
+        let (mut last_sent, mut last_received) = (0, 0);
+        let mut next = since + Duration::from_secs(1);
+        while !shared.stopped() {
+            std::thread::sleep(Duration::from_millis(50));
+            if Instant::now() < next {
+                continue;
+            }
+            next += Duration::from_secs(1);
+            let sent = Shared::get(&shared.sent);
+            let received = Shared::get(&shared.received);
+            eprintln!(
+                "[{:>4.0}s] sent {sent} ({}/s) receipted {} received {received} ({}/s) unique {}/{}",
+                since.elapsed().as_secs_f64(),
+                sent - last_sent,
+                Shared::get(&shared.receipted),
+                received - last_received,
+                checker.unique(),
+                checker.expected(),
+            );
+            (last_sent, last_received) = (sent, received);
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    args: &ThroughputArgs,
+    checker: &SeqChecker,
+    shared: &Shared,
+    send_start: Instant,
+    produced: &[ProducerOutcome],
+    consumed: &[ConsumerOutcome],
+    timed_out: bool,
+    broker: Option<(BrokerSample, BrokerSample)>,
+) -> Report {
+    let secs_since =
+        |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(send_start).as_secs_f64());
+    let sent: u64 = produced.iter().map(|p| p.sent).sum();
+    let send_end = produced.iter().map(|p| p.finished_at).max();
+    let receive_end = consumed.iter().filter_map(|c| c.last_new_at).max();
+    let reordered = consumed.iter().map(|c| c.reordered).sum();
+    let mut sent_by = vec![0; args.producers as usize];
+    for p in produced {
+        sent_by[p.id as usize] = p.sent;
+    }
+    let verdict = checker.verdict(reordered, &sent_by);
+    let (errors, error_count) = shared.errors();
+    let broker = args.broker_pid.zip(broker).map(|(pid, (before, after))| {
+        let cpu_s = after.cpu_s - before.cpu_s;
+        let moved = verdict.received_unique.max(sent).max(1);
+        BrokerUse {
+            pid,
+            cpu_s,
+            cpu_s_per_million_msgs: cpu_s * 1e6 / moved as f64,
+            peak_rss_mib: after.peak_rss_kib as f64 / 1024.0,
+        }
+    });
+    Report {
+        scenario: Scenario {
+            url: args.url.clone(),
+            producers: args.producers,
+            consumers: args.consumers,
+            queues: args.queues,
+            messages_per_producer: args.messages,
+            size_bytes: args.size,
+            persistent: args.persistent,
+            receipts: args.receipts,
+            receipt_window: args.receipt_window,
+            ack: args.ack,
+            prefetch: args.prefetch,
+            timeout_s: args.timeout_s,
+        },
+        send: Rate::new(sent, secs_since(send_end), args.size),
+        receipted: produced.iter().map(|p| p.receipted).sum(),
+        receive: Rate::new(verdict.received_unique, secs_since(receive_end), args.size),
+        verdict,
+        checked: args.consumers > 0,
+        timed_out,
+        broker,
+        error_count,
+        errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumers_split_queues_or_share_them() {
+        assert_eq!(queues_of(0, 2, 5), vec![0, 2, 4]);
+        assert_eq!(queues_of(1, 2, 5), vec![1, 3]);
+        assert_eq!(queues_of(3, 4, 2), vec![1]);
+        assert_eq!(queues_of(0, 1, 1), vec![0]);
+    }
+}
