@@ -38,12 +38,7 @@ impl Users {
 
     /// Checks a login from `peer`. A missing login means the default user (RabbitMQ's STOMP
     /// `default_user`), so clients that send no credentials connect as guest from loopback.
-    pub fn check(
-        &self,
-        login: Option<&str>,
-        passcode: Option<&str>,
-        peer: IpAddr,
-    ) -> Result<String, AuthError> {
+    pub fn check(&self, login: Option<&str>, passcode: Option<&str>, peer: IpAddr) -> Result<String, AuthError> {
         let (login, passcode) = match login {
             Some(login) => (login, passcode.unwrap_or("")),
             None => (GUEST, passcode.unwrap_or(GUEST)),
@@ -54,9 +49,7 @@ impl Users {
             return Err(refused());
         }
         if login == GUEST && !peer.is_loopback() {
-            return Err(AuthError(
-                "user 'guest' can only connect via localhost".to_owned(),
-            ));
+            return Err(AuthError("user 'guest' can only connect via localhost".to_owned()));
         }
         Ok(login.to_owned())
     }
@@ -83,15 +76,9 @@ mod tests {
 
     #[test]
     fn configured_users() {
-        let users = Users::new(&[User {
-            name: "alice".into(),
-            password: "secret".into(),
-        }]);
+        let users = Users::new(&[User { name: "alice".into(), password: "secret".into() }]);
         let remote: IpAddr = "192.0.2.1".parse().expect("ip");
-        assert_eq!(
-            users.check(Some("alice"), Some("secret"), remote),
-            Ok("alice".into())
-        );
+        assert_eq!(users.check(Some("alice"), Some("secret"), remote), Ok("alice".into()));
         assert!(users.check(Some("alice"), Some("nope"), remote).is_err());
         assert!(users.check(Some("bob"), Some("secret"), remote).is_err());
     }

@@ -61,9 +61,7 @@ pub struct ListenerSpec {
 
 impl ListenerSpec {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let (proto, addr) = text
-            .split_once('=')
-            .context("expected PROTO=HOST:PORT, e.g. stomp=127.0.0.1:61613")?;
+        let (proto, addr) = text.split_once('=').context("expected PROTO=HOST:PORT, e.g. stomp=127.0.0.1:61613")?;
         let proto = match proto {
             "stomp" => ListenerProto::Stomp,
             p if NOT_YET_BUILT.contains(&p) => {
@@ -71,9 +69,7 @@ impl ListenerSpec {
             }
             p => bail!("unknown protocol '{p}' (known: stomp, amqp, mqtt, openwire, ws, admin)"),
         };
-        let addr = addr
-            .parse()
-            .with_context(|| format!("bad listen address '{addr}'"))?;
+        let addr = addr.parse().with_context(|| format!("bad listen address '{addr}'"))?;
         Ok(ListenerSpec { proto, addr })
     }
 }
@@ -137,51 +133,30 @@ impl BrokerConfig {
         if shards == 0 || shards > SHARD_COUNT_MAX {
             bail!("shards must be between 1 and {SHARD_COUNT_MAX}, got {shards}");
         }
-        let listen = if flags.listen.is_empty() {
-            file.listen
-        } else {
-            flags.listen
-        };
+        let listen = if flags.listen.is_empty() { file.listen } else { flags.listen };
         let listeners = if listen.is_empty() {
             let proto = ListenerProto::Stomp;
-            vec![ListenerSpec {
-                proto,
-                addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())),
-            }]
+            vec![ListenerSpec { proto, addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())) }]
         } else {
-            listen
-                .iter()
-                .map(|l| ListenerSpec::parse(l))
-                .collect::<anyhow::Result<_>>()?
+            listen.iter().map(|l| ListenerSpec::parse(l)).collect::<anyhow::Result<_>>()?
         };
         file.limits.validate()?;
         let mut placement_overrides = HashMap::new();
         for p in file.placement {
             if p.shard >= shards {
-                bail!(
-                    "placement of queue '{}' names shard {} but only {shards} shards run",
-                    p.queue,
-                    p.shard
-                );
+                bail!("placement of queue '{}' names shard {} but only {shards} shards run", p.queue, p.shard);
             }
             placement_overrides.insert(p.queue, ShardId(p.shard));
         }
-        let segment_size_bytes = file
-            .segment_size_bytes
-            .unwrap_or(ferry_storage::SEGMENT_SIZE_BYTES_DEFAULT);
-        let largest_record = file.limits.frame_size_bytes_max as u64
-            + file.limits.frame_header_bytes_max as u64
-            + 4096;
+        let segment_size_bytes = file.segment_size_bytes.unwrap_or(ferry_storage::SEGMENT_SIZE_BYTES_DEFAULT);
+        let largest_record = file.limits.frame_size_bytes_max as u64 + file.limits.frame_header_bytes_max as u64 + 4096;
         if segment_size_bytes < largest_record {
             bail!(
                 "segment_size_bytes ({segment_size_bytes}) must hold the largest frame ({largest_record} bytes with overhead)"
             );
         }
         Ok(BrokerConfig {
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./ferry-data")),
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./ferry-data")),
             shards,
             listeners,
             limits: file.limits,
@@ -211,13 +186,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file =
-            "shards = 3\nlisten = [\"stomp=127.0.0.1:1\"]\n[limits]\nframe_size_bytes_max = 1000\n";
-        let flags = Overrides {
-            shards: Some(2),
-            listen: vec!["stomp=127.0.0.1:2".into()],
-            ..Overrides::default()
-        };
+        let file = "shards = 3\nlisten = [\"stomp=127.0.0.1:1\"]\n[limits]\nframe_size_bytes_max = 1000\n";
+        let flags = Overrides { shards: Some(2), listen: vec!["stomp=127.0.0.1:2".into()], ..Overrides::default() };
         let c = BrokerConfig::build(Some(file), flags, 8).expect("valid");
         assert_eq!(c.shards, 2);
         assert_eq!(c.listeners[0].addr.port(), 2);
@@ -229,21 +199,9 @@ mod tests {
         let err = ListenerSpec::parse("amqp=127.0.0.1:5672").expect_err("not built");
         assert!(err.to_string().contains("not built yet"));
         assert!(BrokerConfig::build(Some("bogus = 1"), Overrides::default(), 1).is_err());
-        assert!(
-            BrokerConfig::build(Some("[limits]\nbogus_max = 1"), Overrides::default(), 1).is_err()
-        );
+        assert!(BrokerConfig::build(Some("[limits]\nbogus_max = 1"), Overrides::default(), 1).is_err());
         let file = "shards = 2\n[[placement]]\nqueue = \"q\"\nshard = 5\n";
         assert!(BrokerConfig::build(Some(file), Overrides::default(), 1).is_err());
-        assert!(
-            BrokerConfig::build(
-                None,
-                Overrides {
-                    shards: Some(0),
-                    ..Overrides::default()
-                },
-                1
-            )
-            .is_err()
-        );
+        assert!(BrokerConfig::build(None, Overrides { shards: Some(0), ..Overrides::default() }, 1).is_err());
     }
 }

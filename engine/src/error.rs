@@ -43,9 +43,6 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        EngineError {
-            kind,
-            message: message.into(),
-        }
+        EngineError { kind, message: message.into() }
     }
 }

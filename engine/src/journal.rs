@@ -8,13 +8,13 @@
 //! appended counts as durable once the committer runs) for runtime-free tests. An append or
 //! sync failure is fatal: the caller stops acknowledging and the broker exits.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferry_storage::{LogConfig, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob};
+use ferry_storage::{CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob};
 
 use crate::ids::Completion;
 use crate::model::message::{Content, Properties};
@@ -25,12 +25,57 @@ enum Backend {
     Log(Box<ShardLog>),
 }
 
+/// Where each live persistent message's newest enqueue record sits, so compaction knows
+/// which segments still matter and what to copy forward. One entry per live message.
+#[derive(Debug, Default)]
+struct LiveIndex {
+    by_message: HashMap<(String, u64), (u64, usize)>,
+    by_offset: BTreeMap<u64, (String, u64)>,
+}
+
+impl LiveIndex {
+    fn insert(&mut self, queue: &str, msg_id: u64, offset: u64, size: usize) {
+        if let Some((old, _)) = self.by_message.insert((queue.to_owned(), msg_id), (offset, size)) {
+            self.by_offset.remove(&old);
+        }
+        self.by_offset.insert(offset, (queue.to_owned(), msg_id));
+    }
+
+    fn remove(&mut self, queue: &str, msg_id: u64) {
+        if let Some((offset, _)) = self.by_message.remove(&(queue.to_owned(), msg_id)) {
+            self.by_offset.remove(&offset);
+        }
+    }
+
+    fn remove_queue(&mut self, queue: &str) {
+        let gone: Vec<(String, u64)> = self.by_message.keys().filter(|(q, _)| q == queue).cloned().collect();
+        for (q, id) in gone {
+            self.remove(&q, id);
+        }
+    }
+}
+
+/// What a compaction round will do: copy `copy` forward, then drop segments below `keep_from`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CompactionPlan {
+    pub copy: Vec<(String, u64)>,
+    pub keep_from: u64,
+}
+
+/// Copy live messages forward only when those below the active segment are at most this
+/// share of a segment (else only the fully-settled prefix of segments is deleted).
+const COPY_FORWARD_SEGMENT_FRACTION: u64 = 4;
+
 /// A shard's journal plus the completions waiting for durability.
 pub struct Journal {
     backend: Backend,
     durable: u64,
     waiters: VecDeque<(u64, Completion)>,
     sync_wake: Rc<dyn Fn()>,
+    live: LiveIndex,
+    /// Segments below `.0` may go once the log is durable up to `.1` (the copies).
+    pending_compaction: Option<(u64, u64)>,
+    segment_size_bytes: u64,
 }
 
 impl fmt::Debug for Journal {
@@ -39,10 +84,7 @@ impl fmt::Debug for Journal {
             Backend::Memory { .. } => "memory",
             Backend::Log(_) => "log",
         };
-        f.debug_struct("Journal")
-            .field("backend", &kind)
-            .field("durable", &self.durable)
-            .finish()
+        f.debug_struct("Journal").field("backend", &kind).field("durable", &self.durable).finish()
     }
 }
 
@@ -71,6 +113,9 @@ impl Journal {
             durable: 0,
             waiters: VecDeque::new(),
             sync_wake,
+            live: LiveIndex::default(),
+            pending_compaction: None,
+            segment_size_bytes: 0,
         }
     }
 
@@ -80,10 +125,7 @@ impl Journal {
         segment_size_bytes: u64,
         sync_wake: Rc<dyn Fn()>,
     ) -> Result<(Self, Recovered), StorageError> {
-        let config = LogConfig {
-            segment_size_bytes,
-            ..LogConfig::new(dir)
-        };
+        let config = LogConfig { segment_size_bytes, ..LogConfig::new(dir) };
         let (log, recovered) = ShardLog::open(config)?;
         let durable = log.durable_offset().0;
         let journal = Journal {
@@ -91,6 +133,9 @@ impl Journal {
             durable,
             waiters: VecDeque::new(),
             sync_wake,
+            live: LiveIndex::default(),
+            pending_compaction: None,
+            segment_size_bytes,
         };
         Ok((journal, recovered))
     }
@@ -118,14 +163,9 @@ impl Journal {
     }
 
     /// Records a persistent message; `completion` is released once it is durable.
-    pub fn append_enqueue(
-        &mut self,
-        queue: &str,
-        msg_id: u64,
-        content: &Content,
-        completion: Option<Completion>,
-    ) {
+    pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content, completion: Option<Completion>) {
         let offset = self.append(&Record::Enqueue(stored_message(queue, msg_id, content)));
+        self.live.insert(queue, msg_id, offset, content.size_bytes());
         if let Some(c) = completion {
             self.waiters.push_back((offset, c));
         }
@@ -133,10 +173,8 @@ impl Journal {
 
     /// Records that a persistent message was settled (acked or dropped).
     pub fn append_settle(&mut self, queue: &str, msg_id: u64) {
-        self.append(&Record::Settle {
-            queue: queue.to_owned(),
-            msg_id,
-        });
+        self.live.remove(queue, msg_id);
+        self.append(&Record::Settle { queue: queue.to_owned(), msg_id });
     }
 
     /// Records a durable queue's declaration (no-op for transient queues).
@@ -155,9 +193,8 @@ impl Journal {
     /// Records a durable queue's deletion.
     pub fn append_queue_delete(&mut self, spec: &QueueSpec) {
         if spec.durable {
-            self.append(&Record::QueueDelete {
-                name: spec.name.clone(),
-            });
+            self.live.remove_queue(&spec.name);
+            self.append(&Record::QueueDelete { name: spec.name.clone() });
         }
     }
 
@@ -170,21 +207,11 @@ impl Journal {
         arguments: &[(String, String)],
         bound: bool,
     ) {
-        let (exchange, queue, routing_key) =
-            (exchange.to_owned(), queue.to_owned(), key.to_owned());
+        let (exchange, queue, routing_key) = (exchange.to_owned(), queue.to_owned(), key.to_owned());
         let record = if bound {
-            Record::Bind {
-                exchange,
-                queue,
-                routing_key,
-                arguments: arguments.to_vec(),
-            }
+            Record::Bind { exchange, queue, routing_key, arguments: arguments.to_vec() }
         } else {
-            Record::Unbind {
-                exchange,
-                queue,
-                routing_key,
-            }
+            Record::Unbind { exchange, queue, routing_key }
         };
         self.append(&record);
     }
@@ -192,9 +219,7 @@ impl Journal {
     /// The sync to run now, if anything appended is not yet durable.
     pub fn sync_work(&mut self) -> Option<SyncWork> {
         match &mut self.backend {
-            Backend::Memory { appended } => {
-                (*appended > self.durable).then_some(SyncWork::Memory(*appended))
-            }
+            Backend::Memory { appended } => (*appended > self.durable).then_some(SyncWork::Memory(*appended)),
             Backend::Log(log) => {
                 if log.is_poisoned() {
                     fatal(&StorageError::Poisoned);
@@ -232,6 +257,67 @@ impl Journal {
             }
         }
         done
+    }
+}
+
+impl Journal {
+    /// A compaction round, when at least two sealed segments exist. Live messages below the
+    /// active segment are copied forward when they are few; otherwise only the prefix of
+    /// segments below the oldest live message can go.
+    pub fn compaction_plan(&self) -> Option<CompactionPlan> {
+        let Backend::Log(log) = &self.backend else { return None };
+        if log.segment_count() < 3 || self.pending_compaction.is_some() {
+            return None;
+        }
+        let active = log.active_base().0;
+        let below: Vec<(&u64, &(String, u64))> = self.live.by_offset.range(..active).collect();
+        let bytes: u64 =
+            below.iter().filter_map(|(_, k)| self.live.by_message.get(*k)).map(|(_, size)| *size as u64).sum();
+        if bytes <= self.segment_size_bytes / COPY_FORWARD_SEGMENT_FRACTION {
+            let copy = below.into_iter().map(|(_, k)| k.clone()).collect();
+            return Some(CompactionPlan { copy, keep_from: active });
+        }
+        let oldest = below.first().map_or(active, |(offset, _)| **offset);
+        Some(CompactionPlan { copy: Vec::new(), keep_from: oldest })
+    }
+
+    /// After copying forward: segments below `keep_from` go once everything now appended is
+    /// durable.
+    pub fn schedule_compaction(&mut self, keep_from: u64) {
+        self.pending_compaction = Some((keep_from, self.appended()));
+        (self.sync_wake)();
+    }
+
+    /// The file deletions that are now safe, if any (run it on a blocking thread).
+    pub fn compact_job(&mut self) -> Option<CompactJob> {
+        let (keep_from, needs_durable) = self.pending_compaction?;
+        if self.durable < needs_durable {
+            return None;
+        }
+        self.pending_compaction = None;
+        let Backend::Log(log) = &mut self.backend else { return None };
+        match log.compact_job(Offset(keep_from)) {
+            Ok(job) => job,
+            Err(e) => fatal(&e),
+        }
+    }
+
+    /// Drops a message from the live index (it is no longer in its queue).
+    pub fn forget(&mut self, queue: &str, msg_id: u64) {
+        self.live.remove(queue, msg_id);
+    }
+
+    /// Live persistent messages the journal tracks (for tests and metrics).
+    pub fn live_count(&self) -> usize {
+        self.live.by_message.len()
+    }
+
+    /// Segment files on disk (0 for the memory backend).
+    pub fn segment_count(&self) -> usize {
+        match &self.backend {
+            Backend::Memory { .. } => 0,
+            Backend::Log(log) => log.segment_count(),
+        }
     }
 }
 
@@ -279,11 +365,7 @@ fn stored_message(queue: &str, msg_id: u64, content: &Content) -> StoredMessage 
 
 /// The content of a recovered message (always persistent: only those are journaled).
 pub fn recovered_content(stored: &StoredMessage) -> Arc<Content> {
-    let mut props = Properties {
-        persistent: true,
-        priority: stored.priority,
-        ..Properties::default()
-    };
+    let mut props = Properties { persistent: true, priority: stored.priority, ..Properties::default() };
     let mut user = false;
     for (name, value) in &stored.properties {
         if user {
@@ -325,10 +407,7 @@ mod tests {
                 reply_to: Some("/queue/r".into()),
                 expiration_ms: Some(500),
                 headers: vec![
-                    (
-                        "content-type".into(),
-                        "user-header-with-a-reserved-name".into(),
-                    ),
+                    ("content-type".into(), "user-header-with-a-reserved-name".into()),
                     ("k".into(), "v".into()),
                 ],
                 ..Properties::default()
@@ -342,36 +421,21 @@ mod tests {
     #[test]
     fn log_backend_releases_waiters_only_after_sync() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut journal, recovered) =
-            Journal::open(dir.path().join("s0"), 64 * 1024, Rc::new(|| {})).expect("open");
+        let (mut journal, recovered) = Journal::open(dir.path().join("s0"), 64 * 1024, Rc::new(|| {})).expect("open");
         assert!(recovered.queues.is_empty());
-        let conn = crate::ids::ConnectionId {
-            shard: crate::ids::ShardId(0),
-            local: 1,
-        };
+        let conn = crate::ids::ConnectionId { shard: crate::ids::ShardId(0), local: 1 };
         let content = Content {
             exchange: String::new(),
             routing_key: "q".into(),
-            properties: Properties {
-                persistent: true,
-                ..Properties::default()
-            },
+            properties: Properties { persistent: true, ..Properties::default() },
             body: bytes::Bytes::from_static(b"x"),
         };
         journal.append_enqueue("q", 1, &content, Some(Completion { conn, token: 9 }));
-        assert!(
-            journal.take_durable_waiters().is_empty(),
-            "not durable before the sync"
-        );
+        assert!(journal.take_durable_waiters().is_empty(), "not durable before the sync");
         let work = journal.sync_work().expect("work pending");
-        let synced = std::thread::spawn(move || work.run())
-            .join()
-            .expect("thread");
+        let synced = std::thread::spawn(move || work.run()).join().expect("thread");
         journal.complete_sync(synced).expect("sync ok");
-        assert_eq!(
-            journal.take_durable_waiters(),
-            [Completion { conn, token: 9 }]
-        );
+        assert_eq!(journal.take_durable_waiters(), [Completion { conn, token: 9 }]);
         assert!(journal.is_synced());
     }
 }

@@ -36,19 +36,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let file = match &cli.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
-    let overrides = Overrides {
-        data_dir: cli.data_dir,
-        shards: cli.shards,
-        listen: cli.listen,
-    };
-    let cpus = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1);
+    let overrides = Overrides { data_dir: cli.data_dir, shards: cli.shards, listen: cli.listen };
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;

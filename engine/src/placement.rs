@@ -19,15 +19,9 @@ impl Placement {
     pub fn new(shard_count: u16, overrides: HashMap<String, ShardId>) -> Self {
         assert!(shard_count > 0, "at least one shard");
         for shard in overrides.values() {
-            assert!(
-                shard.0 < shard_count,
-                "override names a shard that does not exist"
-            );
+            assert!(shard.0 < shard_count, "override names a shard that does not exist");
         }
-        Placement {
-            shard_count,
-            overrides,
-        }
+        Placement { shard_count, overrides }
     }
 
     pub fn shard_count(&self) -> u16 {

@@ -26,21 +26,13 @@ struct Cluster {
 
 impl Cluster {
     fn new(overrides: &[(&str, u16)]) -> Self {
-        let overrides: HashMap<String, ShardId> = overrides
-            .iter()
-            .map(|(q, s)| ((*q).to_owned(), ShardId(*s)))
-            .collect();
+        let overrides: HashMap<String, ShardId> =
+            overrides.iter().map(|(q, s)| ((*q).to_owned(), ShardId(*s))).collect();
         let placement = Placement::new(2, overrides);
         let shards = (0..2)
             .map(|i| {
                 let journal = Journal::memory(Rc::new(|| {}));
-                Shard::new(
-                    ShardId(i),
-                    placement.clone(),
-                    Limits::test_min(),
-                    journal,
-                    Rc::new(|| {}),
-                )
+                Shard::new(ShardId(i), placement.clone(), Limits::test_min(), journal, Rc::new(|| {}))
             })
             .collect();
         Cluster { shards }
@@ -66,10 +58,7 @@ impl Cluster {
                 if let Some(work) = shard.journal_mut().sync_work() {
                     moved = true;
                     let result = work.run();
-                    shard
-                        .journal_mut()
-                        .complete_sync(result)
-                        .expect("memory sync");
+                    shard.journal_mut().complete_sync(result).expect("memory sync");
                     shard.journal_synced();
                 }
             }
@@ -83,10 +72,7 @@ impl Cluster {
     fn request(&mut self, on: u16, to: ShardId, request: Request) -> Reply {
         let mut rx = self.shards[usize::from(on)].request(to, request);
         self.pump();
-        rx.try_recv()
-            .expect("not cancelled")
-            .expect("answered")
-            .expect("request succeeded")
+        rx.try_recv().expect("not cancelled").expect("answered").expect("request succeeded")
     }
 
     fn declare(&mut self, on: u16, name: &str, durable: bool) -> ShardId {
@@ -99,21 +85,12 @@ impl Cluster {
             arguments: vec![],
             shard: owner,
         };
-        self.request(
-            on,
-            AUTHORITY,
-            Request::Meta(MetaOp::DeclareQueue {
-                spec,
-                passive: false,
-            }),
-        );
+        self.request(on, AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false }));
         owner
     }
 
     fn connect(&mut self, on: u16) -> (ConnectionId, Rc<RefCell<Mailbox>>) {
-        self.shards[usize::from(on)]
-            .register_conn(Rc::new(|| {}))
-            .expect("under the limit")
+        self.shards[usize::from(on)].register_conn(Rc::new(|| {})).expect("under the limit")
     }
 }
 
@@ -121,55 +98,27 @@ fn content(body: &'static str, persistent: bool) -> Arc<Content> {
     Arc::new(Content {
         exchange: String::new(),
         routing_key: String::new(),
-        properties: Properties {
-            persistent,
-            ..Properties::default()
-        },
+        properties: Properties { persistent, ..Properties::default() },
         body: Bytes::from_static(body.as_bytes()),
     })
 }
 
-fn consume(
-    cluster: &mut Cluster,
-    on: u16,
-    owner: ShardId,
-    queue: &str,
-    conn: ConnectionId,
-    tag: u64,
-) -> ConsumerKey {
+fn consume(cluster: &mut Cluster, on: u16, owner: ShardId, queue: &str, conn: ConnectionId, tag: u64) -> ConsumerKey {
     let key = ConsumerKey { conn, tag };
-    let consumer = Consumer {
-        key,
-        credit_max: 10,
-        outstanding: 0,
-        no_ack: false,
-    };
-    let reply = cluster.request(
-        on,
-        owner,
-        Request::Consume {
-            queue: queue.into(),
-            consumer,
-        },
-    );
+    let consumer = Consumer { key, credit_max: 10, outstanding: 0, no_ack: false };
+    let reply = cluster.request(on, owner, Request::Consume { queue: queue.into(), consumer });
     assert_eq!(reply, Reply::Consumed);
     key
 }
 
 fn bodies(mailbox: &Rc<RefCell<Mailbox>>) -> Vec<Bytes> {
-    mailbox
-        .borrow()
-        .deliveries
-        .iter()
-        .map(|d| d.message.content.body.clone())
-        .collect()
+    mailbox.borrow().deliveries.iter().map(|d| d.message.content.body.clone()).collect()
 }
 
 #[test]
 fn queue_on_shard_1_serves_a_connection_on_shard_0_and_the_reverse() {
     let mut c = Cluster::new(&[("on-one", 1), ("on-zero", 0)]);
-    for (conn_shard, queue, owner) in [(0u16, "on-one", ShardId(1)), (1u16, "on-zero", ShardId(0))]
-    {
+    for (conn_shard, queue, owner) in [(0u16, "on-one", ShardId(1)), (1u16, "on-zero", ShardId(0))] {
         assert_eq!(c.declare(conn_shard, queue, true), owner);
         let (conn, mailbox) = c.connect(conn_shard);
         consume(&mut c, conn_shard, owner, queue, conn, 1);
@@ -190,27 +139,13 @@ fn queue_on_shard_1_serves_a_connection_on_shard_0_and_the_reverse() {
                 *t
             })
             .collect();
-        assert_eq!(
-            done,
-            [42],
-            "the persistent publish completed after the owner's sync"
-        );
+        assert_eq!(done, [42], "the persistent publish completed after the owner's sync");
         // Ack crosses back to the owner and empties the queue.
         let tag = mailbox.borrow().deliveries[0].tag;
         c.shards[usize::from(conn_shard)].settle(owner, queue, vec![tag], None);
         c.pump();
-        assert!(
-            c.shards[owner.index()]
-                .owned_queue(queue)
-                .expect("owned")
-                .is_empty()
-        );
-        assert!(
-            c.shards[usize::from(conn_shard)]
-                .owned_queue(queue)
-                .is_none(),
-            "only the owner holds it"
-        );
+        assert!(c.shards[owner.index()].owned_queue(queue).expect("owned").is_empty());
+        assert!(c.shards[usize::from(conn_shard)].owned_queue(queue).is_none(), "only the owner holds it");
     }
 }
 
@@ -237,12 +172,7 @@ fn topic_fan_out_reaches_subscribers_on_both_shards() {
         routing_key: "stock.nyse.ibm".into(),
         ..(*content("tick", false)).clone()
     });
-    assert_eq!(
-        c.shards[0]
-            .publish("amq.topic", "stock.nyse.ibm", msg, || None)
-            .expect("exchange exists"),
-        2
-    );
+    assert_eq!(c.shards[0].publish("amq.topic", "stock.nyse.ibm", msg, || None).expect("exchange exists"), 2);
     c.pump();
     for mailbox in &mailboxes {
         assert_eq!(bodies(mailbox), [Bytes::from_static(b"tick")]);
@@ -255,9 +185,7 @@ fn lost_consumer_requeues_across_shards_with_redelivered() {
     let owner = c.declare(0, "work", false);
     let (conn, mailbox) = c.connect(0);
     for body in ["a", "b", "c"] {
-        c.shards[0]
-            .publish("", "work", content(body, false), || None)
-            .expect("routable");
+        c.shards[0].publish("", "work", content(body, false), || None).expect("routable");
     }
     consume(&mut c, 0, owner, "work", conn, 1);
     assert_eq!(bodies(&mailbox).len(), 3);
@@ -269,11 +197,7 @@ fn lost_consumer_requeues_across_shards_with_redelivered() {
     let (conn2, mailbox2) = c.connect(1);
     consume(&mut c, 1, owner, "work", conn2, 1);
     let got = mailbox2.borrow();
-    let order: Vec<&[u8]> = got
-        .deliveries
-        .iter()
-        .map(|d| d.message.content.body.as_ref())
-        .collect();
+    let order: Vec<&[u8]> = got.deliveries.iter().map(|d| d.message.content.body.as_ref()).collect();
     assert_eq!(order, [b"a".as_ref(), b"b", b"c"]);
     assert!(got.deliveries.iter().all(|d| d.message.redelivered));
 }
@@ -283,11 +207,7 @@ fn declarations_are_validated_once_and_seen_everywhere() {
     let mut c = Cluster::new(&[]);
     c.declare(1, "shared", true);
     for shard in &c.shards {
-        assert!(
-            shard.routing().queue("shared").is_some(),
-            "{:?} knows the queue",
-            shard.id()
-        );
+        assert!(shard.routing().queue("shared").is_some(), "{:?} knows the queue", shard.id());
     }
     let spec = QueueSpec {
         name: "shared".into(),
@@ -297,18 +217,8 @@ fn declarations_are_validated_once_and_seen_everywhere() {
         arguments: vec![],
         shard: ShardId(0),
     };
-    let mut rx = c.shards[1].request(
-        AUTHORITY,
-        Request::Meta(MetaOp::DeclareQueue {
-            spec,
-            passive: false,
-        }),
-    );
+    let mut rx = c.shards[1].request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false }));
     c.pump();
-    let err = rx
-        .try_recv()
-        .expect("not cancelled")
-        .expect("answered")
-        .expect_err("inequivalent durable flag");
+    let err = rx.try_recv().expect("not cancelled").expect("answered").expect_err("inequivalent durable flag");
     assert_eq!(err.kind.amqp_code(), 406);
 }

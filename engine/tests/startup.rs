@@ -9,11 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn connect_with_retry(port: u16) -> TcpStream {
@@ -29,19 +25,14 @@ fn connect_with_retry(port: u16) -> TcpStream {
 
 fn stomp_roundtrip(port: u16) -> String {
     let mut s = connect_with_retry(port);
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     s.write_all(b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:a\ndestination:/queue/startup\n\n\0SEND\ndestination:/queue/startup\n\nhi\0")
         .expect("write");
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("MESSAGE") {
         let n = s.read(&mut buf).expect("read before timeout");
-        assert!(
-            n > 0,
-            "broker closed early: {}",
-            String::from_utf8_lossy(&got)
-        );
+        assert!(n > 0, "broker closed early: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&got).into_owned()
@@ -72,16 +63,8 @@ fn ferry(dir: &std::path::Path, port: u16, shards: &str, drop_ipc_lock: bool) ->
     } else {
         Command::new(bin)
     };
-    cmd.arg("--data-dir").arg(dir).args([
-        "--shards",
-        shards,
-        "--listen",
-        &format!("stomp=127.0.0.1:{port}"),
-    ]);
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry")
+    cmd.arg("--data-dir").arg(dir).args(["--shards", shards, "--listen", &format!("stomp=127.0.0.1:{port}")]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ferry")
 }
 
 fn is_root() -> bool {
@@ -91,23 +74,15 @@ fn is_root() -> bool {
 
 #[test]
 fn starts_without_ipc_lock_with_more_shards_than_cpus_and_stops_on_sigterm() {
-    let setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
     let drop_cap = is_root() && setpriv;
-    let cpus = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1);
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let shards = (cpus * 2 + 1).to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let child = ferry(dir.path(), port, &shards, drop_cap);
     let reply = stomp_roundtrip(port);
-    assert!(
-        reply.contains("CONNECTED") && reply.contains("\n\nhi\0"),
-        "{reply}"
-    );
+    assert!(reply.contains("CONNECTED") && reply.contains("\n\nhi\0"), "{reply}");
     let status = stop(child);
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
     if !drop_cap {
@@ -126,18 +101,10 @@ fn unbuilt_protocols_and_bad_config_are_refused_with_a_message() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not built yet"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"), "{}", String::from_utf8_lossy(&out.stderr));
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[limits]\nframe_size_bytes_maxx = 5\n").expect("write");
-    let out = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = Command::new(bin).arg("--config").arg(&config).output().expect("run");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("frame_size_bytes_maxx"),

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 const LINES_MAX: usize = 800;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("engine sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine sits in the workspace").to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -37,11 +34,7 @@ fn all_sources() -> Vec<PathBuf> {
     for dir in ["engine", "protocols", "storage", "benches", "perf"] {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(
-        files.len() > 20,
-        "found the sources ({} files)",
-        files.len()
-    );
+    assert!(files.len() > 20, "found the sources ({} files)", files.len());
     files
 }
 
@@ -51,29 +44,15 @@ fn glommio_is_named_only_in_the_runtime() {
     let offenders: Vec<String> = all_sources()
         .into_iter()
         .filter(|f| !f.starts_with(&runtime) && !f.ends_with("tidy.rs"))
-        .filter(|f| {
-            fs::read_to_string(f)
-                .is_ok_and(|text| text.contains("glommio::") || text.contains("use glommio"))
-        })
+        .filter(|f| fs::read_to_string(f).is_ok_and(|text| text.contains("glommio::") || text.contains("use glommio")))
         .map(|f| f.display().to_string())
         .collect();
-    assert!(
-        offenders.is_empty(),
-        "glommio named outside engine/src/runtime: {offenders:?}"
-    );
+    assert!(offenders.is_empty(), "glommio named outside engine/src/runtime: {offenders:?}");
 }
 
 #[test]
 fn protocol_crates_depend_on_no_runtime_engine_or_storage() {
-    let forbidden = [
-        "glommio",
-        "tokio",
-        "ferry-engine",
-        "ferry-storage",
-        "io-uring",
-        "async-std",
-        "smol",
-    ];
+    let forbidden = ["glommio", "tokio", "ferry-engine", "ferry-storage", "io-uring", "async-std", "smol"];
     let dir = workspace_root().join("protocols");
     let mut checked = 0;
     for entry in fs::read_dir(&dir).expect("protocols/").flatten() {
@@ -99,17 +78,11 @@ fn sources_are_small_and_documented() {
         let text = fs::read_to_string(&file).expect("readable source");
         let lines = text.lines().count();
         if lines > LINES_MAX {
-            problems.push(format!(
-                "{} has {lines} lines (max {LINES_MAX})",
-                file.display()
-            ));
+            problems.push(format!("{} has {lines} lines (max {LINES_MAX})", file.display()));
         }
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         if !first.starts_with("//!") {
-            problems.push(format!(
-                "{} does not open with a //! paragraph",
-                file.display()
-            ));
+            problems.push(format!("{} does not open with a //! paragraph", file.display()));
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");

@@ -10,13 +10,9 @@ use crate::format::record_len;
 use crate::record::{ArchivedRecord, Record, RecordKind};
 
 /// Serializes `record`'s metadata into `buf` (cleared first) and returns it.
-pub(crate) fn encode_meta(
-    record: &Record,
-    mut buf: AlignedVec,
-) -> Result<AlignedVec, StorageError> {
+pub(crate) fn encode_meta(record: &Record, mut buf: AlignedVec) -> Result<AlignedVec, StorageError> {
     buf.clear();
-    rkyv::api::high::to_bytes_in::<_, rancor::Error>(record, buf)
-        .map_err(|e| StorageError::Encode(e.to_string()))
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(record, buf).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
 impl Record {
@@ -43,16 +39,10 @@ fn with_archived<T>(meta: &[u8], f: impl FnOnce(&ArchivedRecord) -> T) -> Result
 /// Decodes a checksum-valid record. Fails if the metadata does not validate or its variant
 /// disagrees with the header's kind byte.
 pub(crate) fn decode(kind: u8, meta: &[u8], body: &[u8]) -> Result<Record, String> {
-    let mut record = with_archived(meta, |archived| {
-        rkyv::deserialize::<Record, rancor::Error>(archived)
-    })
-    .and_then(|r| r)
-    .map_err(|e| e.to_string())?;
+    let mut record =
+        with_archived(meta, rkyv::deserialize::<Record, rancor::Error>).and_then(|r| r).map_err(|e| e.to_string())?;
     if RecordKind::from_u8(kind) != Some(record.kind()) {
-        return Err(format!(
-            "header kind {kind} does not match metadata {:?}",
-            record.kind()
-        ));
+        return Err(format!("header kind {kind} does not match metadata {:?}", record.kind()));
     }
     match &mut record {
         Record::Enqueue(message) => message.body = bytes::Bytes::copy_from_slice(body),
@@ -65,7 +55,5 @@ pub(crate) fn decode(kind: u8, meta: &[u8], body: &[u8]) -> Result<Record, Strin
 /// Best effort: the queue named by a record whose checksum failed, if its metadata still
 /// validates structurally.
 pub(crate) fn queue_of_damaged(meta: &[u8]) -> Option<String> {
-    with_archived(meta, |archived| archived.queue_name())
-        .ok()
-        .flatten()
+    with_archived(meta, |archived| archived.queue_name()).ok().flatten()
 }

@@ -40,20 +40,12 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an `io::Error` with the operation and path it came from.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        StorageError::Io { op, path: path.into(), source }
     }
 }
 
 impl From<std::io::Error> for StorageError {
     fn from(source: std::io::Error) -> Self {
-        StorageError::Io {
-            op: "io",
-            path: PathBuf::new(),
-            source,
-        }
+        StorageError::Io { op: "io", path: PathBuf::new(), source }
     }
 }

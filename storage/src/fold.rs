@@ -89,20 +89,10 @@ impl Fold {
                     state.messages.remove(&at);
                 }
             }
-            Record::QueueDeclare {
-                name,
-                durable,
-                auto_delete,
-                arguments,
-            } => {
+            Record::QueueDeclare { name, durable, auto_delete, arguments } => {
                 let state = self.queues.entry(name).or_default();
                 let seq = state.declared.as_ref().map_or(seq, |d| d.seq);
-                state.declared = Some(Declaration {
-                    seq,
-                    durable,
-                    auto_delete,
-                    arguments,
-                });
+                state.declared = Some(Declaration { seq, durable, auto_delete, arguments });
             }
             Record::QueueDelete { name } => {
                 self.bindings.retain(|(_, queue, _), _| *queue != name);
@@ -113,24 +103,14 @@ impl Fold {
                 self.exchanges.insert(name.clone(), (seq, record));
             }
             Record::ExchangeDelete { name } => {
-                self.bindings
-                    .retain(|(exchange, _, _), _| *exchange != name);
+                self.bindings.retain(|(exchange, _, _), _| *exchange != name);
                 self.exchanges.remove(&name);
             }
-            Record::Bind {
-                ref exchange,
-                ref queue,
-                ref routing_key,
-                ..
-            } => {
+            Record::Bind { ref exchange, ref queue, ref routing_key, .. } => {
                 let key = (exchange.clone(), queue.clone(), routing_key.clone());
                 self.bindings.entry(key).or_insert((seq, record));
             }
-            Record::Unbind {
-                exchange,
-                queue,
-                routing_key,
-            } => {
+            Record::Unbind { exchange, queue, routing_key } => {
                 self.bindings.remove(&(exchange, queue, routing_key));
             }
             Record::TxCommit { .. } => {}
@@ -172,14 +152,7 @@ impl Fold {
             if !declared.durable {
                 continue;
             }
-            let messages = state
-                .messages
-                .into_values()
-                .map(|m| StoredMessage {
-                    redelivered: true,
-                    ..m
-                })
-                .collect();
+            let messages = state.messages.into_values().map(|m| StoredMessage { redelivered: true, ..m }).collect();
             let queue = RecoveredQueue {
                 name,
                 durable: true,

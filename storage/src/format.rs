@@ -144,14 +144,7 @@ impl SegmentHeader {
 
 /// Writes one record into `out`, which must be exactly `record_len(meta.len(), body.len())`
 /// bytes. Padding is written as zeros; the checksum is computed over the bytes in place.
-pub(crate) fn write_record(
-    out: &mut [u8],
-    kind: u8,
-    epoch: u64,
-    offset: u64,
-    meta: &[u8],
-    body: &[u8],
-) {
+pub(crate) fn write_record(out: &mut [u8], kind: u8, epoch: u64, offset: u64, meta: &[u8], body: &[u8]) {
     let len = record_len(meta.len(), body.len());
     assert_eq!(out.len(), len, "record buffer has the wrong length");
     let mut header = RecordHeader {
@@ -186,19 +179,10 @@ pub(crate) enum Parsed<'a> {
     /// Zero magic or no room for a header: end of data in this segment.
     End,
     /// A record whose checksum, length and offset all check out.
-    Valid {
-        len: usize,
-        header: RecordHeader,
-        meta: &'a [u8],
-        body: &'a [u8],
-    },
+    Valid { len: usize, header: RecordHeader, meta: &'a [u8], body: &'a [u8] },
     /// Something non-zero that is not a valid record. `len` is the claimed length when it is
     /// plausible (so the next record may be found); `meta` the claimed metadata bytes then.
-    Bad {
-        len: Option<usize>,
-        meta: Option<&'a [u8]>,
-        reason: &'static str,
-    },
+    Bad { len: Option<usize>, meta: Option<&'a [u8]>, reason: &'static str },
 }
 
 /// Parses the record at `pos` of `segment`; `expected_offset` is its logical offset.
@@ -210,8 +194,7 @@ pub(crate) fn parse_record<'a>(segment: &'a [u8], pos: usize, expected_offset: u
     if header.magic == 0 {
         return Parsed::End;
     }
-    let bad =
-        |len: Option<usize>, meta: Option<&'a [u8]>, reason| Parsed::Bad { len, meta, reason };
+    let bad = |len: Option<usize>, meta: Option<&'a [u8]>, reason| Parsed::Bad { len, meta, reason };
     if header.magic != RECORD_MAGIC {
         return bad(None, None, "bad record magic");
     }
@@ -233,18 +216,9 @@ pub(crate) fn parse_record<'a>(segment: &'a [u8], pos: usize, expected_offset: u
         return bad(Some(len), Some(meta), "record checksum mismatch");
     }
     if header.offset != expected_offset {
-        return bad(
-            Some(len),
-            Some(meta),
-            "record offset does not match its position",
-        );
+        return bad(Some(len), Some(meta), "record offset does not match its position");
     }
-    Parsed::Valid {
-        len,
-        header,
-        meta,
-        body,
-    }
+    Parsed::Valid { len, header, meta, body }
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> u32 {
@@ -270,30 +244,12 @@ mod tests {
         assert_eq!(&out[0..4], b"FRec");
         assert_eq!(out.len(), 40 + 8 + 8);
         let header = RecordHeader::read_from(&out);
-        assert_eq!(
-            (header.len, header.kind, header.meta_len, header.body_len),
-            (56, 7, 5, 3)
-        );
+        assert_eq!((header.len, header.kind, header.meta_len, header.body_len), (56, 7, 5, 3));
         assert_eq!((header.epoch, header.offset), (2, 4096));
-        assert!(matches!(
-            parse_record(&out, 0, 4096),
-            Parsed::Valid { len: 56, .. }
-        ));
-        assert!(
-            matches!(
-                parse_record(&out, 0, 4104),
-                Parsed::Bad { len: Some(56), .. }
-            ),
-            "wrong offset is stale data"
-        );
+        assert!(matches!(parse_record(&out, 0, 4096), Parsed::Valid { len: 56, .. }));
+        assert!(matches!(parse_record(&out, 0, 4104), Parsed::Bad { len: Some(56), .. }), "wrong offset is stale data");
         out[55] ^= 1;
-        assert!(
-            matches!(
-                parse_record(&out, 0, 4096),
-                Parsed::Bad { len: Some(56), .. }
-            ),
-            "padding is checksummed"
-        );
+        assert!(matches!(parse_record(&out, 0, 4096), Parsed::Bad { len: Some(56), .. }), "padding is checksummed");
     }
 
     #[test]
@@ -301,15 +257,7 @@ mod tests {
         let mut out = [0u8; SEGMENT_HEADER_SIZE];
         SegmentHeader::new(3, 1 << 20, 9, 65536).write_to(&mut out);
         let header = SegmentHeader::read_from(&out).expect("valid");
-        assert_eq!(
-            (
-                header.epoch,
-                header.base_offset,
-                header.segment_id,
-                header.size_bytes
-            ),
-            (3, 1 << 20, 9, 65536)
-        );
+        assert_eq!((header.epoch, header.base_offset, header.segment_id, header.size_bytes), (3, 1 << 20, 9, 65536));
         out[30] ^= 0x10;
         assert!(SegmentHeader::read_from(&out).is_none());
         assert!(SegmentHeader::read_from(&[0u8; SEGMENT_HEADER_SIZE]).is_none());

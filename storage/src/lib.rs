@@ -19,8 +19,8 @@ mod sync;
 pub use error::StorageError;
 pub use fold::{Fold, Recovered, RecoveredQueue};
 pub use log::{
-    CompactReport, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
-    SEGMENT_SIZE_BYTES_MIN, ShardLog,
+    CompactJob, CompactReport, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
+    ShardLog,
 };
 pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};
 pub use scan::replay;

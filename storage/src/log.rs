@@ -39,24 +39,17 @@ pub struct LogConfig {
 impl LogConfig {
     /// Defaults (64 MiB segments, epoch 1) for `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
-        LogConfig {
-            dir: dir.into(),
-            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
-            epoch: Epoch(1),
-        }
+        LogConfig { dir: dir.into(), segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT, epoch: Epoch(1) }
     }
 
     fn segment_size_u32(&self) -> Result<u32, StorageError> {
         let size = self.segment_size_bytes;
-        if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
-            || !size.is_multiple_of(8)
-        {
+        if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size) || !size.is_multiple_of(8) {
             return Err(StorageError::Config(format!(
                 "segment_size_bytes {size} must be a multiple of 8 in {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_MAX}"
             )));
         }
-        u32::try_from(size)
-            .map_err(|_| StorageError::Config(format!("segment_size_bytes {size} exceeds u32")))
+        u32::try_from(size).map_err(|_| StorageError::Config(format!("segment_size_bytes {size} exceeds u32")))
     }
 }
 
@@ -67,6 +60,30 @@ pub struct CompactReport {
     pub segments_deleted: u64,
     /// Their total size.
     pub bytes_freed: u64,
+}
+
+/// Sealed segments to delete, cut by [`ShardLog::compact_job`]; `Send`, run off the shard.
+#[derive(Debug)]
+pub struct CompactJob {
+    segments: Vec<SealedSegment>,
+    dir: PathBuf,
+}
+
+impl CompactJob {
+    /// Unlinks the segments oldest first (stopping at the first failure), then fsyncs the
+    /// directory.
+    pub fn run(self) -> Result<CompactReport, StorageError> {
+        let mut report = CompactReport::default();
+        for segment in &self.segments {
+            let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
+            std::fs::remove_file(&segment.path).map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
+            tracing::info!(segment = segment.id.0, base = segment.base.0, end = segment.end.0, path = %segment.path.display(), "deleted settled segment");
+            report.segments_deleted += 1;
+            report.bytes_freed += len;
+        }
+        fsync_dir(&self.dir)?;
+        Ok(report)
+    }
 }
 
 /// A shard's append log. See the module docs for the threading and durability contract.
@@ -137,22 +154,9 @@ impl ShardLog {
         }
         let pos = self.active.write_pos;
         let offset = self.active.base.0 + pos as u64;
-        write_record(
-            self.active.bytes_mut(pos, len),
-            record.kind() as u8,
-            self.epoch.0,
-            offset,
-            meta,
-            body,
-        );
+        write_record(self.active.bytes_mut(pos, len), record.kind() as u8, self.epoch.0, offset, meta, body);
         self.active.write_pos = pos + len;
-        mark_dirty(
-            &mut self.dirty,
-            &self.active.map,
-            &self.active.path,
-            pos,
-            pos + len,
-        );
+        mark_dirty(&mut self.dirty, &self.active.map, &self.active.path, pos, pos + len);
         self.appended = Offset(offset + len as u64);
         Ok(self.appended)
     }
@@ -162,27 +166,11 @@ impl ShardLog {
         let base = self.appended;
         let id = SegmentId(self.active.id.0 + 1);
         let fresh = create_segment(&self.dir, base, id, self.epoch, self.segment_size_bytes)?;
-        mark_dirty(
-            &mut self.dirty,
-            &fresh.map,
-            &fresh.path,
-            0,
-            SEGMENT_HEADER_SIZE,
-        );
+        mark_dirty(&mut self.dirty, &fresh.map, &fresh.path, 0, SEGMENT_HEADER_SIZE);
         self.dir_dirty = true;
         let old = std::mem::replace(&mut self.active, fresh);
-        tracing::debug!(
-            segment = old.id.0,
-            next = id.0,
-            base = base.0,
-            "segment rolled"
-        );
-        self.sealed.push(SealedSegment {
-            id: old.id,
-            base: old.base,
-            end: base,
-            path: old.path,
-        });
+        tracing::debug!(segment = old.id.0, next = id.0, base = base.0, "segment rolled");
+        self.sealed.push(SealedSegment { id: old.id, base: old.base, end: base, path: old.path });
         self.appended = Offset(base.0 + SEGMENT_HEADER_SIZE as u64);
         Ok(())
     }
@@ -210,19 +198,12 @@ impl ShardLog {
         }
         self.in_flight = Some(self.appended);
         let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
-        Some(SyncJob {
-            ranges: std::mem::take(&mut self.dirty),
-            dir,
-            target: self.appended,
-        })
+        Some(SyncJob { ranges: std::mem::take(&mut self.dirty), dir, target: self.appended })
     }
 
     /// Reports a job's outcome. `Ok` advances `durable_offset`; `Err` poisons the log and is
     /// returned: a failed sync is fatal, never retried.
-    pub fn complete_sync(
-        &mut self,
-        result: Result<Offset, StorageError>,
-    ) -> Result<Offset, StorageError> {
+    pub fn complete_sync(&mut self, result: Result<Offset, StorageError>) -> Result<Offset, StorageError> {
         let target = self.in_flight.take();
         if self.poisoned {
             return Err(StorageError::Poisoned);
@@ -230,10 +211,7 @@ impl ShardLog {
         match result {
             Ok(offset) => {
                 let target = target.expect("complete_sync(Ok) without a SyncJob in flight");
-                assert!(
-                    offset <= target && offset >= self.durable,
-                    "sync reported an offset it did not cover"
-                );
+                assert!(offset <= target && offset >= self.durable, "sync reported an offset it did not cover");
                 self.durable = offset;
                 Ok(offset)
             }
@@ -247,27 +225,33 @@ impl ShardLog {
 
     /// Deletes sealed segments that lie wholly below `keep_from` and below `durable_offset`,
     /// oldest first. The caller guarantees that every record below `keep_from` is settled,
-    /// deleted, or copied forward (re-appended) — declarations included. Blocking (unlink +
-    /// directory fsync). A file another process still maps stays readable to it.
+    /// deleted, or copied forward (re-appended) and durable — declarations included.
+    /// Blocking (unlink + directory fsync); the engine uses [`ShardLog::compact_job`] instead.
     pub fn compact(&mut self, keep_from: Offset) -> Result<CompactReport, StorageError> {
+        match self.compact_job(keep_from)? {
+            Some(job) => job.run(),
+            None => Ok(CompactReport::default()),
+        }
+    }
+
+    /// Like [`ShardLog::compact`], but returns the file work as a `Send` job to run on a
+    /// blocking thread. The segments leave the log's bookkeeping at once.
+    pub fn compact_job(&mut self, keep_from: Offset) -> Result<Option<CompactJob>, StorageError> {
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
         let bound = keep_from.min(self.durable);
         let count = self.sealed.iter().take_while(|s| s.end < bound).count();
-        let mut report = CompactReport::default();
-        for segment in self.sealed.drain(..count) {
-            let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
-            std::fs::remove_file(&segment.path)
-                .map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
-            tracing::info!(segment = segment.id.0, base = segment.base.0, end = segment.end.0, path = %segment.path.display(), "deleted settled segment");
-            report.segments_deleted += 1;
-            report.bytes_freed += len;
+        if count == 0 {
+            return Ok(None);
         }
-        if report.segments_deleted > 0 {
-            fsync_dir(&self.dir)?;
-        }
-        Ok(report)
+        let segments = self.sealed.drain(..count).collect();
+        Ok(Some(CompactJob { segments, dir: self.dir.clone() }))
+    }
+
+    /// Base offset of the segment being appended to: everything below it is sealed.
+    pub fn active_base(&self) -> Offset {
+        self.active.base
     }
 
     /// Number of segment files (sealed plus active).

@@ -13,8 +13,7 @@ use crate::fold::{Fold, Recovered};
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
 use crate::scan::{check_header, scan_segment};
 use crate::segment::{
-    ActiveSegment, SealedSegment, create_segment, fsync_dir, list_segments, open_sealed,
-    open_writable,
+    ActiveSegment, SealedSegment, create_segment, fsync_dir, list_segments, open_sealed, open_writable,
 };
 use crate::{Epoch, Offset, SegmentId};
 
@@ -32,16 +31,9 @@ pub(crate) fn open_dir(dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Open
     let segments = list_segments(dir)?;
     let Some(((last_base, last_path), older)) = segments.split_last() else {
         let active = create_segment(dir, Offset(0), SegmentId(0), epoch, size_bytes)?;
-        active
-            .map
-            .flush()
-            .map_err(|e| StorageError::io("msync", &active.path, e))?;
+        active.map.flush().map_err(|e| StorageError::io("msync", &active.path, e))?;
         fsync_dir(dir)?;
-        return Ok(Opened {
-            active,
-            sealed: Vec::new(),
-            recovered: Recovered::default(),
-        });
+        return Ok(Opened { active, sealed: Vec::new(), recovered: Recovered::default() });
     };
     let mut fold = Fold::new();
     let mut sealed = Vec::with_capacity(older.len());
@@ -49,21 +41,10 @@ pub(crate) fn open_dir(dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Open
     for (i, (base, path)) in older.iter().enumerate() {
         let end = segments[i + 1].0;
         let id = scan_sealed(*base, end, path, &mut fold)?.unwrap_or(next_id);
-        sealed.push(SealedSegment {
-            id,
-            base: *base,
-            end,
-            path: path.clone(),
-        });
+        sealed.push(SealedSegment { id, base: *base, end, path: path.clone() });
         next_id = SegmentId(id.0 + 1);
     }
-    let last = LastSegment {
-        base: *last_base,
-        path: last_path,
-        id: next_id,
-        size_bytes,
-        epoch,
-    };
+    let last = LastSegment { base: *last_base, path: last_path, id: next_id, size_bytes, epoch };
     let (active, torn_tail_bytes) = recover_last(&last, &mut fold)?;
     fsync_dir(dir)?;
     let mut recovered = fold.finish();
@@ -75,20 +56,11 @@ pub(crate) fn open_dir(dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Open
         quarantined = recovered.quarantined.len(),
         "shard log recovered"
     );
-    Ok(Opened {
-        active,
-        sealed,
-        recovered,
-    })
+    Ok(Opened { active, sealed, recovered })
 }
 
 /// Scans one sealed segment into `fold`; returns its id when the header is readable.
-fn scan_sealed(
-    base: Offset,
-    end: Offset,
-    path: &Path,
-    fold: &mut Fold,
-) -> Result<Option<SegmentId>, StorageError> {
+fn scan_sealed(base: Offset, end: Offset, path: &Path, fold: &mut Fold) -> Result<Option<SegmentId>, StorageError> {
     let Some(map) = open_sealed(path)? else {
         tracing::error!(path = %path.display(), "empty sealed segment file");
         return Ok(None);
@@ -118,10 +90,7 @@ struct LastSegment<'a> {
 
 /// Maps the last segment writable, scans it, zeroes its torn tail and syncs it. Returns the
 /// positioned segment and the torn tail's length.
-fn recover_last(
-    last: &LastSegment<'_>,
-    fold: &mut Fold,
-) -> Result<(ActiveSegment, usize), StorageError> {
+fn recover_last(last: &LastSegment<'_>, fold: &mut Fold) -> Result<(ActiveSegment, usize), StorageError> {
     let header = read_header(last.path)?;
     let size = header.map_or(last.size_bytes, |h| h.size_bytes);
     let map = open_writable(last.path, u64::from(size))?;
@@ -138,30 +107,22 @@ fn recover_last(
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let scan = scan_segment(active.bytes(), last.base, true, &mut |_, record| {
-        fold.apply(record)
-    });
+    let scan = scan_segment(active.bytes(), last.base, true, &mut |_, record| fold.apply(record));
     for queue in scan.damaged_queues {
         fold.quarantine(queue);
     }
     if scan.torn_tail_bytes > 0 {
         tracing::warn!(path = %last.path.display(), at = scan.valid_end, bytes = scan.torn_tail_bytes, "zeroing torn tail");
-        active
-            .bytes_mut(scan.valid_end, scan.dirty_end - scan.valid_end)
-            .fill(0);
+        active.bytes_mut(scan.valid_end, scan.dirty_end - scan.valid_end).fill(0);
     }
     active.write_pos = scan.valid_end;
-    active
-        .map
-        .flush()
-        .map_err(|e| StorageError::io("msync", last.path, e))?;
+    active.map.flush().map_err(|e| StorageError::io("msync", last.path, e))?;
     Ok((active, scan.torn_tail_bytes))
 }
 
 /// Reads and validates the first bytes of a segment file without mapping it.
 fn read_header(path: &Path) -> Result<Option<SegmentHeader>, StorageError> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
     let mut bytes = Vec::with_capacity(SEGMENT_HEADER_SIZE);
     (&mut file)
         .take(SEGMENT_HEADER_SIZE as u64)

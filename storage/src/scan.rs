@@ -41,12 +41,7 @@ pub(crate) fn scan_segment(
     loop {
         match parse_record(bytes, pos, base.0 + pos as u64) {
             Parsed::End => break,
-            Parsed::Valid {
-                len,
-                header,
-                meta,
-                body,
-            } => {
+            Parsed::Valid { len, header, meta, body } => {
                 match decode(header.kind, meta, body) {
                     Ok(record) => {
                         sink(Offset(base.0 + (pos + len) as u64), record);
@@ -56,14 +51,9 @@ pub(crate) fn scan_segment(
                 }
                 pos += len;
             }
-            Parsed::Bad {
-                len, meta, reason, ..
-            } => {
+            Parsed::Bad { len, meta, reason, .. } => {
                 let resumes = len.filter(|&len| {
-                    matches!(
-                        parse_record(bytes, pos + len, base.0 + (pos + len) as u64),
-                        Parsed::Valid { .. }
-                    )
+                    matches!(parse_record(bytes, pos + len, base.0 + (pos + len) as u64), Parsed::Valid { .. })
                 });
                 if let Some(len) = resumes {
                     note_damage(&mut scan, base, pos, meta, reason);
@@ -91,13 +81,7 @@ pub(crate) fn scan_segment(
     scan
 }
 
-fn note_damage(
-    scan: &mut SegmentScan,
-    base: Offset,
-    pos: usize,
-    meta: Option<&[u8]>,
-    reason: &str,
-) {
+fn note_damage(scan: &mut SegmentScan, base: Offset, pos: usize, meta: Option<&[u8]>, reason: &str) {
     let offset = base.0 + pos as u64;
     match meta.and_then(queue_of_damaged) {
         Some(queue) => {
@@ -145,9 +129,7 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         check_header(bytes, *base, path);
         let is_last = i + 1 == segments.len();
-        scan_segment(bytes, *base, is_last, &mut |offset, record| {
-            records.push((offset, record))
-        });
+        scan_segment(bytes, *base, is_last, &mut |offset, record| records.push((offset, record)));
     }
     Ok(records)
 }

@@ -28,16 +28,11 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, Storag
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("read_dir", dir, e))?;
     let mut segments = Vec::new();
     for entry in entries {
-        let path = entry
-            .map_err(|e| StorageError::io("read_dir", dir, e))?
-            .path();
+        let path = entry.map_err(|e| StorageError::io("read_dir", dir, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXTENSION) {
             continue;
         }
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         match stem.parse::<u64>() {
             Ok(base) if stem.len() == 20 => segments.push((Offset(base), path)),
             _ => {
@@ -77,11 +72,7 @@ impl ActiveSegment {
 
     /// `len` writable bytes at `pos`.
     pub fn bytes_mut(&mut self, pos: usize, len: usize) -> &mut [u8] {
-        assert!(
-            pos.checked_add(len)
-                .is_some_and(|end| end <= self.map.len()),
-            "write beyond the segment"
-        );
+        assert!(pos.checked_add(len).is_some_and(|end| end <= self.map.len()), "write beyond the segment");
         // SAFETY: in bounds (asserted above); `&mut self` makes this the only live slice into
         // the mapping in this process (see `bytes`).
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) }
@@ -113,8 +104,7 @@ pub(crate) fn create_segment(
         .create_new(true)
         .open(&path)
         .map_err(|e| StorageError::io("create segment", &path, e))?;
-    let prepared =
-        allocate(&file, u64::from(size_bytes), &path).and_then(|()| map_writable(&file, &path));
+    let prepared = allocate(&file, u64::from(size_bytes), &path).and_then(|()| map_writable(&file, &path));
     let map = match prepared {
         Ok(map) => map,
         Err(error) => {
@@ -125,13 +115,7 @@ pub(crate) fn create_segment(
             return Err(error);
         }
     };
-    let mut segment = ActiveSegment {
-        id,
-        base,
-        path,
-        map: Arc::new(map),
-        write_pos: SEGMENT_HEADER_SIZE,
-    };
+    let mut segment = ActiveSegment { id, base, path, map: Arc::new(map), write_pos: SEGMENT_HEADER_SIZE };
     let header = SegmentHeader::new(epoch.0, base.0, id.0, size_bytes);
     header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
     Ok(segment)
@@ -140,15 +124,9 @@ pub(crate) fn create_segment(
 /// Opens an existing segment read-write, growing it (never shrinking) to at least
 /// `size_bytes`, and maps all of it.
 pub(crate) fn open_writable(path: &Path, size_bytes: u64) -> Result<MmapRaw, StorageError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| StorageError::io("open segment", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat segment", path, e))?
-        .len();
+    let file =
+        OpenOptions::new().read(true).write(true).open(path).map_err(|e| StorageError::io("open segment", path, e))?;
+    let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len < size_bytes {
         tracing::warn!(path = %path.display(), len, size_bytes, "growing a short segment file");
         allocate(&file, size_bytes, path)?;
@@ -160,32 +138,22 @@ pub(crate) fn open_writable(path: &Path, size_bytes: u64) -> Result<MmapRaw, Sto
 /// process left in the page cache is durable before recovery reports it as durable.
 pub(crate) fn open_sealed(path: &Path) -> Result<Option<MmapRaw>, StorageError> {
     let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
-    file.sync_data()
-        .map_err(|e| StorageError::io("fdatasync segment", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat segment", path, e))?
-        .len();
+    file.sync_data().map_err(|e| StorageError::io("fdatasync segment", path, e))?;
+    let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len == 0 {
         return Ok(None);
     }
-    let map = MmapOptions::new()
-        .map_raw_read_only(&file)
-        .map_err(|e| StorageError::io("mmap segment", path, e))?;
+    let map = MmapOptions::new().map_raw_read_only(&file).map_err(|e| StorageError::io("mmap segment", path, e))?;
     Ok(Some(map))
 }
 
 fn map_writable(file: &File, path: &Path) -> Result<MmapRaw, StorageError> {
-    MmapOptions::new()
-        .populate()
-        .map_raw(file)
-        .map_err(|e| StorageError::io("mmap segment", path, e))
+    MmapOptions::new().populate().map_raw(file).map_err(|e| StorageError::io("mmap segment", path, e))
 }
 
 /// Reserves real blocks for `[0, len)` so the mapping never sits over a sparse file.
 fn allocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
-    let len_i64 = i64::try_from(len)
-        .map_err(|_| StorageError::Config(format!("segment length {len} too large")))?;
+    let len_i64 = i64::try_from(len).map_err(|_| StorageError::Config(format!("segment length {len} too large")))?;
     let fd = file.as_raw_fd();
     // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
     let rc = unsafe { libc::fallocate(fd, 0, 0, len_i64) };
@@ -193,20 +161,13 @@ fn allocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
-    if !matches!(
-        err.raw_os_error(),
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-    ) {
+    if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
         return Err(StorageError::io("fallocate", path, err));
     }
     // SAFETY: as above. posix_fallocate returns the error number instead of setting errno.
     let rc = unsafe { libc::posix_fallocate(fd, 0, len_i64) };
     if rc != 0 {
-        return Err(StorageError::io(
-            "posix_fallocate",
-            path,
-            std::io::Error::from_raw_os_error(rc),
-        ));
+        return Err(StorageError::io("posix_fallocate", path, std::io::Error::from_raw_os_error(rc)));
     }
     Ok(())
 }
@@ -214,7 +175,5 @@ fn allocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
 /// fsyncs a directory so that created or removed entries in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
     let handle = File::open(dir).map_err(|e| StorageError::io("open dir", dir, e))?;
-    handle
-        .sync_all()
-        .map_err(|e| StorageError::io("fsync dir", dir, e))
+    handle.sync_all().map_err(|e| StorageError::io("fsync dir", dir, e))
 }

@@ -21,13 +21,7 @@ pub(crate) struct DirtyRange {
 }
 
 /// Adds `[start, end)` of `map` to `ranges`, merging with the last range when contiguous.
-pub(crate) fn mark_dirty(
-    ranges: &mut Vec<DirtyRange>,
-    map: &Arc<MmapRaw>,
-    path: &Path,
-    start: usize,
-    end: usize,
-) {
+pub(crate) fn mark_dirty(ranges: &mut Vec<DirtyRange>, map: &Arc<MmapRaw>, path: &Path, start: usize, end: usize) {
     if let Some(last) = ranges.last_mut()
         && Arc::ptr_eq(&last.map, map)
         && last.end == start
@@ -35,12 +29,7 @@ pub(crate) fn mark_dirty(
         last.end = end;
         return;
     }
-    ranges.push(DirtyRange {
-        map: Arc::clone(map),
-        path: path.to_path_buf(),
-        start,
-        end,
-    });
+    ranges.push(DirtyRange { map: Arc::clone(map), path: path.to_path_buf(), start, end });
 }
 
 /// A group commit covering everything appended before it was cut.

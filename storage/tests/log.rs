@@ -42,18 +42,11 @@ fn offsets_are_monotonic_across_segment_rolls() {
         let end = log.append(&record).expect("append");
         assert!(end > last, "offsets must grow");
         let len = record.encoded_len().expect("len");
-        assert!(
-            end.0 - last.0 == len || end.0 - last.0 == len + 48,
-            "contiguous, or a segment header between"
-        );
+        assert!(end.0 - last.0 == len || end.0 - last.0 == len + 48, "contiguous, or a segment header between");
         last = end;
         appended.push((end, record));
     }
-    assert!(
-        log.segment_count() >= 5,
-        "expected several rolls, got {}",
-        log.segment_count()
-    );
+    assert!(log.segment_count() >= 5, "expected several rolls, got {}", log.segment_count());
     drop(log);
     let replayed = replay(dir.path()).expect("replay");
     assert_eq!(replayed[1..], appended[..]);
@@ -80,14 +73,8 @@ fn durable_offset_lags_until_a_sync_job_completes() {
     assert!(log.sync_job().is_none(), "one job in flight at a time");
     let target = job.target();
     let handle = std::thread::spawn(move || job.run());
-    let after = log
-        .append(&enqueue("q", 99, b"late"))
-        .expect("append while syncing");
-    assert_eq!(
-        log.durable_offset(),
-        start,
-        "not durable before the job completes"
-    );
+    let after = log.append(&enqueue("q", 99, b"late")).expect("append while syncing");
+    assert_eq!(log.durable_offset(), start, "not durable before the job completes");
     let result = handle.join().expect("join");
     assert_eq!(log.complete_sync(result).expect("sync ok"), target);
     assert_eq!(log.durable_offset(), target);
@@ -107,21 +94,12 @@ fn failed_sync_poisons_the_log() {
     let job = log.sync_job().expect("job");
     drop(job);
     let failure = Err(StorageError::from(std::io::Error::other("disk on fire")));
-    assert!(matches!(
-        log.complete_sync(failure),
-        Err(StorageError::Io { .. })
-    ));
+    assert!(matches!(log.complete_sync(failure), Err(StorageError::Io { .. })));
     assert!(log.is_poisoned());
     assert_eq!(log.durable_offset(), Offset(48));
-    assert!(matches!(
-        log.append(&declare("r")),
-        Err(StorageError::Poisoned)
-    ));
+    assert!(matches!(log.append(&declare("r")), Err(StorageError::Poisoned)));
     assert!(log.sync_job().is_none());
-    assert!(matches!(
-        log.compact(Offset(u64::MAX)),
-        Err(StorageError::Poisoned)
-    ));
+    assert!(matches!(log.compact(Offset(u64::MAX)), Err(StorageError::Poisoned)));
 }
 
 #[test]
@@ -129,16 +107,8 @@ fn record_larger_than_a_segment_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, _) = open(dir.path(), 4096);
     let before = log.appended_offset();
-    let err = log
-        .append(&enqueue("q", 1, &[1; 5000]))
-        .expect_err("too large");
-    assert!(matches!(
-        err,
-        StorageError::RecordTooLarge {
-            segment_size_bytes: 4096,
-            ..
-        }
-    ));
+    let err = log.append(&enqueue("q", 1, &[1; 5000])).expect_err("too large");
+    assert!(matches!(err, StorageError::RecordTooLarge { segment_size_bytes: 4096, .. }));
     assert_eq!(log.appended_offset(), before);
     log.append(&enqueue("q", 2, &[1; 3000])).expect("fits");
 }
@@ -161,25 +131,15 @@ fn compact_deletes_sealed_segments_below_keep_from() {
     let segments = log.segment_count();
     assert!(segments >= 4);
     let keep_from = ends[30];
-    assert_eq!(
-        log.compact(keep_from).expect("compact").segments_deleted,
-        0,
-        "nothing is durable yet"
-    );
+    assert_eq!(log.compact(keep_from).expect("compact").segments_deleted, 0, "nothing is durable yet");
     sync_now(&mut log);
     let report = log.compact(keep_from).expect("compact");
     assert!(report.segments_deleted >= 2);
-    assert_eq!(
-        log.segment_count(),
-        segments - report.segments_deleted as usize
-    );
+    assert_eq!(log.segment_count(), segments - report.segments_deleted as usize);
     drop(log);
     let replayed = replay(dir.path()).expect("replay");
     let first_kept = replayed.first().expect("some records survive").0;
-    assert!(
-        first_kept <= keep_from,
-        "the record ending at keep_from survives"
-    );
+    assert!(first_kept <= keep_from, "the record ending at keep_from survives");
     assert_eq!(replayed.last().expect("last").0, *ends.last().expect("end"));
     let (mut log, recovered) = open(dir.path(), 4096);
     assert_eq!(recovered.records_replayed as usize, replayed.len());

@@ -45,24 +45,10 @@ fn check(model: &Model, recovered: &ferry_storage::Recovered) {
     let got: BTreeMap<String, Vec<(u64, Vec<u8>)>> = recovered
         .queues
         .iter()
-        .map(|q| {
-            (
-                q.name.clone(),
-                q.messages
-                    .iter()
-                    .map(|m| (m.msg_id, m.body.to_vec()))
-                    .collect(),
-            )
-        })
+        .map(|q| (q.name.clone(), q.messages.iter().map(|m| (m.msg_id, m.body.to_vec())).collect()))
         .collect();
     assert_eq!(got, model.queues);
-    assert!(
-        recovered
-            .queues
-            .iter()
-            .flat_map(|q| &q.messages)
-            .all(|m| m.redelivered)
-    );
+    assert!(recovered.queues.iter().flat_map(|q| &q.messages).all(|m| m.redelivered));
     assert_eq!(recovered.torn_tail_bytes, 0);
     assert!(recovered.quarantined.is_empty());
 }
@@ -81,18 +67,13 @@ fn apply(log: &mut ShardLog, model: &mut Model, op: &Op) -> Option<Record> {
             Some(enqueue(QUEUES[queue], model.next_id, &body))
         }
         Op::Settle { queue, pick } => {
-            let live = model
-                .queues
-                .get_mut(QUEUES[queue])
-                .filter(|l| !l.is_empty())?;
+            let live = model.queues.get_mut(QUEUES[queue]).filter(|l| !l.is_empty())?;
             let (id, _) = live.remove(pick % live.len());
             Some(settle(QUEUES[queue], id))
         }
         Op::Delete(q) => {
             model.queues.remove(QUEUES[q]);
-            Some(Record::QueueDelete {
-                name: QUEUES[q].to_owned(),
-            })
+            Some(Record::QueueDelete { name: QUEUES[q].to_owned() })
         }
         Op::Sync => {
             common::sync_now(log);

@@ -24,22 +24,14 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
 /// Writes `records` into a fresh log in `dir` and returns each record's END offset.
 fn write_log(dir: &Path, records: &[Record]) -> Vec<Offset> {
     let (mut log, _) = open(dir, SEGMENT);
-    let ends = records
-        .iter()
-        .map(|r| log.append(r).expect("append"))
-        .collect();
+    let ends = records.iter().map(|r| log.append(r).expect("append")).collect();
     sync_now(&mut log);
     ends
 }
 
 /// Reopens a copy of `file` damaged by `damage` and checks that exactly the records before the
 /// last one come back, and that appending and replaying still work.
-fn check_torn(
-    original: &[u8],
-    damage: impl Fn(&mut [u8]),
-    kept: &[(Offset, Record)],
-    torn_expected: bool,
-) {
+fn check_torn(original: &[u8], damage: impl Fn(&mut [u8]), kept: &[(Offset, Record)], torn_expected: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bytes = original.to_vec();
     damage(&mut bytes);
@@ -87,11 +79,7 @@ fn damage_in_a_sealed_segment_quarantines_only_that_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut records = vec![declare("a"), declare("b")];
     for id in 0..24 {
-        records.push(enqueue(
-            if id % 2 == 0 { "a" } else { "b" },
-            id,
-            &[id as u8 + 1; 300],
-        ));
+        records.push(enqueue(if id % 2 == 0 { "a" } else { "b" }, id, &[id as u8 + 1; 300]));
     }
     let ends = write_log(dir.path(), &records);
     let files = segment_files(dir.path());
@@ -105,11 +93,7 @@ fn damage_in_a_sealed_segment_quarantines_only_that_queue() {
     assert_eq!(recovered.quarantined, vec!["a".to_owned()]);
     assert_eq!(recovered.queues.len(), 1);
     assert_eq!(recovered.queues[0].name, "b");
-    let ids: Vec<u64> = recovered.queues[0]
-        .messages
-        .iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.msg_id).collect();
     assert_eq!(ids, (0..24).filter(|id| id % 2 == 1).collect::<Vec<_>>());
     assert_eq!(recovered.torn_tail_bytes, 0);
 }
@@ -126,20 +110,10 @@ fn unreadable_header_in_a_sealed_segment_loses_only_the_rest_of_that_segment() {
     bytes[at..at + 12].fill(0xEE);
     std::fs::write(&files[0], &bytes).expect("write");
     let (mut log, recovered) = open(dir.path(), SEGMENT);
-    assert!(
-        recovered.quarantined.is_empty(),
-        "the queue name is unreadable: logged, skipped"
-    );
-    let ids: Vec<u64> = recovered.queues[0]
-        .messages
-        .iter()
-        .map(|m| m.msg_id)
-        .collect();
+    assert!(recovered.quarantined.is_empty(), "the queue name is unreadable: logged, skipped");
+    let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.msg_id).collect();
     assert_eq!(ids[..2], [0, 1]);
-    assert!(
-        ids.len() < 24 && ids.len() > 2,
-        "later segments still recover: {ids:?}"
-    );
+    assert!(ids.len() < 24 && ids.len() > 2, "later segments still recover: {ids:?}");
     assert_eq!(ids.last(), Some(&23));
     log.append(&settle("a", 0)).expect("append");
 }
@@ -147,13 +121,8 @@ fn unreadable_header_in_a_sealed_segment_loses_only_the_rest_of_that_segment() {
 #[test]
 fn damage_mid_last_segment_followed_by_valid_records_is_quarantined_not_torn() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let records = vec![
-        declare("a"),
-        declare("b"),
-        enqueue("a", 1, b"one"),
-        enqueue("b", 2, b"two"),
-        enqueue("b", 3, b"three"),
-    ];
+    let records =
+        vec![declare("a"), declare("b"), enqueue("a", 1, b"one"), enqueue("b", 2, b"two"), enqueue("b", 3, b"three")];
     let ends = write_log(dir.path(), &records);
     let file = &segment_files(dir.path())[0];
     let mut bytes = std::fs::read(file).expect("read");
@@ -163,47 +132,26 @@ fn damage_mid_last_segment_followed_by_valid_records_is_quarantined_not_torn() {
     assert_eq!(recovered.quarantined, vec!["a".to_owned()]);
     assert_eq!(recovered.records_replayed, 4);
     assert_eq!(recovered.queues[0].messages.len(), 2);
-    assert_eq!(
-        log.appended_offset(),
-        *ends.last().expect("end"),
-        "nothing valid is overwritten"
-    );
+    assert_eq!(log.appended_offset(), *ends.last().expect("end"), "nothing valid is overwritten");
 }
 
 #[test]
 fn settled_messages_never_come_back_and_the_rest_are_redelivered_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut records = vec![
-        declare("q"),
-        enqueue("q", 1, b"1"),
-        enqueue("q", 2, b"2"),
-        enqueue("q", 3, b"3"),
-    ];
-    records.extend([
-        settle("q", 2),
-        enqueue("q", 4, b"4"),
-        settle("q", 1),
-        settle("q", 99),
-    ]);
+    let mut records = vec![declare("q"), enqueue("q", 1, b"1"), enqueue("q", 2, b"2"), enqueue("q", 3, b"3")];
+    records.extend([settle("q", 2), enqueue("q", 4, b"4"), settle("q", 1), settle("q", 99)]);
     write_log(dir.path(), &records);
     let (mut log, recovered) = open(dir.path(), SEGMENT);
     let got: Vec<_> = recovered.queues[0].messages.clone();
     let expected: Vec<_> = [(3, b"3"), (4, b"4")]
         .iter()
-        .map(|(id, body)| ferry_storage::StoredMessage {
-            redelivered: true,
-            ..message("q", *id, *body)
-        })
+        .map(|(id, body)| ferry_storage::StoredMessage { redelivered: true, ..message("q", *id, *body) })
         .collect();
     assert_eq!(got, expected);
     log.append(&settle("q", 3)).expect("append");
     drop(log);
     let (_, recovered) = open(dir.path(), SEGMENT);
-    let ids: Vec<u64> = recovered.queues[0]
-        .messages
-        .iter()
-        .map(|m| m.msg_id)
-        .collect();
+    let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.msg_id).collect();
     assert_eq!(ids, vec![4]);
 }
 
@@ -230,29 +178,16 @@ fn declarations_bindings_and_deletes_fold() {
         exchange("transient", false),
         declare("q"),
         declare("dead"),
-        Record::QueueDeclare {
-            name: "tmp".to_owned(),
-            durable: false,
-            auto_delete: true,
-            arguments: vec![],
-        },
+        Record::QueueDeclare { name: "tmp".to_owned(), durable: false, auto_delete: true, arguments: vec![] },
         enqueue("orphan", 1, b"never declared"),
         enqueue("dead", 1, b"deleted with its queue"),
         bind("x", "q"),
         bind("x", "dead"),
         bind("gone", "q"),
         bind("x", "tmp"),
-        Record::Unbind {
-            exchange: "x".to_owned(),
-            queue: "tmp".to_owned(),
-            routing_key: "k".to_owned(),
-        },
-        Record::QueueDelete {
-            name: "dead".to_owned(),
-        },
-        Record::ExchangeDelete {
-            name: "gone".to_owned(),
-        },
+        Record::Unbind { exchange: "x".to_owned(), queue: "tmp".to_owned(), routing_key: "k".to_owned() },
+        Record::QueueDelete { name: "dead".to_owned() },
+        Record::ExchangeDelete { name: "gone".to_owned() },
         enqueue("late", 5, b"declared later"),
         declare("late"),
         Record::TxCommit { tx_id: 7 },

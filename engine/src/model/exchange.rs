@@ -54,19 +54,9 @@ pub struct Binding {
 }
 
 impl Binding {
-    pub fn new(
-        kind: ExchangeKind,
-        queue: String,
-        key: String,
-        arguments: Vec<(String, String)>,
-    ) -> Self {
+    pub fn new(kind: ExchangeKind, queue: String, key: String, arguments: Vec<(String, String)>) -> Self {
         let pattern = (kind == ExchangeKind::Topic).then(|| TopicPattern::new(&key));
-        Binding {
-            queue,
-            key,
-            arguments,
-            pattern,
-        }
+        Binding { queue, key, arguments, pattern }
     }
 
     fn same_as(&self, queue: &str, key: &str, arguments: &[(String, String)]) -> bool {
@@ -83,19 +73,12 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn new(spec: ExchangeSpec) -> Self {
-        Exchange {
-            spec,
-            bindings: Vec::new(),
-        }
+        Exchange { spec, bindings: Vec::new() }
     }
 
     /// Adds a binding; binding twice is a no-op, as in AMQP. Returns whether it was new.
     pub fn bind(&mut self, queue: &str, key: &str, arguments: Vec<(String, String)>) -> bool {
-        if self
-            .bindings
-            .iter()
-            .any(|b| b.same_as(queue, key, &arguments))
-        {
+        if self.bindings.iter().any(|b| b.same_as(queue, key, &arguments)) {
             return false;
         }
         let binding = Binding::new(self.spec.kind, queue.to_owned(), key.to_owned(), arguments);
@@ -137,20 +120,10 @@ impl Exchange {
 
 /// AMQP headers-exchange matching: `x-match` = `all` (default) or `any`; other `x-` keys ignored.
 fn headers_match(arguments: &[(String, String)], headers: &[(String, String)]) -> bool {
-    let any = arguments
-        .iter()
-        .any(|(k, v)| k == "x-match" && (v == "any" || v == "any-with-x"));
+    let any = arguments.iter().any(|(k, v)| k == "x-match" && (v == "any" || v == "any-with-x"));
     let mut wanted = arguments.iter().filter(|(k, _)| !k.starts_with("x-"));
-    let has = |(k, v): &(String, String)| {
-        headers
-            .iter()
-            .any(|(hk, hv)| hk == k && (v.is_empty() || hv == v))
-    };
-    if any {
-        wanted.any(has)
-    } else {
-        wanted.all(has)
-    }
+    let has = |(k, v): &(String, String)| headers.iter().any(|(hk, hv)| hk == k && (v.is_empty() || hv == v));
+    if any { wanted.any(has) } else { wanted.all(has) }
 }
 
 #[cfg(test)]
@@ -158,13 +131,7 @@ mod tests {
     use super::*;
 
     fn exchange(kind: ExchangeKind) -> Exchange {
-        Exchange::new(ExchangeSpec {
-            name: "x".into(),
-            kind,
-            durable: false,
-            auto_delete: false,
-            internal: false,
-        })
+        Exchange::new(ExchangeSpec { name: "x".into(), kind, durable: false, auto_delete: false, internal: false })
     }
 
     fn routed(ex: &Exchange, key: &str, headers: &[(String, String)]) -> Vec<String> {
@@ -203,20 +170,9 @@ mod tests {
     fn headers_all_and_any() {
         let mut h = exchange(ExchangeKind::Headers);
         let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        h.bind(
-            "all",
-            "",
-            vec![kv("x-match", "all"), kv("a", "1"), kv("b", "2")],
-        );
-        h.bind(
-            "any",
-            "",
-            vec![kv("x-match", "any"), kv("a", "1"), kv("b", "2")],
-        );
+        h.bind("all", "", vec![kv("x-match", "all"), kv("a", "1"), kv("b", "2")]);
+        h.bind("any", "", vec![kv("x-match", "any"), kv("a", "1"), kv("b", "2")]);
         assert_eq!(routed(&h, "", &[kv("a", "1")]), ["any"]);
-        assert_eq!(
-            routed(&h, "", &[kv("a", "1"), kv("b", "2")]),
-            ["all", "any"]
-        );
+        assert_eq!(routed(&h, "", &[kv("a", "1"), kv("b", "2")]), ["all", "any"]);
     }
 }

@@ -101,11 +101,7 @@ impl Queue {
     pub fn push(&mut self, content: Arc<Content>) -> u64 {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        self.ready.push_back(QueuedMessage {
-            msg_id,
-            content,
-            redelivered: false,
-        });
+        self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false });
         msg_id
     }
 
@@ -127,22 +123,15 @@ impl Queue {
         let before = self.consumers.len();
         self.consumers.retain(|c| c.key != key);
         let existed = before != self.consumers.len();
-        let tags: Vec<DeliveryTag> = self
-            .unacked
-            .iter()
-            .filter(|(_, u)| u.consumer == key)
-            .map(|(tag, _)| *tag)
-            .collect();
+        let tags: Vec<DeliveryTag> =
+            self.unacked.iter().filter(|(_, u)| u.consumer == key).map(|(tag, _)| *tag).collect();
         self.requeue_tags(&tags);
         existed
     }
 
     fn requeue_tags(&mut self, tags: &[DeliveryTag]) {
-        let mut back: Vec<QueuedMessage> = tags
-            .iter()
-            .filter_map(|tag| self.unacked.remove(tag))
-            .map(|u| u.message)
-            .collect();
+        let mut back: Vec<QueuedMessage> =
+            tags.iter().filter_map(|tag| self.unacked.remove(tag)).map(|u| u.message).collect();
         back.sort_unstable_by_key(|m| std::cmp::Reverse(m.msg_id));
         for mut message in back {
             message.redelivered = true;
@@ -165,20 +154,9 @@ impl Queue {
             let tag = DeliveryTag(self.next_tag);
             self.next_tag += 1;
             if !consumer.no_ack {
-                self.unacked.insert(
-                    tag,
-                    Unacked {
-                        message: message.clone(),
-                        consumer: key,
-                    },
-                );
+                self.unacked.insert(tag, Unacked { message: message.clone(), consumer: key });
             }
-            out.push(Delivery {
-                consumer: key,
-                queue: self.spec.name.clone(),
-                tag,
-                message,
-            });
+            out.push(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message });
         }
     }
 
@@ -207,10 +185,9 @@ impl Queue {
             return Settled::Requeued;
         }
         match self.unacked.remove(&tag) {
-            Some(u) => Settled::Removed {
-                msg_id: u.message.msg_id,
-                persistent: u.message.content.properties.persistent,
-            },
+            Some(u) => {
+                Settled::Removed { msg_id: u.message.msg_id, persistent: u.message.content.properties.persistent }
+            }
             None => Settled::Unknown,
         }
     }
@@ -227,6 +204,14 @@ impl Queue {
         let n = self.ready.len();
         self.ready.clear();
         n
+    }
+
+    /// A message still held (ready or unacked) by its id.
+    pub fn find(&self, msg_id: u64) -> Option<&QueuedMessage> {
+        self.ready
+            .iter()
+            .find(|m| m.msg_id == msg_id)
+            .or_else(|| self.unacked.values().map(|u| &u.message).find(|m| m.msg_id == msg_id))
     }
 
     /// Consumers currently attached (for cancellation when the queue is deleted).
@@ -262,25 +247,12 @@ mod tests {
     }
 
     fn consumer(local: u32, credit: u32) -> Consumer {
-        let key = ConsumerKey {
-            conn: ConnectionId {
-                shard: ShardId(0),
-                local,
-            },
-            tag: 1,
-        };
-        Consumer {
-            key,
-            credit_max: credit,
-            outstanding: 0,
-            no_ack: false,
-        }
+        let key = ConsumerKey { conn: ConnectionId { shard: ShardId(0), local }, tag: 1 };
+        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false }
     }
 
     fn bodies(out: &[Delivery]) -> Vec<&[u8]> {
-        out.iter()
-            .map(|d| d.message.content.body.as_ref())
-            .collect()
+        out.iter().map(|d| d.message.content.body.as_ref()).collect()
     }
 
     #[test]
@@ -336,10 +308,7 @@ mod tests {
         q.dispatch(&mut out);
         assert_eq!(bodies(&out), [b"a".as_ref()]);
         assert!(out[0].message.redelivered);
-        assert!(matches!(
-            q.settle(out[0].tag, Some(false)),
-            Settled::Removed { .. }
-        ));
+        assert!(matches!(q.settle(out[0].tag, Some(false)), Settled::Removed { .. }));
         assert_eq!(q.settle(out[0].tag, None), Settled::Unknown);
         assert_eq!(q.len(), 1);
     }

@@ -25,32 +25,12 @@ pub struct QueueSpec {
 /// A change to routing metadata. Validated by the authority, then applied everywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaOp {
-    DeclareQueue {
-        spec: QueueSpec,
-        passive: bool,
-    },
-    DeleteQueue {
-        name: String,
-    },
-    DeclareExchange {
-        spec: ExchangeSpec,
-        passive: bool,
-    },
-    DeleteExchange {
-        name: String,
-    },
-    Bind {
-        exchange: String,
-        queue: String,
-        key: String,
-        arguments: Vec<(String, String)>,
-    },
-    Unbind {
-        exchange: String,
-        queue: String,
-        key: String,
-        arguments: Vec<(String, String)>,
-    },
+    DeclareQueue { spec: QueueSpec, passive: bool },
+    DeleteQueue { name: String },
+    DeclareExchange { spec: ExchangeSpec, passive: bool },
+    DeleteExchange { name: String },
+    Bind { exchange: String, queue: String, key: String, arguments: Vec<(String, String)> },
+    Unbind { exchange: String, queue: String, key: String, arguments: Vec<(String, String)> },
 }
 
 /// What a validated op did (so apply can skip no-ops and callers learn queue owners).
@@ -82,20 +62,10 @@ impl Default for RoutingTable {
     fn default() -> Self {
         let mut exchanges = HashMap::new();
         for (name, kind) in STANDARD_EXCHANGES {
-            let spec = ExchangeSpec {
-                name: name.to_owned(),
-                kind,
-                durable: true,
-                auto_delete: false,
-                internal: false,
-            };
+            let spec = ExchangeSpec { name: name.to_owned(), kind, durable: true, auto_delete: false, internal: false };
             exchanges.insert(name.to_owned(), Exchange::new(spec));
         }
-        RoutingTable {
-            revision: 0,
-            exchanges,
-            queues: HashMap::new(),
-        }
+        RoutingTable { revision: 0, exchanges, queues: HashMap::new() }
     }
 }
 
@@ -116,15 +86,21 @@ impl RoutingTable {
         self.exchanges.get(name)
     }
 
+    /// Every binding to `queue`, as the `MetaOp::Bind`s that would recreate it.
+    pub fn bindings_of(&self, queue: &str) -> Vec<MetaOp> {
+        let mut out = Vec::new();
+        for (name, ex) in &self.exchanges {
+            for b in ex.bindings().iter().filter(|b| b.queue == queue) {
+                let (exchange, key, arguments) = (name.clone(), b.key.clone(), b.arguments.clone());
+                out.push(MetaOp::Bind { exchange, queue: queue.to_owned(), key, arguments });
+            }
+        }
+        out
+    }
+
     /// Appends to `out` the queues a publish to `exchange` with `key` reaches, deduplicated.
     /// The default exchange (`""`) routes to the queue named by the key.
-    pub fn route<'a>(
-        &'a self,
-        exchange: &str,
-        key: &str,
-        headers: &[(String, String)],
-        out: &mut Vec<&'a QueueSpec>,
-    ) {
+    pub fn route<'a>(&'a self, exchange: &str, key: &str, headers: &[(String, String)], out: &mut Vec<&'a QueueSpec>) {
         if exchange.is_empty() {
             out.extend(self.queues.get(key));
             return;
@@ -143,31 +119,18 @@ impl RoutingTable {
     /// broadcast. `queue_limit` bounds the number of queues.
     pub fn validate(&self, op: &MetaOp, queue_limit: usize) -> Result<MetaOutcome, EngineError> {
         match op {
-            MetaOp::DeclareQueue { spec, passive } => {
-                self.validate_queue(spec, *passive, queue_limit)
-            }
+            MetaOp::DeclareQueue { spec, passive } => self.validate_queue(spec, *passive, queue_limit),
             MetaOp::DeleteQueue { name } => Ok(outcome(self.queues.contains_key(name))),
             MetaOp::DeclareExchange { spec, passive } => self.validate_exchange(spec, *passive),
             MetaOp::DeleteExchange { name } => {
                 if name.starts_with("amq.") || name.is_empty() {
-                    return Err(EngineError::new(
-                        ErrorKind::AccessRefused,
-                        format!("cannot delete exchange '{name}'"),
-                    ));
+                    return Err(EngineError::new(ErrorKind::AccessRefused, format!("cannot delete exchange '{name}'")));
                 }
                 Ok(outcome(self.exchanges.contains_key(name)))
             }
-            MetaOp::Bind {
-                exchange, queue, ..
-            }
-            | MetaOp::Unbind {
-                exchange, queue, ..
-            } => {
+            MetaOp::Bind { exchange, queue, .. } | MetaOp::Unbind { exchange, queue, .. } => {
                 if exchange.is_empty() {
-                    return Err(EngineError::new(
-                        ErrorKind::AccessRefused,
-                        "cannot bind to the default exchange",
-                    ));
+                    return Err(EngineError::new(ErrorKind::AccessRefused, "cannot bind to the default exchange"));
                 }
                 self.require_exchange(exchange)?;
                 self.require_queue(queue)?;
@@ -176,49 +139,30 @@ impl RoutingTable {
         }
     }
 
-    fn validate_queue(
-        &self,
-        spec: &QueueSpec,
-        passive: bool,
-        queue_limit: usize,
-    ) -> Result<MetaOutcome, EngineError> {
+    fn validate_queue(&self, spec: &QueueSpec, passive: bool, queue_limit: usize) -> Result<MetaOutcome, EngineError> {
         match self.queues.get(&spec.name) {
             Some(existing) => {
                 if let Some(owner) = existing.exclusive
                     && Some(owner) != spec.exclusive
                 {
-                    let msg = format!(
-                        "cannot obtain exclusive access to locked queue '{}'",
-                        spec.name
-                    );
+                    let msg = format!("cannot obtain exclusive access to locked queue '{}'", spec.name);
                     return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
                 }
-                if !passive
-                    && (existing.durable != spec.durable
-                        || existing.auto_delete != spec.auto_delete)
-                {
-                    let msg = format!(
-                        "inequivalent arg 'durable'/'auto_delete' for queue '{}'",
-                        spec.name
-                    );
+                if !passive && (existing.durable != spec.durable || existing.auto_delete != spec.auto_delete) {
+                    let msg = format!("inequivalent arg 'durable'/'auto_delete' for queue '{}'", spec.name);
                     return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
                 }
                 Ok(MetaOutcome::Unchanged)
             }
             None if passive => Err(not_found("queue", &spec.name)),
-            None if self.queues.len() >= queue_limit => Err(EngineError::new(
-                ErrorKind::ResourceError,
-                "queue count limit reached",
-            )),
+            None if self.queues.len() >= queue_limit => {
+                Err(EngineError::new(ErrorKind::ResourceError, "queue count limit reached"))
+            }
             None => Ok(MetaOutcome::Changed),
         }
     }
 
-    fn validate_exchange(
-        &self,
-        spec: &ExchangeSpec,
-        passive: bool,
-    ) -> Result<MetaOutcome, EngineError> {
+    fn validate_exchange(&self, spec: &ExchangeSpec, passive: bool) -> Result<MetaOutcome, EngineError> {
         match self.exchanges.get(&spec.name) {
             Some(existing) if !passive && existing.spec.kind != spec.kind => {
                 let msg = format!("inequivalent arg 'type' for exchange '{}'", spec.name);
@@ -227,10 +171,7 @@ impl RoutingTable {
             Some(_) => Ok(MetaOutcome::Unchanged),
             None if passive => Err(not_found("exchange", &spec.name)),
             None if spec.name.starts_with("amq.") => {
-                let msg = format!(
-                    "exchange name '{}' contains reserved prefix 'amq.'",
-                    spec.name
-                );
+                let msg = format!("exchange name '{}' contains reserved prefix 'amq.'", spec.name);
                 Err(EngineError::new(ErrorKind::AccessRefused, msg))
             }
             None => Ok(MetaOutcome::Changed),
@@ -238,17 +179,11 @@ impl RoutingTable {
     }
 
     fn require_exchange(&self, name: &str) -> Result<(), EngineError> {
-        self.exchanges
-            .get(name)
-            .map(|_| ())
-            .ok_or_else(|| not_found("exchange", name))
+        self.exchanges.get(name).map(|_| ()).ok_or_else(|| not_found("exchange", name))
     }
 
     fn require_queue(&self, name: &str) -> Result<(), EngineError> {
-        self.queues
-            .get(name)
-            .map(|_| ())
-            .ok_or_else(|| not_found("queue", name))
+        self.queues.get(name).map(|_| ()).ok_or_else(|| not_found("queue", name))
     }
 
     /// Applies a validated op; every shard calls this in the authority's order.
@@ -256,9 +191,7 @@ impl RoutingTable {
         self.revision += 1;
         match op {
             MetaOp::DeclareQueue { spec, .. } => {
-                self.queues
-                    .entry(spec.name.clone())
-                    .or_insert_with(|| spec.clone());
+                self.queues.entry(spec.name.clone()).or_insert_with(|| spec.clone());
             }
             MetaOp::DeleteQueue { name } => {
                 self.queues.remove(name);
@@ -267,29 +200,17 @@ impl RoutingTable {
                 }
             }
             MetaOp::DeclareExchange { spec, .. } => {
-                self.exchanges
-                    .entry(spec.name.clone())
-                    .or_insert_with(|| Exchange::new(spec.clone()));
+                self.exchanges.entry(spec.name.clone()).or_insert_with(|| Exchange::new(spec.clone()));
             }
             MetaOp::DeleteExchange { name } => {
                 self.exchanges.remove(name);
             }
-            MetaOp::Bind {
-                exchange,
-                queue,
-                key,
-                arguments,
-            } => {
+            MetaOp::Bind { exchange, queue, key, arguments } => {
                 if let Some(ex) = self.exchanges.get_mut(exchange) {
                     ex.bind(queue, key, arguments.clone());
                 }
             }
-            MetaOp::Unbind {
-                exchange,
-                queue,
-                key,
-                arguments,
-            } => {
+            MetaOp::Unbind { exchange, queue, key, arguments } => {
                 if let Some(ex) = self.exchanges.get_mut(exchange) {
                     ex.unbind(queue, key, arguments);
                 }
@@ -299,18 +220,11 @@ impl RoutingTable {
 }
 
 fn outcome(changed: bool) -> MetaOutcome {
-    if changed {
-        MetaOutcome::Changed
-    } else {
-        MetaOutcome::Unchanged
-    }
+    if changed { MetaOutcome::Changed } else { MetaOutcome::Unchanged }
 }
 
 fn not_found(what: &str, name: &str) -> EngineError {
-    EngineError::new(
-        ErrorKind::NotFound,
-        format!("no {what} '{name}' in vhost '/'"),
-    )
+    EngineError::new(ErrorKind::NotFound, format!("no {what} '{name}' in vhost '/'"))
 }
 
 #[cfg(test)]
@@ -331,18 +245,11 @@ mod tests {
     #[test]
     fn declare_bind_route() {
         let mut t = RoutingTable::default();
-        let op = MetaOp::DeclareQueue {
-            spec: qspec("q", 1),
-            passive: false,
-        };
+        let op = MetaOp::DeclareQueue { spec: qspec("q", 1), passive: false };
         assert_eq!(t.validate(&op, 10).expect("valid"), MetaOutcome::Changed);
         t.apply(&op);
-        let bind = MetaOp::Bind {
-            exchange: "amq.topic".into(),
-            queue: "q".into(),
-            key: "a.#".into(),
-            arguments: vec![],
-        };
+        let bind =
+            MetaOp::Bind { exchange: "amq.topic".into(), queue: "q".into(), key: "a.#".into(), arguments: vec![] };
         t.validate(&bind, 10).expect("valid bind");
         t.apply(&bind);
         let mut out = Vec::new();
@@ -357,58 +264,22 @@ mod tests {
     #[test]
     fn errors_match_amqp_codes() {
         let mut t = RoutingTable::default();
-        let passive = MetaOp::DeclareQueue {
-            spec: qspec("missing", 0),
-            passive: true,
-        };
-        assert_eq!(
-            t.validate(&passive, 10).map_err(|e| e.kind),
-            Err(ErrorKind::NotFound)
-        );
-        let owner = ConnectionId {
-            shard: ShardId(0),
-            local: 1,
-        };
-        let excl = QueueSpec {
-            exclusive: Some(owner),
-            ..qspec("ex", 0)
-        };
-        t.apply(&MetaOp::DeclareQueue {
-            spec: excl.clone(),
-            passive: false,
-        });
-        let other = QueueSpec {
-            exclusive: Some(ConnectionId {
-                shard: ShardId(0),
-                local: 2,
-            }),
-            ..excl
-        };
-        let op = MetaOp::DeclareQueue {
-            spec: other,
-            passive: false,
-        };
-        assert_eq!(
-            t.validate(&op, 10).map_err(|e| e.kind),
-            Err(ErrorKind::ResourceLocked)
-        );
-        let full = MetaOp::DeclareQueue {
-            spec: qspec("one-too-many", 0),
-            passive: false,
-        };
-        assert_eq!(
-            t.validate(&full, 1).map_err(|e| e.kind),
-            Err(ErrorKind::ResourceError)
-        );
+        let passive = MetaOp::DeclareQueue { spec: qspec("missing", 0), passive: true };
+        assert_eq!(t.validate(&passive, 10).map_err(|e| e.kind), Err(ErrorKind::NotFound));
+        let owner = ConnectionId { shard: ShardId(0), local: 1 };
+        let excl = QueueSpec { exclusive: Some(owner), ..qspec("ex", 0) };
+        t.apply(&MetaOp::DeclareQueue { spec: excl.clone(), passive: false });
+        let other = QueueSpec { exclusive: Some(ConnectionId { shard: ShardId(0), local: 2 }), ..excl };
+        let op = MetaOp::DeclareQueue { spec: other, passive: false };
+        assert_eq!(t.validate(&op, 10).map_err(|e| e.kind), Err(ErrorKind::ResourceLocked));
+        let full = MetaOp::DeclareQueue { spec: qspec("one-too-many", 0), passive: false };
+        assert_eq!(t.validate(&full, 1).map_err(|e| e.kind), Err(ErrorKind::ResourceError));
     }
 
     #[test]
     fn delete_queue_drops_bindings() {
         let mut t = RoutingTable::default();
-        t.apply(&MetaOp::DeclareQueue {
-            spec: qspec("q", 0),
-            passive: false,
-        });
+        t.apply(&MetaOp::DeclareQueue { spec: qspec("q", 0), passive: false });
         t.apply(&MetaOp::Bind {
             exchange: "amq.fanout".into(),
             queue: "q".into(),
@@ -416,11 +287,6 @@ mod tests {
             arguments: vec![],
         });
         t.apply(&MetaOp::DeleteQueue { name: "q".into() });
-        assert!(
-            t.exchange("amq.fanout")
-                .expect("exists")
-                .bindings()
-                .is_empty()
-        );
+        assert!(t.exchange("amq.fanout").expect("exists").bindings().is_empty());
     }
 }

@@ -66,9 +66,7 @@ fn match_words(words: &[Word], keys: &smallvec_free::Words<'_>) -> bool {
             },
         }
     }
-    words[w.min(words.len())..]
-        .iter()
-        .all(|word| *word == Word::Many)
+    words[w.min(words.len())..].iter().all(|word| *word == Word::Many)
 }
 
 mod smallvec_free {
@@ -81,11 +79,7 @@ mod smallvec_free {
 
     impl<'a> Words<'a> {
         pub fn new(iter: &mut dyn Iterator<Item = &'a str>) -> Self {
-            let mut words = Words {
-                inline: [""; 16],
-                len: 0,
-                spill: Vec::new(),
-            };
+            let mut words = Words { inline: [""; 16], len: 0, spill: Vec::new() };
             for word in iter {
                 if words.len < 16 {
                     words.inline[words.len] = word;

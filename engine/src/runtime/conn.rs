@@ -41,9 +41,7 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
     let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
     let Some(mut conn) = StompConn::new(shard.clone(), peer, users, wake, Instant::now()) else {
         let mut stream = stream;
-        let _ = stream
-            .write_all(b"ERROR\nmessage:connection limit reached\n\n\0")
-            .await;
+        let _ = stream.write_all(b"ERROR\nmessage:connection limit reached\n\n\0").await;
         return;
     };
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -84,10 +82,7 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
                 },
                 async {
                     match timer {
-                        Some(at) => {
-                            glommio::timer::sleep(at.saturating_duration_since(Instant::now()))
-                                .await
-                        }
+                        Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
                         None => future::pending::<()>().await,
                     }
                     Wake::Timer

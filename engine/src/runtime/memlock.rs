@@ -12,17 +12,10 @@ const IO_MEMORY_BYTES_MIN: usize = 64 * 1024;
 
 /// The current RLIMIT_MEMLOCK soft limit in bytes (`u64::MAX` when unlimited).
 pub fn memlock_limit_bytes() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own; RLIMIT_MEMLOCK is a valid resource.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        limit.rlim_cur
-    }
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY { u64::MAX } else { limit.rlim_cur }
 }
 
 /// Whether this process holds CAP_IPC_LOCK (bit 14 of the effective set).
@@ -43,9 +36,7 @@ pub fn io_memory_for(shards: u16, memlock_bytes: u64, ipc_lock: bool) -> (usize,
         return (IO_MEMORY_BYTES_MAX, None);
     }
     let per_executor = memlock_bytes / (4 * u64::from(shards.max(1)));
-    let size = usize::try_from(per_executor)
-        .unwrap_or(IO_MEMORY_BYTES_MAX)
-        .min(IO_MEMORY_BYTES_MAX);
+    let size = usize::try_from(per_executor).unwrap_or(IO_MEMORY_BYTES_MAX).min(IO_MEMORY_BYTES_MAX);
     let size = size & !4095;
     if size < IO_MEMORY_BYTES_MIN {
         let warning = format!(

@@ -36,9 +36,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let shards = config.shards;
     let memlock = memlock_limit_bytes();
     if memlock < memlock::GLOMMIO_MEMLOCK_MIN_BYTES && !has_ipc_lock() {
-        bail!(
-            "RLIMIT_MEMLOCK is {memlock} bytes; glommio needs at least 512 KiB (raise it with `ulimit -l`)"
-        );
+        bail!("RLIMIT_MEMLOCK is {memlock} bytes; glommio needs at least 512 KiB (raise it with `ulimit -l`)");
     }
     let (io_memory, warning) = io_memory_for(shards, memlock, has_ipc_lock());
     if let Some(warning) = warning {
@@ -60,9 +58,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         }
         let handle = builder
             .spawn(move || shard_tasks::shard_main(config, mesh, ready))
-            .map_err(|e| {
-                anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}")
-            })?;
+            .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -78,9 +74,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down");
     SHUTDOWN.store(true, Ordering::SeqCst);
     for handle in handles {
-        handle
-            .join()
-            .map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
+        handle.join().map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
     }
     tracing::info!("stopped");
     Ok(())
@@ -123,11 +117,7 @@ fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
         // SAFETY: `set` is a valid, initialised signal set; sigwait writes the signal number.
         let rc = unsafe { libc::sigwait(set, &mut signal) };
         if rc == 0 {
-            return if signal == libc::SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
+            return if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
         }
     }
 }

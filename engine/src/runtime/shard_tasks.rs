@@ -30,11 +30,7 @@ type Mesh = MeshBuilder<Vec<ShardMsg>, Full>;
 /// Shards that finished recovering their logs.
 static RECOVERED: AtomicUsize = AtomicUsize::new(0);
 
-pub(super) async fn shard_main(
-    config: Arc<BrokerConfig>,
-    mesh: Mesh,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
+pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mpsc::Sender<Result<(), String>>) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
         let _ = ready.send(Err("joining the shard mesh failed".to_owned()));
         return;
@@ -43,11 +39,7 @@ pub(super) async fn shard_main(
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
     let dir = config.data_dir.join(format!("shard-{}", id.0));
-    let opened = Journal::open(
-        dir.clone(),
-        config.segment_size_bytes,
-        wake_hook(&sync_notify),
-    );
+    let opened = Journal::open(dir.clone(), config.segment_size_bytes, wake_hook(&sync_notify));
     let (journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -55,13 +47,7 @@ pub(super) async fn shard_main(
             return;
         }
     };
-    let shard = Shard::new(
-        id,
-        config.placement(),
-        config.limits.clone(),
-        journal,
-        wake_hook(&outbox_notify),
-    );
+    let shard = Shard::new(id, config.placement(), config.limits.clone(), journal, wake_hook(&outbox_notify));
     let shard: ShardRef = Rc::new(RefCell::new(shard));
 
     let mut tasks = Vec::new();
@@ -74,11 +60,7 @@ pub(super) async fn shard_main(
             }
         }));
     }
-    tasks.push(spawn_local(flush_outboxes(
-        shard.clone(),
-        senders,
-        outbox_notify,
-    )));
+    tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, outbox_notify)));
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
 
     let replayed = (recovered.records_replayed, recovered.torn_tail_bytes);
@@ -96,11 +78,8 @@ pub(super) async fn shard_main(
         let bound = match TcpListener::bind(listener.addr) {
             Ok(bound) => bound,
             Err(e) => {
-                let _ = ready.send(Err(format!(
-                    "cannot listen on {} for {}: {e}",
-                    listener.addr,
-                    listener.proto.name()
-                )));
+                let _ =
+                    ready.send(Err(format!("cannot listen on {} for {}: {e}", listener.addr, listener.proto.name())));
                 return;
             }
         };
@@ -108,12 +87,7 @@ pub(super) async fn shard_main(
             tracing::info!(proto = listener.proto.name(), addr = %listener.addr, "listening");
         }
         let proto = listener.proto;
-        tasks.push(spawn_local(accept_loop(
-            bound,
-            proto,
-            shard.clone(),
-            users.clone(),
-        )));
+        tasks.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone())));
     }
     let _ = ready.send(Ok(()));
     while !shutting_down() {
@@ -128,12 +102,7 @@ fn wake_hook(notify: &Rc<Notify>) -> Rc<dyn Fn()> {
     Rc::new(move || notify.notify())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    proto: ListenerProto,
-    shard: ShardRef,
-    users: Rc<Users>,
-) {
+async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRef, users: Rc<Users>) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -144,9 +113,7 @@ async fn accept_loop(
             }
         };
         match proto {
-            ListenerProto::Stomp => {
-                spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach()
-            }
+            ListenerProto::Stomp => spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach(),
         };
     }
 }
@@ -185,9 +152,7 @@ async fn commit_journal(shard: ShardRef, notify: Rc<Notify>) {
 
 async fn sync_pending(shard: &ShardRef) {
     loop {
-        let Some(work) = shard.borrow_mut().journal_mut().sync_work() else {
-            return;
-        };
+        let Some(work) = shard.borrow_mut().journal_mut().sync_work() else { break };
         let result = executor().spawn_blocking(move || work.run()).await;
         let mut s = shard.borrow_mut();
         if let Err(e) = s.journal_mut().complete_sync(result) {
@@ -196,6 +161,17 @@ async fn sync_pending(shard: &ShardRef) {
             std::process::exit(70);
         }
         s.journal_synced();
+        s.maybe_compact();
+    }
+    let job = shard.borrow_mut().journal_mut().compact_job();
+    if let Some(job) = job {
+        match executor().spawn_blocking(move || job.run()).await {
+            Ok(report) => {
+                tracing::debug!(deleted = report.segments_deleted, bytes = report.bytes_freed, "compaction done")
+            }
+            // Files left behind are re-read by recovery and superseded by their copies.
+            Err(e) => tracing::warn!("deleting settled segments failed: {e}"),
+        }
     }
 }
 

@@ -34,44 +34,22 @@ impl Shard {
             return;
         };
         self.apply_meta(&op);
-        let peers: Vec<ShardId> = (0..self.placement.shard_count())
-            .map(ShardId)
-            .filter(|s| *s != self.id)
-            .collect();
+        let peers: Vec<ShardId> = (0..self.placement.shard_count()).map(ShardId).filter(|s| *s != self.id).collect();
         if peers.is_empty() {
             self.reply(from, id, Ok(Reply::Meta(MetaOutcome::Changed)));
             return;
         }
-        let authority = self
-            .authority
-            .as_mut()
-            .expect("shard 0 holds the authority");
+        let authority = self.authority.as_mut().expect("shard 0 holds the authority");
         let ack = authority.next_ack;
         authority.next_ack += 1;
-        authority.pending.insert(
-            ack,
-            Waiting {
-                remaining: peers.len(),
-                from,
-                id,
-            },
-        );
+        authority.pending.insert(ack, Waiting { remaining: peers.len(), from, id });
         for peer in peers {
-            self.send(
-                peer,
-                ShardMsg::MetaApply {
-                    op: op.clone(),
-                    ack,
-                },
-            );
+            self.send(peer, ShardMsg::MetaApply { op: op.clone(), ack });
         }
     }
 
     pub(super) fn meta_applied(&mut self, ack: u64) {
-        let authority = self
-            .authority
-            .as_mut()
-            .expect("only the authority receives MetaApplied");
+        let authority = self.authority.as_mut().expect("only the authority receives MetaApplied");
         let Some(waiting) = authority.pending.get_mut(&ack) else {
             return;
         };
@@ -87,21 +65,15 @@ impl Shard {
     pub(super) fn apply_meta(&mut self, op: &MetaOp) {
         self.routing.apply(op);
         match op {
-            MetaOp::DeclareQueue { spec, .. }
-                if spec.shard == self.id && !self.queues.contains_key(&spec.name) =>
-            {
+            MetaOp::DeclareQueue { spec, .. } if spec.shard == self.id && !self.queues.contains_key(&spec.name) => {
                 self.journal.append_queue_declare(spec);
-                self.queues
-                    .insert(spec.name.clone(), Queue::new(spec.clone()));
+                self.queues.insert(spec.name.clone(), Queue::new(spec.clone()));
             }
             MetaOp::DeleteQueue { name } => {
                 if let Some(queue) = self.queues.remove(name) {
                     self.journal.append_queue_delete(&queue.spec);
                     for consumer in queue.consumer_keys() {
-                        let msg = ShardMsg::ConsumerCancelled {
-                            consumer,
-                            queue: name.clone(),
-                        };
+                        let msg = ShardMsg::ConsumerCancelled { consumer, queue: name.clone() };
                         if consumer.conn.shard == self.id {
                             self.handle_msg(self.id, msg);
                         } else {
@@ -110,23 +82,11 @@ impl Shard {
                     }
                 }
             }
-            MetaOp::Bind {
-                exchange,
-                queue,
-                key,
-                arguments,
-            }
-            | MetaOp::Unbind {
-                exchange,
-                queue,
-                key,
-                arguments,
-            } => {
+            MetaOp::Bind { exchange, queue, key, arguments } | MetaOp::Unbind { exchange, queue, key, arguments } => {
                 let owned_durable = self.queues.get(queue).is_some_and(|q| q.spec.durable);
                 if owned_durable {
                     let bound = matches!(op, MetaOp::Bind { .. });
-                    self.journal
-                        .append_binding(exchange, queue, key, arguments, bound);
+                    self.journal.append_binding(exchange, queue, key, arguments, bound);
                 }
             }
             _ => {}

@@ -24,43 +24,24 @@ impl Shard {
         completion: impl Fn() -> Option<Completion>,
     ) -> Result<usize, EngineError> {
         if !exchange.is_empty() && self.routing.exchange(exchange).is_none() {
-            return Err(EngineError::new(
-                ErrorKind::NotFound,
-                format!("no exchange '{exchange}' in vhost '/'"),
-            ));
+            return Err(EngineError::new(ErrorKind::NotFound, format!("no exchange '{exchange}' in vhost '/'")));
         }
         let mut targets = Vec::new();
-        self.routing
-            .route(exchange, key, &content.properties.headers, &mut targets);
-        let targets: Vec<(String, ShardId)> = targets
-            .into_iter()
-            .map(|q| (q.name.clone(), q.shard))
-            .collect();
+        self.routing.route(exchange, key, &content.properties.headers, &mut targets);
+        let targets: Vec<(String, ShardId)> = targets.into_iter().map(|q| (q.name.clone(), q.shard)).collect();
         let count = targets.len();
         for (queue, owner) in targets {
             let content = content.clone();
             if owner == self.id {
                 self.enqueue_local(&queue, content, completion());
             } else {
-                self.send(
-                    owner,
-                    ShardMsg::Enqueue {
-                        queue,
-                        content,
-                        completion: completion(),
-                    },
-                );
+                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion() });
             }
         }
         Ok(count)
     }
 
-    pub(super) fn enqueue_local(
-        &mut self,
-        name: &str,
-        content: Arc<Content>,
-        completion: Option<Completion>,
-    ) {
+    pub(super) fn enqueue_local(&mut self, name: &str, content: Arc<Content>, completion: Option<Completion>) {
         let limit = self.limits.queue_message_count_max;
         let Some(queue) = self.queues.get_mut(name) else {
             // Deleted while the publish was in flight: dropped, as if unroutable.
@@ -69,10 +50,7 @@ impl Shard {
             }
             return;
         };
-        assert_eq!(
-            queue.spec.shard, self.id,
-            "enqueue reached the queue's owner"
-        );
+        assert_eq!(queue.spec.shard, self.id, "enqueue reached the queue's owner");
         if queue.len() >= limit {
             if let Some(c) = completion {
                 let msg = format!("queue '{name}' is full ({limit} messages)");
@@ -83,9 +61,7 @@ impl Shard {
         let durable = queue.spec.durable && content.properties.persistent;
         let msg_id = queue.push(content.clone());
         match (durable, completion) {
-            (true, completion) => self
-                .journal
-                .append_enqueue(name, msg_id, &content, completion),
+            (true, completion) => self.journal.append_enqueue(name, msg_id, &content, completion),
             (false, Some(c)) => self.complete(c, Ok(())),
             (false, None) => {}
         }
@@ -127,24 +103,11 @@ impl Shard {
     }
 
     /// Acks (`None`), requeues (`Some(true)`) or drops (`Some(false)`) deliveries of `queue`.
-    pub fn settle(
-        &mut self,
-        owner: ShardId,
-        queue: &str,
-        tags: Vec<DeliveryTag>,
-        requeue: Option<bool>,
-    ) {
+    pub fn settle(&mut self, owner: ShardId, queue: &str, tags: Vec<DeliveryTag>, requeue: Option<bool>) {
         if owner == self.id {
             self.settle_local(queue, &tags, requeue);
         } else {
-            self.send(
-                owner,
-                ShardMsg::Settle {
-                    queue: queue.to_owned(),
-                    tags,
-                    requeue,
-                },
-            );
+            self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue });
         }
     }
 
@@ -155,10 +118,7 @@ impl Shard {
         let durable = queue.spec.durable;
         let mut settled = Vec::new();
         for tag in tags {
-            if let Settled::Removed {
-                msg_id,
-                persistent: true,
-            } = queue.settle(*tag, requeue)
+            if let Settled::Removed { msg_id, persistent: true } = queue.settle(*tag, requeue)
                 && durable
             {
                 settled.push(msg_id);
@@ -175,14 +135,7 @@ impl Shard {
         if owner == self.id {
             self.credit_local(queue, consumer, count);
         } else {
-            self.send(
-                owner,
-                ShardMsg::Credit {
-                    queue: queue.to_owned(),
-                    consumer,
-                    count,
-                },
-            );
+            self.send(owner, ShardMsg::Credit { queue: queue.to_owned(), consumer, count });
         }
     }
 
@@ -193,16 +146,9 @@ impl Shard {
         }
     }
 
-    pub(super) fn consume_local(
-        &mut self,
-        name: &str,
-        consumer: Consumer,
-    ) -> Result<(), EngineError> {
+    pub(super) fn consume_local(&mut self, name: &str, consumer: Consumer) -> Result<(), EngineError> {
         let Some(queue) = self.queues.get_mut(name) else {
-            return Err(EngineError::new(
-                ErrorKind::NotFound,
-                format!("no queue '{name}' in vhost '/'"),
-            ));
+            return Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{name}' in vhost '/'")));
         };
         if let Some(owner) = queue.spec.exclusive
             && owner != consumer.key.conn
@@ -223,18 +169,13 @@ impl Shard {
         let auto_delete = queue.should_auto_delete();
         self.dispatch(name);
         if auto_delete {
-            self.meta_nowait(crate::model::routing::MetaOp::DeleteQueue {
-                name: name.to_owned(),
-            });
+            self.meta_nowait(crate::model::routing::MetaOp::DeleteQueue { name: name.to_owned() });
         }
     }
 
     /// Removes a consumer without waiting (its connection is closing).
     pub fn cancel_nowait(&mut self, owner: ShardId, queue: &str, consumer: ConsumerKey) {
-        let request = crate::shard::msg::Request::Cancel {
-            queue: queue.to_owned(),
-            consumer,
-        };
+        let request = crate::shard::msg::Request::Cancel { queue: queue.to_owned(), consumer };
         // Nobody awaits the reply; the receiver is dropped.
         drop(self.request(owner, request));
     }

@@ -6,6 +6,7 @@
 //! deterministic simulation can drive shards directly.
 
 mod authority;
+mod compaction;
 mod delivery;
 pub mod mailbox;
 pub mod msg;
@@ -54,10 +55,7 @@ pub struct Shard {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard")
-            .field("id", &self.id)
-            .field("queues", &self.queues.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Shard").field("id", &self.id).field("queues", &self.queues.len()).finish_non_exhaustive()
     }
 }
 
@@ -65,18 +63,9 @@ impl std::fmt::Debug for Shard {
 pub type ShardRef = Rc<RefCell<Shard>>;
 
 impl Shard {
-    pub fn new(
-        id: ShardId,
-        placement: Placement,
-        limits: Limits,
-        journal: Journal,
-        outbox_wake: Rc<dyn Fn()>,
-    ) -> Self {
+    pub fn new(id: ShardId, placement: Placement, limits: Limits, journal: Journal, outbox_wake: Rc<dyn Fn()>) -> Self {
         let peers = usize::from(placement.shard_count());
-        assert!(
-            id.0 < placement.shard_count(),
-            "shard id within shard count"
-        );
+        assert!(id.0 < placement.shard_count(), "shard id within shard count");
         Shard {
             id,
             authority: (id == AUTHORITY).then(Authority::default),
@@ -129,30 +118,15 @@ impl Shard {
     // ----- connections -------------------------------------------------------------------
 
     /// Registers a connection living on this shard; `None` at the connection limit.
-    pub fn register_conn(
-        &mut self,
-        wake: Rc<dyn Fn()>,
-    ) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>)> {
+    pub fn register_conn(&mut self, wake: Rc<dyn Fn()>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>)> {
         if self.conns.len() >= self.limits.connection_count_max {
             return None;
         }
         let local = self.next_conn;
         self.next_conn = self.next_conn.wrapping_add(1).max(1);
         let mailbox = Rc::new(RefCell::new(Mailbox::default()));
-        self.conns.insert(
-            local,
-            ConnHandle {
-                mailbox: mailbox.clone(),
-                wake,
-            },
-        );
-        Some((
-            ConnectionId {
-                shard: self.id,
-                local,
-            },
-            mailbox,
-        ))
+        self.conns.insert(local, ConnHandle { mailbox: mailbox.clone(), wake });
+        Some((ConnectionId { shard: self.id, local }, mailbox))
     }
 
     /// Forgets a connection. Deliveries still in its mailbox go back to their queues.
@@ -204,11 +178,7 @@ impl Shard {
     }
 
     /// Sends a request to shard `to` (possibly this one); the receiver resolves with the reply.
-    pub fn request(
-        &mut self,
-        to: ShardId,
-        request: Request,
-    ) -> oneshot::Receiver<Result<Reply, EngineError>> {
+    pub fn request(&mut self, to: ShardId, request: Request) -> oneshot::Receiver<Result<Reply, EngineError>> {
         let (tx, rx) = oneshot::channel();
         let id = RequestId(self.next_request);
         self.next_request += 1;
@@ -216,14 +186,7 @@ impl Shard {
         if to == self.id {
             self.handle_request(self.id, id, request);
         } else {
-            self.send(
-                to,
-                ShardMsg::Request {
-                    from: self.id,
-                    id,
-                    request,
-                },
-            );
+            self.send(to, ShardMsg::Request { from: self.id, id, request });
         }
         rx
     }
@@ -248,23 +211,11 @@ impl Shard {
 
     fn handle_msg(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Enqueue {
-                queue,
-                content,
-                completion,
-            } => self.enqueue_local(&queue, content, completion),
+            ShardMsg::Enqueue { queue, content, completion } => self.enqueue_local(&queue, content, completion),
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
-            ShardMsg::Settle {
-                queue,
-                tags,
-                requeue,
-            } => self.settle_local(&queue, &tags, requeue),
-            ShardMsg::Credit {
-                queue,
-                consumer,
-                count,
-            } => self.credit_local(&queue, consumer, count),
+            ShardMsg::Settle { queue, tags, requeue } => self.settle_local(&queue, &tags, requeue),
+            ShardMsg::Credit { queue, consumer, count } => self.credit_local(&queue, consumer, count),
             ShardMsg::Request { from, id, request } => self.handle_request(from, id, request),
             ShardMsg::Reply { id, result } => {
                 if let Some(tx) = self.pending.remove(&id) {
@@ -296,10 +247,7 @@ impl Shard {
             Request::Purge { queue } => {
                 let result = match self.queues.get_mut(&queue) {
                     Some(q) => Ok(Reply::Purged(q.purge())),
-                    None => Err(EngineError::new(
-                        ErrorKind::NotFound,
-                        format!("no queue '{queue}'"),
-                    )),
+                    None => Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{queue}'"))),
                 };
                 self.reply(from, id, result);
             }
@@ -309,23 +257,14 @@ impl Shard {
     /// Reports a finished piece of work to the connection that waits on it.
     fn complete(&mut self, completion: Completion, result: Result<(), EngineError>) {
         if completion.conn.shard == self.id {
-            self.with_conn(completion.conn, |m| {
-                m.completions.push((completion.token, result))
-            });
+            self.with_conn(completion.conn, |m| m.completions.push((completion.token, result)));
         } else {
-            self.send(
-                completion.conn.shard,
-                ShardMsg::Completed { completion, result },
-            );
+            self.send(completion.conn.shard, ShardMsg::Completed { completion, result });
         }
     }
 
     /// Puts recovered messages back into a queue this shard owns, then dispatches.
-    pub fn restore_messages(
-        &mut self,
-        name: &str,
-        messages: Vec<crate::model::message::QueuedMessage>,
-    ) {
+    pub fn restore_messages(&mut self, name: &str, messages: Vec<crate::model::message::QueuedMessage>) {
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };

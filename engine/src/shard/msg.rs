@@ -19,10 +19,7 @@ pub enum Request {
     /// To the queue's owner.
     Consume { queue: String, consumer: Consumer },
     /// To the queue's owner: remove the consumer, requeue what it held.
-    Cancel {
-        queue: String,
-        consumer: ConsumerKey,
-    },
+    Cancel { queue: String, consumer: ConsumerKey },
     /// To the queue's owner: drop ready messages.
     Purge { queue: String },
 }

@@ -29,10 +29,7 @@ async fn meta(shard: &ShardRef, op: MetaOp) -> Result<(), EngineError> {
     let rx = shard.borrow_mut().request(AUTHORITY, Request::Meta(op));
     match rx.await {
         Ok(result) => result.map(|_| ()),
-        Err(_) => Err(EngineError::new(
-            crate::error::ErrorKind::InternalError,
-            "authority went away",
-        )),
+        Err(_) => Err(EngineError::new(crate::error::ErrorKind::InternalError, "authority went away")),
     }
 }
 
@@ -45,34 +42,12 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
     for record in recovered.exchanges {
-        if let Record::ExchangeDeclare {
-            name,
-            kind,
-            durable,
-            auto_delete,
-            internal,
-            ..
-        } = record
-        {
+        if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, .. } = record {
             let Some(kind) = ExchangeKind::parse(&kind) else {
                 continue;
             };
-            let spec = ExchangeSpec {
-                name,
-                kind,
-                durable,
-                auto_delete,
-                internal,
-            };
-            if let Err(e) = meta(
-                shard,
-                MetaOp::DeclareExchange {
-                    spec,
-                    passive: false,
-                },
-            )
-            .await
-            {
+            let spec = ExchangeSpec { name, kind, durable, auto_delete, internal };
+            if let Err(e) = meta(shard, MetaOp::DeclareExchange { spec, passive: false }).await {
                 tracing::warn!(shard = %me, "recovering an exchange failed: {e}");
             }
         }
@@ -87,15 +62,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
             arguments: queue.arguments,
             shard: owner,
         };
-        if let Err(e) = meta(
-            shard,
-            MetaOp::DeclareQueue {
-                spec,
-                passive: false,
-            },
-        )
-        .await
-        {
+        if let Err(e) = meta(shard, MetaOp::DeclareQueue { spec, passive: false }).await {
             tracing::warn!(shard = %me, queue = %queue.name, "recovering a queue failed: {e}");
             continue;
         }
@@ -103,30 +70,24 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         report.messages += queue.messages.len();
         let mut s = shard.borrow_mut();
         if owner == me {
-            let messages = queue.messages.iter().map(|m| QueuedMessage {
-                msg_id: m.msg_id,
-                content: recovered_content(m),
-                redelivered: true,
-            });
-            s.restore_messages(&queue.name, messages.collect());
+            // Written again so the journal knows where every live message sits (compaction
+            // needs it); recovery keeps the newest copy of a (queue, id).
+            let messages: Vec<QueuedMessage> = queue
+                .messages
+                .iter()
+                .map(|m| QueuedMessage { msg_id: m.msg_id, content: recovered_content(m), redelivered: true })
+                .collect();
+            for m in &messages {
+                s.journal_mut().append_enqueue(&queue.name, m.msg_id, &m.content, None);
+            }
+            s.restore_messages(&queue.name, messages);
         } else {
             moved(&mut s, &queue.name, owner, &queue.messages);
         }
     }
     for record in recovered.bindings {
-        if let Record::Bind {
-            exchange,
-            queue,
-            routing_key,
-            arguments,
-        } = record
-        {
-            let op = MetaOp::Bind {
-                exchange,
-                queue,
-                key: routing_key,
-                arguments,
-            };
+        if let Record::Bind { exchange, queue, routing_key, arguments } = record {
+            let op = MetaOp::Bind { exchange, queue, key: routing_key, arguments };
             match meta(shard, op).await {
                 Ok(()) => report.bindings += 1,
                 Err(e) => tracing::warn!(shard = %me, "recovering a binding failed: {e}"),
@@ -137,12 +98,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
 }
 
 /// Hands a recovered queue's messages to its new owner and settles them in this log.
-fn moved(
-    shard: &mut crate::shard::Shard,
-    queue: &str,
-    owner: ShardId,
-    messages: &[ferry_storage::StoredMessage],
-) {
+fn moved(shard: &mut crate::shard::Shard, queue: &str, owner: ShardId, messages: &[ferry_storage::StoredMessage]) {
     tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
     for m in messages {
         let content: Arc<_> = recovered_content(m);

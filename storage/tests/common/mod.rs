@@ -9,11 +9,7 @@ use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, StoredMessage};
 
 /// A config with small segments so tests roll often.
 pub fn config(dir: &Path, segment_size_bytes: u64) -> LogConfig {
-    LogConfig {
-        dir: dir.to_path_buf(),
-        segment_size_bytes,
-        epoch: Epoch(1),
-    }
+    LogConfig { dir: dir.to_path_buf(), segment_size_bytes, epoch: Epoch(1) }
 }
 
 pub fn open(dir: &Path, segment_size_bytes: u64) -> (ShardLog, ferry_storage::Recovered) {
@@ -39,19 +35,11 @@ pub fn enqueue(queue: &str, msg_id: u64, body: &[u8]) -> Record {
 }
 
 pub fn declare(queue: &str) -> Record {
-    Record::QueueDeclare {
-        name: queue.to_owned(),
-        durable: true,
-        auto_delete: false,
-        arguments: vec![],
-    }
+    Record::QueueDeclare { name: queue.to_owned(), durable: true, auto_delete: false, arguments: vec![] }
 }
 
 pub fn settle(queue: &str, msg_id: u64) -> Record {
-    Record::Settle {
-        queue: queue.to_owned(),
-        msg_id,
-    }
+    Record::Settle { queue: queue.to_owned(), msg_id }
 }
 
 /// One record of every kind.
@@ -66,12 +54,7 @@ pub fn every_kind() -> Vec<Record> {
             internal: false,
             arguments: args.clone(),
         },
-        Record::QueueDeclare {
-            name: "q".to_owned(),
-            durable: true,
-            auto_delete: true,
-            arguments: args.clone(),
-        },
+        Record::QueueDeclare { name: "q".to_owned(), durable: true, auto_delete: true, arguments: args.clone() },
         Record::Bind {
             exchange: "orders".to_owned(),
             queue: "q".to_owned(),
@@ -83,17 +66,9 @@ pub fn every_kind() -> Vec<Record> {
         enqueue("q", 3, b""),
         settle("q", 1),
         Record::TxCommit { tx_id: 42 },
-        Record::Unbind {
-            exchange: "orders".to_owned(),
-            queue: "q".to_owned(),
-            routing_key: "a.*".to_owned(),
-        },
-        Record::ExchangeDelete {
-            name: "orders".to_owned(),
-        },
-        Record::QueueDelete {
-            name: "q".to_owned(),
-        },
+        Record::Unbind { exchange: "orders".to_owned(), queue: "q".to_owned(), routing_key: "a.*".to_owned() },
+        Record::ExchangeDelete { name: "orders".to_owned() },
+        Record::QueueDelete { name: "q".to_owned() },
     ]
 }
 

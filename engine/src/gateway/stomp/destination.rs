@@ -28,9 +28,7 @@ impl Destination {
     pub fn parse(raw: &str) -> Result<Destination, BadDestination> {
         let named = |rest: &str, make: fn(String) -> Destination| {
             if rest.is_empty() {
-                Err(BadDestination(format!(
-                    "destination '{raw}' has an empty name"
-                )))
+                Err(BadDestination(format!("destination '{raw}' has an empty name")))
             } else {
                 Ok(make(rest.to_owned()))
             }
@@ -48,14 +46,9 @@ impl Destination {
         } else if let Some(rest) = raw.strip_prefix("/exchange/") {
             let (exchange, key) = rest.split_once('/').unwrap_or((rest, ""));
             if exchange.is_empty() {
-                return Err(BadDestination(format!(
-                    "destination '{raw}' names no exchange"
-                )));
+                return Err(BadDestination(format!("destination '{raw}' names no exchange")));
             }
-            Ok(Destination::Exchange {
-                exchange: exchange.to_owned(),
-                key: key.to_owned(),
-            })
+            Ok(Destination::Exchange { exchange: exchange.to_owned(), key: key.to_owned() })
         } else {
             Err(BadDestination(format!(
                 "unknown destination '{raw}': use /queue/, /topic/, /exchange/, /amq/queue/, /temp-queue/ or /reply-queue/"
@@ -76,11 +69,7 @@ impl Destination {
 
 /// A subscription pattern in AMQP topic syntax: ActiveMQ's `>` becomes `#`.
 pub fn binding_pattern(pattern: &str) -> String {
-    pattern
-        .split('.')
-        .map(|w| if w == ">" { "#" } else { w })
-        .collect::<Vec<_>>()
-        .join(".")
+    pattern.split('.').map(|w| if w == ">" { "#" } else { w }).collect::<Vec<_>>().join(".")
 }
 
 #[cfg(test)]
@@ -89,40 +78,19 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!(
-            Destination::parse("/queue/a.b"),
-            Ok(Destination::Queue("a.b".into()))
-        );
-        assert_eq!(
-            Destination::parse("/amq/queue/x"),
-            Ok(Destination::AmqQueue("x".into()))
-        );
-        assert_eq!(
-            Destination::parse("/topic/a.*"),
-            Ok(Destination::Topic("a.*".into()))
-        );
+        assert_eq!(Destination::parse("/queue/a.b"), Ok(Destination::Queue("a.b".into())));
+        assert_eq!(Destination::parse("/amq/queue/x"), Ok(Destination::AmqQueue("x".into())));
+        assert_eq!(Destination::parse("/topic/a.*"), Ok(Destination::Topic("a.*".into())));
         assert_eq!(
             Destination::parse("/exchange/amq.fanout/k/x"),
-            Ok(Destination::Exchange {
-                exchange: "amq.fanout".into(),
-                key: "k/x".into()
-            })
+            Ok(Destination::Exchange { exchange: "amq.fanout".into(), key: "k/x".into() })
         );
         assert_eq!(
             Destination::parse("/exchange/amq.fanout"),
-            Ok(Destination::Exchange {
-                exchange: "amq.fanout".into(),
-                key: String::new()
-            })
+            Ok(Destination::Exchange { exchange: "amq.fanout".into(), key: String::new() })
         );
-        assert_eq!(
-            Destination::parse("/temp-queue/r"),
-            Ok(Destination::TempQueue("r".into()))
-        );
-        assert_eq!(
-            Destination::parse("/reply-queue/amq.gen-1"),
-            Ok(Destination::ReplyQueue("amq.gen-1".into()))
-        );
+        assert_eq!(Destination::parse("/temp-queue/r"), Ok(Destination::TempQueue("r".into())));
+        assert_eq!(Destination::parse("/reply-queue/amq.gen-1"), Ok(Destination::ReplyQueue("amq.gen-1".into())));
         assert!(Destination::parse("/queue/").is_err());
         assert!(Destination::parse("queue/x").is_err());
         assert!(Destination::parse("/exchange/").is_err());
@@ -139,9 +107,6 @@ mod tests {
     fn message_destinations() {
         assert_eq!(Destination::for_message("", "q"), "/queue/q");
         assert_eq!(Destination::for_message("amq.topic", "a.b"), "/topic/a.b");
-        assert_eq!(
-            Destination::for_message("amq.fanout", "k"),
-            "/exchange/amq.fanout/k"
-        );
+        assert_eq!(Destination::for_message("amq.fanout", "k"), "/exchange/amq.fanout/k");
     }
 }

@@ -7,15 +7,8 @@
 use crate::model::message::Properties;
 
 /// Headers the broker sets on MESSAGE; user headers with these names are not repeated.
-const MESSAGE_RESERVED: [&str; 7] = [
-    "destination",
-    "message-id",
-    "subscription",
-    "ack",
-    "content-length",
-    "redelivered",
-    "receipt",
-];
+const MESSAGE_RESERVED: [&str; 7] =
+    ["destination", "message-id", "subscription", "ack", "content-length", "redelivered", "receipt"];
 
 /// SEND headers consumed by the frame itself.
 const SEND_CONTROL: [&str; 4] = ["destination", "receipt", "transaction", "content-length"];
@@ -80,10 +73,7 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -103,20 +93,9 @@ mod tests {
 
     #[test]
     fn round_trip_to_message_headers() {
-        let props = properties_from_send(&h(&[
-            ("reply-to", "/queue/r"),
-            ("correlation-id", "c"),
-            ("k", "v"),
-        ]));
+        let props = properties_from_send(&h(&[("reply-to", "/queue/r"), ("correlation-id", "c"), ("k", "v")]));
         let mut out = Vec::new();
         message_headers(&props, &mut out);
-        assert_eq!(
-            out,
-            h(&[
-                ("correlation-id", "c"),
-                ("reply-to", "/queue/r"),
-                ("k", "v")
-            ])
-        );
+        assert_eq!(out, h(&[("correlation-id", "c"), ("reply-to", "/queue/r"), ("k", "v")]));
     }
 }

@@ -33,18 +33,9 @@ pub use destination::{Destination, binding_pattern};
 /// An operation buffered in a STOMP transaction until COMMIT.
 #[derive(Debug)]
 enum TxOp {
-    Send {
-        destination: String,
-        headers: Vec<(String, String)>,
-        body: bytes::Bytes,
-    },
-    Ack {
-        id: String,
-    },
-    Nack {
-        id: String,
-        requeue: bool,
-    },
+    Send { destination: String, headers: Vec<(String, String)>, body: bytes::Bytes },
+    Ack { id: String },
+    Nack { id: String, requeue: bool },
 }
 
 /// One STOMP connection's gateway state. See the module docs.
@@ -71,32 +62,20 @@ pub struct StompConn {
 
 impl std::fmt::Debug for StompConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StompConn")
-            .field("id", &self.id)
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
+        f.debug_struct("StompConn").field("id", &self.id).field("peer", &self.peer).finish_non_exhaustive()
     }
 }
 
 impl StompConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
-    pub fn new(
-        shard: ShardRef,
-        peer: SocketAddr,
-        users: Rc<Users>,
-        wake: Rc<dyn Fn()>,
-        now: Instant,
-    ) -> Option<Self> {
+    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = {
             let mut s = shard.borrow_mut();
             let limits = s.limits().clone();
             let (id, mailbox) = s.register_conn(wake)?;
             (id, mailbox, limits)
         };
-        let config = SessionConfig {
-            limits,
-            server: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
-        };
+        let config = SessionConfig { limits, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) };
         Some(StompConn {
             id,
             shard,
@@ -135,58 +114,22 @@ impl StompConn {
 
     async fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Connect {
-                login, passcode, ..
-            } => self.connect(login.as_deref(), passcode.as_deref()),
-            Event::Send {
-                destination,
-                transaction,
-                receipt,
-                headers,
-                body,
-            } => {
-                self.send(destination, transaction, receipt, headers, body)
-                    .await;
+            Event::Connect { login, passcode, .. } => self.connect(login.as_deref(), passcode.as_deref()),
+            Event::Send { destination, transaction, receipt, headers, body } => {
+                self.send(destination, transaction, receipt, headers, body).await;
             }
-            Event::Subscribe {
-                id,
-                destination,
-                ack,
-                receipt,
-                headers,
-            } => {
-                self.subscribe(id, &destination, ack, receipt, &headers)
-                    .await;
+            Event::Subscribe { id, destination, ack, receipt, headers } => {
+                self.subscribe(id, &destination, ack, receipt, &headers).await;
             }
             Event::Unsubscribe { id, receipt } => self.unsubscribe(&id, receipt).await,
-            Event::Ack {
-                id,
-                transaction,
-                receipt,
-            } => self.ack(id, transaction, receipt, None),
-            Event::Nack {
-                id,
-                transaction,
-                receipt,
-                headers,
-            } => {
-                let requeue = !headers
-                    .iter()
-                    .any(|(k, v)| k == "requeue" && v.eq_ignore_ascii_case("false"));
+            Event::Ack { id, transaction, receipt } => self.ack(id, transaction, receipt, None),
+            Event::Nack { id, transaction, receipt, headers } => {
+                let requeue = !headers.iter().any(|(k, v)| k == "requeue" && v.eq_ignore_ascii_case("false"));
                 self.ack(id, transaction, receipt, Some(requeue));
             }
-            Event::Begin {
-                transaction,
-                receipt,
-            } => self.begin(transaction, receipt),
-            Event::Commit {
-                transaction,
-                receipt,
-            } => self.commit(&transaction, receipt).await,
-            Event::Abort {
-                transaction,
-                receipt,
-            } => self.abort(&transaction, receipt),
+            Event::Begin { transaction, receipt } => self.begin(transaction, receipt),
+            Event::Commit { transaction, receipt } => self.commit(&transaction, receipt).await,
+            Event::Abort { transaction, receipt } => self.abort(&transaction, receipt),
             Event::Disconnect { receipt } => self.disconnecting = Some(receipt),
             Event::Closed { reason } => {
                 tracing::debug!(conn = %self.id, ?reason, "stomp session closed")
@@ -218,11 +161,7 @@ impl StompConn {
     pub fn drain_mailbox(&mut self) {
         let (deliveries, completions, cancelled) = {
             let mut m = self.mailbox.borrow_mut();
-            (
-                std::mem::take(&mut m.deliveries),
-                std::mem::take(&mut m.completions),
-                std::mem::take(&mut m.cancelled),
-            )
+            (std::mem::take(&mut m.deliveries), std::mem::take(&mut m.completions), std::mem::take(&mut m.cancelled))
         };
         for delivery in deliveries {
             self.deliver(delivery);
@@ -270,33 +209,21 @@ impl StompConn {
             return;
         };
         let sub_id = sub.id.clone();
-        let Some(ack_id) = self
-            .subs
-            .record_delivery(delivery.consumer.tag, delivery.tag)
-        else {
+        let Some(ack_id) = self.subs.record_delivery(delivery.consumer.tag, delivery.tag) else {
             return;
         };
         let content = &delivery.message.content;
         let mut headers: Vec<(String, String)> = vec![
             ("subscription".into(), sub_id),
-            (
-                "destination".into(),
-                Destination::for_message(&content.exchange, &content.routing_key),
-            ),
+            ("destination".into(), Destination::for_message(&content.exchange, &content.routing_key)),
             ("message-id".into(), ack_id.clone()),
-            (
-                "redelivered".into(),
-                delivery.message.redelivered.to_string(),
-            ),
+            ("redelivered".into(), delivery.message.redelivered.to_string()),
         ];
         if self.session.version() == ferry_stomp::Version::V1_2 {
             headers.push(("ack".into(), ack_id));
         }
         mapping::message_headers(&content.properties, &mut headers);
-        let refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.session.send_message(&refs, &content.body);
     }
 

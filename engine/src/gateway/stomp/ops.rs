@@ -29,12 +29,7 @@ struct QueueDecl {
 impl StompConn {
     async fn request(&self, to: ShardId, request: Request) -> Result<Reply, EngineError> {
         let rx = self.shard.borrow_mut().request(to, request);
-        rx.await.unwrap_or_else(|_| {
-            Err(EngineError::new(
-                ErrorKind::InternalError,
-                "shard went away",
-            ))
-        })
+        rx.await.unwrap_or_else(|_| Err(EngineError::new(ErrorKind::InternalError, "shard went away")))
     }
 
     async fn meta(&self, op: MetaOp) -> Result<(), EngineError> {
@@ -55,11 +50,7 @@ impl StompConn {
             arguments: Vec::new(),
             shard,
         };
-        self.meta(MetaOp::DeclareQueue {
-            spec,
-            passive: false,
-        })
-        .await?;
+        self.meta(MetaOp::DeclareQueue { spec, passive: false }).await?;
         if decl.exclusive {
             self.exclusive_queues.push(decl.name);
         }
@@ -68,12 +59,11 @@ impl StompConn {
 
     fn existing(&self, name: &str) -> Result<ShardId, EngineError> {
         let shard = self.shard.borrow();
-        shard.routing().queue(name).map(|q| q.shard).ok_or_else(|| {
-            EngineError::new(
-                ErrorKind::NotFound,
-                format!("NOT_FOUND - no queue '{name}' in vhost '/'"),
-            )
-        })
+        shard
+            .routing()
+            .queue(name)
+            .map(|q| q.shard)
+            .ok_or_else(|| EngineError::new(ErrorKind::NotFound, format!("NOT_FOUND - no queue '{name}' in vhost '/'")))
     }
 
     /// The generated queue behind `/temp-queue/NAME` for this connection, created on first use.
@@ -82,15 +72,9 @@ impl StompConn {
             return Ok(queue.clone());
         }
         let queue = self.shard.borrow_mut().generate_queue_name();
-        let decl = QueueDecl {
-            name: queue.clone(),
-            durable: false,
-            auto_delete: false,
-            exclusive: true,
-        };
+        let decl = QueueDecl { name: queue.clone(), durable: false, auto_delete: false, exclusive: true };
         self.declare(decl).await?;
-        self.temp_queues
-            .insert(name.to_owned(), (queue.clone(), false));
+        self.temp_queues.insert(name.to_owned(), (queue.clone(), false));
         Ok(queue)
     }
 
@@ -103,11 +87,7 @@ impl StompConn {
         body: Bytes,
     ) {
         if let Some(tx) = transaction {
-            let op = TxOp::Send {
-                destination,
-                headers,
-                body,
-            };
+            let op = TxOp::Send { destination, headers, body };
             self.buffer(&tx, op, receipt);
             return;
         }
@@ -125,16 +105,10 @@ impl StompConn {
         body: Bytes,
         token: Option<u64>,
     ) -> Result<(), EngineError> {
-        let parsed = Destination::parse(destination)
-            .map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
+        let parsed = Destination::parse(destination).map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
         let (exchange, key) = match parsed {
             Destination::Queue(name) => {
-                let decl = QueueDecl {
-                    name: name.clone(),
-                    durable: true,
-                    auto_delete: false,
-                    exclusive: false,
-                };
+                let decl = QueueDecl { name: name.clone(), durable: true, auto_delete: false, exclusive: false };
                 self.declare(decl).await?;
                 (String::new(), name)
             }
@@ -151,19 +125,12 @@ impl StompConn {
             self.ensure_temp_subscription(name, &queue).await?;
             properties.reply_to = Some(format!("/reply-queue/{queue}"));
         }
-        let content = Arc::new(Content {
-            exchange: exchange.clone(),
-            routing_key: key.clone(),
-            properties,
-            body,
-        });
+        let content = Arc::new(Content { exchange: exchange.clone(), routing_key: key.clone(), properties, body });
         let conn = self.id;
         let count = self
             .shard
             .borrow_mut()
-            .publish(&exchange, &key, content, || {
-                token.map(|token| Completion { conn, token })
-            })?;
+            .publish(&exchange, &key, content, || token.map(|token| Completion { conn, token }))?;
         if let Some(token) = token {
             self.receipts.expect(token, count);
         }
@@ -171,22 +138,13 @@ impl StompConn {
     }
 
     /// The implicit auto-ack subscription that receives replies sent to a temp queue.
-    async fn ensure_temp_subscription(
-        &mut self,
-        name: &str,
-        queue: &str,
-    ) -> Result<(), EngineError> {
-        if self
-            .temp_queues
-            .get(name)
-            .is_some_and(|(_, subscribed)| *subscribed)
-        {
+    async fn ensure_temp_subscription(&mut self, name: &str, queue: &str) -> Result<(), EngineError> {
+        if self.temp_queues.get(name).is_some_and(|(_, subscribed)| *subscribed) {
             return Ok(());
         }
         let id = format!("/temp-queue/{name}");
         if !self.subs.contains(&id) {
-            self.start_consumer(id, queue.to_owned(), AckMode::Auto, None, false)
-                .await?;
+            self.start_consumer(id, queue.to_owned(), AckMode::Auto, None, false).await?;
         }
         if let Some(entry) = self.temp_queues.get_mut(name) {
             entry.1 = true;
@@ -220,31 +178,17 @@ impl StompConn {
     ) -> Result<(), EngineError> {
         let limit = self.shard.borrow().limits().subscription_count_max;
         if self.subs.len() >= limit {
-            return Err(EngineError::new(
-                ErrorKind::ResourceError,
-                format!("too many subscriptions (max {limit})"),
-            ));
+            return Err(EngineError::new(ErrorKind::ResourceError, format!("too many subscriptions (max {limit})")));
         }
         if self.subs.contains(&id) {
             let msg = format!("Duplicated subscription identifier '{id}'");
             return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
         }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let parsed = Destination::parse(destination)
-            .map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let parsed = Destination::parse(destination).map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
         let (queue, private) = match parsed {
             Destination::Queue(name) => {
-                let decl = QueueDecl {
-                    name: name.clone(),
-                    durable: true,
-                    auto_delete: false,
-                    exclusive: false,
-                };
+                let decl = QueueDecl { name: name.clone(), durable: true, auto_delete: false, exclusive: false };
                 self.declare(decl).await?;
                 (name, false)
             }
@@ -252,13 +196,9 @@ impl StompConn {
                 self.existing(&name)?;
                 (name, false)
             }
-            Destination::Topic(pattern) => {
-                self.bind_private("amq.topic", &pattern, &id, header("durable"))
-                    .await?
-            }
+            Destination::Topic(pattern) => self.bind_private("amq.topic", &pattern, &id, header("durable")).await?,
             Destination::Exchange { exchange, key } => {
-                self.bind_private(&exchange, &key, &id, header("durable"))
-                    .await?
+                self.bind_private(&exchange, &key, &id, header("durable")).await?
             }
             Destination::TempQueue(name) => {
                 let queue = self.temp_queue(&name).await?;
@@ -292,12 +232,7 @@ impl StompConn {
         } else {
             (self.shard.borrow_mut().generate_queue_name(), true)
         };
-        let decl = QueueDecl {
-            name: name.clone(),
-            durable,
-            auto_delete: private,
-            exclusive: private,
-        };
+        let decl = QueueDecl { name: name.clone(), durable, auto_delete: private, exclusive: private };
         self.declare(decl).await?;
         let op = MetaOp::Bind {
             exchange: exchange.to_owned(),
@@ -320,36 +255,22 @@ impl StompConn {
         let owner = self.existing(&queue)?;
         let (default, max) = {
             let shard = self.shard.borrow();
-            (
-                shard.limits().prefetch_count_default,
-                shard.limits().prefetch_count_max,
-            )
+            (shard.limits().prefetch_count_default, shard.limits().prefetch_count_max)
         };
         let credit_max = match prefetch.map(str::parse::<i64>) {
             None => default,
             Some(Ok(n)) if n <= 0 => max,
             Some(Ok(n)) => u32::try_from(n).unwrap_or(max).min(max),
             Some(Err(_)) => {
-                return Err(EngineError::new(
-                    ErrorKind::PreconditionFailed,
-                    "prefetch-count must be a number",
-                ));
+                return Err(EngineError::new(ErrorKind::PreconditionFailed, "prefetch-count must be a number"));
             }
         };
         let key = self.subs.next_consumer();
         let mut sub = Subscription::new(id.clone(), queue.clone(), owner, key, ack);
         sub.private_queue = private;
         self.subs.insert(sub);
-        let consumer = Consumer {
-            key,
-            credit_max,
-            outstanding: 0,
-            no_ack: ack == AckMode::Auto,
-        };
-        if let Err(e) = self
-            .request(owner, Request::Consume { queue, consumer })
-            .await
-        {
+        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: ack == AckMode::Auto };
+        if let Err(e) = self.request(owner, Request::Consume { queue, consumer }).await {
             self.subs.remove(&id);
             return Err(e);
         }
@@ -358,17 +279,10 @@ impl StompConn {
 
     pub(super) async fn unsubscribe(&mut self, id: &str, receipt: Option<String>) {
         let Some(sub) = self.subs.remove(id) else {
-            self.fail(
-                "Bad UNSUBSCRIBE",
-                &format!("no subscription '{id}'"),
-                receipt.as_deref(),
-            );
+            self.fail("Bad UNSUBSCRIBE", &format!("no subscription '{id}'"), receipt.as_deref());
             return;
         };
-        let cancel = Request::Cancel {
-            queue: sub.queue.clone(),
-            consumer: sub.consumer,
-        };
+        let cancel = Request::Cancel { queue: sub.queue.clone(), consumer: sub.consumer };
         // Errors here mean the queue is already gone, which is what unsubscribing wants.
         let _ = self.request(sub.owner, cancel).await;
         if sub.private_queue {
@@ -378,13 +292,7 @@ impl StompConn {
         self.receipts.open(0, receipt);
     }
 
-    pub(super) fn ack(
-        &mut self,
-        id: String,
-        transaction: Option<String>,
-        receipt: Option<String>,
-        nack: Option<bool>,
-    ) {
+    pub(super) fn ack(&mut self, id: String, transaction: Option<String>, receipt: Option<String>, nack: Option<bool>) {
         if let Some(tx) = transaction {
             let op = match nack {
                 None => TxOp::Ack { id },
@@ -402,20 +310,14 @@ impl StompConn {
         if let Some(target) = self.subs.take_acks(id)
             && !target.tags.is_empty()
         {
-            self.shard
-                .borrow_mut()
-                .settle(target.owner, &target.queue, target.tags, nack);
+            self.shard.borrow_mut().settle(target.owner, &target.queue, target.tags, nack);
         }
     }
 
     fn buffer(&mut self, tx: &str, op: TxOp, receipt: Option<String>) {
         let limit = self.shard.borrow().limits().transaction_op_count_max;
         match self.transactions.get_mut(tx) {
-            None => self.fail(
-                "Bad transaction",
-                &format!("transaction '{tx}' is not active"),
-                receipt.as_deref(),
-            ),
+            None => self.fail("Bad transaction", &format!("transaction '{tx}' is not active"), receipt.as_deref()),
             Some(ops) if ops.len() >= limit => {
                 self.fail(
                     "Bad transaction",
@@ -433,17 +335,9 @@ impl StompConn {
     pub(super) fn begin(&mut self, tx: String, receipt: Option<String>) {
         let limit = self.shard.borrow().limits().transaction_count_max;
         if self.transactions.contains_key(&tx) {
-            self.fail(
-                "Bad transaction",
-                &format!("transaction '{tx}' is already active"),
-                receipt.as_deref(),
-            );
+            self.fail("Bad transaction", &format!("transaction '{tx}' is already active"), receipt.as_deref());
         } else if self.transactions.len() >= limit {
-            self.fail(
-                "Bad transaction",
-                &format!("too many open transactions (max {limit})"),
-                receipt.as_deref(),
-            );
+            self.fail("Bad transaction", &format!("too many open transactions (max {limit})"), receipt.as_deref());
         } else {
             self.transactions.insert(tx, Vec::new());
             self.receipts.open(0, receipt);
@@ -452,21 +346,13 @@ impl StompConn {
 
     pub(super) async fn commit(&mut self, tx: &str, receipt: Option<String>) {
         let Some(ops) = self.transactions.remove(tx) else {
-            self.fail(
-                "Bad transaction",
-                &format!("transaction '{tx}' is not active"),
-                receipt.as_deref(),
-            );
+            self.fail("Bad transaction", &format!("transaction '{tx}' is not active"), receipt.as_deref());
             return;
         };
         let token = self.receipts.open(0, receipt.clone());
         for op in ops {
             match op {
-                TxOp::Send {
-                    destination,
-                    headers,
-                    body,
-                } => {
+                TxOp::Send { destination, headers, body } => {
                     if let Err(e) = self.publish(&destination, headers, body, Some(token)).await {
                         self.fail("Transaction failed", &e.message, receipt.as_deref());
                         return;
@@ -480,11 +366,7 @@ impl StompConn {
 
     pub(super) fn abort(&mut self, tx: &str, receipt: Option<String>) {
         if self.transactions.remove(tx).is_none() {
-            self.fail(
-                "Bad transaction",
-                &format!("transaction '{tx}' is not active"),
-                receipt.as_deref(),
-            );
+            self.fail("Bad transaction", &format!("transaction '{tx}' is not active"), receipt.as_deref());
         } else {
             self.receipts.open(0, receipt);
         }

@@ -39,14 +39,7 @@ impl Receipts {
         self.next_token += 1;
         let token = self.next_token;
         self.order.push_back(token);
-        self.pending.insert(
-            token,
-            Pending {
-                remaining,
-                receipt,
-                error: None,
-            },
-        );
+        self.pending.insert(token, Pending { remaining, receipt, error: None });
         token
     }
 
@@ -70,10 +63,7 @@ impl Receipts {
     /// Pops what is ready, in order.
     pub fn drain_ready(&mut self, out: &mut Vec<Ready>) {
         while let Some(token) = self.order.front() {
-            let done = self
-                .pending
-                .get(token)
-                .is_none_or(|p| p.remaining == 0 || p.error.is_some());
+            let done = self.pending.get(token).is_none_or(|p| p.remaining == 0 || p.error.is_some());
             if !done {
                 return;
             }
@@ -110,10 +100,7 @@ mod tests {
         assert!(out.is_empty(), "b waits for a");
         r.complete(a, Ok(()));
         r.drain_ready(&mut out);
-        assert_eq!(
-            out,
-            [Ready::Receipt("a".into()), Ready::Receipt("b".into())]
-        );
+        assert_eq!(out, [Ready::Receipt("a".into()), Ready::Receipt("b".into())]);
         assert!(r.is_idle());
     }
 

@@ -26,23 +26,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(
-        id: String,
-        queue: String,
-        owner: ShardId,
-        consumer: ConsumerKey,
-        ack: AckMode,
-    ) -> Self {
-        Subscription {
-            id,
-            queue,
-            owner,
-            consumer,
-            ack,
-            private_queue: false,
-            unacked: BTreeMap::new(),
-            credit_due: 0,
-        }
+    pub fn new(id: String, queue: String, owner: ShardId, consumer: ConsumerKey, ack: AckMode) -> Self {
+        Subscription { id, queue, owner, consumer, ack, private_queue: false, unacked: BTreeMap::new(), credit_due: 0 }
     }
 }
 
@@ -89,10 +74,7 @@ impl Subscriptions {
     pub fn next_consumer(&mut self) -> ConsumerKey {
         let tag = self.next_tag;
         self.next_tag += 1;
-        ConsumerKey {
-            conn: self.conn,
-            tag,
-        }
+        ConsumerKey { conn: self.conn, tag }
     }
 
     pub fn insert(&mut self, sub: Subscription) {
@@ -150,21 +132,13 @@ impl Subscriptions {
                 let upto = std::mem::replace(&mut sub.unacked, rest);
                 upto.into_iter().collect()
             }
-            _ => sub
-                .unacked
-                .remove(&seq)
-                .map(|tag| vec![(seq, tag)])
-                .unwrap_or_default(),
+            _ => sub.unacked.remove(&seq).map(|tag| vec![(seq, tag)]).unwrap_or_default(),
         };
         for (s, _) in &taken {
             self.ack_index.remove(s);
         }
         let tags = taken.into_iter().map(|(_, tag)| tag).collect();
-        Some(AckTarget {
-            owner: sub.owner,
-            queue: sub.queue.clone(),
-            tags,
-        })
+        Some(AckTarget { owner: sub.owner, queue: sub.queue.clone(), tags })
     }
 }
 
@@ -173,27 +147,16 @@ mod tests {
     use super::*;
 
     fn subs(mode: AckMode) -> (Subscriptions, u64) {
-        let mut s = Subscriptions::new(ConnectionId {
-            shard: ShardId(0),
-            local: 7,
-        });
+        let mut s = Subscriptions::new(ConnectionId { shard: ShardId(0), local: 7 });
         let consumer = s.next_consumer();
-        s.insert(Subscription::new(
-            "s".into(),
-            "q".into(),
-            ShardId(1),
-            consumer,
-            mode,
-        ));
+        s.insert(Subscription::new("s".into(), "q".into(), ShardId(1), consumer, mode));
         (s, consumer.tag)
     }
 
     #[test]
     fn client_ack_is_cumulative() {
         let (mut s, tag) = subs(AckMode::Client);
-        let ids: Vec<String> = (1..=3)
-            .map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub"))
-            .collect();
+        let ids: Vec<String> = (1..=3).map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub")).collect();
         let target = s.take_acks(&ids[1]).expect("known id");
         assert_eq!(target.tags, [DeliveryTag(1), DeliveryTag(2)]);
         assert_eq!(s.take_acks(&ids[2]).expect("known").tags, [DeliveryTag(3)]);
@@ -203,9 +166,7 @@ mod tests {
     #[test]
     fn individual_ack_takes_one() {
         let (mut s, tag) = subs(AckMode::ClientIndividual);
-        let ids: Vec<String> = (1..=3)
-            .map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub"))
-            .collect();
+        let ids: Vec<String> = (1..=3).map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub")).collect();
         assert_eq!(s.take_acks(&ids[1]).expect("known").tags, [DeliveryTag(2)]);
         assert_eq!(s.take_acks(&ids[0]).expect("known").tags, [DeliveryTag(1)]);
     }
