@@ -171,6 +171,13 @@ impl Journal {
         }
     }
 
+    /// Releases `completion` once everything appended so far is durable.
+    pub fn wait_durable(&mut self, completion: Completion) {
+        let offset = self.appended();
+        self.waiters.push_back((offset, completion));
+        (self.sync_wake)();
+    }
+
     /// Records that a persistent message was settled (acked or dropped).
     pub fn append_settle(&mut self, queue: &str, msg_id: u64) {
         self.live.remove(queue, msg_id);

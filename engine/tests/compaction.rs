@@ -74,7 +74,7 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
             if n.parse::<u32>().expect("number") % 1000 == 0 {
                 kept.push(n); // never acked: long-lived
             } else {
-                shard.settle(ShardId(0), "q", vec![d.tag], None);
+                shard.settle(ShardId(0), "q", vec![d.tag], None, None);
             }
         }
         commit(&mut shard);

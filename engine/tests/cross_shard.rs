@@ -142,7 +142,7 @@ fn queue_on_shard_1_serves_a_connection_on_shard_0_and_the_reverse() {
         assert_eq!(done, [42], "the persistent publish completed after the owner's sync");
         // Ack crosses back to the owner and empties the queue.
         let tag = mailbox.borrow().deliveries[0].tag;
-        c.shards[usize::from(conn_shard)].settle(owner, queue, vec![tag], None);
+        c.shards[usize::from(conn_shard)].settle(owner, queue, vec![tag], None, None);
         c.pump();
         assert!(c.shards[owner.index()].owned_queue(queue).expect("owned").is_empty());
         assert!(c.shards[usize::from(conn_shard)].owned_queue(queue).is_none(), "only the owner holds it");

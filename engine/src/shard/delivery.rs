@@ -98,34 +98,54 @@ impl Shard {
     pub fn return_delivery(&mut self, delivery: Delivery) {
         let owner = self.routing.queue(&delivery.queue).map(|q| q.shard);
         if let Some(owner) = owner {
-            self.settle(owner, &delivery.queue, vec![delivery.tag], Some(true));
+            self.settle(owner, &delivery.queue, vec![delivery.tag], Some(true), None);
         }
     }
 
     /// Acks (`None`), requeues (`Some(true)`) or drops (`Some(false)`) deliveries of `queue`.
-    pub fn settle(&mut self, owner: ShardId, queue: &str, tags: Vec<DeliveryTag>, requeue: Option<bool>) {
+    /// `completion` (if any) is reported once the settlement is durable.
+    pub fn settle(
+        &mut self,
+        owner: ShardId,
+        queue: &str,
+        tags: Vec<DeliveryTag>,
+        requeue: Option<bool>,
+        completion: Option<Completion>,
+    ) {
         if owner == self.id {
-            self.settle_local(queue, &tags, requeue);
+            self.settle_local(queue, &tags, requeue, completion);
         } else {
-            self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue });
+            self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion });
         }
     }
 
-    pub(super) fn settle_local(&mut self, name: &str, tags: &[DeliveryTag], requeue: Option<bool>) {
-        let Some(queue) = self.queues.get_mut(name) else {
-            return;
-        };
-        let durable = queue.spec.durable;
+    pub(super) fn settle_local(
+        &mut self,
+        name: &str,
+        tags: &[DeliveryTag],
+        requeue: Option<bool>,
+        completion: Option<Completion>,
+    ) {
         let mut settled = Vec::new();
-        for tag in tags {
-            if let Settled::Removed { msg_id, persistent: true } = queue.settle(*tag, requeue)
-                && durable
-            {
-                settled.push(msg_id);
+        if let Some(queue) = self.queues.get_mut(name) {
+            let durable = queue.spec.durable;
+            for tag in tags {
+                if let Settled::Removed { msg_id, persistent: true } = queue.settle(*tag, requeue)
+                    && durable
+                {
+                    settled.push(msg_id);
+                }
             }
         }
-        for msg_id in settled {
-            self.journal.append_settle(name, msg_id);
+        for msg_id in &settled {
+            self.journal.append_settle(name, *msg_id);
+        }
+        if let Some(c) = completion {
+            if settled.is_empty() {
+                self.complete(c, Ok(()));
+            } else {
+                self.journal.wait_durable(c);
+            }
         }
         self.dispatch(name);
     }

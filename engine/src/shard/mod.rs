@@ -214,7 +214,9 @@ impl Shard {
             ShardMsg::Enqueue { queue, content, completion } => self.enqueue_local(&queue, content, completion),
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
-            ShardMsg::Settle { queue, tags, requeue } => self.settle_local(&queue, &tags, requeue),
+            ShardMsg::Settle { queue, tags, requeue, completion } => {
+                self.settle_local(&queue, &tags, requeue, completion)
+            }
             ShardMsg::Credit { queue, consumer, count } => self.credit_local(&queue, consumer, count),
             ShardMsg::Request { from, id, request } => self.handle_request(from, id, request),
             ShardMsg::Reply { id, result } => {

@@ -54,6 +54,7 @@ pub enum ShardMsg {
         queue: String,
         tags: Vec<DeliveryTag>,
         requeue: Option<bool>,
+        completion: Option<Completion>,
     },
     /// Auto-ack deliveries written out: credit back to the consumer.
     Credit {

@@ -301,16 +301,21 @@ impl StompConn {
             self.buffer(&tx, op, receipt);
             return;
         }
-        self.settle(&id, nack);
-        self.receipts.open(0, receipt);
+        let token = receipt.map(|r| self.receipts.open(0, Some(r)));
+        self.settle(&id, nack, token);
     }
 
-    fn settle(&mut self, id: &str, nack: Option<bool>) {
+    /// Settles what `id` names; `token` (a receipt) completes once the settlement is durable.
+    fn settle(&mut self, id: &str, nack: Option<bool>, token: Option<u64>) {
         // An unknown or already-settled id is ignored, as RabbitMQ does.
         if let Some(target) = self.subs.take_acks(id)
             && !target.tags.is_empty()
         {
-            self.shard.borrow_mut().settle(target.owner, &target.queue, target.tags, nack);
+            let completion = token.map(|token| Completion { conn: self.id, token });
+            if let Some(token) = token {
+                self.receipts.expect(token, 1);
+            }
+            self.shard.borrow_mut().settle(target.owner, &target.queue, target.tags, nack, completion);
         }
     }
 
@@ -358,8 +363,8 @@ impl StompConn {
                         return;
                     }
                 }
-                TxOp::Ack { id } => self.settle(&id, None),
-                TxOp::Nack { id, requeue } => self.settle(&id, Some(requeue)),
+                TxOp::Ack { id } => self.settle(&id, None, Some(token)),
+                TxOp::Nack { id, requeue } => self.settle(&id, Some(requeue), Some(token)),
             }
         }
     }
