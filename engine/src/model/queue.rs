@@ -28,6 +28,8 @@ pub struct Delivery {
     pub queue: String,
     pub tag: DeliveryTag,
     pub message: QueuedMessage,
+    /// Handed to an auto-ack consumer: the message left the queue on dispatch.
+    pub settled: bool,
 }
 
 #[derive(Debug)]
@@ -156,7 +158,8 @@ impl Queue {
             if !consumer.no_ack {
                 self.unacked.insert(tag, Unacked { message: message.clone(), consumer: key });
             }
-            out.push(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message });
+            let settled = consumer.no_ack;
+            out.push(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message, settled });
         }
     }
 

@@ -71,10 +71,16 @@ impl Shard {
     /// Hands ready messages of queue `name` to its consumers.
     pub(super) fn dispatch(&mut self, name: &str) {
         let mut out = Vec::new();
+        let mut durable = false;
         if let Some(queue) = self.queues.get_mut(name) {
             queue.dispatch(&mut out);
+            durable = queue.spec.durable;
         }
         for delivery in out {
+            // Auto-ack: the message is gone from the queue, so it must not come back on recovery.
+            if delivery.settled && durable && delivery.message.content.properties.persistent {
+                self.journal.append_settle(name, delivery.message.msg_id);
+            }
             let conn = delivery.consumer.conn;
             if conn.shard == self.id {
                 self.deliver_local(delivery);

@@ -301,22 +301,31 @@ impl StompConn {
             self.buffer(&tx, op, receipt);
             return;
         }
+        if !self.subs.knows_ack(&id) {
+            let frame = if nack.is_some() { "NACK" } else { "ACK" };
+            let detail = format!("{frame} names '{id}', which is no unacknowledged delivery of this connection");
+            self.fail("Invalid header", &detail, receipt.as_deref());
+            return;
+        }
         let token = receipt.map(|r| self.receipts.open(0, Some(r)));
-        self.settle(&id, nack, token);
+        if let Err(detail) = self.settle(&id, nack, token) {
+            self.fail("Invalid header", &detail, None);
+        }
     }
 
     /// Settles what `id` names; `token` (a receipt) completes once the settlement is durable.
-    fn settle(&mut self, id: &str, nack: Option<bool>, token: Option<u64>) {
-        // An unknown or already-settled id is ignored, as RabbitMQ does.
-        if let Some(target) = self.subs.take_acks(id)
-            && !target.tags.is_empty()
-        {
-            let completion = token.map(|token| Completion { conn: self.id, token });
-            if let Some(token) = token {
-                self.receipts.expect(token, 1);
-            }
-            self.shard.borrow_mut().settle(target.owner, &target.queue, target.tags, nack, completion);
+    /// An id that names no unacked delivery of this connection is an error, as in RabbitMQ.
+    fn settle(&mut self, id: &str, nack: Option<bool>, token: Option<u64>) -> Result<(), String> {
+        let Some(target) = self.subs.take_acks(id) else {
+            let frame = if nack.is_some() { "NACK" } else { "ACK" };
+            return Err(format!("{frame} names '{id}', which is no unacknowledged delivery of this connection"));
+        };
+        let completion = token.map(|token| Completion { conn: self.id, token });
+        if let Some(token) = token {
+            self.receipts.expect(token, 1);
         }
+        self.shard.borrow_mut().settle(target.owner, &target.queue, target.tags, nack, completion);
+        Ok(())
     }
 
     fn buffer(&mut self, tx: &str, op: TxOp, receipt: Option<String>) {
@@ -356,15 +365,16 @@ impl StompConn {
         };
         let token = self.receipts.open(0, receipt.clone());
         for op in ops {
-            match op {
+            let result = match op {
                 TxOp::Send { destination, headers, body } => {
-                    if let Err(e) = self.publish(&destination, headers, body, Some(token)).await {
-                        self.fail("Transaction failed", &e.message, receipt.as_deref());
-                        return;
-                    }
+                    self.publish(&destination, headers, body, Some(token)).await.map_err(|e| e.message)
                 }
                 TxOp::Ack { id } => self.settle(&id, None, Some(token)),
                 TxOp::Nack { id, requeue } => self.settle(&id, Some(requeue), Some(token)),
+            };
+            if let Err(detail) = result {
+                self.fail("Transaction failed", &detail, receipt.as_deref());
+                return;
             }
         }
     }

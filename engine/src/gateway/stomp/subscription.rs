@@ -121,6 +121,15 @@ impl Subscriptions {
         Some(format!("ferry-{}-{}-{seq}", conn.shard.0, conn.local))
     }
 
+    /// Whether `ack_id` names an unacked delivery of this connection.
+    pub fn knows_ack(&self, ack_id: &str) -> bool {
+        ack_id
+            .rsplit('-')
+            .next()
+            .and_then(|seq| seq.parse::<u64>().ok())
+            .is_some_and(|seq| self.ack_index.contains_key(&seq))
+    }
+
     /// Resolves an ACK/NACK id to the deliveries it settles (cumulative for `client`).
     pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget> {
         let seq: u64 = ack_id.rsplit('-').next()?.parse().ok()?;

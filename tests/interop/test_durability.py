@@ -1,0 +1,113 @@
+"""Durability across restarts: persistent + RECEIPT means on disk (ARCHITECTURE §4)."""
+
+from conftest import BOTH_SHARDS, ack_args, send_sync, subscribe_sync, uniq
+
+pytestmark = BOTH_SHARDS
+
+
+def _restart(broker, broker_factory, how):
+    code = broker.kill() if how == "kill" else broker.stop()
+    if how == "term":
+        assert code == 0, f"exit code after SIGTERM: {code}"
+    return broker_factory(shards=broker.shards, data_dir=broker.data_dir, name=f"after-{how}")
+
+
+def test_receipted_persistent_messages_survive_sigkill(broker, broker_factory, stomp_client):
+    qs = [f"/queue/{uniq('dur')}" for _ in range(4)]  # several queues: both shards own some
+    c, lis = stomp_client()
+    for q in qs:
+        for i in range(5):
+            send_sync(c, lis, q, f"{q}#{i}", headers={"persistent": "true"})
+    b2 = _restart(broker, broker_factory, "kill")
+    c2, l2 = stomp_client(target=b2)
+    for q in qs:
+        subscribe_sync(c2, l2, q)
+    l2.wait_messages(20)
+    got = [m.body for m in l2.quiet_for(0.3)]
+    for q in qs:
+        assert [b for b in got if b.startswith(q + "#")] == [f"{q}#{i}" for i in range(5)], \
+            f"{q}: after SIGKILL got {[b for b in got if b.startswith(q + '#')]}"
+
+
+def test_acked_messages_stay_gone_after_restart(broker, broker_factory, stomp_client):
+    q = f"/queue/{uniq('dur')}"
+    c, lis = stomp_client()
+    for i in range(4):
+        send_sync(c, lis, q, f"a{i}", headers={"persistent": "true"})
+    subscribe_sync(c, lis, q, ack="client-individual")
+    msgs = lis.wait_messages(4)
+    for m in msgs[:2]:
+        rid = uniq("rack")
+        c.ack(*ack_args(m, "1.2"), receipt=rid)
+        lis.wait_receipt(rid)
+    b2 = _restart(broker, broker_factory, "term")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, q, ack="client-individual")
+    l2.wait_messages(2)
+    assert [m.body for m in l2.quiet_for(0.5)] == ["a2", "a3"], "acked messages came back or unacked lost"
+
+
+def test_committed_transaction_survives_restart(broker, broker_factory, stomp_client):
+    q = f"/queue/{uniq('dur')}"
+    c, lis = stomp_client()
+    tx = c.begin()
+    for i in range(3):
+        c.send(q, f"t{i}", transaction=tx, headers={"persistent": "true"})
+    c.commit(tx, headers={"receipt": "r-commit"})
+    lis.wait_receipt("r-commit")
+    tx2 = c.begin()
+    c.send(q, "aborted", transaction=tx2, headers={"persistent": "true"})
+    c.abort(tx2, headers={"receipt": "r-abort"})
+    lis.wait_receipt("r-abort")
+    b2 = _restart(broker, broker_factory, "kill")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, q)
+    l2.wait_messages(3)
+    assert [m.body for m in l2.quiet_for(0.5)] == ["t0", "t1", "t2"]
+
+
+def test_delivered_unacked_messages_come_back_after_sigkill(broker, broker_factory, stomp_client):
+    q = f"/queue/{uniq('dur')}"
+    c, lis = stomp_client()
+    for i in range(3):
+        send_sync(c, lis, q, f"u{i}", headers={"persistent": "true"})
+    subscribe_sync(c, lis, q, ack="client-individual")
+    lis.wait_messages(3)  # delivered, never acked
+    b2 = _restart(broker, broker_factory, "kill")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, q, ack="client-individual")
+    l2.wait_messages(3)
+    assert [m.body for m in l2.quiet_for(0.3)] == ["u0", "u1", "u2"]
+
+
+def test_auto_acked_messages_stay_gone_after_restart(broker, broker_factory, stomp_client):
+    q = f"/queue/{uniq('dur')}"
+    c, lis = stomp_client()
+    for i in range(3):
+        send_sync(c, lis, q, f"auto{i}", headers={"persistent": "true"})
+    subscribe_sync(c, lis, q, ack="auto")
+    lis.wait_messages(3)  # delivered with ack:auto = settled
+    b2 = _restart(broker, broker_factory, "term")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, q, ack="auto")
+    assert [m.body for m in l2.quiet_for(0.5)] == [], \
+        "auto-acked persistent messages were delivered again after a clean restart"
+
+
+def test_queue_declaration_survives_restart(broker, broker_factory, stomp_client):
+    """/queue/NAME declares a durable queue: after a restart /amq/queue/NAME still exists."""
+    name = uniq("decl")
+    c, lis = stomp_client()
+    send_sync(c, lis, f"/queue/{name}", "x", headers={"persistent": "true"})
+    subscribe_sync(c, lis, f"/queue/{name}", ack="client-individual")
+    (m,) = lis.wait_messages(1)
+    rid = uniq("rack")
+    c.ack(*ack_args(m, "1.2"), receipt=rid)
+    lis.wait_receipt(rid)  # the queue is now empty
+    b2 = _restart(broker, broker_factory, "term")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, f"/amq/queue/{name}")  # ERROR (no receipt) if the queue was lost
+    assert l2.errors == []
+    send_sync(c2, l2, f"/amq/queue/{name}", "after restart")
+    l2.wait_messages(1)
+    assert [m.body for m in l2.quiet_for(0.3)] == ["after restart"]
