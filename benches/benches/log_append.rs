@@ -46,10 +46,7 @@ fn enqueue(msg_id: u64, len: usize) -> Record {
 }
 
 fn config(dir: &Path) -> LogConfig {
-    LogConfig {
-        segment_size_bytes: SEGMENT_SIZE_BYTES,
-        ..LogConfig::new(dir)
-    }
+    LogConfig { segment_size_bytes: SEGMENT_SIZE_BYTES, ..LogConfig::new(dir) }
 }
 
 /// A log in a fresh sub-directory of `root` that is replaced once it grows past
@@ -62,11 +59,7 @@ struct RollingLog {
 
 impl RollingLog {
     fn new() -> RollingLog {
-        let mut rolling = RollingLog {
-            root: scratch_dir(),
-            generation: 0,
-            log: None,
-        };
+        let mut rolling = RollingLog { root: scratch_dir(), generation: 0, log: None };
         rolling.reset();
         rolling
     }
@@ -86,10 +79,7 @@ impl RollingLog {
 
     /// The log, recreated first if it has grown past the cap.
     fn log(&mut self) -> &mut ShardLog {
-        let full = self
-            .log
-            .as_ref()
-            .is_some_and(|l| l.appended_offset().0 >= LOG_RESET_BYTES);
+        let full = self.log.as_ref().is_some_and(|l| l.appended_offset().0 >= LOG_RESET_BYTES);
         if full {
             self.reset();
         }

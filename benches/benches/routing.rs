@@ -108,9 +108,7 @@ fn topic_match(c: &mut Criterion) {
 
 fn place(c: &mut Criterion) {
     let placement = Placement::new(SHARD_COUNT, HashMap::new());
-    let names: Vec<String> = (0..PLACEMENT_NAME_COUNT)
-        .map(|i| format!("orders.region-{}.queue-{i}", i % 7))
-        .collect();
+    let names: Vec<String> = (0..PLACEMENT_NAME_COUNT).map(|i| format!("orders.region-{}.queue-{i}", i % 7)).collect();
     let mut group = c.benchmark_group("placement");
     let count = u64::try_from(names.len()).expect("count fits u64");
     group.throughput(Throughput::Elements(count));

@@ -43,17 +43,13 @@ fn codec(c: &mut Criterion) {
         });
 
         let mut out = Vec::with_capacity(wire.len());
-        group.bench_with_input(
-            BenchmarkId::new("encode_send", &label),
-            &frame,
-            |b, frame| {
-                b.iter(|| {
-                    out.clear();
-                    encode(black_box(frame), version, &mut out);
-                    black_box(out.len())
-                });
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("encode_send", &label), &frame, |b, frame| {
+            b.iter(|| {
+                out.clear();
+                encode(black_box(frame), version, &mut out);
+                black_box(out.len())
+            });
+        });
     }
     group.finish();
 }

@@ -9,20 +9,12 @@ pub const BODY_SIZES_BYTES: [usize; 3] = [16, 1024, 64 * 1024];
 
 /// A deterministic body of `len` bytes (printable, so codecs see realistic data).
 pub fn body(len: usize) -> Bytes {
-    Bytes::from(
-        (0..len)
-            .map(|i| b'a' + u8::try_from(i % 26).expect("i % 26 < 256"))
-            .collect::<Vec<u8>>(),
-    )
+    Bytes::from((0..len).map(|i| b'a' + u8::try_from(i % 26).expect("i % 26 < 256")).collect::<Vec<u8>>())
 }
 
 /// A short human label for a byte size (`16B`, `1KiB`, `64KiB`).
 pub fn size_label(len: usize) -> String {
-    if len >= 1024 && len.is_multiple_of(1024) {
-        format!("{}KiB", len / 1024)
-    } else {
-        format!("{len}B")
-    }
+    if len >= 1024 && len.is_multiple_of(1024) { format!("{}KiB", len / 1024) } else { format!("{len}B") }
 }
 
 #[cfg(test)]

@@ -17,21 +17,15 @@ pub struct BrokerSample {
 pub fn sample(pid: u32) -> Result<BrokerSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat (is --broker-pid right?)"))?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("read /proc/{pid}/status"))?;
-    Ok(BrokerSample {
-        cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks_per_s(),
-        peak_rss_kib: vm_hwm_kib(&status)?,
-    })
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read /proc/{pid}/status"))?;
+    Ok(BrokerSample { cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks_per_s(), peak_rss_kib: vm_hwm_kib(&status)? })
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks.
 fn cpu_ticks(stat: &str) -> Result<u64> {
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let rest = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| anyhow!("malformed /proc stat line"))?;
+    let rest = stat.rfind(')').map(|i| &stat[i + 1..]).ok_or_else(|| anyhow!("malformed /proc stat line"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): utime is field 14 -> index 11, stime index 12.
     let field = |i: usize| -> Result<u64> {
@@ -46,16 +40,8 @@ fn cpu_ticks(stat: &str) -> Result<u64> {
 
 /// `VmHWM` of a `/proc/PID/status` file, in KiB.
 fn vm_hwm_kib(status: &str) -> Result<u64> {
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow!("no VmHWM in /proc status"))?;
-    line.trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .context("non-numeric VmHWM")
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow!("no VmHWM in /proc status"))?;
+    line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().context("non-numeric VmHWM")
 }
 
 fn clock_ticks_per_s() -> f64 {
@@ -70,8 +56,7 @@ mod tests {
 
     #[test]
     fn parses_stat_with_spaces_in_name() {
-        let stat =
-            "1234 (ferry shard 0) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
+        let stat = "1234 (ferry shard 0) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
         assert_eq!(cpu_ticks(stat).ok(), Some(300));
         assert!(cpu_ticks("garbage").is_err());
     }

@@ -115,9 +115,7 @@ impl SeqChecker {
         let index = u64::from(producer) * self.messages_per_producer + seq;
         let index = usize::try_from(index).expect("index fits usize");
         let before = self.counts[index]
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(c.saturating_add(1))
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_add(1)))
             .expect("closure always returns Some");
         if before == 0 {
             self.unique.fetch_add(1, Ordering::Relaxed);
@@ -143,10 +141,7 @@ impl SeqChecker {
             let first = producer as u64 * self.messages_per_producer;
             let range = usize::try_from(first).expect("index fits usize")
                 ..usize::try_from(first + count).expect("index fits usize");
-            lost += self.counts[range]
-                .iter()
-                .filter(|c| c.load(Ordering::Relaxed) == 0)
-                .count() as u64;
+            lost += self.counts[range].iter().filter(|c| c.load(Ordering::Relaxed) == 0).count() as u64;
         }
         Verdict {
             expected: self.expected(),
@@ -170,13 +165,8 @@ pub struct OrderTracker {
 
 impl OrderTracker {
     pub fn new(producers: u32, queues: u32) -> OrderTracker {
-        let streams = usize::try_from(u64::from(producers) * u64::from(queues))
-            .expect("stream count fits usize");
-        OrderTracker {
-            queues,
-            last: vec![None; streams],
-            reordered: 0,
-        }
+        let streams = usize::try_from(u64::from(producers) * u64::from(queues)).expect("stream count fits usize");
+        OrderTracker { queues, last: vec![None; streams], reordered: 0 }
     }
 
     /// Notes `seq` from `producer` on `queue` (an expected message, first copy or not).
@@ -184,10 +174,7 @@ impl OrderTracker {
     /// (a redelivered duplicate is counted by the checker, not here).
     pub fn observe(&mut self, producer: u32, seq: u64, queue: u32, seen: Seen) {
         let stream = u64::from(producer) * u64::from(self.queues) + u64::from(queue);
-        let Some(last) = usize::try_from(stream)
-            .ok()
-            .and_then(|i| self.last.get_mut(i))
-        else {
+        let Some(last) = usize::try_from(stream).ok().and_then(|i| self.last.get_mut(i)) else {
             return;
         };
         match *last {
@@ -217,10 +204,7 @@ mod tests {
         let body = payload(7, 123_456, 64);
         assert_eq!(body.len(), 64);
         assert_eq!(parse_stamp(&body), Some((7, 123_456)));
-        assert_eq!(
-            parse_stamp(&payload(PRODUCER_COUNT_MAX, SEQ_MAX, 16)),
-            Some((0xffff, SEQ_MAX))
-        );
+        assert_eq!(parse_stamp(&payload(PRODUCER_COUNT_MAX, SEQ_MAX, 16)), Some((0xffff, SEQ_MAX)));
         assert_eq!(parse_stamp(b"short"), None);
         assert_eq!(parse_stamp(b"zzzz000000000000"), None);
     }
@@ -242,14 +226,7 @@ mod tests {
             deliver(&checker, &mut order, 1, seq);
         }
         let verdict = checker.verdict(order.reordered(), &[10, 10]);
-        assert_eq!(
-            verdict,
-            Verdict {
-                expected: 20,
-                received_unique: 20,
-                ..Verdict::default()
-            }
-        );
+        assert_eq!(verdict, Verdict { expected: 20, received_unique: 20, ..Verdict::default() });
     }
 
     #[test]
@@ -303,26 +280,15 @@ mod tests {
         deliver(&checker, &mut order, 1, 0);
         let verdict = checker.verdict(order.reordered(), &[5, 1]);
         assert_eq!(verdict.not_sent, 14);
-        assert_eq!(
-            verdict.lost, 1,
-            "producer 0's seq 4 was sent and never arrived"
-        );
+        assert_eq!(verdict.lost, 1, "producer 0's seq 4 was sent and never arrived");
         assert_eq!(verdict.received_unique, 5);
     }
 
     #[test]
     fn rejects_unexpected_messages() {
         let checker = SeqChecker::new(1, 4, 2);
-        assert_eq!(
-            checker.record(1, 0, 1),
-            Seen::Unexpected,
-            "unknown producer"
-        );
-        assert_eq!(
-            checker.record(0, 4, 0),
-            Seen::Unexpected,
-            "seq out of range"
-        );
+        assert_eq!(checker.record(1, 0, 1), Seen::Unexpected, "unknown producer");
+        assert_eq!(checker.record(0, 4, 0), Seen::Unexpected, "seq out of range");
         assert_eq!(checker.record(0, 1, 0), Seen::Unexpected, "wrong queue");
         assert_eq!(checker.record(0, 1, 1), Seen::First);
         let verdict = checker.verdict(0, &[4]);

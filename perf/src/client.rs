@@ -29,18 +29,11 @@ pub struct Target {
 impl Target {
     /// Parses `stomp://host:port` (or bare `host:port`).
     pub fn parse(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
-        let addr = url
-            .strip_prefix("stomp://")
-            .unwrap_or(url)
-            .trim_end_matches('/');
+        let addr = url.strip_prefix("stomp://").unwrap_or(url).trim_end_matches('/');
         if addr.is_empty() || !addr.contains(':') {
             bail!("--url must look like stomp://host:port, not {url:?}");
         }
-        Ok(Target {
-            addr: addr.to_owned(),
-            login,
-            passcode,
-        })
+        Ok(Target { addr: addr.to_owned(), login, passcode })
     }
 }
 
@@ -52,11 +45,8 @@ pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, Frame
         .with_context(|| format!("resolve {}", target.addr))?
         .next()
         .ok_or_else(|| anyhow!("{} resolves to nothing", target.addr))?;
-    let wait = deadline
-        .saturating_duration_since(Instant::now())
-        .max(IO_TICK);
-    let stream =
-        TcpStream::connect_timeout(&addr, wait).with_context(|| format!("connect to {addr}"))?;
+    let wait = deadline.saturating_duration_since(Instant::now()).max(IO_TICK);
+    let stream = TcpStream::connect_timeout(&addr, wait).with_context(|| format!("connect to {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TICK))?;
     stream.set_write_timeout(Some(IO_TICK))?;
@@ -190,10 +180,7 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     fn new(stream: TcpStream) -> FrameWriter {
-        FrameWriter {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK_BYTES),
-        }
+        FrameWriter { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES) }
     }
 
     /// Encodes `frame` into the pending buffer (nothing is written yet).
@@ -238,17 +225,10 @@ mod tests {
     #[test]
     fn parses_urls() {
         assert_eq!(
-            Target::parse("stomp://127.0.0.1:61613", None, None)
-                .map(|t| t.addr)
-                .ok(),
+            Target::parse("stomp://127.0.0.1:61613", None, None).map(|t| t.addr).ok(),
             Some("127.0.0.1:61613".to_owned())
         );
-        assert_eq!(
-            Target::parse("localhost:1/", None, None)
-                .map(|t| t.addr)
-                .ok(),
-            Some("localhost:1".to_owned())
-        );
+        assert_eq!(Target::parse("localhost:1/", None, None).map(|t| t.addr).ok(), Some("localhost:1".to_owned()));
         assert!(Target::parse("stomp://", None, None).is_err());
         assert!(Target::parse("nohost", None, None).is_err());
     }

@@ -86,21 +86,10 @@ pub fn run(
             return Err(e);
         }
     };
-    let mut progress = Progress {
-        order: OrderTracker::new(config.producers, config.queue_count),
-        last_new_at: None,
-    };
+    let mut progress = Progress { order: OrderTracker::new(config.producers, config.queue_count), last_new_at: None };
     let mut last_any_at = Instant::now();
     let result = loop {
-        match drain_buffered(
-            config,
-            &mut reader,
-            &mut writer,
-            checker,
-            &mut progress,
-            shared,
-            deadline,
-        ) {
+        match drain_buffered(config, &mut reader, &mut writer, checker, &mut progress, shared, deadline) {
             Ok(0) => {}
             Ok(_) => last_any_at = Instant::now(),
             Err(e) => break Err(e),
@@ -108,13 +97,8 @@ pub fn run(
         if let Err(e) = writer.flush(deadline) {
             break Err(e);
         }
-        let idle = shared.producers_done.load(Ordering::Relaxed)
-            && last_any_at.elapsed() >= config.drain_idle;
-        if checker.unique() >= checker.expected()
-            || shared.stopped()
-            || Instant::now() >= deadline
-            || idle
-        {
+        let idle = shared.producers_done.load(Ordering::Relaxed) && last_any_at.elapsed() >= config.drain_idle;
+        if checker.unique() >= checker.expected() || shared.stopped() || Instant::now() >= deadline || idle {
             break Ok(());
         }
         if let Err(e) = reader.fill() {
@@ -128,20 +112,13 @@ pub fn run(
             shared.request_stop();
         }
     }
-    Ok(ConsumerOutcome {
-        reordered: progress.order.reordered(),
-        last_new_at: progress.last_new_at,
-    })
+    Ok(ConsumerOutcome { reordered: progress.order.reordered(), last_new_at: progress.last_new_at })
 }
 
 /// Subscription ids are `perf-<queue index>`, so a MESSAGE names the queue it came from.
 const SUB_PREFIX: &str = "perf-";
 
-fn subscribe_all(
-    config: &ConsumerConfig,
-    target: &Target,
-    deadline: Instant,
-) -> Result<(FrameReader, FrameWriter)> {
+fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
     let (mut reader, mut writer) = connect(target, deadline)?;
     for &queue in &config.queues {
         let mut frame = Frame::new(Command::Subscribe)
@@ -203,10 +180,8 @@ fn drain_buffered(
 }
 
 fn on_message(frame: &Frame, checker: &SeqChecker, progress: &mut Progress) {
-    let queue = frame
-        .header("subscription")
-        .and_then(|id| id.strip_prefix(SUB_PREFIX))
-        .and_then(|q| q.parse::<u32>().ok());
+    let queue =
+        frame.header("subscription").and_then(|id| id.strip_prefix(SUB_PREFIX)).and_then(|q| q.parse::<u32>().ok());
     let (Some(queue), Some((producer, seq))) = (queue, parse_stamp(&frame.body)) else {
         checker.record_unexpected();
         return;

@@ -21,10 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::consumer::AckMode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferry-perf",
-    about = "Black-box load tool for Ferry and peer brokers"
-)]
+#[command(name = "ferry-perf", about = "Black-box load tool for Ferry and peer brokers")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

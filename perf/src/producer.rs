@@ -73,11 +73,7 @@ impl ReceiptBoard {
                 break;
             }
             let tick = left.min(Duration::from_millis(100));
-            state = self
-                .changed
-                .wait_timeout(state, tick)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.changed.wait_timeout(state, tick).unwrap_or_else(|p| p.into_inner()).0;
         }
         state.count
     }
@@ -95,20 +91,14 @@ pub fn run(
     let board = Arc::new(ReceiptBoard::default());
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader_thread = {
-        let (board, shared, stop, who) = (
-            Arc::clone(&board),
-            Arc::clone(shared),
-            Arc::clone(&reader_stop),
-            who.clone(),
-        );
+        let (board, shared, stop, who) =
+            (Arc::clone(&board), Arc::clone(shared), Arc::clone(&reader_stop), who.clone());
         std::thread::Builder::new()
             .name(format!("{who} receipts"))
             .spawn(move || read_receipts(reader, &board, &shared, &stop, &who, deadline))?
     };
 
-    let destinations: Vec<String> = (0..config.queues)
-        .map(|q| format!("/queue/perf-{q}"))
-        .collect();
+    let destinations: Vec<String> = (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect();
     let content_length = config.size.to_string();
     let mut sent = 0u64;
     let mut result = Ok(());
@@ -147,11 +137,7 @@ pub fn run(
     if result.is_ok() {
         result = writer.flush(deadline);
     }
-    let receipted = if config.receipts {
-        board.wait(deadline, |s| s.count >= sent)
-    } else {
-        0
-    };
+    let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
     let finished_at = Instant::now();
     if result.is_ok() {
         writer.queue(&Frame::new(Command::Disconnect).with_header("receipt", BYE));
@@ -165,12 +151,7 @@ pub fn run(
     if let Err(e) = &result {
         shared.error(&who, format!("{e:#}"));
     }
-    Ok(ProducerOutcome {
-        id: config.id,
-        sent,
-        receipted,
-        finished_at,
-    })
+    Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
 }
 
 fn read_receipts(

@@ -43,12 +43,7 @@ impl Rate {
         } else {
             (0.0, 0.0)
         };
-        Rate {
-            messages,
-            seconds,
-            msg_per_s,
-            mb_per_s,
-        }
+        Rate { messages, seconds, msg_per_s, mb_per_s }
     }
 }
 
@@ -84,8 +79,7 @@ impl Report {
         self.error_count == 0
             && !self.timed_out
             && v.not_sent == 0
-            && (!self.checked
-                || (v.lost == 0 && v.duplicated == 0 && v.reordered == 0 && v.unexpected == 0))
+            && (!self.checked || (v.lost == 0 && v.duplicated == 0 && v.reordered == 0 && v.unexpected == 0))
     }
 
     /// The human-readable table.
@@ -104,14 +98,9 @@ impl Report {
             s.persistent,
             s.receipts,
             s.ack.header(),
-            s.prefetch
-                .map_or_else(|| "default".to_owned(), |p| p.to_string()),
+            s.prefetch.map_or_else(|| "default".to_owned(), |p| p.to_string()),
         );
-        let _ = writeln!(
-            out,
-            "{:<10} {:>12} {:>9} {:>12} {:>9}",
-            "", "messages", "seconds", "msg/s", "MB/s"
-        );
+        let _ = writeln!(out, "{:<10} {:>12} {:>9} {:>12} {:>9}", "", "messages", "seconds", "msg/s", "MB/s");
         for (name, rate) in [("sent", &self.send), ("received", &self.receive)] {
             let _ = writeln!(
                 out,
@@ -127,13 +116,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "check: expected {} not-sent {} unique {} lost {} duplicated {} reordered {} unexpected {}",
-                v.expected,
-                v.not_sent,
-                v.received_unique,
-                v.lost,
-                v.duplicated,
-                v.reordered,
-                v.unexpected
+                v.expected, v.not_sent, v.received_unique, v.lost, v.duplicated, v.reordered, v.unexpected
             );
         } else {
             let _ = writeln!(out, "check: skipped (no consumers)");
@@ -154,11 +137,7 @@ impl Report {
         if self.error_count > self.errors.len() as u64 {
             let _ = writeln!(out, "... {} errors in all", self.error_count);
         }
-        let _ = writeln!(
-            out,
-            "result: {}",
-            if self.clean() { "OK" } else { "FAILED" }
-        );
+        let _ = writeln!(out, "result: {}", if self.clean() { "OK" } else { "FAILED" });
         out
     }
 }

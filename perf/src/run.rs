@@ -55,11 +55,7 @@ fn validate(args: &ThroughputArgs) -> Result<()> {
 /// The queues consumer `id` subscribes to: its share when there are at least as many queues
 /// as consumers, otherwise one queue shared with other consumers.
 fn queues_of(id: u32, consumers: u32, queues: u32) -> Vec<u32> {
-    if consumers <= queues {
-        (id..queues).step_by(consumers as usize).collect()
-    } else {
-        vec![id % queues]
-    }
+    if consumers <= queues { (id..queues).step_by(consumers as usize).collect() } else { vec![id % queues] }
 }
 
 /// Runs the scenario and prints the report (stdout, and JSON with `--json`).
@@ -87,16 +83,7 @@ pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
     }
     let after = args.broker_pid.map(broker_stats::sample).transpose()?;
 
-    let report = build_report(
-        args,
-        &checker,
-        &shared,
-        send_start,
-        &produced,
-        &consumed,
-        timed_out,
-        before.zip(after),
-    );
+    let report = build_report(args, &checker, &shared, send_start, &produced, &consumed, timed_out, before.zip(after));
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -124,12 +111,8 @@ fn start_consumers(
             prefetch: args.prefetch,
             drain_idle: Duration::from_secs(args.drain_idle_s),
         };
-        let (target, checker, shared, ready) = (
-            target.clone(),
-            Arc::clone(checker),
-            Arc::clone(shared),
-            ready_tx.clone(),
-        );
+        let (target, checker, shared, ready) =
+            (target.clone(), Arc::clone(checker), Arc::clone(shared), ready_tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("consumer {id}"))
             .spawn(move || consumer::run(&config, &target, &checker, &shared, &ready, deadline))?;
@@ -138,9 +121,8 @@ fn start_consumers(
     drop(ready_tx);
     for _ in 0..args.consumers {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let outcome = ready_rx
-            .recv_timeout(wait)
-            .map_err(|_| anyhow!("consumers were not subscribed before the deadline"));
+        let outcome =
+            ready_rx.recv_timeout(wait).map_err(|_| anyhow!("consumers were not subscribed before the deadline"));
         if let Err(e) = outcome.and_then(|r| r.map_err(|e| anyhow!(e))) {
             shared.request_stop();
             for handle in handles {
@@ -192,11 +174,7 @@ fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, kind: &str)
 }
 
 /// Prints one progress line a second to stderr until the run stops.
-fn start_progress(
-    shared: &Arc<Shared>,
-    checker: &Arc<SeqChecker>,
-    since: Instant,
-) -> JoinHandle<()> {
+fn start_progress(shared: &Arc<Shared>, checker: &Arc<SeqChecker>, since: Instant) -> JoinHandle<()> {
     let (shared, checker) = (Arc::clone(shared), Arc::clone(checker));
     std::thread::spawn(move || {
         let (mut last_sent, mut last_received) = (0, 0);
@@ -234,8 +212,7 @@ fn build_report(
     timed_out: bool,
     broker: Option<(BrokerSample, BrokerSample)>,
 ) -> Report {
-    let secs_since =
-        |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(send_start).as_secs_f64());
+    let secs_since = |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(send_start).as_secs_f64());
     let sent: u64 = produced.iter().map(|p| p.sent).sum();
     let send_end = produced.iter().map(|p| p.finished_at).max();
     let receive_end = consumed.iter().filter_map(|c| c.last_new_at).max();

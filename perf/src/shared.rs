@@ -54,9 +54,6 @@ impl Shared {
 
     /// The kept error messages and the total count.
     pub fn errors(&self) -> (Vec<String>, u64) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

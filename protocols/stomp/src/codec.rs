@@ -70,12 +70,7 @@ impl Decoder {
     }
 
     /// Decodes the frame or heart-beat at the start of `buf`, resuming a previous scan.
-    pub fn decode(
-        &mut self,
-        buf: &[u8],
-        version: Version,
-        limits: &Limits,
-    ) -> Result<Decoded, FrameError> {
+    pub fn decode(&mut self, buf: &[u8], version: Version, limits: &Limits) -> Result<Decoded, FrameError> {
         if buf.len() < self.seen {
             self.state = State::Fresh;
         }
@@ -88,12 +83,7 @@ impl Decoder {
         result
     }
 
-    fn step(
-        &mut self,
-        buf: &[u8],
-        version: Version,
-        limits: &Limits,
-    ) -> Result<Decoded, FrameError> {
+    fn step(&mut self, buf: &[u8], version: Version, limits: &Limits) -> Result<Decoded, FrameError> {
         if let State::Fresh = self.state {
             if let Some(decoded) = leading_eols(buf)? {
                 return Ok(decoded);
@@ -106,13 +96,7 @@ impl Decoder {
             };
             let (command, headers) = parse_head(&buf[..start], version, limits)?;
             let length = content_length(&headers, limits)?;
-            self.state = State::Body(BodyScan {
-                command,
-                headers,
-                start,
-                length,
-                searched: start,
-            });
+            self.state = State::Body(BodyScan { command, headers, start, length, searched: start });
         }
         match &mut self.state {
             State::Body(body) => scan_body(body, buf, limits),
@@ -141,11 +125,7 @@ fn leading_eols(buf: &[u8]) -> Result<Option<Decoded>, FrameError> {
 }
 
 /// Finds the blank line ending the header section; returns the body's start offset.
-fn scan_head(
-    scan: &mut HeadScan,
-    buf: &[u8],
-    limits: &Limits,
-) -> Result<Option<usize>, FrameError> {
+fn scan_head(scan: &mut HeadScan, buf: &[u8], limits: &Limits) -> Result<Option<usize>, FrameError> {
     loop {
         let rest = buf.get(scan.searched..).unwrap_or_default();
         let Some(offset) = rest.iter().position(|&b| b == b'\n' || b == 0) else {
@@ -192,28 +172,17 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 /// Parses a complete header section (already bounded by the caps).
-fn parse_head(
-    head: &[u8],
-    version: Version,
-    limits: &Limits,
-) -> Result<(Command, Vec<(String, String)>), FrameError> {
+fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command, Vec<(String, String)>), FrameError> {
     let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
     let name = lines.next().unwrap_or_default();
     let command = Command::from_bytes(name).ok_or_else(|| unknown_command(name))?;
-    let escaping = if command.escapes_headers() {
-        version
-    } else {
-        Version::V1_0
-    };
+    let escaping = if command.escapes_headers() { version } else { Version::V1_0 };
     let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         if headers.len() >= limits.frame_header_count_max {
             return Err(FrameError::TooManyHeaders);
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(FrameError::MalformedHeader)?;
+        let colon = line.iter().position(|&b| b == b':').ok_or(FrameError::MalformedHeader)?;
         let name = unescape(&line[..colon], escaping)?;
         let value = unescape(&line[colon + 1..], escaping)?;
         headers.push((name, value));
@@ -222,10 +191,7 @@ fn parse_head(
 }
 
 /// The first `content-length` header, checked against `frame_size_bytes_max`.
-fn content_length(
-    headers: &[(String, String)],
-    limits: &Limits,
-) -> Result<Option<usize>, FrameError> {
+fn content_length(headers: &[(String, String)], limits: &Limits) -> Result<Option<usize>, FrameError> {
     let Some((_, text)) = headers.iter().find(|(n, _)| n == "content-length") else {
         return Ok(None);
     };
@@ -275,10 +241,7 @@ fn scan_body(body: &mut BodyScan, buf: &[u8], limits: &Limits) -> Result<Decoded
         headers: std::mem::take(&mut body.headers),
         body: Bytes::copy_from_slice(buf.get(body.start..end).unwrap_or_default()),
     };
-    Ok(Decoded::Frame {
-        frame,
-        consumed: end + 1,
-    })
+    Ok(Decoded::Frame { frame, consumed: end + 1 })
 }
 
 /// Appends `frame` to `out`: headers in stored order, escaped per `version` (never for
@@ -296,11 +259,7 @@ pub(crate) fn encode_parts<'a>(
     version: Version,
     out: &mut Vec<u8>,
 ) {
-    let escaping = if command.escapes_headers() {
-        version
-    } else {
-        Version::V1_0
-    };
+    let escaping = if command.escapes_headers() { version } else { Version::V1_0 };
     out.extend_from_slice(command.as_str().as_bytes());
     out.push(b'\n');
     for (name, value) in headers {

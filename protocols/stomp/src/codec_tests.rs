@@ -36,22 +36,10 @@ fn decodes_a_simple_frame() {
 #[test]
 fn eols_between_frames_are_heartbeats() {
     let l = limits();
-    assert_eq!(
-        decode(b"\n\r\n\nSEND", Version::V1_2, &l),
-        Ok(Decoded::Heartbeat { consumed: 4 })
-    );
-    assert_eq!(
-        decode(b"\r", Version::V1_2, &l),
-        Ok(Decoded::Incomplete { need: 1 })
-    );
-    assert_eq!(
-        decode(b"", Version::V1_2, &l),
-        Ok(Decoded::Incomplete { need: 1 })
-    );
-    assert_eq!(
-        decode(b"\rX", Version::V1_2, &l),
-        Err(FrameError::Malformed)
-    );
+    assert_eq!(decode(b"\n\r\n\nSEND", Version::V1_2, &l), Ok(Decoded::Heartbeat { consumed: 4 }));
+    assert_eq!(decode(b"\r", Version::V1_2, &l), Ok(Decoded::Incomplete { need: 1 }));
+    assert_eq!(decode(b"", Version::V1_2, &l), Ok(Decoded::Incomplete { need: 1 }));
+    assert_eq!(decode(b"\rX", Version::V1_2, &l), Err(FrameError::Malformed));
 }
 
 #[test]
@@ -74,24 +62,15 @@ fn content_length_body_may_hold_nul() {
 #[test]
 fn content_length_needs_exact_bytes_then_nul() {
     let l = limits();
-    assert_eq!(
-        decode(b"SEND\ncontent-length:5\n\nab", Version::V1_2, &l),
-        Ok(Decoded::Incomplete { need: 4 })
-    );
-    assert_eq!(
-        error_of(b"SEND\ncontent-length:2\n\nabc\0", Version::V1_2),
-        FrameError::MissingNul
-    );
+    assert_eq!(decode(b"SEND\ncontent-length:5\n\nab", Version::V1_2, &l), Ok(Decoded::Incomplete { need: 4 }));
+    assert_eq!(error_of(b"SEND\ncontent-length:2\n\nabc\0", Version::V1_2), FrameError::MissingNul);
 }
 
 #[test]
 fn malformed_content_length_is_rejected() {
     for text in ["x", "-1", "", "1 2", "0x10"] {
         let bytes = format!("SEND\ncontent-length:{text}\n\n\0");
-        assert_eq!(
-            error_of(bytes.as_bytes(), Version::V1_2),
-            FrameError::BadContentLength
-        );
+        assert_eq!(error_of(bytes.as_bytes(), Version::V1_2), FrameError::BadContentLength);
     }
 }
 
@@ -99,24 +78,15 @@ fn malformed_content_length_is_rejected() {
 fn oversize_content_length_is_rejected_before_the_body_arrives() {
     let bytes = b"SEND\ncontent-length:99999999999999999999999\n\n";
     assert_eq!(error_of(bytes, Version::V1_2), FrameError::FrameTooLarge);
-    let too_big = format!(
-        "SEND\ncontent-length:{}\n\n",
-        limits().frame_size_bytes_max + 1
-    );
-    assert_eq!(
-        error_of(too_big.as_bytes(), Version::V1_2),
-        FrameError::FrameTooLarge
-    );
+    let too_big = format!("SEND\ncontent-length:{}\n\n", limits().frame_size_bytes_max + 1);
+    assert_eq!(error_of(too_big.as_bytes(), Version::V1_2), FrameError::FrameTooLarge);
 }
 
 #[test]
 fn body_without_nul_is_capped() {
     let mut bytes = b"SEND\n\n".to_vec();
     bytes.resize(bytes.len() + limits().frame_size_bytes_max, b'x');
-    assert_eq!(
-        decode(&bytes, Version::V1_2, &limits()),
-        Ok(Decoded::Incomplete { need: 1 })
-    );
+    assert_eq!(decode(&bytes, Version::V1_2, &limits()), Ok(Decoded::Incomplete { need: 1 }));
     bytes.push(b'x');
     assert_eq!(error_of(&bytes, Version::V1_2), FrameError::FrameTooLarge);
 }
@@ -147,65 +117,39 @@ fn header_count_at_the_cap_is_fine() {
 
 #[test]
 fn unknown_command_is_rejected_early() {
-    assert!(
-        matches!(error_of(b"FOO\n\n\0", Version::V1_2), FrameError::UnknownCommand(n) if n == "FOO")
-    );
-    assert!(matches!(
-        error_of(b"GET / HTTP/1.1", Version::V1_2),
-        FrameError::UnknownCommand(_)
-    ));
-    assert!(matches!(
-        error_of(b"send\n\n\0", Version::V1_2),
-        FrameError::UnknownCommand(_)
-    ));
+    assert!(matches!(error_of(b"FOO\n\n\0", Version::V1_2), FrameError::UnknownCommand(n) if n == "FOO"));
+    assert!(matches!(error_of(b"GET / HTTP/1.1", Version::V1_2), FrameError::UnknownCommand(_)));
+    assert!(matches!(error_of(b"send\n\n\0", Version::V1_2), FrameError::UnknownCommand(_)));
 }
 
 #[test]
 fn header_line_without_colon_is_rejected() {
     for version in Version::ALL {
-        assert_eq!(
-            error_of(b"SEND\nnocolon\n\n\0", version),
-            FrameError::MalformedHeader
-        );
+        assert_eq!(error_of(b"SEND\nnocolon\n\n\0", version), FrameError::MalformedHeader);
     }
 }
 
 #[test]
 fn nul_in_header_section_is_rejected() {
-    assert_eq!(
-        error_of(b"SEND\na:b\0", Version::V1_2),
-        FrameError::Malformed
-    );
+    assert_eq!(error_of(b"SEND\na:b\0", Version::V1_2), FrameError::Malformed);
 }
 
 #[test]
 fn invalid_utf8_header_is_rejected() {
-    assert_eq!(
-        error_of(b"SEND\na:\xff\n\n\0", Version::V1_2),
-        FrameError::InvalidUtf8
-    );
+    assert_eq!(error_of(b"SEND\na:\xff\n\n\0", Version::V1_2), FrameError::InvalidUtf8);
 }
 
 #[test]
 fn escapes_are_decoded_per_version() {
     let raw = b"SEND\na\\cb:x\\ny\\\\z\n\n\0";
     let (v10, _) = frame_of(raw, Version::V1_0);
-    assert_eq!(
-        v10.headers[0],
-        ("a\\cb".to_owned(), "x\\ny\\\\z".to_owned())
-    );
+    assert_eq!(v10.headers[0], ("a\\cb".to_owned(), "x\\ny\\\\z".to_owned()));
     let (v11, _) = frame_of(raw, Version::V1_1);
     assert_eq!(v11.headers[0], ("a:b".to_owned(), "x\ny\\z".to_owned()));
-    assert_eq!(
-        error_of(b"SEND\na:\\r\n\n\0", Version::V1_1),
-        FrameError::InvalidEscape
-    );
+    assert_eq!(error_of(b"SEND\na:\\r\n\n\0", Version::V1_1), FrameError::InvalidEscape);
     let (v12, _) = frame_of(b"SEND\na:\\r\n\n\0", Version::V1_2);
     assert_eq!(v12.header("a"), Some("\r"));
-    assert_eq!(
-        error_of(b"SEND\na:\\t\n\n\0", Version::V1_2),
-        FrameError::InvalidEscape
-    );
+    assert_eq!(error_of(b"SEND\na:\\t\n\n\0", Version::V1_2), FrameError::InvalidEscape);
 }
 
 #[test]
@@ -269,10 +213,7 @@ fn incremental_decoder_resumes_and_matches_one_shot() {
     let mut decoder = Decoder::new();
     for end in 0..bytes.len() {
         let step = decoder.decode(&bytes[..end], Version::V1_2, &limits());
-        assert!(
-            matches!(step, Ok(Decoded::Incomplete { .. })),
-            "{end}: {step:?}"
-        );
+        assert!(matches!(step, Ok(Decoded::Incomplete { .. })), "{end}: {step:?}");
     }
     assert_eq!(decoder.decode(bytes, Version::V1_2, &limits()), whole);
 }
@@ -282,10 +223,7 @@ fn decoder_restarts_on_a_shorter_buffer() {
     let mut decoder = Decoder::new();
     let l = limits();
     let _ = decoder.decode(b"SEND\ndest", Version::V1_2, &l);
-    assert_eq!(
-        decoder.decode(b"SE", Version::V1_2, &l),
-        Ok(Decoded::Incomplete { need: 1 })
-    );
+    assert_eq!(decoder.decode(b"SE", Version::V1_2, &l), Ok(Decoded::Incomplete { need: 1 }));
     let (frame, _) = match decoder.decode(b"SEND\n\n\0", Version::V1_2, &l) {
         Ok(Decoded::Frame { frame, consumed }) => (frame, consumed),
         other => panic!("{other:?}"),

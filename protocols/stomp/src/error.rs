@@ -71,12 +71,7 @@ pub(crate) struct Rejection {
 
 impl Rejection {
     pub fn new(message: impl Into<String>, detail: impl Into<String>) -> Rejection {
-        Rejection {
-            message: message.into(),
-            detail: detail.into(),
-            receipt: None,
-            headers: Vec::new(),
-        }
+        Rejection { message: message.into(), detail: detail.into(), receipt: None, headers: Vec::new() }
     }
 
     pub fn with_receipt(mut self, receipt: Option<&str>) -> Rejection {

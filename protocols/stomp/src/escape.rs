@@ -63,24 +63,15 @@ mod tests {
 
     #[test]
     fn v1_0_has_no_escapes() {
-        assert_eq!(
-            unescape(br"a\nb\q", Version::V1_0),
-            Ok(r"a\nb\q".to_owned())
-        );
+        assert_eq!(unescape(br"a\nb\q", Version::V1_0), Ok(r"a\nb\q".to_owned()));
         assert_eq!(escaped("a:b\\c", Version::V1_0), "a:b\\c");
         assert_eq!(escaped("a\nb\rc", Version::V1_0), "a b c");
     }
 
     #[test]
     fn v1_1_escapes_lf_colon_backslash() {
-        assert_eq!(
-            unescape(br"a\nb\cc\\d", Version::V1_1),
-            Ok("a\nb:c\\d".to_owned())
-        );
-        assert_eq!(
-            unescape(br"a\rb", Version::V1_1),
-            Err(FrameError::InvalidEscape)
-        );
+        assert_eq!(unescape(br"a\nb\cc\\d", Version::V1_1), Ok("a\nb:c\\d".to_owned()));
+        assert_eq!(unescape(br"a\rb", Version::V1_1), Err(FrameError::InvalidEscape));
         assert_eq!(escaped("a\nb:c\\d", Version::V1_1), r"a\nb\cc\\d");
         assert_eq!(escaped("a\rb", Version::V1_1), "a\rb");
     }
@@ -101,14 +92,8 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_rejected() {
-        assert_eq!(
-            unescape(b"\xff", Version::V1_0),
-            Err(FrameError::InvalidUtf8)
-        );
-        assert_eq!(
-            unescape(b"\xc3", Version::V1_2),
-            Err(FrameError::InvalidUtf8)
-        );
+        assert_eq!(unescape(b"\xff", Version::V1_0), Err(FrameError::InvalidUtf8));
+        assert_eq!(unescape(b"\xc3", Version::V1_2), Err(FrameError::InvalidUtf8));
     }
 
     #[test]

@@ -29,9 +29,7 @@ impl AckMode {
     /// Parses an `ack` header value. `client-individual` is accepted on 1.0 too, as
     /// RabbitMQ does.
     pub fn parse(text: &str) -> Option<AckMode> {
-        [AckMode::Auto, AckMode::Client, AckMode::ClientIndividual]
-            .into_iter()
-            .find(|m| m.as_str() == text)
+        [AckMode::Auto, AckMode::Client, AckMode::ClientIndividual].into_iter().find(|m| m.as_str() == text)
     }
 }
 
@@ -125,47 +123,24 @@ pub(crate) fn interpret(frame: Frame, version: Version) -> Result<Event, Rejecti
             },
             receipt,
         },
-        Command::Ack => Event::Ack {
-            id: ack_id(&frame, version)?,
-            transaction: optional(&frame, "transaction"),
-            receipt,
-        },
+        Command::Ack => {
+            Event::Ack { id: ack_id(&frame, version)?, transaction: optional(&frame, "transaction"), receipt }
+        }
         Command::Nack if version != Version::V1_0 => Event::Nack {
             id: ack_id(&frame, version)?,
             transaction: optional(&frame, "transaction"),
             receipt,
             headers: frame.headers,
         },
-        Command::Begin => Event::Begin {
-            transaction: required(&frame, "transaction")?,
-            receipt,
-        },
-        Command::Commit => Event::Commit {
-            transaction: required(&frame, "transaction")?,
-            receipt,
-        },
-        Command::Abort => Event::Abort {
-            transaction: required(&frame, "transaction")?,
-            receipt,
-        },
+        Command::Begin => Event::Begin { transaction: required(&frame, "transaction")?, receipt },
+        Command::Commit => Event::Commit { transaction: required(&frame, "transaction")?, receipt },
+        Command::Abort => Event::Abort { transaction: required(&frame, "transaction")?, receipt },
         Command::Disconnect => Event::Disconnect { receipt },
         Command::Connect | Command::Stomp => {
-            return Err(reject(
-                &frame,
-                "Already connected",
-                "Received a second CONNECT",
-            ));
+            return Err(reject(&frame, "Already connected", "Received a second CONNECT"));
         }
-        Command::Nack
-        | Command::Connected
-        | Command::Message
-        | Command::Receipt
-        | Command::Error => {
-            let detail = format!(
-                "{} is not a client command in STOMP {}",
-                frame.command.as_str(),
-                version.as_str()
-            );
+        Command::Nack | Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+            let detail = format!("{} is not a client command in STOMP {}", frame.command.as_str(), version.as_str());
             return Err(reject(&frame, "Unknown STOMP command", detail));
         }
     };
@@ -186,13 +161,7 @@ fn subscribe(frame: Frame, version: Version, receipt: Option<String>) -> Result<
             reject(&frame, "Invalid ack header", detail)
         })?,
     };
-    Ok(Event::Subscribe {
-        id,
-        destination,
-        ack,
-        receipt,
-        headers: frame.headers,
-    })
+    Ok(Event::Subscribe { id, destination, ack, receipt, headers: frame.headers })
 }
 
 /// ACK/NACK: `id` on 1.2, `message-id` on 1.0 and 1.1.
@@ -219,10 +188,7 @@ fn required_either(frame: &Frame, first: &str, second: &str) -> Result<String, R
 }
 
 fn missing(frame: &Frame, name: &str) -> Rejection {
-    let detail = format!(
-        "{} frames must have a '{name}' header",
-        frame.command.as_str()
-    );
+    let detail = format!("{} frames must have a '{name}' header", frame.command.as_str());
     reject(frame, format!("Missing '{name}' header"), detail)
 }
 

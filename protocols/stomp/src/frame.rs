@@ -97,9 +97,7 @@ impl Command {
 
     /// Parses a command line (without its EOL). Case-sensitive, as the spec requires.
     pub fn from_bytes(name: &[u8]) -> Option<Command> {
-        Command::ALL
-            .into_iter()
-            .find(|c| c.as_str().as_bytes() == name)
+        Command::ALL.into_iter().find(|c| c.as_str().as_bytes() == name)
     }
 
     /// Whether header names and values of this command are escaped (1.1+). CONNECT, STOMP
@@ -110,10 +108,7 @@ impl Command {
 
     /// Whether a client may send this command.
     pub fn is_client(self) -> bool {
-        !matches!(
-            self,
-            Command::Connected | Command::Message | Command::Receipt | Command::Error
-        )
+        !matches!(self, Command::Connected | Command::Message | Command::Receipt | Command::Error)
     }
 }
 
@@ -128,11 +123,7 @@ pub struct Frame {
 impl Frame {
     /// A frame with no headers and an empty body.
     pub fn new(command: Command) -> Frame {
-        Frame {
-            command,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Frame { command, headers: Vec::new(), body: Bytes::new() }
     }
 
     /// Appends a header (builder style).
@@ -149,10 +140,7 @@ impl Frame {
 
     /// The value of the first header called `name` (STOMP 1.2: the first occurrence wins).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -163,10 +151,7 @@ mod tests {
     #[test]
     fn command_names_round_trip() {
         for command in Command::ALL {
-            assert_eq!(
-                Command::from_bytes(command.as_str().as_bytes()),
-                Some(command)
-            );
+            assert_eq!(Command::from_bytes(command.as_str().as_bytes()), Some(command));
             assert!(command.as_str().len() <= Command::NAME_BYTES_MAX);
         }
         assert_eq!(Command::from_bytes(b"send"), None);
@@ -175,9 +160,7 @@ mod tests {
 
     #[test]
     fn first_header_occurrence_wins() {
-        let frame = Frame::new(Command::Send)
-            .with_header("foo", "first")
-            .with_header("foo", "second");
+        let frame = Frame::new(Command::Send).with_header("foo", "first").with_header("foo", "second");
         assert_eq!(frame.header("foo"), Some("first"));
         assert_eq!(frame.header("bar"), None);
     }

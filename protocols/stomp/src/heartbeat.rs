@@ -18,10 +18,7 @@ impl HeartBeat {
     /// The server's reply to a client's `cx,cy`.
     pub fn negotiate(client_send_ms: u32, client_receive_ms: u32, min_ms: u32) -> HeartBeat {
         let raise = |ms: u32| if ms == 0 { 0 } else { ms.max(min_ms) };
-        HeartBeat {
-            send_ms: raise(client_receive_ms),
-            receive_ms: raise(client_send_ms),
-        }
+        HeartBeat { send_ms: raise(client_receive_ms), receive_ms: raise(client_send_ms) }
     }
 
     /// The `heart-beat` header value of CONNECTED.
@@ -35,11 +32,7 @@ pub(crate) fn parse(value: &str) -> Option<(u32, u32)> {
     let (cx, cy) = value.split_once(',')?;
     let number = |text: &str| {
         let text = text.trim();
-        if text.bytes().all(|b| b.is_ascii_digit()) {
-            text.parse::<u32>().ok()
-        } else {
-            None
-        }
+        if text.bytes().all(|b| b.is_ascii_digit()) { text.parse::<u32>().ok() } else { None }
     };
     Some((number(cx)?, number(cy)?))
 }
@@ -54,11 +47,7 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub fn new(beat: HeartBeat, now: Instant) -> Timers {
-        Timers {
-            beat,
-            last_sent: now,
-            last_received: now,
-        }
+        Timers { beat, last_sent: now, last_received: now }
     }
 
     /// When an EOL must be sent if nothing else has been.
@@ -103,51 +92,24 @@ mod tests {
     #[test]
     fn negotiation_swaps_and_raises() {
         let beat = HeartBeat::negotiate(4_000, 6_000, 100);
-        assert_eq!(
-            beat,
-            HeartBeat {
-                send_ms: 6_000,
-                receive_ms: 4_000
-            }
-        );
+        assert_eq!(beat, HeartBeat { send_ms: 6_000, receive_ms: 4_000 });
         assert_eq!(beat.header_value(), "6000,4000");
         let raised = HeartBeat::negotiate(5, 0, 100);
-        assert_eq!(
-            raised,
-            HeartBeat {
-                send_ms: 0,
-                receive_ms: 100
-            }
-        );
+        assert_eq!(raised, HeartBeat { send_ms: 0, receive_ms: 100 });
     }
 
     #[test]
     fn timers_follow_last_activity() {
         let t0 = Instant::now();
-        let mut timers = Timers::new(
-            HeartBeat {
-                send_ms: 100,
-                receive_ms: 50,
-            },
-            t0,
-        );
+        let mut timers = Timers::new(HeartBeat { send_ms: 100, receive_ms: 50 }, t0);
         assert_eq!(timers.send_due(), Some(t0 + Duration::from_millis(100)));
-        assert_eq!(
-            timers.receive_deadline(),
-            Some(t0 + Duration::from_millis(100))
-        );
+        assert_eq!(timers.receive_deadline(), Some(t0 + Duration::from_millis(100)));
         timers.on_sent(t0 + Duration::from_millis(30));
         timers.on_received(t0 + Duration::from_millis(70));
         assert_eq!(timers.send_due(), Some(t0 + Duration::from_millis(130)));
-        assert_eq!(
-            timers.receive_deadline(),
-            Some(t0 + Duration::from_millis(170))
-        );
+        assert_eq!(timers.receive_deadline(), Some(t0 + Duration::from_millis(170)));
         timers.on_received(t0);
-        assert_eq!(
-            timers.receive_deadline(),
-            Some(t0 + Duration::from_millis(170))
-        );
+        assert_eq!(timers.receive_deadline(), Some(t0 + Duration::from_millis(170)));
     }
 
     #[test]

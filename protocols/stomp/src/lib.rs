@@ -30,10 +30,7 @@ const DETECT_EOL_BYTES_MAX: usize = 64;
 /// Whether a connection's first bytes are STOMP: optional EOLs, then `CONNECT` or `STOMP`
 /// followed by LF or CRLF.
 pub fn detect(prefix: &[u8]) -> Detection {
-    let skipped = prefix
-        .iter()
-        .take_while(|&&b| b == b'\n' || b == b'\r')
-        .count();
+    let skipped = prefix.iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
     if skipped > DETECT_EOL_BYTES_MAX {
         return Detection::NoMatch;
     }
@@ -61,12 +58,7 @@ mod tests {
 
     #[test]
     fn detects_connect_and_stomp() {
-        for bytes in [
-            &b"CONNECT\n"[..],
-            b"STOMP\r\n",
-            b"\n\r\nCONNECT\r\nhost:x",
-            b"STOMP\naccept",
-        ] {
+        for bytes in [&b"CONNECT\n"[..], b"STOMP\r\n", b"\n\r\nCONNECT\r\nhost:x", b"STOMP\naccept"] {
             assert_eq!(detect(bytes), Detection::Match, "{bytes:?}");
         }
     }

@@ -101,8 +101,7 @@ impl Session {
             rest = later;
             self.parse_buffered();
         }
-        if !self.reading || (self.input.is_empty() && self.input.capacity() > INPUT_BYTES_KEPT_MAX)
-        {
+        if !self.reading || (self.input.is_empty() && self.input.capacity() > INPUT_BYTES_KEPT_MAX) {
             self.input = Vec::new();
         }
     }
@@ -148,10 +147,7 @@ impl Session {
         if self.closed {
             return;
         }
-        if let ConnectState::Awaiting {
-            deadline: Some(deadline),
-        } = self.connect
-        {
+        if let ConnectState::Awaiting { deadline: Some(deadline) } = self.connect {
             if now >= deadline {
                 let detail = "No CONNECT frame arrived within the connect timeout";
                 self.write_error("connect timeout", detail, None, &[]);
@@ -195,12 +191,7 @@ impl Session {
         }
         self.connect = ConnectState::Accepted;
         self.timers = Some(Timers::new(self.heartbeat, self.now));
-        let frame = connected(
-            self.version,
-            self.heartbeat,
-            &self.config.server,
-            session_id,
-        );
+        let frame = connected(self.version, self.heartbeat, &self.config.server, session_id);
         self.write(&frame);
     }
 
@@ -216,13 +207,7 @@ impl Session {
             .copied()
             .filter(|(name, _)| *name != "content-length")
             .chain([("content-length", length.as_str())]);
-        encode_parts(
-            Command::Message,
-            headers,
-            body,
-            self.version,
-            &mut self.output,
-        );
+        encode_parts(Command::Message, headers, body, self.version, &mut self.output);
         self.on_sent();
     }
 
@@ -232,13 +217,7 @@ impl Session {
             return;
         }
         let headers = [("receipt-id", receipt_id)];
-        encode_parts(
-            Command::Receipt,
-            headers,
-            &[],
-            self.version,
-            &mut self.output,
-        );
+        encode_parts(Command::Receipt, headers, &[], self.version, &mut self.output);
         self.on_sent();
     }
 
@@ -263,10 +242,7 @@ impl Session {
     }
 
     fn input_room(&self) -> usize {
-        self.config
-            .limits
-            .connection_input_bytes_max
-            .saturating_sub(self.input.len())
+        self.config.limits.connection_input_bytes_max.saturating_sub(self.input.len())
     }
 
     /// Appends to the input buffer, growing it at most to `connection_input_bytes_max`.
@@ -336,11 +312,7 @@ impl Session {
         if self.closed {
             return;
         }
-        let extra: Vec<(&str, &str)> = rejection
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let extra: Vec<(&str, &str)> = rejection.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let receipt = rejection.receipt.as_deref();
         self.write_error(&rejection.message, &rejection.detail, receipt, &extra);
         self.close_with(CloseReason::ProtocolError(rejection.message));
@@ -351,30 +323,15 @@ impl Session {
         self.events.push_back(Event::Closed { reason });
     }
 
-    fn write_error(
-        &mut self,
-        message: &str,
-        detail: &str,
-        receipt_id: Option<&str>,
-        extra: &[(&str, &str)],
-    ) {
+    fn write_error(&mut self, message: &str, detail: &str, receipt_id: Option<&str>, extra: &[(&str, &str)]) {
         let length = detail.len().to_string();
         let headers = [("message", message)]
             .into_iter()
             .chain(receipt_id.map(|id| ("receipt-id", id)))
             .chain(extra.iter().copied())
-            .chain([
-                ("content-type", "text/plain"),
-                ("content-length", length.as_str()),
-            ]);
+            .chain([("content-type", "text/plain"), ("content-length", length.as_str())]);
         let body = detail.as_bytes();
-        encode_parts(
-            Command::Error,
-            headers,
-            body,
-            self.version,
-            &mut self.output,
-        );
+        encode_parts(Command::Error, headers, body, self.version, &mut self.output);
         self.on_sent();
     }
 

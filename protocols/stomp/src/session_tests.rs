@@ -7,10 +7,7 @@ use super::*;
 const CONNECT_12: &[u8] = b"CONNECT\naccept-version:1.2\nhost:/\n\n\0";
 
 fn config() -> SessionConfig {
-    SessionConfig {
-        limits: Limits::test_min(),
-        server: "ferry/0.1.0".to_owned(),
-    }
+    SessionConfig { limits: Limits::test_min(), server: "ferry/0.1.0".to_owned() }
 }
 
 fn ms(n: u64) -> Duration {
@@ -47,18 +44,9 @@ fn closed_reason(events: &[Event]) -> Option<&CloseReason> {
 fn handshake_writes_connected() {
     let t0 = Instant::now();
     let mut session = Session::new(config(), t0);
-    session.handle_input(
-        b"CONNECT\naccept-version:1.0,1.1\nheart-beat:0,500\n\n\0",
-        t0,
-    );
+    session.handle_input(b"CONNECT\naccept-version:1.0,1.1\nheart-beat:0,500\n\n\0", t0);
     let got = events(&mut session);
-    assert!(matches!(
-        &got[..],
-        [Event::Connect {
-            version: Version::V1_1,
-            ..
-        }]
-    ));
+    assert!(matches!(&got[..], [Event::Connect { version: Version::V1_1, .. }]));
     assert_eq!(session.version(), Version::V1_1);
     assert!(output(&mut session).is_empty());
     session.accept_connect("s-1");
@@ -73,13 +61,7 @@ fn handshake_writes_connected() {
 fn stomp_command_is_a_connect() {
     let mut session = Session::new(config(), Instant::now());
     session.handle_input(b"STOMP\r\naccept-version:1.2\r\n\r\n\0", Instant::now());
-    assert!(matches!(
-        session.poll_event(),
-        Some(Event::Connect {
-            version: Version::V1_2,
-            ..
-        })
-    ));
+    assert!(matches!(session.poll_event(), Some(Event::Connect { version: Version::V1_2, .. })));
 }
 
 #[test]
@@ -89,14 +71,10 @@ fn no_common_version_errors_and_closes() {
     let got = events(&mut session);
     assert_eq!(
         closed_reason(&got),
-        Some(&CloseReason::ProtocolError(
-            "Supported protocol versions are 1.0,1.1,1.2".into()
-        ))
+        Some(&CloseReason::ProtocolError("Supported protocol versions are 1.0,1.1,1.2".into()))
     );
     let out = output(&mut session);
-    assert!(out.starts_with(
-        b"ERROR\nmessage:Supported protocol versions are 1.0,1.1,1.2\nversion:1.0,1.1,1.2\n"
-    ));
+    assert!(out.starts_with(b"ERROR\nmessage:Supported protocol versions are 1.0,1.1,1.2\nversion:1.0,1.1,1.2\n"));
     assert!(session.is_closed());
 }
 
@@ -106,14 +84,11 @@ fn frames_before_connect_are_refused_with_receipt_id() {
     session.handle_input(b"SEND\ndestination:/q\nreceipt:77\n\nx\0", Instant::now());
     let got = events(&mut session);
     assert_eq!(got.len(), 1);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError(
-            "Received SEND before CONNECT".into()
-        ))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("Received SEND before CONNECT".into())));
     let out = String::from_utf8(output(&mut session)).expect("utf8");
-    assert!(out.starts_with("ERROR\nmessage:Received SEND before CONNECT\nreceipt-id:77\ncontent-type:text/plain\ncontent-length:"));
+    assert!(out.starts_with(
+        "ERROR\nmessage:Received SEND before CONNECT\nreceipt-id:77\ncontent-type:text/plain\ncontent-length:"
+    ));
     session.handle_input(CONNECT_12, Instant::now());
     assert!(session.poll_event().is_none());
     assert_eq!(session.pending_output_bytes(), 0);
@@ -124,10 +99,7 @@ fn unknown_command_errors() {
     let mut session = connected(CONNECT_12, Instant::now());
     session.handle_input(b"FROB\n\n\0", Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError("Unknown STOMP command".into()))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("Unknown STOMP command".into())));
     assert!(output(&mut session).starts_with(b"ERROR\nmessage:Unknown STOMP command\n"));
 }
 
@@ -136,10 +108,7 @@ fn second_connect_errors() {
     let mut session = connected(CONNECT_12, Instant::now());
     session.handle_input(CONNECT_12, Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError("Already connected".into()))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("Already connected".into())));
 }
 
 #[test]
@@ -147,33 +116,18 @@ fn frames_after_a_pending_connect_queue_in_order() {
     let t0 = Instant::now();
     let mut session = Session::new(config(), t0);
     let mut bytes = CONNECT_12.to_vec();
-    bytes.extend_from_slice(
-        b"\nSUBSCRIBE\nid:0\ndestination:/q\n\n\0\r\nSEND\ndestination:/q\n\nhi\0",
-    );
+    bytes.extend_from_slice(b"\nSUBSCRIBE\nid:0\ndestination:/q\n\n\0\r\nSEND\ndestination:/q\n\nhi\0");
     session.handle_input(&bytes, t0);
     let got = events(&mut session);
-    assert!(matches!(
-        &got[..],
-        [
-            Event::Connect { .. },
-            Event::Subscribe { .. },
-            Event::Send { .. }
-        ]
-    ));
+    assert!(matches!(&got[..], [Event::Connect { .. }, Event::Subscribe { .. }, Event::Send { .. }]));
 }
 
 #[test]
 fn missing_header_error_echoes_receipt() {
     let mut session = connected(CONNECT_12, Instant::now());
-    session.handle_input(
-        b"SUBSCRIBE\ndestination:/q\nreceipt:r-9\n\n\0",
-        Instant::now(),
-    );
+    session.handle_input(b"SUBSCRIBE\ndestination:/q\nreceipt:r-9\n\n\0", Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError("Missing 'id' header".into()))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("Missing 'id' header".into())));
     let out = String::from_utf8(output(&mut session)).expect("utf8");
     assert!(out.contains("\nreceipt-id:r-9\n"), "{out}");
 }
@@ -183,35 +137,17 @@ fn undefined_escape_closes_on_1_1() {
     let mut session = connected(b"CONNECT\naccept-version:1.1\n\n\0", Instant::now());
     session.handle_input(b"SEND\ndestination:/q\\t\n\n\0", Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError(
-            "undefined escape sequence in header".into()
-        ))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("undefined escape sequence in header".into())));
 }
 
 #[test]
 fn message_is_escaped_per_version_with_content_length() {
     let body = Bytes::from_static(b"a\0b");
-    let headers = [
-        ("destination", "/q:1"),
-        ("content-length", "99"),
-        ("k", "x\ny"),
-    ];
+    let headers = [("destination", "/q:1"), ("content-length", "99"), ("k", "x\ny")];
     let expect: [(&[u8], &[u8]); 3] = [
-        (
-            b"CONNECT\n\n\0",
-            b"MESSAGE\ndestination:/q:1\nk:x y\ncontent-length:3\n\na\0b\0",
-        ),
-        (
-            b"CONNECT\naccept-version:1.1\n\n\0",
-            b"MESSAGE\ndestination:/q\\c1\nk:x\\ny\ncontent-length:3\n\na\0b\0",
-        ),
-        (
-            CONNECT_12,
-            b"MESSAGE\ndestination:/q\\c1\nk:x\\ny\ncontent-length:3\n\na\0b\0",
-        ),
+        (b"CONNECT\n\n\0", b"MESSAGE\ndestination:/q:1\nk:x y\ncontent-length:3\n\na\0b\0"),
+        (b"CONNECT\naccept-version:1.1\n\n\0", b"MESSAGE\ndestination:/q\\c1\nk:x\\ny\ncontent-length:3\n\na\0b\0"),
+        (CONNECT_12, b"MESSAGE\ndestination:/q\\c1\nk:x\\ny\ncontent-length:3\n\na\0b\0"),
     ];
     for (connect, message) in expect {
         let mut session = connected(connect, Instant::now());
@@ -232,10 +168,7 @@ fn receipt_and_engine_error() {
         b"ERROR\nmessage:Access refused\nreceipt-id:7\ncontent-type:text/plain\ncontent-length:2\n\nno\0"
     );
     assert!(session.is_closed());
-    assert!(
-        session.poll_event().is_none(),
-        "engine-initiated close emits no event"
-    );
+    assert!(session.poll_event().is_none(), "engine-initiated close emits no event");
     session.send_receipt("late");
     assert_eq!(session.pending_output_bytes(), 0);
 }
@@ -243,17 +176,9 @@ fn receipt_and_engine_error() {
 #[test]
 fn disconnect_stops_reading() {
     let mut session = connected(CONNECT_12, Instant::now());
-    session.handle_input(
-        b"DISCONNECT\nreceipt:1\n\n\0SEND\ndestination:/q\n\n\0",
-        Instant::now(),
-    );
+    session.handle_input(b"DISCONNECT\nreceipt:1\n\n\0SEND\ndestination:/q\n\n\0", Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        got,
-        vec![Event::Disconnect {
-            receipt: Some("1".into())
-        }]
-    );
+    assert_eq!(got, vec![Event::Disconnect { receipt: Some("1".into()) }]);
     session.send_receipt("1");
     session.close();
     assert!(session.is_closed());
@@ -269,12 +194,7 @@ fn connect_timeout() {
     session.handle_timeout(t0 + ms(999));
     assert!(session.poll_event().is_none());
     session.handle_timeout(deadline);
-    assert_eq!(
-        events(&mut session),
-        vec![Event::Closed {
-            reason: CloseReason::ConnectTimeout
-        }]
-    );
+    assert_eq!(events(&mut session), vec![Event::Closed { reason: CloseReason::ConnectTimeout }]);
     assert!(output(&mut session).starts_with(b"ERROR\nmessage:connect timeout\n"));
     assert_eq!(session.poll_timeout(), None);
 }
@@ -293,13 +213,7 @@ fn connect_clears_the_connect_deadline() {
 fn heartbeat_send_and_receive() {
     let t0 = Instant::now();
     let mut session = connected(b"CONNECT\naccept-version:1.2\nheart-beat:300,200\n\n\0", t0);
-    assert_eq!(
-        session.heartbeat(),
-        HeartBeat {
-            send_ms: 200,
-            receive_ms: 300
-        }
-    );
+    assert_eq!(session.heartbeat(), HeartBeat { send_ms: 200, receive_ms: 300 });
     assert_eq!(session.poll_timeout(), Some(t0 + ms(200)));
     session.handle_timeout(t0 + ms(200));
     assert_eq!(output(&mut session), b"\n");
@@ -312,12 +226,7 @@ fn heartbeat_send_and_receive() {
     let _ = output(&mut session);
     assert_eq!(session.poll_timeout(), Some(t0 + ms(800)));
     session.handle_timeout(t0 + ms(950));
-    assert_eq!(
-        events(&mut session),
-        vec![Event::Closed {
-            reason: CloseReason::HeartbeatTimeout
-        }]
-    );
+    assert_eq!(events(&mut session), vec![Event::Closed { reason: CloseReason::HeartbeatTimeout }]);
     assert!(session.is_closed());
 }
 
@@ -346,25 +255,16 @@ fn malformed_heartbeat_depends_on_version() {
     v10.handle_input(b"CONNECT\nheart-beat:x\n\n\0", Instant::now());
     assert!(matches!(v10.poll_event(), Some(Event::Connect { .. })));
     let mut v12 = Session::new(config(), Instant::now());
-    v12.handle_input(
-        b"CONNECT\naccept-version:1.2\nheart-beat:x\n\n\0",
-        Instant::now(),
-    );
+    v12.handle_input(b"CONNECT\naccept-version:1.2\nheart-beat:x\n\n\0", Instant::now());
     assert!(matches!(v12.poll_event(), Some(Event::Closed { .. })));
 }
 
 #[test]
 fn oversize_frame_errors_before_buffering_it() {
     let mut session = connected(CONNECT_12, Instant::now());
-    session.handle_input(
-        b"SEND\ndestination:/q\ncontent-length:999999999\n\n",
-        Instant::now(),
-    );
+    session.handle_input(b"SEND\ndestination:/q\ncontent-length:999999999\n\n", Instant::now());
     let got = events(&mut session);
-    assert_eq!(
-        closed_reason(&got),
-        Some(&CloseReason::ProtocolError("frame too large".into()))
-    );
+    assert_eq!(closed_reason(&got), Some(&CloseReason::ProtocolError("frame too large".into())));
 }
 
 #[test]

@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferry_stomp::{
-    Command, Decoded, Decoder, Event, Frame, Session, SessionConfig, Version, encode,
-};
+use ferry_stomp::{Command, Decoded, Decoder, Event, Frame, Session, SessionConfig, Version, encode};
 use ferry_wire::Limits;
 use proptest::prelude::*;
 
@@ -43,10 +41,7 @@ fn config() -> SessionConfig {
     limits.frame_size_bytes_max = 512;
     limits.frame_header_bytes_max = 256;
     limits.connection_input_bytes_max = 768;
-    SessionConfig {
-        limits,
-        server: "ferry/test".to_owned(),
-    }
+    SessionConfig { limits, server: "ferry/test".to_owned() }
 }
 
 /// Feeds `bytes` cut at `cuts`, draining events like an engine would; returns the events.
@@ -72,10 +67,7 @@ fn drive(bytes: &[u8], cuts: &[usize]) -> Vec<Event> {
         events.extend(std::iter::from_fn(|| session.poll_event()));
         assert!(session.pending_output_bytes() <= SESSION_OUTPUT_BYTES_MAX);
     }
-    let closed = events
-        .iter()
-        .filter(|e| matches!(e, Event::Closed { .. }))
-        .count();
+    let closed = events.iter().filter(|e| matches!(e, Event::Closed { .. })).count();
     assert!(closed <= 1);
     if closed == 1 {
         assert!(matches!(events.last(), Some(Event::Closed { .. })));
@@ -84,12 +76,8 @@ fn drive(bytes: &[u8], cuts: &[usize]) -> Vec<Event> {
 }
 
 fn token_soup() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(0..TOKENS.len(), 0..120).prop_map(|picks| {
-        picks
-            .into_iter()
-            .flat_map(|i| TOKENS[i].iter().copied())
-            .collect()
-    })
+    prop::collection::vec(0..TOKENS.len(), 0..120)
+        .prop_map(|picks| picks.into_iter().flat_map(|i| TOKENS[i].iter().copied()).collect())
 }
 
 /// Header text that survives a round trip in `version` (1.1 cannot carry a trailing CR).
@@ -103,13 +91,8 @@ fn header_text(version: Version) -> BoxedStrategy<String> {
 
 /// A client or server frame (not CONNECT/STOMP/CONNECTED, whose headers are never escaped).
 fn frame(version: Version) -> impl Strategy<Value = Frame> {
-    let command = prop::sample::select(
-        Command::ALL
-            .iter()
-            .copied()
-            .filter(|c| c.escapes_headers())
-            .collect::<Vec<_>>(),
-    );
+    let command =
+        prop::sample::select(Command::ALL.iter().copied().filter(|c| c.escapes_headers()).collect::<Vec<_>>());
     let header = ("x[a-z]{0,6}", header_text(version));
     let headers = prop::collection::vec(header, 0..6);
     let body = prop::collection::vec(any::<u8>(), 0..200);
@@ -119,11 +102,7 @@ fn frame(version: Version) -> impl Strategy<Value = Frame> {
         } else {
             body.retain(|&b| b != 0);
         }
-        Frame {
-            command,
-            headers,
-            body: Bytes::from(body),
-        }
+        Frame { command, headers, body: Bytes::from(body) }
     })
 }
 

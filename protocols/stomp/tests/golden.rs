@@ -5,24 +5,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ferry_stomp::{
-    AckMode, Command, Decoded, Event, Frame, Session, SessionConfig, Version, decode, encode,
-};
+use ferry_stomp::{AckMode, Command, Decoded, Event, Frame, Session, SessionConfig, Version, decode, encode};
 use ferry_wire::Limits;
 
 const GOLDEN: [(&str, Version, Command); 9] = [
     ("connect_1_1_stomppy.stomp", Version::V1_1, Command::Connect),
     ("connect_1_2_login.stomp", Version::V1_2, Command::Connect),
-    (
-        "stomp_1_2_multi_version.stomp",
-        Version::V1_2,
-        Command::Stomp,
-    ),
-    (
-        "send_1_2_custom_headers.stomp",
-        Version::V1_2,
-        Command::Send,
-    ),
+    ("stomp_1_2_multi_version.stomp", Version::V1_2, Command::Stomp),
+    ("send_1_2_custom_headers.stomp", Version::V1_2, Command::Send),
     ("subscribe_1_2.stomp", Version::V1_2, Command::Subscribe),
     ("ack_1_2.stomp", Version::V1_2, Command::Ack),
     ("ack_1_1.stomp", Version::V1_1, Command::Ack),
@@ -31,9 +21,7 @@ const GOLDEN: [(&str, Version, Command); 9] = [
 ];
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -78,39 +66,20 @@ fn golden_send_body_keeps_its_nul() {
 #[test]
 fn golden_client_session_flow() {
     let t0 = Instant::now();
-    let config = SessionConfig {
-        limits: Limits::default(),
-        server: "ferry/0.1.0".to_owned(),
-    };
+    let config = SessionConfig { limits: Limits::default(), server: "ferry/0.1.0".to_owned() };
     let mut session = Session::new(config, t0);
     session.handle_input(&golden("connect_1_2_login.stomp"), t0);
-    let Some(Event::Connect {
-        version,
-        login,
-        passcode,
-        ..
-    }) = session.poll_event()
-    else {
+    let Some(Event::Connect { version, login, passcode, .. }) = session.poll_event() else {
         panic!("expected Connect");
     };
     assert_eq!(version, Version::V1_2);
-    assert_eq!(
-        (login.as_deref(), passcode.as_deref()),
-        (Some("guest"), Some("guest"))
-    );
+    assert_eq!((login.as_deref(), passcode.as_deref()), (Some("guest"), Some("guest")));
     session.accept_connect("session-4f2c");
-    for name in [
-        "subscribe_1_2.stomp",
-        "send_1_2_custom_headers.stomp",
-        "ack_1_2.stomp",
-        "disconnect_1_2.stomp",
-    ] {
+    for name in ["subscribe_1_2.stomp", "send_1_2_custom_headers.stomp", "ack_1_2.stomp", "disconnect_1_2.stomp"] {
         session.handle_input(&golden(name), t0);
     }
     let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
-    assert!(
-        matches!(&events[0], Event::Subscribe { id, ack: AckMode::ClientIndividual, .. } if id == "1")
-    );
+    assert!(matches!(&events[0], Event::Subscribe { id, ack: AckMode::ClientIndividual, .. } if id == "1"));
     assert!(matches!(&events[1], Event::Send { receipt: Some(r), .. } if r == "message-12345"));
     assert!(matches!(&events[2], Event::Ack { id, .. } if id == "T_1@@session-4f2c@@7"));
     assert!(matches!(&events[3], Event::Disconnect { receipt: Some(r) } if r == "77"));

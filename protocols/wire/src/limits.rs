@@ -107,41 +107,21 @@ impl Limits {
     /// Checks the relations between limits; called once at start-up.
     pub fn validate(&self) -> Result<(), LimitsError> {
         let check = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(LimitsError(what.to_owned()))
-            }
+            if ok { Ok(()) } else { Err(LimitsError(what.to_owned())) }
         };
+        check(self.frame_size_bytes_max > 0, "frame_size_bytes_max must be > 0")?;
         check(
-            self.frame_size_bytes_max > 0,
-            "frame_size_bytes_max must be > 0",
-        )?;
-        check(
-            self.connection_input_bytes_max
-                >= self.frame_size_bytes_max + self.frame_header_bytes_max,
+            self.connection_input_bytes_max >= self.frame_size_bytes_max + self.frame_header_bytes_max,
             "connection_input_bytes_max must hold one maximal frame (body + headers)",
         )?;
-        check(
-            self.frame_header_count_max > 0,
-            "frame_header_count_max must be > 0",
-        )?;
-        check(
-            self.prefetch_count_default > 0,
-            "prefetch_count_default must be > 0",
-        )?;
+        check(self.frame_header_count_max > 0, "frame_header_count_max must be > 0")?;
+        check(self.prefetch_count_default > 0, "prefetch_count_default must be > 0")?;
         check(
             self.prefetch_count_default <= self.prefetch_count_max,
             "prefetch_count_default must be <= prefetch_count_max",
         )?;
-        check(
-            self.shard_channel_count_max > 0,
-            "shard_channel_count_max must be > 0",
-        )?;
-        check(
-            self.connection_output_bytes_max > 0,
-            "connection_output_bytes_max must be > 0",
-        )?;
+        check(self.shard_channel_count_max > 0, "shard_channel_count_max must be > 0")?;
+        check(self.connection_output_bytes_max > 0, "connection_output_bytes_max must be > 0")?;
         Ok(())
     }
 }
@@ -158,10 +138,7 @@ mod tests {
 
     #[test]
     fn input_buffer_must_hold_a_frame() {
-        let limits = Limits {
-            connection_input_bytes_max: 10,
-            ..Limits::default()
-        };
+        let limits = Limits { connection_input_bytes_max: 10, ..Limits::default() };
         assert!(limits.validate().is_err());
     }
 }
