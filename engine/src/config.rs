@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::auth::User;
 use crate::ids::ShardId;
+use crate::journal::SyncPolicy;
 use crate::placement::Placement;
 
 /// A protocol a listener serves. Only protocols that are built are listed.
@@ -94,6 +95,7 @@ pub struct FileConfig {
     pub placement: Vec<PlacementOverride>,
     pub spin_before_park_us: Option<u64>,
     pub segment_size_bytes: Option<u64>,
+    pub sync: SyncPolicy,
 }
 
 /// Flags that override the file.
@@ -116,6 +118,8 @@ pub struct BrokerConfig {
     pub spin_before_park: Option<Duration>,
     /// Size of each log segment file; must hold the largest frame.
     pub segment_size_bytes: u64,
+    /// When persistent messages are confirmed (default: after the sync).
+    pub sync: SyncPolicy,
 }
 
 /// Most shards a broker runs (placement uses `u16`; this bounds memory per shard mesh).
@@ -164,6 +168,7 @@ impl BrokerConfig {
             placement_overrides,
             spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
             segment_size_bytes,
+            sync: file.sync,
         })
     }
 
@@ -192,6 +197,15 @@ mod tests {
         assert_eq!(c.shards, 2);
         assert_eq!(c.listeners[0].addr.port(), 2);
         assert_eq!(c.limits.frame_size_bytes_max, 1000);
+    }
+
+    #[test]
+    fn sync_policy_defaults_to_ack_after_sync() {
+        let c = BrokerConfig::build(None, Overrides::default(), 1).expect("valid");
+        assert_eq!(c.sync, SyncPolicy::AckAfterSync);
+        let c = BrokerConfig::build(Some("sync = \"ack-before-sync\""), Overrides::default(), 1).expect("valid");
+        assert_eq!(c.sync, SyncPolicy::AckBeforeSync);
+        assert!(BrokerConfig::build(Some("sync = \"sometimes\""), Overrides::default(), 1).is_err());
     }
 
     #[test]

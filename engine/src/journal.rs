@@ -55,6 +55,19 @@ impl LiveIndex {
     }
 }
 
+/// When confirmations (receipts, publisher confirms) for persistent messages go out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncPolicy {
+    /// Only once a sync covers the record (the default; nothing confirmed is ever lost).
+    #[default]
+    AckAfterSync,
+    /// As soon as the record is in the mapped log, before the sync. Survives the broker
+    /// process being killed (the page cache keeps the bytes) but LOSES confirmed messages when
+    /// the machine crashes or loses power before the next sync.
+    AckBeforeSync,
+}
+
 /// What a compaction round will do: copy `copy` forward, then drop segments below `keep_from`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CompactionPlan {
@@ -76,6 +89,7 @@ pub struct Journal {
     /// Segments below `.0` may go once the log is durable up to `.1` (the copies).
     pending_compaction: Option<(u64, u64)>,
     segment_size_bytes: u64,
+    policy: SyncPolicy,
 }
 
 impl fmt::Debug for Journal {
@@ -116,6 +130,7 @@ impl Journal {
             live: LiveIndex::default(),
             pending_compaction: None,
             segment_size_bytes: 0,
+            policy: SyncPolicy::AckAfterSync,
         }
     }
 
@@ -123,6 +138,7 @@ impl Journal {
     pub fn open(
         dir: PathBuf,
         segment_size_bytes: u64,
+        policy: SyncPolicy,
         sync_wake: Rc<dyn Fn()>,
     ) -> Result<(Self, Recovered), StorageError> {
         let config = LogConfig { segment_size_bytes, ..LogConfig::new(dir) };
@@ -136,6 +152,7 @@ impl Journal {
             live: LiveIndex::default(),
             pending_compaction: None,
             segment_size_bytes,
+            policy,
         };
         Ok((journal, recovered))
     }
@@ -163,19 +180,23 @@ impl Journal {
     }
 
     /// Records a persistent message; `completion` is released once it is durable.
-    pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content, completion: Option<Completion>) {
+    pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content) {
         let offset = self.append(&Record::Enqueue(stored_message(queue, msg_id, content)));
         self.live.insert(queue, msg_id, offset, content.size_bytes());
-        if let Some(c) = completion {
-            self.waiters.push_back((offset, c));
-        }
     }
 
-    /// Releases `completion` once everything appended so far is durable.
-    pub fn wait_durable(&mut self, completion: Completion) {
-        let offset = self.appended();
-        self.waiters.push_back((offset, completion));
-        (self.sync_wake)();
+    /// Holds `completion` until everything appended so far is durable, or hands it straight
+    /// back (to complete now) under [`SyncPolicy::AckBeforeSync`].
+    pub fn after_durable(&mut self, completion: Completion) -> Option<Completion> {
+        match self.policy {
+            SyncPolicy::AckBeforeSync => Some(completion),
+            SyncPolicy::AckAfterSync => {
+                let offset = self.appended();
+                self.waiters.push_back((offset, completion));
+                (self.sync_wake)();
+                None
+            }
+        }
     }
 
     /// Records that a persistent message was settled (acked or dropped).
@@ -428,7 +449,8 @@ mod tests {
     #[test]
     fn log_backend_releases_waiters_only_after_sync() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut journal, recovered) = Journal::open(dir.path().join("s0"), 64 * 1024, Rc::new(|| {})).expect("open");
+        let (mut journal, recovered) =
+            Journal::open(dir.path().join("s0"), 64 * 1024, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open");
         assert!(recovered.queues.is_empty());
         let conn = crate::ids::ConnectionId { shard: crate::ids::ShardId(0), local: 1 };
         let content = Content {
@@ -437,7 +459,8 @@ mod tests {
             properties: Properties { persistent: true, ..Properties::default() },
             body: bytes::Bytes::from_static(b"x"),
         };
-        journal.append_enqueue("q", 1, &content, Some(Completion { conn, token: 9 }));
+        journal.append_enqueue("q", 1, &content);
+        assert_eq!(journal.after_durable(Completion { conn, token: 9 }), None);
         assert!(journal.take_durable_waiters().is_empty(), "not durable before the sync");
         let work = journal.sync_work().expect("work pending");
         let synced = std::thread::spawn(move || work.run()).join().expect("thread");

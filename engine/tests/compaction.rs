@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_engine::ids::{ConsumerKey, ShardId};
-use ferry_engine::journal::Journal;
+use ferry_engine::journal::{Journal, SyncPolicy};
 use ferry_engine::model::message::{Content, Properties};
 use ferry_engine::model::queue::Consumer;
 use ferry_engine::model::routing::{MetaOp, QueueSpec};
@@ -20,7 +20,8 @@ use ferry_wire::Limits;
 const SEGMENT_BYTES: u64 = 64 * 1024;
 
 fn open(dir: &std::path::Path) -> (Shard, ferry_storage::Recovered) {
-    let (journal, recovered) = Journal::open(dir.join("shard-0"), SEGMENT_BYTES, Rc::new(|| {})).expect("open log");
+    let (journal, recovered) =
+        Journal::open(dir.join("shard-0"), SEGMENT_BYTES, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log");
     let placement = Placement::new(1, HashMap::new());
     (Shard::new(ShardId(0), placement, Limits::default(), journal, Rc::new(|| {})), recovered)
 }

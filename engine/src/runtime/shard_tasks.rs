@@ -39,7 +39,7 @@ pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mps
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
     let dir = config.data_dir.join(format!("shard-{}", id.0));
-    let opened = Journal::open(dir.clone(), config.segment_size_bytes, wake_hook(&sync_notify));
+    let opened = Journal::open(dir.clone(), config.segment_size_bytes, config.sync, wake_hook(&sync_notify));
     let (journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {

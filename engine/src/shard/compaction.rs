@@ -29,7 +29,7 @@ impl Shard {
             let content = self.queues.get(&queue).and_then(|q| q.find(msg_id)).map(|m| m.content.clone());
             match content {
                 Some(content) => {
-                    self.journal.append_enqueue(&queue, msg_id, &content, None);
+                    self.journal.append_enqueue(&queue, msg_id, &content);
                     copied += 1;
                 }
                 None => self.journal.forget(&queue, msg_id),

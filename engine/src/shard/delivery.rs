@@ -61,7 +61,12 @@ impl Shard {
         let durable = queue.spec.durable && content.properties.persistent;
         let msg_id = queue.push(content.clone());
         match (durable, completion) {
-            (true, completion) => self.journal.append_enqueue(name, msg_id, &content, completion),
+            (true, completion) => {
+                self.journal.append_enqueue(name, msg_id, &content);
+                if let Some(c) = completion.and_then(|c| self.journal.after_durable(c)) {
+                    self.complete(c, Ok(()));
+                }
+            }
             (false, Some(c)) => self.complete(c, Ok(())),
             (false, None) => {}
         }
@@ -149,8 +154,8 @@ impl Shard {
         if let Some(c) = completion {
             if settled.is_empty() {
                 self.complete(c, Ok(()));
-            } else {
-                self.journal.wait_durable(c);
+            } else if let Some(c) = self.journal.after_durable(c) {
+                self.complete(c, Ok(()));
             }
         }
         self.dispatch(name);

@@ -78,7 +78,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
                 .map(|m| QueuedMessage { msg_id: m.msg_id, content: recovered_content(m), redelivered: true })
                 .collect();
             for m in &messages {
-                s.journal_mut().append_enqueue(&queue.name, m.msg_id, &m.content, None);
+                s.journal_mut().append_enqueue(&queue.name, m.msg_id, &m.content);
             }
             s.restore_messages(&queue.name, messages);
         } else {
