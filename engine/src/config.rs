@@ -96,6 +96,8 @@ pub struct FileConfig {
     pub spin_before_park_us: Option<u64>,
     pub segment_size_bytes: Option<u64>,
     pub sync: SyncPolicy,
+    pub disk_budget_bytes: Option<u64>,
+    pub disk_free_bytes_min: Option<u64>,
 }
 
 /// Flags that override the file.
@@ -120,7 +122,14 @@ pub struct BrokerConfig {
     pub segment_size_bytes: u64,
     /// When persistent messages are confirmed (default: after the sync).
     pub sync: SyncPolicy,
+    /// Most bytes of log segments all shards together may hold (0 = no budget).
+    pub disk_budget_bytes: u64,
+    /// Publishers are held back while the data dir's file system has less free space.
+    pub disk_free_bytes_min: u64,
 }
+
+/// Default free-space floor: RabbitMQ's `disk_free_limit` is 50 MB; one segment more.
+pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 128 * 1024 * 1024;
 
 /// Most shards a broker runs (placement uses `u16`; this bounds memory per shard mesh).
 pub const SHARD_COUNT_MAX: u16 = 256;
@@ -169,6 +178,8 @@ impl BrokerConfig {
             spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
             segment_size_bytes,
             sync: file.sync,
+            disk_budget_bytes: file.disk_budget_bytes.unwrap_or(0),
+            disk_free_bytes_min: file.disk_free_bytes_min.unwrap_or(DISK_FREE_BYTES_MIN_DEFAULT),
         })
     }
 

@@ -340,6 +340,11 @@ impl Journal {
         self.live.by_message.len()
     }
 
+    /// Bytes of segment files on disk (0 for the memory backend).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segment_count() as u64 * self.segment_size_bytes
+    }
+
     /// Segment files on disk (0 for the memory backend).
     pub fn segment_count(&self) -> usize {
         match &self.backend {

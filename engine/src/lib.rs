@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod datadir;
 pub mod error;
 pub mod gateway;
 pub mod ids;

@@ -42,7 +42,6 @@ fn main() -> anyhow::Result<()> {
     let overrides = Overrides { data_dir: cli.data_dir, shards: cli.shards, listen: cli.listen };
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = ferry_engine::datadir::lock(&config.data_dir)?;
     ferry_engine::runtime::run(config)
 }

@@ -113,7 +113,8 @@ class Broker:
         self.name = name
         self.host = HOST
         self.port = free_port()
-        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
+        # Each broker gets its own data dir: a data dir belongs to one live process.
+        self.data_dir = Path(data_dir) if data_dir else self.workdir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"{name}.stderr.log"
         self.config_path = None

@@ -28,7 +28,11 @@ enum Wake {
     Input(Option<Vec<u8>>),
     Mail,
     Timer,
+    Recheck,
 }
+
+/// How often a held-back publisher looks whether the disk alarm cleared.
+const HELD_RECHECK: Duration = Duration::from_millis(50);
 
 pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
     let Ok(peer) = stream.peer_addr() else { return };
@@ -73,8 +77,16 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
             break;
         }
         let timer = conn.poll_timeout();
+        let held = conn.input_held();
         let wake = future::or(
-            async { Wake::Input(rx.recv().await) },
+            async {
+                if held {
+                    glommio::timer::sleep(HELD_RECHECK).await;
+                    Wake::Recheck
+                } else {
+                    Wake::Input(rx.recv().await)
+                }
+            },
             future::or(
                 async {
                     notify.wait().await;
@@ -100,6 +112,7 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
             Wake::Input(None) => break,
             Wake::Mail => conn.drain_mailbox(),
             Wake::Timer => conn.handle_timeout(Instant::now()),
+            Wake::Recheck => {}
         }
     }
     let _ = writer.close().await;

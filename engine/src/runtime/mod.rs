@@ -7,6 +7,7 @@
 mod conn;
 mod memlock;
 mod notify;
+mod resources;
 mod shard_tasks;
 
 use std::sync::Arc;

@@ -62,6 +62,7 @@ pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mps
     }
     tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, outbox_notify)));
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
+    tasks.push(spawn_local(super::resources::watch_disk(shard.clone(), config.clone())));
 
     let replayed = (recovered.records_replayed, recovered.torn_tail_bytes);
     let report = recover(&shard, recovered).await;

@@ -51,6 +51,8 @@ pub struct Shard {
     authority: Option<Authority>,
     journal: Journal,
     name_seed: u64,
+    /// A disk limit holds: connections that publish stop being read until it clears.
+    disk_alarm: bool,
 }
 
 impl std::fmt::Debug for Shard {
@@ -81,6 +83,7 @@ impl Shard {
             next_request: 1,
             journal,
             name_seed: u64::from(id.0) << 48,
+            disk_alarm: false,
         }
     }
 
@@ -100,6 +103,11 @@ impl Shard {
         &self.placement
     }
 
+    /// Bytes of log segments this shard holds on disk.
+    pub fn journal_disk_bytes(&self) -> u64 {
+        self.journal.disk_bytes()
+    }
+
     pub fn journal_mut(&mut self) -> &mut Journal {
         &mut self.journal
     }
@@ -113,6 +121,15 @@ impl Shard {
     pub fn generate_queue_name(&mut self) -> String {
         self.name_seed += 1;
         self.placement.name_for_shard("/", self.id, self.name_seed)
+    }
+
+    /// Whether publishers must be held back (some shard is over a disk limit).
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_alarm
+    }
+
+    pub fn set_disk_alarm(&mut self, alarm: bool) {
+        self.disk_alarm = alarm;
     }
 
     // ----- connections -------------------------------------------------------------------

@@ -58,6 +58,8 @@ pub struct StompConn {
     closed_cleanly: bool,
     /// The broker sent an ERROR: later frames are not performed.
     failed: bool,
+    /// The connection has sent a SEND: it is held back while a disk limit holds.
+    publisher: bool,
 }
 
 impl std::fmt::Debug for StompConn {
@@ -91,11 +93,18 @@ impl StompConn {
             disconnecting: None,
             closed_cleanly: false,
             failed: false,
+            publisher: false,
         })
     }
 
     pub fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    /// Whether input must wait: this connection publishes and a disk limit holds (RabbitMQ
+    /// likewise stops reading from publishing connections during a resource alarm).
+    pub fn input_held(&self) -> bool {
+        self.publisher && self.shard.borrow().disk_alarm()
     }
 
     /// Feeds bytes from the socket and performs every complete frame, in order.
@@ -116,6 +125,7 @@ impl StompConn {
         match event {
             Event::Connect { login, passcode, .. } => self.connect(login.as_deref(), passcode.as_deref()),
             Event::Send { destination, transaction, receipt, headers, body } => {
+                self.publisher = true;
                 self.send(destination, transaction, receipt, headers, body).await;
             }
             Event::Subscribe { id, destination, ack, receipt, headers } => {
