@@ -23,7 +23,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     // SAFETY: `path` is a valid NUL-terminated string; statvfs fills the struct we own.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(stat.f_frsize))
+    (rc == 0).then(|| stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerConfig>) {
