@@ -44,10 +44,13 @@ def start_broker(binary, data, port, shards, log):
         if proc.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                # A connect to an unlistened ephemeral port can connect to itself.
+                if s.getsockname() != s.getpeername():
+                    return proc
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     proc.kill()
     raise RuntimeError("broker did not listen")
 

@@ -97,9 +97,11 @@ def free_port():
 
 
 def port_accepts(port):
+    """True when something listens on `port`. A connect to an unlistened local port in the
+    ephemeral range can connect to itself (TCP simultaneous open); that is not a listener."""
     try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
+        with socket.create_connection((HOST, port), timeout=0.2) as s:
+            return s.getsockname() != s.getpeername()
     except OSError:
         return False
 
