@@ -9,6 +9,7 @@ mod checker;
 mod client;
 mod consumer;
 mod producer;
+mod raw_sync;
 mod report;
 mod run;
 mod shared;
@@ -31,6 +32,8 @@ struct Cli {
 enum Cmd {
     /// Producers SEND to /queue/perf-<i>, consumers receive; checks exactly-once, in-order.
     Throughput(ThroughputArgs),
+    /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
+    RawSync(raw_sync::RawSyncArgs),
 }
 
 /// Options of `ferry-perf throughput`.
@@ -93,6 +96,13 @@ fn main() -> ExitCode {
         Cmd::Throughput(args) => match run::throughput(&args) {
             Ok(report) if report.clean() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::RawSync(args) => match raw_sync::raw_sync(&args) {
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry-perf: {e:#}");
                 ExitCode::from(1)
