@@ -43,16 +43,23 @@ def start_broker(binary, data, port, shards, log):
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                # A connect to an unlistened ephemeral port can connect to itself.
-                if s.getsockname() != s.getpeername():
-                    return proc
-        except OSError:
-            pass
+        if stomp_answers(port):
+            return proc
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("broker did not listen")
+
+
+def stomp_answers(port):
+    """Ready means a STOMP broker answered CONNECT: a bare TCP connect can reach something
+    else (a self-connected socket on an unlistened ephemeral port, say)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.settimeout(1.0)
+            s.sendall(b"CONNECT\naccept-version:1.2\n\n\0")
+            return s.recv(9) == b"CONNECTED"
+    except OSError:
+        return False
 
 
 class Collector(stomp.ConnectionListener):
