@@ -4,11 +4,18 @@
 //! lives on one shard thread; its `SyncJob`s run on a blocking thread. No runtime, no async.
 //! Limits: segment size between `SEGMENT_SIZE_BYTES_MIN` and `SEGMENT_SIZE_BYTES_MAX`; a
 //! record must fit in one segment.
+//!
+//! Every system call that can fail (segment create, fallocate, mmap, msync/fdatasync,
+//! directory fsync, unlink) goes through the [`Io`] seam in `LogConfig::io`: [`RealIo`] in
+//! production, [`fault::FaultyIo`] in tests, which injects EIO, ENOSPC and ENOMEM and
+//! simulates torn writes at a power loss, all replayable from one seed.
 
 mod codec;
 mod error;
+pub mod fault;
 mod fold;
 mod format;
+mod io;
 mod log;
 mod open;
 mod record;
@@ -18,6 +25,7 @@ mod sync;
 
 pub use error::StorageError;
 pub use fold::{Fold, Recovered, RecoveredQueue};
+pub use io::{Io, MmapRaw, RealIo};
 pub use log::{
     CompactJob, CompactReport, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
     ShardLog,

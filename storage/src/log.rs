@@ -6,12 +6,14 @@
 //! roll (create + fallocate + populate) blocks the caller for the time it takes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 
 use crate::error::StorageError;
 use crate::fold::Recovered;
 use crate::format::{SEGMENT_HEADER_SIZE, record_len, write_record};
+use crate::io::{Io, RealIo};
 use crate::open::open_dir;
 use crate::record::Record;
 use crate::segment::{ActiveSegment, SealedSegment, create_segment, fsync_dir};
@@ -26,7 +28,7 @@ pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4 * 1024;
 pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Where and how a shard writes its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
     /// The shard's directory (e.g. `<data-dir>/shard-0`); created if missing.
     pub dir: PathBuf,
@@ -34,12 +36,31 @@ pub struct LogConfig {
     pub segment_size_bytes: u64,
     /// Stamped in every record header.
     pub epoch: Epoch,
+    /// The system calls that can fail ([`RealIo`] unless a test injects faults).
+    pub io: Arc<dyn Io>,
 }
 
+/// Two configs are equal when their fields are and they share the same `Io` instance.
+impl PartialEq for LogConfig {
+    fn eq(&self, other: &LogConfig) -> bool {
+        self.dir == other.dir
+            && self.segment_size_bytes == other.segment_size_bytes
+            && self.epoch == other.epoch
+            && Arc::ptr_eq(&self.io, &other.io)
+    }
+}
+
+impl Eq for LogConfig {}
+
 impl LogConfig {
-    /// Defaults (64 MiB segments, epoch 1) for `dir`.
+    /// Defaults (64 MiB segments, epoch 1, real I/O) for `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
-        LogConfig { dir: dir.into(), segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT, epoch: Epoch(1) }
+        LogConfig {
+            dir: dir.into(),
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            epoch: Epoch(1),
+            io: Arc::new(RealIo),
+        }
     }
 
     fn segment_size_u32(&self) -> Result<u32, StorageError> {
@@ -67,6 +88,7 @@ pub struct CompactReport {
 pub struct CompactJob {
     segments: Vec<SealedSegment>,
     dir: PathBuf,
+    io: Arc<dyn Io>,
 }
 
 impl CompactJob {
@@ -76,12 +98,12 @@ impl CompactJob {
         let mut report = CompactReport::default();
         for segment in &self.segments {
             let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
-            std::fs::remove_file(&segment.path).map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
+            self.io.remove(&segment.path).map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
             tracing::info!(segment = segment.id.0, base = segment.base.0, end = segment.end.0, path = %segment.path.display(), "deleted settled segment");
             report.segments_deleted += 1;
             report.bytes_freed += len;
         }
-        fsync_dir(&self.dir)?;
+        fsync_dir(&*self.io, &self.dir)?;
         Ok(report)
     }
 }
@@ -101,6 +123,7 @@ pub struct ShardLog {
     in_flight: Option<Offset>,
     poisoned: bool,
     scratch: AlignedVec,
+    io: Arc<dyn Io>,
 }
 
 impl ShardLog {
@@ -108,7 +131,7 @@ impl ShardLog {
     /// record. Blocking: call at start-up. Everything recovered is durable on return.
     pub fn open(config: LogConfig) -> Result<(ShardLog, Recovered), StorageError> {
         let segment_size_bytes = config.segment_size_u32()?;
-        let opened = open_dir(&config.dir, segment_size_bytes, config.epoch)?;
+        let opened = open_dir(&*config.io, &config.dir, segment_size_bytes, config.epoch)?;
         let end = Offset(opened.active.base.0 + opened.active.write_pos as u64);
         let log = ShardLog {
             dir: config.dir,
@@ -123,6 +146,7 @@ impl ShardLog {
             in_flight: None,
             poisoned: false,
             scratch: AlignedVec::new(),
+            io: config.io,
         };
         Ok((log, opened.recovered))
     }
@@ -165,7 +189,7 @@ impl ShardLog {
     fn roll(&mut self) -> Result<(), StorageError> {
         let base = self.appended;
         let id = SegmentId(self.active.id.0 + 1);
-        let fresh = create_segment(&self.dir, base, id, self.epoch, self.segment_size_bytes)?;
+        let fresh = create_segment(&*self.io, &self.dir, base, id, self.epoch, self.segment_size_bytes)?;
         mark_dirty(&mut self.dirty, &fresh.map, &fresh.path, 0, SEGMENT_HEADER_SIZE);
         self.dir_dirty = true;
         let old = std::mem::replace(&mut self.active, fresh);
@@ -198,7 +222,8 @@ impl ShardLog {
         }
         self.in_flight = Some(self.appended);
         let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
-        Some(SyncJob { ranges: std::mem::take(&mut self.dirty), dir, target: self.appended })
+        let ranges = std::mem::take(&mut self.dirty);
+        Some(SyncJob { ranges, dir, target: self.appended, io: Arc::clone(&self.io) })
     }
 
     /// Reports a job's outcome. `Ok` advances `durable_offset`; `Err` poisons the log and is
@@ -246,7 +271,7 @@ impl ShardLog {
             return Ok(None);
         }
         let segments = self.sealed.drain(..count).collect();
-        Ok(Some(CompactJob { segments, dir: self.dir.clone() }))
+        Ok(Some(CompactJob { segments, dir: self.dir.clone(), io: Arc::clone(&self.io) }))
     }
 
     /// Base offset of the segment being appended to: everything below it is sealed.

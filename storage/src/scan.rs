@@ -1,14 +1,17 @@
 //! Reading a log back: `scan_segment` walks one segment's bytes record by record, telling a
-//! proven-valid prefix from a torn tail and from damage inside the data; `replay` reads a
-//! whole shard directory read-only. Used at open (blocking, on the shard thread) and by the
-//! engine when it folds several shards' logs itself. Limits: it never writes; a record that
-//! fails its checksum is only skipped when the claimed length leads to a valid record.
+//! proven-valid prefix from damage inside the data and from what may be a torn tail (a tail
+//! can start before the last segment: a crash right after a roll leaves the previous segment
+//! torn and the new one empty); `replay` reads a whole shard directory read-only. Used at
+//! open (blocking, on the shard thread) and by the engine when it folds several shards' logs
+//! itself. Limits: it never writes; a record that fails its checksum is only skipped when the
+//! claimed length leads to a valid record.
 
 use std::path::Path;
 
 use crate::codec::{decode, queue_of_damaged};
 use crate::error::StorageError;
 use crate::format::{Parsed, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record};
+use crate::io::RealIo;
 use crate::segment::{list_segments, open_sealed};
 use crate::{Offset, Record};
 
@@ -17,25 +20,54 @@ use crate::{Offset, Record};
 pub(crate) struct SegmentScan {
     /// Position (bytes from the file start) just after the last valid record.
     pub valid_end: usize,
-    /// Non-zero bytes after `valid_end` in the last segment (a torn tail).
+    /// Non-zero bytes after `valid_end` (a torn tail, when this is the end of the log).
     pub torn_tail_bytes: usize,
     /// Position one past the last non-zero byte after `valid_end` (for zeroing the tail).
     pub dirty_end: usize,
     /// Records that were read.
     pub records: u64,
-    /// Queues named by damaged records inside the proven-valid region.
+    /// Queues named by damaged records that a valid record follows (damage, never a tail).
     pub damaged_queues: Vec<String>,
+    /// The bad record the scan stopped at, if it did not stop at the end of the data: damage
+    /// when a valid record follows anywhere later in the log, else part of the torn tail.
+    pub stopped_at: Option<BadRecord>,
+}
+
+/// A record that failed to parse or decode and that nothing valid follows in its segment.
+#[derive(Debug, Clone)]
+pub(crate) struct BadRecord {
+    /// Logical offset of its first byte.
+    pub offset: u64,
+    /// The queue its metadata names, when that part is readable.
+    pub queue: Option<String>,
+    pub reason: &'static str,
+}
+
+impl BadRecord {
+    /// Logs this record as damage inside the durable region; returns the queue to quarantine.
+    pub fn report_damage(&self) -> Option<String> {
+        match &self.queue {
+            Some(queue) => tracing::error!(
+                offset = self.offset,
+                %queue,
+                reason = self.reason,
+                "damaged record before the end of the log: the rest of its segment is unreadable, quarantining queue"
+            ),
+            None => tracing::error!(
+                offset = self.offset,
+                reason = self.reason,
+                "damaged record before the end of the log names no readable queue: the rest of its segment is lost"
+            ),
+        }
+        self.queue.clone()
+    }
 }
 
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
-/// `base`, calling `sink(end_offset, record)` for each valid one. In the last segment a bad
-/// record with nothing valid after it is the torn tail; anywhere else it is damage.
-pub(crate) fn scan_segment(
-    bytes: &[u8],
-    base: Offset,
-    is_last: bool,
-    sink: &mut dyn FnMut(Offset, Record),
-) -> SegmentScan {
+/// `base`, calling `sink(end_offset, record)` for each valid one. A bad record with a valid
+/// one right after it is damage (`damaged_queues`); one with nothing valid after it ends the
+/// scan (`stopped_at`), and the caller decides whether it is the log's torn tail.
+pub(crate) fn scan_segment(bytes: &[u8], base: Offset, sink: &mut dyn FnMut(Offset, Record)) -> SegmentScan {
     let mut scan = SegmentScan::default();
     let mut pos = SEGMENT_HEADER_SIZE.min(bytes.len());
     loop {
@@ -60,24 +92,17 @@ pub(crate) fn scan_segment(
                     pos += len;
                     continue;
                 }
-                if !is_last {
-                    note_damage(&mut scan, base, pos, meta, reason);
-                    tracing::error!(
-                        offset = base.0 + pos as u64,
-                        "damaged record in a sealed segment: the rest of that segment is unreadable"
-                    );
-                }
+                let queue = meta.and_then(queue_of_damaged);
+                scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
                 break;
             }
         }
     }
     scan.valid_end = pos;
-    if is_last {
-        let tail = &bytes[pos.min(bytes.len())..];
-        let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        scan.torn_tail_bytes = nonzero;
-        scan.dirty_end = pos + nonzero;
-    }
+    let tail = &bytes[pos.min(bytes.len())..];
+    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    scan.torn_tail_bytes = nonzero;
+    scan.dirty_end = pos + nonzero;
     scan
 }
 
@@ -114,22 +139,36 @@ pub(crate) fn check_header(bytes: &[u8], base: Offset, path: &Path) -> Option<Se
     }
 }
 
+/// Index of the last segment holding a valid record: bad records that end the scan of a
+/// segment before it are damage; from it on they are the log's torn tail.
+pub(crate) fn last_with_records(scans: &[SegmentScan]) -> Option<usize> {
+    scans.iter().rposition(|scan| scan.records > 0)
+}
+
 /// Everything a shard directory holds, read-only: each valid record with its END offset (the
 /// value `ShardLog::append` returned for it), in log order. Damage is logged and skipped; a
-/// torn tail is ignored. Does not modify any file.
+/// torn tail (which may start in a segment before the last, if a crash came right after a
+/// roll) is ignored. Does not modify any file.
 pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
     let segments = list_segments(dir)?;
     let mut records = Vec::new();
-    for (i, (base, path)) in segments.iter().enumerate() {
-        let Some(map) = open_sealed(path)? else {
+    let mut scans = Vec::with_capacity(segments.len());
+    for (base, path) in &segments {
+        let Some(map) = open_sealed(&RealIo, path)? else {
+            scans.push(SegmentScan::default());
             continue;
         };
         // SAFETY: read-only mapping of `map.len()` bytes, alive for this loop iteration; we
         // never write it, and nobody truncates segment files.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         check_header(bytes, *base, path);
-        let is_last = i + 1 == segments.len();
-        scan_segment(bytes, *base, is_last, &mut |offset, record| records.push((offset, record)));
+        scans.push(scan_segment(bytes, *base, &mut |offset, record| records.push((offset, record))));
+    }
+    let end = last_with_records(&scans).unwrap_or(0);
+    for scan in &scans[..end] {
+        if let Some(bad) = &scan.stopped_at {
+            bad.report_damage();
+        }
     }
     Ok(records)
 }

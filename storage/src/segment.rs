@@ -1,11 +1,12 @@
-//! Segment files: naming (`<20-digit base offset>.seg`), listing, preallocation (fallocate,
-//! falling back to posix_fallocate), mapping (memmap2, populate) and directory fsync. Used on
-//! the shard thread at open and at a roll (both blocking). Limits: a file is never truncated
-//! or shrunk (another process may have it mapped), only grown; mapped memory is only valid
-//! while nobody else truncates the file (that would SIGBUS, which we cannot guard against).
+//! Segment files: naming (`<20-digit base offset>.seg`), listing, creation with preallocation
+//! and mapping, reopening and directory fsync — the fallible calls through the log's `Io`
+//! seam (`crate::io`). Used on the shard thread at open and at a roll (both blocking).
+//! Limits: a file is never truncated or shrunk (another process may have it mapped), only
+//! grown; mapped memory is only valid while nobody else truncates the file (that would
+//! SIGBUS, which we cannot guard against).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::StorageError;
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
+use crate::io::Io;
 use crate::{Epoch, Offset, SegmentId};
 
 /// File name extension of segment files.
@@ -90,7 +92,10 @@ pub(crate) struct SealedSegment {
 }
 
 /// Creates, preallocates, maps and stamps a fresh segment. The caller fsyncs the directory.
+/// On failure the half-created file is removed (nobody has mapped it), so no sparse file is
+/// left behind and a later roll can retry.
 pub(crate) fn create_segment(
+    io: &dyn Io,
     dir: &Path,
     base: Offset,
     id: SegmentId,
@@ -98,18 +103,26 @@ pub(crate) fn create_segment(
     size_bytes: u32,
 ) -> Result<ActiveSegment, StorageError> {
     let path = segment_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| StorageError::io("create segment", &path, e))?;
-    let prepared = allocate(&file, u64::from(size_bytes), &path).and_then(|()| map_writable(&file, &path));
+    let file = match io.create(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_half_created(&path) => {
+            // An earlier roll to this base failed and could not remove its file: nobody has
+            // mapped it and it holds no header, so replacing it loses nothing.
+            tracing::warn!(path = %path.display(), "removing a half-created segment left by a failed roll");
+            io.remove(&path).map_err(|e| StorageError::io("remove segment", &path, e))?;
+            io.create(&path)
+        }
+        other => other,
+    }
+    .map_err(|e| StorageError::io("create segment", &path, e))?;
+    let prepared = io
+        .allocate(&file, &path, u64::from(size_bytes))
+        .map_err(|e| StorageError::io("fallocate", &path, e))
+        .and_then(|()| io.map_writable(&file, &path).map_err(|e| StorageError::io("mmap segment", &path, e)));
     let map = match prepared {
         Ok(map) => map,
         Err(error) => {
-            // Nobody has mapped the file we just created: remove it so a later roll can retry.
-            if let Err(e) = std::fs::remove_file(&path) {
+            drop(file);
+            if let Err(e) = io.remove(&path) {
                 tracing::error!(path = %path.display(), error = %e, "could not remove a half-created segment");
             }
             return Err(error);
@@ -121,24 +134,34 @@ pub(crate) fn create_segment(
     Ok(segment)
 }
 
+/// True if the file at `path` has no segment header yet (all zeros or shorter than one): what
+/// `create_segment` leaves when preallocation or mapping failed and so did the cleanup.
+fn is_half_created(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_SIZE);
+    file.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut head).is_ok() && head.iter().all(|&b| b == 0)
+}
+
 /// Opens an existing segment read-write, growing it (never shrinking) to at least
 /// `size_bytes`, and maps all of it.
-pub(crate) fn open_writable(path: &Path, size_bytes: u64) -> Result<MmapRaw, StorageError> {
+pub(crate) fn open_writable(io: &dyn Io, path: &Path, size_bytes: u64) -> Result<MmapRaw, StorageError> {
     let file =
         OpenOptions::new().read(true).write(true).open(path).map_err(|e| StorageError::io("open segment", path, e))?;
     let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len < size_bytes {
         tracing::warn!(path = %path.display(), len, size_bytes, "growing a short segment file");
-        allocate(&file, size_bytes, path)?;
+        io.allocate(&file, path, size_bytes).map_err(|e| StorageError::io("fallocate", path, e))?;
     }
-    map_writable(&file, path)
+    io.map_writable(&file, path).map_err(|e| StorageError::io("mmap segment", path, e))
 }
 
 /// Opens a sealed segment read-only and maps it; also fdatasyncs it, so that data a crashed
 /// process left in the page cache is durable before recovery reports it as durable.
-pub(crate) fn open_sealed(path: &Path) -> Result<Option<MmapRaw>, StorageError> {
+pub(crate) fn open_sealed(io: &dyn Io, path: &Path) -> Result<Option<MmapRaw>, StorageError> {
     let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
-    file.sync_data().map_err(|e| StorageError::io("fdatasync segment", path, e))?;
+    io.sync_file(&file, path).map_err(|e| StorageError::io("fdatasync segment", path, e))?;
     let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len == 0 {
         return Ok(None);
@@ -147,33 +170,7 @@ pub(crate) fn open_sealed(path: &Path) -> Result<Option<MmapRaw>, StorageError> 
     Ok(Some(map))
 }
 
-fn map_writable(file: &File, path: &Path) -> Result<MmapRaw, StorageError> {
-    MmapOptions::new().populate().map_raw(file).map_err(|e| StorageError::io("mmap segment", path, e))
-}
-
-/// Reserves real blocks for `[0, len)` so the mapping never sits over a sparse file.
-fn allocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
-    let len_i64 = i64::try_from(len).map_err(|_| StorageError::Config(format!("segment length {len} too large")))?;
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(fd, 0, 0, len_i64) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
-        return Err(StorageError::io("fallocate", path, err));
-    }
-    // SAFETY: as above. posix_fallocate returns the error number instead of setting errno.
-    let rc = unsafe { libc::posix_fallocate(fd, 0, len_i64) };
-    if rc != 0 {
-        return Err(StorageError::io("posix_fallocate", path, std::io::Error::from_raw_os_error(rc)));
-    }
-    Ok(())
-}
-
 /// fsyncs a directory so that created or removed entries in it are durable.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    let handle = File::open(dir).map_err(|e| StorageError::io("open dir", dir, e))?;
-    handle.sync_all().map_err(|e| StorageError::io("fsync dir", dir, e))
+pub(crate) fn fsync_dir(io: &dyn Io, dir: &Path) -> Result<(), StorageError> {
+    io.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))
 }

@@ -10,6 +10,7 @@ use memmap2::MmapRaw;
 
 use crate::Offset;
 use crate::error::StorageError;
+use crate::io::Io;
 
 /// Bytes `[start, end)` of one mapped segment written since the last cut job.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct SyncJob {
     /// Set when segment files were created since the last job: the directory is fsynced too.
     pub(crate) dir: Option<PathBuf>,
     pub(crate) target: Offset,
+    /// The log's I/O seam.
+    pub(crate) io: Arc<dyn Io>,
 }
 
 impl SyncJob {
@@ -52,13 +55,12 @@ impl SyncJob {
     /// now durable; an error is fatal for the log (`ShardLog::complete_sync` poisons it).
     pub fn run(self) -> Result<Offset, StorageError> {
         for range in &self.ranges {
-            range
-                .map
-                .flush_range(range.start, range.end - range.start)
+            self.io
+                .sync_range(&range.map, &range.path, range.start, range.end - range.start)
                 .map_err(|e| StorageError::io("msync", &range.path, e))?;
         }
         if let Some(dir) = &self.dir {
-            crate::segment::fsync_dir(dir)?;
+            crate::segment::fsync_dir(&*self.io, dir)?;
         }
         Ok(self.target)
     }

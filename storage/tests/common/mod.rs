@@ -9,7 +9,7 @@ use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, StoredMessage};
 
 /// A config with small segments so tests roll often.
 pub fn config(dir: &Path, segment_size_bytes: u64) -> LogConfig {
-    LogConfig { dir: dir.to_path_buf(), segment_size_bytes, epoch: Epoch(1) }
+    LogConfig { segment_size_bytes, epoch: Epoch(1), ..LogConfig::new(dir) }
 }
 
 pub fn open(dir: &Path, segment_size_bytes: u64) -> (ShardLog, ferry_storage::Recovered) {

@@ -1,0 +1,88 @@
+//! The I/O seam: every system call of the log that can fail for reasons outside the program —
+//! creating a segment file, preallocating it (ENOSPC), mapping it, msync/fdatasync of what was
+//! written (EIO), directory fsync, unlink — goes through an [`Io`] held as `Arc<dyn Io>` by the
+//! log and cloned into each `SyncJob` and `CompactJob`. [`RealIo`] does the real calls and is
+//! what `LogConfig::new` installs; `crate::fault::FaultyIo` wraps it to inject seeded,
+//! replayable failures in tests. Memory copies into a mapping are not behind the seam: a write
+//! to mapped memory cannot fail, only the sync that follows it can. Methods are called on the
+//! shard thread (create, allocate, map, at open and at a roll) and on blocking threads (syncs,
+//! unlinks), so implementations are `Send + Sync`. Limits: none of its own; each method is one
+//! blocking system call (or two, for the fallocate fallback).
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use memmap2::MmapOptions;
+pub use memmap2::MmapRaw;
+
+/// The fallible system calls of the log. Every method returns the raw `io::Error`; the log
+/// adds the operation and path when it wraps it in `StorageError::Io`.
+pub trait Io: Send + Sync + Debug + 'static {
+    /// Creates a new segment file (read-write, failing if it exists).
+    fn create(&self, path: &Path) -> io::Result<File>;
+    /// Reserves real blocks for bytes `[0, len)` of `file`, so its mapping never sits over a
+    /// sparse file (a write into a hole on a full disk would be SIGBUS, not an error).
+    fn allocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
+    /// Maps all of `file` read-write, shared, pre-faulted.
+    fn map_writable(&self, file: &File, path: &Path) -> io::Result<MmapRaw>;
+    /// Makes bytes `[start, start + len)` of a writable mapping of `path` durable (msync).
+    fn sync_range(&self, map: &MmapRaw, path: &Path, start: usize, len: usize) -> io::Result<()>;
+    /// Makes the data of a whole file durable (fdatasync).
+    fn sync_file(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Makes created or removed entries of a directory durable (fsync of the directory).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The real system calls. Stateless.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealIo;
+
+impl Io for RealIo {
+    fn create(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).create_new(true).open(path)
+    }
+
+    fn allocate(&self, file: &File, _path: &Path, len: u64) -> io::Result<()> {
+        let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+        let rc = unsafe { libc::fallocate(fd, 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+            return Err(err);
+        }
+        // SAFETY: as above. posix_fallocate returns the error number instead of setting errno.
+        match unsafe { libc::posix_fallocate(fd, 0, len) } {
+            0 => Ok(()),
+            rc => Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+
+    fn map_writable(&self, file: &File, _path: &Path) -> io::Result<MmapRaw> {
+        MmapOptions::new().populate().map_raw(file)
+    }
+
+    fn sync_range(&self, map: &MmapRaw, _path: &Path, start: usize, len: usize) -> io::Result<()> {
+        map.flush_range(start, len)
+    }
+
+    fn sync_file(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+}
