@@ -8,7 +8,8 @@
 //! appended counts as durable once the committer runs) for runtime-free tests. An append or
 //! sync failure is fatal: the caller stops acknowledging and the broker exits.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::fastmap::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::rc::Rc;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod fastmap;
 pub mod gateway;
 pub mod ids;
 pub mod journal;

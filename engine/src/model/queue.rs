@@ -3,7 +3,8 @@
 //! plain method. Bounded by `Limits::queue_message_count_max` (ready + unacked) and each
 //! consumer's credit (prefetch).
 
-use std::collections::{HashMap, VecDeque};
+use crate::fastmap::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::ids::{ConsumerKey, DeliveryTag};
@@ -68,7 +69,7 @@ impl Queue {
         Queue {
             spec,
             ready: VecDeque::new(),
-            unacked: HashMap::new(),
+            unacked: HashMap::default(),
             consumers: Vec::new(),
             next_consumer: 0,
             next_tag: 1,

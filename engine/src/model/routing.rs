@@ -3,9 +3,8 @@
 //! validates changes ([`RoutingTable::validate`]) and every shard applies the same validated
 //! [`MetaOp`]s in the same order ([`RoutingTable::apply`]).
 
-use std::collections::HashMap;
-
 use crate::error::{EngineError, ErrorKind};
+use crate::fastmap::HashMap;
 use crate::ids::{ConnectionId, ShardId};
 use crate::model::exchange::{Exchange, ExchangeKind, ExchangeSpec};
 
@@ -60,12 +59,12 @@ const STANDARD_EXCHANGES: [(&str, ExchangeKind); 5] = [
 
 impl Default for RoutingTable {
     fn default() -> Self {
-        let mut exchanges = HashMap::new();
+        let mut exchanges = HashMap::default();
         for (name, kind) in STANDARD_EXCHANGES {
             let spec = ExchangeSpec { name: name.to_owned(), kind, durable: true, auto_delete: false, internal: false };
             exchanges.insert(name.to_owned(), Exchange::new(spec));
         }
-        RoutingTable { revision: 0, exchanges, queues: HashMap::new() }
+        RoutingTable { revision: 0, exchanges, queues: HashMap::default() }
     }
 }
 

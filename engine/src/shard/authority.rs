@@ -3,8 +3,7 @@
 //! have applied it — so after a declare or bind returns, every shard routes by it. Other
 //! shards only ever apply ops in the authority's order (FIFO channels from shard 0).
 
-use std::collections::HashMap;
-
+use crate::fastmap::HashMap;
 use crate::ids::{RequestId, ShardId};
 use crate::model::queue::Queue;
 use crate::model::routing::{MetaOp, MetaOutcome};

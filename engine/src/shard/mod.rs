@@ -12,8 +12,8 @@ pub mod mailbox;
 pub mod msg;
 pub mod recovery;
 
+use crate::fastmap::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use ferry_wire::Limits;
@@ -74,12 +74,12 @@ impl Shard {
             placement,
             limits,
             routing: RoutingTable::default(),
-            queues: HashMap::new(),
-            conns: HashMap::new(),
+            queues: HashMap::default(),
+            conns: HashMap::default(),
             next_conn: 1,
             outbox: (0..peers).map(|_| Vec::new()).collect(),
             outbox_wake,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             next_request: 1,
             journal,
             name_seed: u64::from(id.0) << 48,

@@ -38,13 +38,27 @@ pub fn properties_from_send(headers: &[(String, String)]) -> Properties {
     props
 }
 
-/// Appends the property headers of a MESSAGE (after the broker's own headers).
-pub fn message_headers(props: &Properties, out: &mut Vec<(String, String)>) {
+/// Numbers a MESSAGE's property headers need as text (kept alive while headers borrow them).
+#[derive(Debug, Default)]
+pub struct NumberText {
+    priority: String,
+    expiration: String,
+}
+
+/// Appends the property headers of a MESSAGE (after the broker's own headers), borrowing
+/// from `props`; numbers are rendered into `numbers`.
+pub fn message_headers<'a>(props: &'a Properties, numbers: &'a mut NumberText, out: &mut Vec<(&'a str, &'a str)>) {
+    if props.priority > 0 {
+        numbers.priority = props.priority.to_string();
+    }
+    if let Some(ms) = props.expiration_ms {
+        numbers.expiration = ms.to_string();
+    }
     if props.persistent {
-        out.push(("persistent".into(), "true".into()));
+        out.push(("persistent", "true"));
     }
     if props.priority > 0 {
-        out.push(("priority".into(), props.priority.to_string()));
+        out.push(("priority", numbers.priority.as_str()));
     }
     let optional = [
         ("content-type", &props.content_type),
@@ -55,15 +69,15 @@ pub fn message_headers(props: &Properties, out: &mut Vec<(String, String)>) {
     ];
     for (name, value) in optional {
         if let Some(v) = value {
-            out.push((name.into(), v.clone()));
+            out.push((name, v.as_str()));
         }
     }
-    if let Some(ms) = props.expiration_ms {
-        out.push(("expiration".into(), ms.to_string()));
+    if props.expiration_ms.is_some() {
+        out.push(("expiration", numbers.expiration.as_str()));
     }
     for (name, value) in &props.headers {
         if !MESSAGE_RESERVED.contains(&name.as_str()) {
-            out.push((name.clone(), value.clone()));
+            out.push((name.as_str(), value.as_str()));
         }
     }
 }
@@ -95,7 +109,8 @@ mod tests {
     fn round_trip_to_message_headers() {
         let props = properties_from_send(&h(&[("reply-to", "/queue/r"), ("correlation-id", "c"), ("k", "v")]));
         let mut out = Vec::new();
-        message_headers(&props, &mut out);
-        assert_eq!(out, h(&[("correlation-id", "c"), ("reply-to", "/queue/r"), ("k", "v")]));
+        let mut numbers = NumberText::default();
+        message_headers(&props, &mut numbers, &mut out);
+        assert_eq!(out, [("correlation-id", "c"), ("reply-to", "/queue/r"), ("k", "v")]);
     }
 }

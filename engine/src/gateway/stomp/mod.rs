@@ -12,8 +12,8 @@ mod ops;
 mod receipts;
 mod subscription;
 
+use crate::fastmap::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -87,8 +87,8 @@ impl StompConn {
             peer,
             subs: Subscriptions::new(id),
             receipts: Receipts::default(),
-            transactions: HashMap::new(),
-            temp_queues: HashMap::new(),
+            transactions: HashMap::default(),
+            temp_queues: HashMap::default(),
             exclusive_queues: Vec::new(),
             disconnecting: None,
             closed_cleanly: false,
@@ -213,28 +213,28 @@ impl StompConn {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let Some(sub) = self.subs.by_consumer(delivery.consumer.tag) else {
+        let Some(ack_id) = self.subs.record_delivery(delivery.consumer.tag, delivery.tag) else {
             // Unsubscribed meanwhile: give it back to its queue.
             self.shard.borrow_mut().return_delivery(delivery);
             return;
         };
-        let sub_id = sub.id.clone();
-        let Some(ack_id) = self.subs.record_delivery(delivery.consumer.tag, delivery.tag) else {
-            return;
-        };
+        let Some(sub) = self.subs.by_consumer(delivery.consumer.tag) else { return };
         let content = &delivery.message.content;
-        let mut headers: Vec<(String, String)> = vec![
-            ("subscription".into(), sub_id),
-            ("destination".into(), Destination::for_message(&content.exchange, &content.routing_key)),
-            ("message-id".into(), ack_id.clone()),
-            ("redelivered".into(), delivery.message.redelivered.to_string()),
-        ];
+        let destination = Destination::for_message(&content.exchange, &content.routing_key);
+        let redelivered = if delivery.message.redelivered { "true" } else { "false" };
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8 + content.properties.headers.len());
+        headers.extend([
+            ("subscription", sub.id.as_str()),
+            ("destination", destination.as_str()),
+            ("message-id", ack_id.as_str()),
+            ("redelivered", redelivered),
+        ]);
         if self.session.version() == ferry_stomp::Version::V1_2 {
-            headers.push(("ack".into(), ack_id));
+            headers.push(("ack", ack_id.as_str()));
         }
-        mapping::message_headers(&content.properties, &mut headers);
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.session.send_message(&refs, &content.body);
+        let mut numbers = mapping::NumberText::default();
+        mapping::message_headers(&content.properties, &mut numbers, &mut headers);
+        self.session.send_message(&headers, &content.body);
     }
 
     /// Appends pending output bytes to `out`.

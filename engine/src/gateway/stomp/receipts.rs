@@ -3,7 +3,8 @@
 //! earlier one are done, so a receipt means "this frame and all before it took effect".
 //! Bounded by the frames a client has in flight (one entry per receipt-bearing frame).
 
-use std::collections::{HashMap, VecDeque};
+use crate::fastmap::HashMap;
+use std::collections::VecDeque;
 
 use crate::error::EngineError;
 

@@ -4,7 +4,8 @@
 //! cumulative within the subscription, `client-individual` acks one delivery, `auto` needs none.
 //! Bounded by `Limits::subscription_count_max` and each subscription's prefetch.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::fastmap::HashMap;
+use std::collections::BTreeMap;
 
 use ferry_stomp::AckMode;
 
@@ -54,9 +55,9 @@ impl Subscriptions {
     pub fn new(conn: ConnectionId) -> Self {
         Subscriptions {
             conn,
-            by_id: HashMap::new(),
-            by_tag: HashMap::new(),
-            ack_index: HashMap::new(),
+            by_id: HashMap::default(),
+            by_tag: HashMap::default(),
+            ack_index: HashMap::default(),
             next_tag: 1,
             next_seq: 1,
         }
