@@ -336,6 +336,21 @@ impl Journal {
         self.live.remove(queue, msg_id);
     }
 
+    /// A job preparing the next log segment off the event loop, when one is due.
+    pub fn spare_job(&mut self) -> Option<ferry_storage::SpareJob> {
+        match &mut self.backend {
+            Backend::Log(log) => log.spare_job(),
+            Backend::Memory { .. } => None,
+        }
+    }
+
+    /// Hands the prepared segment to the log.
+    pub fn install_spare(&mut self, result: Result<ferry_storage::Spare, StorageError>) {
+        if let Backend::Log(log) = &mut self.backend {
+            log.install_spare(result);
+        }
+    }
+
     /// Live persistent messages the journal tracks (for tests and metrics).
     pub fn live_count(&self) -> usize {
         self.live.by_message.len()

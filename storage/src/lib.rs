@@ -21,6 +21,7 @@ mod open;
 mod record;
 mod scan;
 mod segment;
+mod spare;
 mod sync;
 
 pub use error::StorageError;
@@ -32,6 +33,7 @@ pub use log::{
 };
 pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};
 pub use scan::replay;
+pub use spare::{Spare, SpareJob};
 pub use sync::SyncJob;
 
 /// Byte position in a shard's logical log; monotonic across segments.

@@ -14,9 +14,12 @@ use crate::error::StorageError;
 use crate::fold::Recovered;
 use crate::format::{SEGMENT_HEADER_SIZE, record_len, write_record};
 use crate::io::{Io, RealIo};
+use memmap2::MmapRaw;
+
 use crate::open::open_dir;
 use crate::record::Record;
 use crate::segment::{ActiveSegment, SealedSegment, create_segment, fsync_dir};
+use crate::spare::{Spare, SpareJob};
 use crate::sync::{DirtyRange, SyncJob, mark_dirty};
 use crate::{Epoch, Offset, SegmentId};
 
@@ -124,6 +127,11 @@ pub struct ShardLog {
     poisoned: bool,
     scratch: AlignedVec,
     io: Arc<dyn Io>,
+    /// The next segment's file, prepared off the shard thread (see `spare`).
+    spare: Option<Spare>,
+    spare_pending: bool,
+    /// Mappings of segments sealed since the last SyncJob, unmapped by that job.
+    retired: Vec<Arc<MmapRaw>>,
 }
 
 impl ShardLog {
@@ -146,6 +154,9 @@ impl ShardLog {
             in_flight: None,
             poisoned: false,
             scratch: AlignedVec::new(),
+            spare: None,
+            spare_pending: false,
+            retired: Vec::new(),
             io: config.io,
         };
         Ok((log, opened.recovered))
@@ -185,18 +196,57 @@ impl ShardLog {
         Ok(self.appended)
     }
 
-    /// Seals the active segment and starts a new one at `appended_offset`.
+    /// Seals the active segment and starts a new one at `appended_offset`: the prepared spare
+    /// renamed into place when there is one, else a segment created here.
     fn roll(&mut self) -> Result<(), StorageError> {
         let base = self.appended;
         let id = SegmentId(self.active.id.0 + 1);
-        let fresh = create_segment(&*self.io, &self.dir, base, id, self.epoch, self.segment_size_bytes)?;
+        let promoted = self.spare.take().map(|spare| self.promote_spare(spare, base, id));
+        let fresh = match promoted {
+            Some(Ok(segment)) => segment,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "promoting the prepared segment failed; creating it in place");
+                create_segment(&*self.io, &self.dir, base, id, self.epoch, self.segment_size_bytes)?
+            }
+            None => create_segment(&*self.io, &self.dir, base, id, self.epoch, self.segment_size_bytes)?,
+        };
         mark_dirty(&mut self.dirty, &fresh.map, &fresh.path, 0, SEGMENT_HEADER_SIZE);
         self.dir_dirty = true;
         let old = std::mem::replace(&mut self.active, fresh);
         tracing::debug!(segment = old.id.0, next = id.0, base = base.0, "segment rolled");
+        self.retired.push(old.map);
         self.sealed.push(SealedSegment { id: old.id, base: old.base, end: base, path: old.path });
         self.appended = Offset(base.0 + SEGMENT_HEADER_SIZE as u64);
         Ok(())
+    }
+
+    fn promote_spare(&self, spare: Spare, base: Offset, id: SegmentId) -> Result<ActiveSegment, StorageError> {
+        let path = crate::segment::segment_path(&self.dir, base);
+        self.io.rename(&spare.path, &path).map_err(|e| StorageError::io("rename spare", &spare.path, e))?;
+        let mut segment = ActiveSegment { id, base, path, map: Arc::new(spare.map), write_pos: SEGMENT_HEADER_SIZE };
+        let header = crate::format::SegmentHeader::new(self.epoch.0, base.0, id.0, self.segment_size_bytes);
+        header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
+        Ok(segment)
+    }
+
+    /// A job preparing the next segment's file, when none is ready or being prepared. Run it
+    /// on a blocking thread and pass the result to [`ShardLog::install_spare`].
+    pub fn spare_job(&mut self) -> Option<SpareJob> {
+        if self.poisoned || self.spare.is_some() || self.spare_pending {
+            return None;
+        }
+        self.spare_pending = true;
+        let path = crate::spare::spare_path(&self.dir, self.active.id.0 + 1);
+        Some(SpareJob { io: Arc::clone(&self.io), path, size_bytes: u64::from(self.segment_size_bytes) })
+    }
+
+    /// Takes a prepared spare; a failure only means the next roll creates its segment itself.
+    pub fn install_spare(&mut self, result: Result<Spare, StorageError>) {
+        self.spare_pending = false;
+        match result {
+            Ok(spare) => self.spare = Some(spare),
+            Err(error) => tracing::warn!(%error, "preparing the next segment failed; the roll will create it"),
+        }
     }
 
     /// End offset of the last appended record.
@@ -223,7 +273,8 @@ impl ShardLog {
         self.in_flight = Some(self.appended);
         let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
         let ranges = std::mem::take(&mut self.dirty);
-        Some(SyncJob { ranges, dir, target: self.appended, io: Arc::clone(&self.io) })
+        let retired = std::mem::take(&mut self.retired);
+        Some(SyncJob { ranges, dir, target: self.appended, io: Arc::clone(&self.io), retired })
     }
 
     /// Reports a job's outcome. `Ok` advances `durable_offset`; `Err` poisons the log and is

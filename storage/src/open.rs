@@ -32,6 +32,7 @@ pub(crate) struct Opened {
 /// Recovers (or creates) the log in `dir`. `size_bytes` applies to new segments.
 pub(crate) fn open_dir(io: &dyn Io, dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Opened, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+    crate::spare::remove_leftover_spares(io, dir)?;
     let segments = list_segments(dir)?;
     let Some(((last_base, last_path), older)) = segments.split_last() else {
         let active = create_segment(io, dir, Offset(0), SegmentId(0), epoch, size_bytes)?;

@@ -42,6 +42,8 @@ pub struct SyncJob {
     pub(crate) target: Offset,
     /// The log's I/O seam.
     pub(crate) io: Arc<dyn Io>,
+    /// Mappings of sealed segments: unmapped when the job is dropped, on its thread.
+    pub(crate) retired: Vec<Arc<MmapRaw>>,
 }
 
 impl SyncJob {
@@ -62,6 +64,8 @@ impl SyncJob {
         if let Some(dir) = &self.dir {
             crate::segment::fsync_dir(&*self.io, dir)?;
         }
+        // Unmap sealed segments here, off the shard thread.
+        drop(self.retired);
         Ok(self.target)
     }
 }

@@ -61,6 +61,7 @@ pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mps
         }));
     }
     tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, outbox_notify)));
+    prepare_next_segment(&shard).await;
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
     tasks.push(spawn_local(super::resources::watch_disk(shard.clone(), config.clone())));
 
@@ -164,6 +165,7 @@ async fn sync_pending(shard: &ShardRef) {
         s.journal_synced();
         s.maybe_compact();
     }
+    prepare_next_segment(shard).await;
     let job = shard.borrow_mut().journal_mut().compact_job();
     if let Some(job) = job {
         match executor().spawn_blocking(move || job.run()).await {
@@ -173,6 +175,16 @@ async fn sync_pending(shard: &ShardRef) {
             // Files left behind are re-read by recovery and superseded by their copies.
             Err(e) => tracing::warn!("deleting settled segments failed: {e}"),
         }
+    }
+}
+
+/// Creating, preallocating and mapping a segment file takes milliseconds: do it on the
+/// blocking pool before the log needs it, so a roll is only a rename.
+async fn prepare_next_segment(shard: &ShardRef) {
+    let job = shard.borrow_mut().journal_mut().spare_job();
+    if let Some(job) = job {
+        let result = executor().spawn_blocking(move || job.run()).await;
+        shard.borrow_mut().journal_mut().install_spare(result);
     }
 }
 
