@@ -46,6 +46,7 @@ fn table() -> RoutingTable {
                 shard,
             },
             passive: false,
+            by: None,
         });
         table.apply(&MetaOp::Bind {
             exchange: "amq.topic".to_owned(),

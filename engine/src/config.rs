@@ -33,12 +33,14 @@ use crate::placement::Placement;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerProto {
     Stomp,
+    Amqp,
 }
 
 impl ListenerProto {
     pub fn name(self) -> &'static str {
         match self {
             ListenerProto::Stomp => "stomp",
+            ListenerProto::Amqp => "amqp",
         }
     }
 
@@ -46,12 +48,13 @@ impl ListenerProto {
     pub fn default_port(self) -> u16 {
         match self {
             ListenerProto::Stomp => 61613,
+            ListenerProto::Amqp => 5672,
         }
     }
 }
 
 /// Protocols named in ARCHITECTURE §6 that this build does not serve yet.
-const NOT_YET_BUILT: [&str; 5] = ["amqp", "mqtt", "openwire", "ws", "admin"];
+const NOT_YET_BUILT: [&str; 4] = ["mqtt", "openwire", "ws", "admin"];
 
 /// One `--listen PROTO=HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +68,9 @@ impl ListenerSpec {
         let (proto, addr) = text.split_once('=').context("expected PROTO=HOST:PORT, e.g. stomp=127.0.0.1:61613")?;
         let proto = match proto {
             "stomp" => ListenerProto::Stomp,
+            "amqp" => ListenerProto::Amqp,
             p if NOT_YET_BUILT.contains(&p) => {
-                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp)")
+                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp, amqp)")
             }
             p => bail!("unknown protocol '{p}' (known: stomp, amqp, mqtt, openwire, ws, admin)"),
         };
@@ -148,8 +152,10 @@ impl BrokerConfig {
         }
         let listen = if flags.listen.is_empty() { file.listen } else { flags.listen };
         let listeners = if listen.is_empty() {
-            let proto = ListenerProto::Stomp;
-            vec![ListenerSpec { proto, addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())) }]
+            [ListenerProto::Stomp, ListenerProto::Amqp]
+                .into_iter()
+                .map(|proto| ListenerSpec { proto, addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())) })
+                .collect()
         } else {
             listen.iter().map(|l| ListenerSpec::parse(l)).collect::<anyhow::Result<_>>()?
         };
@@ -221,7 +227,7 @@ mod tests {
 
     #[test]
     fn rejects_unbuilt_protocols_unknown_keys_and_bad_placement() {
-        let err = ListenerSpec::parse("amqp=127.0.0.1:5672").expect_err("not built");
+        let err = ListenerSpec::parse("mqtt=127.0.0.1:1883").expect_err("not built");
         assert!(err.to_string().contains("not built yet"));
         assert!(BrokerConfig::build(Some("bogus = 1"), Overrides::default(), 1).is_err());
         assert!(BrokerConfig::build(Some("[limits]\nbogus_max = 1"), Overrides::default(), 1).is_err());

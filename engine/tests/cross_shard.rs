@@ -85,7 +85,7 @@ impl Cluster {
             arguments: vec![],
             shard: owner,
         };
-        self.request(on, AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false }));
+        self.request(on, AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None }));
         owner
     }
 
@@ -107,7 +107,7 @@ fn consume(cluster: &mut Cluster, on: u16, owner: ShardId, queue: &str, conn: Co
     let key = ConsumerKey { conn, tag };
     let consumer = Consumer { key, credit_max: 10, outstanding: 0, no_ack: false };
     let reply = cluster.request(on, owner, Request::Consume { queue: queue.into(), consumer });
-    assert_eq!(reply, Reply::Consumed);
+    assert!(matches!(reply, Reply::Consumed), "{reply:?}");
     key
 }
 
@@ -217,7 +217,7 @@ fn declarations_are_validated_once_and_seen_everywhere() {
         arguments: vec![],
         shard: ShardId(0),
     };
-    let mut rx = c.shards[1].request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false }));
+    let mut rx = c.shards[1].request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None }));
     c.pump();
     let err = rx.try_recv().expect("not cancelled").expect("answered").expect_err("inequivalent durable flag");
     assert_eq!(err.kind.amqp_code(), 406);

@@ -115,6 +115,7 @@ class Broker:
         self.name = name
         self.host = HOST
         self.port = free_port()
+        self.amqp_port = free_port()
         # Each broker gets its own data dir: a data dir belongs to one live process.
         self.data_dir = Path(data_dir) if data_dir else self.workdir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,7 @@ class Broker:
             "--data-dir", str(self.data_dir),
             "--shards", str(self.shards),
             "--listen", f"stomp={self.host}:{self.port}",
+            "--listen", f"amqp={self.host}:{self.amqp_port}",
         ]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]

@@ -177,6 +177,18 @@ impl Queue {
         None
     }
 
+    /// Takes the next ready message for a pull (AMQP basic.get). Unless `no_ack`, it stays
+    /// unacked under `key` until settled, or requeued when `key` is removed.
+    pub fn get(&mut self, key: ConsumerKey, no_ack: bool) -> Option<Delivery> {
+        let message = self.ready.pop_front()?;
+        let tag = DeliveryTag(self.next_tag);
+        self.next_tag += 1;
+        if !no_ack {
+            self.unacked.insert(tag, Unacked { message: message.clone(), consumer: key });
+        }
+        Some(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message, settled: no_ack })
+    }
+
     /// Acks (`requeue == None`), requeues (`Some(true)`) or drops (`Some(false)`) one delivery.
     pub fn settle(&mut self, tag: DeliveryTag, requeue: Option<bool>) -> Settled {
         let Some(unacked) = self.unacked.get(&tag) else {

@@ -24,12 +24,34 @@ pub struct QueueSpec {
 /// A change to routing metadata. Validated by the authority, then applied everywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaOp {
-    DeclareQueue { spec: QueueSpec, passive: bool },
-    DeleteQueue { name: String },
-    DeclareExchange { spec: ExchangeSpec, passive: bool },
-    DeleteExchange { name: String },
-    Bind { exchange: String, queue: String, key: String, arguments: Vec<(String, String)> },
-    Unbind { exchange: String, queue: String, key: String, arguments: Vec<(String, String)> },
+    /// `by`: the declaring connection (an exclusive queue admits only its owner).
+    DeclareQueue {
+        spec: QueueSpec,
+        passive: bool,
+        by: Option<ConnectionId>,
+    },
+    DeleteQueue {
+        name: String,
+    },
+    DeclareExchange {
+        spec: ExchangeSpec,
+        passive: bool,
+    },
+    DeleteExchange {
+        name: String,
+    },
+    Bind {
+        exchange: String,
+        queue: String,
+        key: String,
+        arguments: Vec<(String, String)>,
+    },
+    Unbind {
+        exchange: String,
+        queue: String,
+        key: String,
+        arguments: Vec<(String, String)>,
+    },
 }
 
 /// What a validated op did (so apply can skip no-ops and callers learn queue owners).
@@ -118,7 +140,7 @@ impl RoutingTable {
     /// broadcast. `queue_limit` bounds the number of queues.
     pub fn validate(&self, op: &MetaOp, queue_limit: usize) -> Result<MetaOutcome, EngineError> {
         match op {
-            MetaOp::DeclareQueue { spec, passive } => self.validate_queue(spec, *passive, queue_limit),
+            MetaOp::DeclareQueue { spec, passive, by } => self.validate_queue(spec, *passive, *by, queue_limit),
             MetaOp::DeleteQueue { name } => Ok(outcome(self.queues.contains_key(name))),
             MetaOp::DeclareExchange { spec, passive } => self.validate_exchange(spec, *passive),
             MetaOp::DeleteExchange { name } => {
@@ -138,11 +160,17 @@ impl RoutingTable {
         }
     }
 
-    fn validate_queue(&self, spec: &QueueSpec, passive: bool, queue_limit: usize) -> Result<MetaOutcome, EngineError> {
+    fn validate_queue(
+        &self,
+        spec: &QueueSpec,
+        passive: bool,
+        by: Option<ConnectionId>,
+        queue_limit: usize,
+    ) -> Result<MetaOutcome, EngineError> {
         match self.queues.get(&spec.name) {
             Some(existing) => {
                 if let Some(owner) = existing.exclusive
-                    && Some(owner) != spec.exclusive
+                    && Some(owner) != by
                 {
                     let msg = format!("cannot obtain exclusive access to locked queue '{}'", spec.name);
                     return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
@@ -244,7 +272,7 @@ mod tests {
     #[test]
     fn declare_bind_route() {
         let mut t = RoutingTable::default();
-        let op = MetaOp::DeclareQueue { spec: qspec("q", 1), passive: false };
+        let op = MetaOp::DeclareQueue { spec: qspec("q", 1), passive: false, by: None };
         assert_eq!(t.validate(&op, 10).expect("valid"), MetaOutcome::Changed);
         t.apply(&op);
         let bind =
@@ -263,22 +291,25 @@ mod tests {
     #[test]
     fn errors_match_amqp_codes() {
         let mut t = RoutingTable::default();
-        let passive = MetaOp::DeclareQueue { spec: qspec("missing", 0), passive: true };
+        let passive = MetaOp::DeclareQueue { spec: qspec("missing", 0), passive: true, by: None };
         assert_eq!(t.validate(&passive, 10).map_err(|e| e.kind), Err(ErrorKind::NotFound));
         let owner = ConnectionId { shard: ShardId(0), local: 1 };
         let excl = QueueSpec { exclusive: Some(owner), ..qspec("ex", 0) };
-        t.apply(&MetaOp::DeclareQueue { spec: excl.clone(), passive: false });
-        let other = QueueSpec { exclusive: Some(ConnectionId { shard: ShardId(0), local: 2 }), ..excl };
-        let op = MetaOp::DeclareQueue { spec: other, passive: false };
+        t.apply(&MetaOp::DeclareQueue { spec: excl.clone(), passive: false, by: None });
+        let intruder = ConnectionId { shard: ShardId(0), local: 2 };
+        let other = QueueSpec { exclusive: Some(intruder), ..excl.clone() };
+        let op = MetaOp::DeclareQueue { spec: other, passive: false, by: Some(intruder) };
         assert_eq!(t.validate(&op, 10).map_err(|e| e.kind), Err(ErrorKind::ResourceLocked));
-        let full = MetaOp::DeclareQueue { spec: qspec("one-too-many", 0), passive: false };
+        let owner_passive = MetaOp::DeclareQueue { spec: excl, passive: true, by: Some(owner) };
+        assert_eq!(t.validate(&owner_passive, 10).map_err(|e| e.kind), Ok(MetaOutcome::Unchanged));
+        let full = MetaOp::DeclareQueue { spec: qspec("one-too-many", 0), passive: false, by: None };
         assert_eq!(t.validate(&full, 1).map_err(|e| e.kind), Err(ErrorKind::ResourceError));
     }
 
     #[test]
     fn delete_queue_drops_bindings() {
         let mut t = RoutingTable::default();
-        t.apply(&MetaOp::DeclareQueue { spec: qspec("q", 0), passive: false });
+        t.apply(&MetaOp::DeclareQueue { spec: qspec("q", 0), passive: false, by: None });
         t.apply(&MetaOp::Bind {
             exchange: "amq.fanout".into(),
             queue: "q".into(),

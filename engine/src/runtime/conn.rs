@@ -14,6 +14,8 @@ use glommio::spawn_local;
 
 use super::notify::Notify;
 use crate::auth::Users;
+use crate::gateway::Gateway;
+use crate::gateway::amqp091::AmqpConn;
 use crate::gateway::stomp::StompConn;
 use crate::shard::ShardRef;
 
@@ -34,7 +36,18 @@ enum Wake {
 /// How often a held-back publisher looks whether the disk alarm cleared.
 const HELD_RECHECK: Duration = Duration::from_millis(50);
 
+/// Builds a protocol's gateway for a new connection; `None` at the connection limit.
+pub(super) type MakeGateway<G> = fn(ShardRef, std::net::SocketAddr, Rc<Users>, Rc<dyn Fn()>, Instant) -> Option<G>;
+
 pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
+    serve::<StompConn>(stream, shard, users, StompConn::new).await;
+}
+
+pub(super) async fn serve_amqp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
+    serve::<AmqpConn>(stream, shard, users, AmqpConn::new).await;
+}
+
+async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let notify = Rc::new(Notify::default());
@@ -43,9 +56,9 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
         Rc::new(move || notify.notify())
     };
     let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
-    let Some(mut conn) = StompConn::new(shard.clone(), peer, users, wake, Instant::now()) else {
+    let Some(mut conn) = make(shard.clone(), peer, users, wake, Instant::now()) else {
         let mut stream = stream;
-        let _ = stream.write_all(b"ERROR\nmessage:connection limit reached\n\n\0").await;
+        let _ = stream.write_all(G::refusal()).await;
         return;
     };
     let (mut reader, mut writer) = futures_lite::io::split(stream);

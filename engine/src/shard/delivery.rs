@@ -10,7 +10,7 @@ use crate::ids::{Completion, ConsumerKey, DeliveryTag, ShardId};
 use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery, Settled};
 use crate::shard::Shard;
-use crate::shard::msg::ShardMsg;
+use crate::shard::msg::{Reply, ShardMsg};
 
 impl Shard {
     /// Routes a publish and hands it to each target queue's owner. Returns how many queues it
@@ -190,6 +190,23 @@ impl Shard {
         queue.add_consumer(consumer);
         self.dispatch(name);
         Ok(())
+    }
+
+    pub(super) fn get_local(&mut self, name: &str, consumer: ConsumerKey, no_ack: bool) -> Result<Reply, EngineError> {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{name}' in vhost '/'")));
+        };
+        let durable = queue.spec.durable;
+        let delivery = queue.get(consumer, no_ack);
+        let remaining = queue.ready_len();
+        if let Some(d) = &delivery
+            && d.settled
+            && durable
+            && d.message.content.properties.persistent
+        {
+            self.journal.append_settle(name, d.message.msg_id);
+        }
+        Ok(Reply::Got { delivery, remaining })
     }
 
     pub(super) fn cancel_local(&mut self, name: &str, consumer: ConsumerKey) {

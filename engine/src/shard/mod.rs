@@ -263,6 +263,17 @@ impl Shard {
                 self.cancel_local(&queue, consumer);
                 self.reply(from, id, Ok(Reply::Cancelled));
             }
+            Request::Stats { queue } => {
+                let result = match self.queues.get(&queue) {
+                    Some(q) => Ok(Reply::Stats { messages: q.ready_len(), consumers: q.consumer_count() }),
+                    None => Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{queue}' in vhost '/'"))),
+                };
+                self.reply(from, id, result);
+            }
+            Request::Get { queue, consumer, no_ack } => {
+                let result = self.get_local(&queue, consumer, no_ack);
+                self.reply(from, id, result);
+            }
             Request::Purge { queue } => {
                 let result = match self.queues.get_mut(&queue) {
                     Some(q) => Ok(Reply::Purged(q.purge())),

@@ -22,15 +22,29 @@ pub enum Request {
     Cancel { queue: String, consumer: ConsumerKey },
     /// To the queue's owner: drop ready messages.
     Purge { queue: String },
+    /// To the queue's owner: message and consumer counts.
+    Stats { queue: String },
+    /// To the queue's owner: take one ready message (AMQP basic.get). Unless `no_ack`, it stays
+    /// unacked under `consumer` (which need not be attached) until settled or cancelled.
+    Get { queue: String, consumer: ConsumerKey, no_ack: bool },
 }
 
 /// A successful reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Reply {
     Meta(MetaOutcome),
     Consumed,
     Cancelled,
     Purged(usize),
+    Stats {
+        messages: usize,
+        consumers: usize,
+    },
+    /// The message taken (if any) and how many stay ready.
+    Got {
+        delivery: Option<Delivery>,
+        remaining: usize,
+    },
 }
 
 /// One cross-shard message.

@@ -62,7 +62,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
             arguments: queue.arguments,
             shard: owner,
         };
-        if let Err(e) = meta(shard, MetaOp::DeclareQueue { spec, passive: false }).await {
+        if let Err(e) = meta(shard, MetaOp::DeclareQueue { spec, passive: false, by: None }).await {
             tracing::warn!(shard = %me, queue = %queue.name, "recovering a queue failed: {e}");
             continue;
         }

@@ -285,3 +285,36 @@ impl StompConn {
         tracing::debug!(conn = %self.id, clean = self.closed_cleanly, "stomp connection closed");
     }
 }
+
+impl crate::gateway::Gateway for StompConn {
+    fn refusal() -> &'static [u8] {
+        b"ERROR\nmessage:connection limit reached\n\n\0"
+    }
+    async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        StompConn::handle_input(self, bytes, now).await;
+    }
+    fn drain_mailbox(&mut self) {
+        StompConn::drain_mailbox(self);
+    }
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        StompConn::poll_transmit(self, out);
+    }
+    fn on_written(&mut self) {
+        StompConn::on_written(self);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        StompConn::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        StompConn::handle_timeout(self, now);
+    }
+    fn is_closed(&self) -> bool {
+        StompConn::is_closed(self)
+    }
+    fn input_held(&self) -> bool {
+        StompConn::input_held(self)
+    }
+    fn close(self) {
+        StompConn::close(self);
+    }
+}

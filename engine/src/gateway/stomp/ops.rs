@@ -50,7 +50,7 @@ impl StompConn {
             arguments: Vec::new(),
             shard,
         };
-        self.meta(MetaOp::DeclareQueue { spec, passive: false }).await?;
+        self.meta(MetaOp::DeclareQueue { spec, passive: false, by: Some(self.id) }).await?;
         if decl.exclusive {
             self.exclusive_queues.push(decl.name);
         }

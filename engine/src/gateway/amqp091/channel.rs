@@ -1,0 +1,124 @@
+//! One AMQP channel's state inside a connection: its consumers, the deliveries it still owes
+//! acks for (channel delivery tags, increasing from 1, as the spec requires), prefetch,
+//! publisher-confirm sequence numbers and the transaction buffer. Bounded by prefetch per
+//! consumer and `Limits::transaction_op_count_max`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ferry_amqp091::{BasicProperties, BasicPublish};
+
+use crate::fastmap::HashMap;
+use crate::ids::{ConsumerKey, DeliveryTag, ShardId};
+
+/// A delivery awaiting basic.ack/nack/reject.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub owner: ShardId,
+    pub queue: String,
+    pub tag: DeliveryTag,
+}
+
+/// A basic.consume on this channel.
+#[derive(Debug, Clone)]
+pub struct ChannelConsumer {
+    pub key: ConsumerKey,
+    pub queue: String,
+    pub owner: ShardId,
+    pub no_ack: bool,
+    /// Auto-ack deliveries handed to the session whose credit is not yet returned.
+    pub credit_due: u32,
+}
+
+/// Work buffered by tx.select until tx.commit.
+#[derive(Debug)]
+pub enum TxOp {
+    Publish { method: BasicPublish, properties: Box<BasicProperties>, body: Bytes },
+    Settle { tag: u64, multiple: bool, requeue: Option<bool> },
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Channel {
+    pub prefetch: u16,
+    pub confirm: bool,
+    pub next_publish_seq: u64,
+    pub tx: Option<Vec<TxOp>>,
+    next_delivery_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    pub consumers: HashMap<String, ChannelConsumer>,
+    /// The key basic.get deliveries are held under, and the queues it took from.
+    pub getter: ConsumerKey,
+    pub got_from: Vec<(String, ShardId)>,
+}
+
+impl Channel {
+    pub fn new(getter: ConsumerKey) -> Self {
+        Channel {
+            prefetch: 0,
+            confirm: false,
+            next_publish_seq: 1,
+            tx: None,
+            next_delivery_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::default(),
+            getter,
+            got_from: Vec::new(),
+        }
+    }
+
+    /// The next channel delivery tag; remembered unless the delivery is auto-acked.
+    pub fn record(&mut self, pending: Option<Unacked>) -> u64 {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        if let Some(p) = pending {
+            self.unacked.insert(tag, p);
+        }
+        tag
+    }
+
+    /// The deliveries an ack/nack/reject names: `tag` alone, or every one up to it with
+    /// `multiple` (tag 0 with multiple = all). `None` when `tag` names nothing unacked.
+    pub fn take(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            if tag != 0 && !self.unacked.contains_key(&tag) && self.unacked.range(..=upto).next().is_none() {
+                return None;
+            }
+            let rest = if upto == u64::MAX { BTreeMap::new() } else { self.unacked.split_off(&(upto + 1)) };
+            let taken = std::mem::replace(&mut self.unacked, rest);
+            Some(taken.into_values().collect())
+        } else {
+            self.unacked.remove(&tag).map(|u| vec![u])
+        }
+    }
+
+    /// Everything unacked (channel close, basic.recover).
+    pub fn take_all(&mut self) -> Vec<Unacked> {
+        std::mem::take(&mut self.unacked).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ConnectionId;
+
+    fn channel() -> Channel {
+        Channel::new(ConsumerKey { conn: ConnectionId { shard: ShardId(0), local: 1 }, tag: 0 })
+    }
+
+    fn pending(n: u64) -> Option<Unacked> {
+        Some(Unacked { owner: ShardId(0), queue: "q".into(), tag: DeliveryTag(n) })
+    }
+
+    #[test]
+    fn tags_count_from_one_and_multiple_takes_a_prefix() {
+        let mut c = channel();
+        let tags: Vec<u64> = (0..4).map(|n| c.record(pending(n))).collect();
+        assert_eq!(tags, [1, 2, 3, 4]);
+        assert_eq!(c.take(2, true).expect("known").len(), 2);
+        assert!(c.take(2, false).is_none(), "already acked");
+        assert_eq!(c.take(0, true).expect("all").len(), 2);
+    }
+}

@@ -1,0 +1,300 @@
+//! The AMQP 0-9-1 gateway: one [`AmqpConn`] per connection, on its shard, owned by its task.
+//! It feeds socket bytes to the sans-IO `ferry_amqp091::Connection`, maps channel methods onto
+//! the engine (declarations through the metadata authority, consume/cancel/get at the queue's
+//! owner, publishes routed on this shard) and turns the mailbox into basic.deliver frames and
+//! publisher confirms. Engine errors become the channel exceptions RabbitMQ sends (403, 404,
+//! 405, 406) with the failing method's class and method ids. Control methods are awaited in
+//! order, as RabbitMQ's channels are synchronous; publishes and acks never wait.
+
+mod channel;
+mod mapping;
+mod methods;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use ferry_amqp091::{BasicAck, BasicDeliver, BasicNack, Connection, ConnectionConfig, Event, Method};
+
+use crate::auth::Users;
+use crate::error::{EngineError, ErrorKind};
+use crate::fastmap::HashMap;
+use crate::ids::{ConnectionId, ConsumerKey};
+use crate::model::queue::Delivery;
+use crate::shard::ShardRef;
+use crate::shard::mailbox::Mailbox;
+use channel::{Channel, Unacked};
+
+/// A publisher confirm waiting for the queues a message reached.
+#[derive(Debug)]
+struct PendingConfirm {
+    channel: u16,
+    seq: u64,
+    remaining: usize,
+    failed: bool,
+}
+
+/// One AMQP connection's gateway state. See the module docs.
+pub struct AmqpConn {
+    id: ConnectionId,
+    shard: ShardRef,
+    mailbox: Rc<RefCell<Mailbox>>,
+    conn: Connection,
+    users: Rc<Users>,
+    peer: SocketAddr,
+    channels: HashMap<u16, Channel>,
+    /// Engine consumer tag -> (channel, AMQP consumer tag).
+    consumers: HashMap<u64, (u16, String)>,
+    next_consumer: u64,
+    confirms: HashMap<u64, PendingConfirm>,
+    next_token: u64,
+    exclusive_queues: Vec<String>,
+    publisher: bool,
+}
+
+impl std::fmt::Debug for AmqpConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConn").field("id", &self.id).field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl AmqpConn {
+    /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
+    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
+        let (id, mailbox, limits) = {
+            let mut s = shard.borrow_mut();
+            let limits = s.limits().clone();
+            let (id, mailbox) = s.register_conn(wake)?;
+            (id, mailbox, limits)
+        };
+        let config = ConnectionConfig {
+            limits,
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat_s: 60,
+            product: "Ferry".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        Some(AmqpConn {
+            id,
+            shard,
+            mailbox,
+            conn: Connection::new(config, now),
+            users,
+            peer,
+            channels: HashMap::default(),
+            consumers: HashMap::default(),
+            next_consumer: 1,
+            confirms: HashMap::default(),
+            next_token: 1,
+            exclusive_queues: Vec::new(),
+            publisher: false,
+        })
+    }
+
+    fn next_key(&mut self) -> ConsumerKey {
+        let tag = self.next_consumer;
+        self.next_consumer += 1;
+        ConsumerKey { conn: self.id, tag }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Login { username, password, .. } => {
+                match self.users.check(Some(&username), Some(&password), self.peer.ip()) {
+                    Ok(_) => self.conn.accept_login(),
+                    Err(e) => {
+                        tracing::info!(conn = %self.id, peer = %self.peer, "amqp login refused: {}", e.0);
+                        self.conn.refuse_login(&format!("ACCESS_REFUSED - {}", e.0));
+                    }
+                }
+            }
+            Event::Open { vhost } if vhost == "/" || vhost.is_empty() => self.conn.accept_open(),
+            Event::Open { vhost } => {
+                let text = format!("NOT_ALLOWED - vhost '{vhost}' not found");
+                self.conn.close_connection(ferry_amqp091::NOT_ALLOWED, &text, 10, 40);
+            }
+            Event::ChannelOpened { channel } => {
+                let getter = self.next_key();
+                self.channels.insert(channel, Channel::new(getter));
+            }
+            Event::ChannelClosed { channel } => self.release_channel(channel),
+            Event::Method { channel, method } => self.method(channel, method).await,
+            Event::Publish { channel, method, properties, body } => {
+                self.publisher = true;
+                self.publish(channel, method, properties, body).await;
+            }
+            Event::Closed { reason } => tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol"),
+        }
+    }
+
+    /// Sends a channel exception for `error`, naming the method that failed.
+    fn channel_error(&mut self, channel: u16, error: &EngineError, method: &Method) {
+        let code = error.kind.amqp_code();
+        let name = match error.kind {
+            ErrorKind::AccessRefused => "ACCESS_REFUSED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::ResourceLocked => "RESOURCE_LOCKED",
+            ErrorKind::PreconditionFailed => "PRECONDITION_FAILED",
+            ErrorKind::ResourceError => "RESOURCE_ERROR",
+            ErrorKind::InternalError => "INTERNAL_ERROR",
+        };
+        let text = format!("{name} - {}", error.message);
+        self.release_channel(channel);
+        self.conn.close_channel(channel, code, &text, method.class_id(), method.method_id());
+    }
+
+    /// Gives back everything a channel held: its consumers' and gets' unacked messages.
+    fn release_channel(&mut self, channel: u16) {
+        let Some(mut ch) = self.channels.remove(&channel) else { return };
+        let mut shard = self.shard.borrow_mut();
+        for c in ch.consumers.values() {
+            self.consumers.remove(&c.key.tag);
+            shard.cancel_nowait(c.owner, &c.queue, c.key);
+        }
+        for (queue, owner) in &ch.got_from {
+            shard.cancel_nowait(*owner, queue, ch.getter);
+        }
+        for u in ch.take_all() {
+            shard.settle(u.owner, &u.queue, vec![u.tag], Some(true), None);
+        }
+    }
+
+    fn drain_mailbox_inner(&mut self) {
+        let (deliveries, completions, cancelled) = {
+            let mut m = self.mailbox.borrow_mut();
+            (std::mem::take(&mut m.deliveries), std::mem::take(&mut m.completions), std::mem::take(&mut m.cancelled))
+        };
+        for delivery in deliveries {
+            self.deliver(delivery);
+        }
+        for (token, result) in completions {
+            self.confirm(token, result);
+        }
+        for (consumer, _queue) in cancelled {
+            if let Some((channel, ctag)) = self.consumers.remove(&consumer.tag) {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.consumers.remove(&ctag);
+                }
+                // consumer_cancel_notify: the queue went away under the consumer.
+                let cancel = ferry_amqp091::BasicCancel { consumer_tag: ctag, nowait: true };
+                self.conn.send_method(channel, &Method::BasicCancel(cancel));
+            }
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let route = self.consumers.get(&delivery.consumer.tag).cloned();
+        let Some((channel, ctag)) = route else {
+            self.shard.borrow_mut().return_delivery(delivery);
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        let Some(consumer) = ch.consumers.get_mut(&ctag) else { return };
+        let (owner, no_ack) = (consumer.owner, consumer.no_ack);
+        if no_ack {
+            consumer.credit_due += 1;
+        }
+        let pending = (!no_ack).then(|| Unacked { owner, queue: delivery.queue.clone(), tag: delivery.tag });
+        let delivery_tag = ch.record(pending);
+        let content = &delivery.message.content;
+        let method = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: ctag,
+            delivery_tag,
+            redelivered: delivery.message.redelivered,
+            exchange: content.exchange.clone(),
+            routing_key: content.routing_key.clone(),
+        });
+        let properties = mapping::amqp_properties(&content.properties);
+        self.conn.send_content(channel, &method, &properties, &content.body);
+    }
+
+    fn confirm(&mut self, token: u64, result: Result<(), EngineError>) {
+        let Some(p) = self.confirms.get_mut(&token) else { return };
+        p.remaining = p.remaining.saturating_sub(1);
+        p.failed |= result.is_err();
+        if p.remaining == 0
+            && let Some(done) = self.confirms.remove(&token)
+        {
+            self.send_confirm(done.channel, done.seq, done.failed);
+        }
+    }
+
+    fn send_confirm(&mut self, channel: u16, seq: u64, failed: bool) {
+        let method = if failed {
+            Method::BasicNack(BasicNack { delivery_tag: seq, multiple: false, requeue: false })
+        } else {
+            Method::BasicAck(BasicAck { delivery_tag: seq, multiple: false })
+        };
+        self.conn.send_method(channel, &method);
+    }
+}
+
+impl crate::gateway::Gateway for AmqpConn {
+    fn refusal() -> &'static [u8] {
+        ferry_amqp091::PROTOCOL_HEADER
+    }
+
+    async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        self.conn.handle_input(bytes, now);
+        while let Some(event) = self.conn.poll_event() {
+            self.handle_event(event).await;
+        }
+        self.drain_mailbox_inner();
+    }
+
+    fn drain_mailbox(&mut self) {
+        self.drain_mailbox_inner();
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        self.conn.poll_transmit(out);
+    }
+
+    fn on_written(&mut self) {
+        let mut shard = self.shard.borrow_mut();
+        for ch in self.channels.values_mut() {
+            for c in ch.consumers.values_mut() {
+                if c.credit_due > 0 {
+                    shard.credit(c.owner, &c.queue, c.key, c.credit_due);
+                    c.credit_due = 0;
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        while let Some(event) = self.conn.poll_event() {
+            if let Event::Closed { reason } = event {
+                tracing::debug!(conn = %self.id, reason, "amqp connection timed out");
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    fn input_held(&self) -> bool {
+        self.publisher && self.shard.borrow().disk_alarm()
+    }
+
+    fn close(mut self) {
+        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        for channel in channels {
+            self.release_channel(channel);
+        }
+        let mut shard = self.shard.borrow_mut();
+        for queue in self.exclusive_queues.drain(..) {
+            shard.meta_nowait(crate::model::routing::MetaOp::DeleteQueue { name: queue });
+        }
+        shard.unregister_conn(self.id);
+        tracing::debug!(conn = %self.id, "amqp connection closed");
+    }
+}
