@@ -68,7 +68,7 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
             properties: Properties { persistent: true, headers, ..Properties::default() },
             body: body.clone(),
         });
-        shard.publish("", "q", content, || None).expect("routable");
+        shard.publish("", "q", content, None, || None).expect("routable");
         let deliveries = std::mem::take(&mut mailbox.borrow_mut().deliveries);
         for d in deliveries {
             let n = d.message.content.properties.headers[0].1.clone();

@@ -125,7 +125,7 @@ fn queue_on_shard_1_serves_a_connection_on_shard_0_and_the_reverse() {
         // Publish from the connection's shard: routed there, enqueued on the owner, delivered back.
         let completion = Completion { conn, token: 42 };
         let reached = c.shards[usize::from(conn_shard)]
-            .publish("", queue, content("hello", true), || Some(completion))
+            .publish("", queue, content("hello", true), None, || Some(completion))
             .expect("routable");
         assert_eq!(reached, 1);
         c.pump();
@@ -172,7 +172,7 @@ fn topic_fan_out_reaches_subscribers_on_both_shards() {
         routing_key: "stock.nyse.ibm".into(),
         ..(*content("tick", false)).clone()
     });
-    assert_eq!(c.shards[0].publish("amq.topic", "stock.nyse.ibm", msg, || None).expect("exchange exists"), 2);
+    assert_eq!(c.shards[0].publish("amq.topic", "stock.nyse.ibm", msg, None, || None).expect("exchange exists"), 2);
     c.pump();
     for mailbox in &mailboxes {
         assert_eq!(bodies(mailbox), [Bytes::from_static(b"tick")]);
@@ -185,7 +185,7 @@ fn lost_consumer_requeues_across_shards_with_redelivered() {
     let owner = c.declare(0, "work", false);
     let (conn, mailbox) = c.connect(0);
     for body in ["a", "b", "c"] {
-        c.shards[0].publish("", "work", content(body, false), || None).expect("routable");
+        c.shards[0].publish("", "work", content(body, false), None, || None).expect("routable");
     }
     consume(&mut c, 0, owner, "work", conn, 1);
     assert_eq!(bodies(&mailbox).len(), 3);

@@ -1,3 +1,7 @@
+//! Resource alarms. A queue at `Limits::queue_message_count_max` holds publishers back the
+//! same way (RabbitMQ's memory alarm), so a fast producer never makes the broker drop
+//! messages; past twice the limit a publish is refused explicitly.
+//!
 //! Disk limits (ARCHITECTURE §4): every shard checks, a few times a second, its log's size
 //! against its share of `disk_budget_bytes` and the data directory's free space against
 //! `disk_free_bytes_min`. While any shard is over a limit, every shard raises its disk alarm:
@@ -12,8 +16,10 @@ use std::time::Duration;
 use crate::config::BrokerConfig;
 use crate::shard::ShardRef;
 
-/// Bit `n` set: shard `n` is over a limit (shards beyond 64 share bit 63).
+/// Bit `n` set: shard `n` is over a disk limit (shards beyond 64 share bit 63).
 static OVER_LIMIT: AtomicU64 = AtomicU64::new(0);
+/// Bit `n` set: shard `n` owns a queue at its message limit.
+static QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -31,6 +37,7 @@ pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerCon
     let bit = 1u64 << id.0.min(63);
     let budget = config.disk_budget_bytes / u64::from(config.shards);
     let mut over = false;
+    let mut queue_full = false;
     loop {
         let used = shard.borrow().journal_disk_bytes();
         let free = free_bytes(&config.data_dir).unwrap_or(u64::MAX);
@@ -46,7 +53,23 @@ pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerCon
                 tracing::info!(shard = %id, used, free, "disk usage back under its limits: publishers resume");
             }
         }
-        shard.borrow_mut().set_disk_alarm(OVER_LIMIT.load(Ordering::SeqCst) != 0);
+        let full = shard.borrow().queue_over_limit().map(|(name, len)| (name.to_owned(), len));
+        if full.is_some() != queue_full {
+            queue_full = full.is_some();
+            match &full {
+                Some((name, len)) => {
+                    QUEUE_FULL.fetch_or(bit, Ordering::SeqCst);
+                    tracing::warn!(shard = %id, queue = %name, messages = len,
+                        "queue at its message limit: publishers are held back until it drains");
+                }
+                None => {
+                    QUEUE_FULL.fetch_and(!bit, Ordering::SeqCst);
+                    tracing::info!(shard = %id, "queues back under their message limit: publishers resume");
+                }
+            }
+        }
+        let alarm = OVER_LIMIT.load(Ordering::SeqCst) | QUEUE_FULL.load(Ordering::SeqCst) != 0;
+        shard.borrow_mut().set_disk_alarm(alarm);
         glommio::timer::sleep(CHECK_EVERY).await;
     }
 }

@@ -6,7 +6,11 @@
 use std::sync::Arc;
 
 use crate::error::{EngineError, ErrorKind};
-use crate::ids::{Completion, ConsumerKey, DeliveryTag, ShardId};
+use crate::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, ShardId};
+
+/// A queue refuses publishes at this multiple of `queue_message_count_max`; between the two,
+/// publishers are held back by flow control.
+const QUEUE_HARD_LIMIT_FACTOR: usize = 2;
 use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery, Settled};
 use crate::shard::Shard;
@@ -21,6 +25,7 @@ impl Shard {
         exchange: &str,
         key: &str,
         content: Arc<Content>,
+        publisher: Option<ConnectionId>,
         completion: impl Fn() -> Option<Completion>,
     ) -> Result<usize, EngineError> {
         if !exchange.is_empty() && self.routing.exchange(exchange).is_none() {
@@ -33,16 +38,26 @@ impl Shard {
         for (queue, owner) in targets {
             let content = content.clone();
             if owner == self.id {
-                self.enqueue_local(&queue, content, completion());
+                self.enqueue_local(&queue, content, completion(), publisher);
             } else {
-                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion() });
+                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
             }
         }
         Ok(count)
     }
 
-    pub(super) fn enqueue_local(&mut self, name: &str, content: Arc<Content>, completion: Option<Completion>) {
-        let limit = self.limits.queue_message_count_max;
+    /// Enqueues on the owner. Past the soft limit (`queue_message_count_max`) publishers are
+    /// held back by the runtime's resource alarm; a message that still arrives past twice the
+    /// limit is refused — reported to its completion or, without one, to its publisher's
+    /// connection — never dropped silently.
+    pub(super) fn enqueue_local(
+        &mut self,
+        name: &str,
+        content: Arc<Content>,
+        completion: Option<Completion>,
+        publisher: Option<ConnectionId>,
+    ) {
+        let limit = self.limits.queue_message_count_max.saturating_mul(QUEUE_HARD_LIMIT_FACTOR);
         let Some(queue) = self.queues.get_mut(name) else {
             // Deleted while the publish was in flight: dropped, as if unroutable.
             if let Some(c) = completion {
@@ -52,9 +67,17 @@ impl Shard {
         };
         assert_eq!(queue.spec.shard, self.id, "enqueue reached the queue's owner");
         if queue.len() >= limit {
-            if let Some(c) = completion {
-                let msg = format!("queue '{name}' is full ({limit} messages)");
-                self.complete(c, Err(EngineError::new(ErrorKind::ResourceError, msg)));
+            tracing::warn!(queue = name, limit, "queue at its hard limit: refusing a publish");
+            match (completion, publisher) {
+                (Some(c), _) => {
+                    let msg = format!("queue '{name}' is full ({limit} messages)");
+                    self.complete(c, Err(EngineError::new(ErrorKind::ResourceError, msg)));
+                }
+                (None, Some(conn)) if conn.shard == self.id => {
+                    self.with_conn(conn, |m| m.rejected.push(name.to_owned()));
+                }
+                (None, Some(conn)) => self.send(conn.shard, ShardMsg::PublishRejected { conn, queue: name.to_owned() }),
+                (None, None) => {}
             }
             return;
         }

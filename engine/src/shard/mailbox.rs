@@ -17,11 +17,16 @@ pub struct Mailbox {
     pub deliveries: Vec<Delivery>,
     pub completions: Vec<(u64, Result<(), EngineError>)>,
     pub cancelled: Vec<(ConsumerKey, String)>,
+    /// Queues that refused a publish of this connection (at their hard limit).
+    pub rejected: Vec<String>,
 }
 
 impl Mailbox {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.completions.is_empty() && self.cancelled.is_empty()
+        self.deliveries.is_empty()
+            && self.completions.is_empty()
+            && self.cancelled.is_empty()
+            && self.rejected.is_empty()
     }
 }
 

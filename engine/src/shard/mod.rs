@@ -123,6 +123,13 @@ impl Shard {
         self.placement.name_for_shard("/", self.id, self.name_seed)
     }
 
+    /// The first owned queue at or over its message limit: publishers are then held back
+    /// (checked a few times a second by the runtime), as under a disk alarm.
+    pub fn queue_over_limit(&self) -> Option<(&str, usize)> {
+        let limit = self.limits.queue_message_count_max;
+        self.queues.values().find(|q| q.len() >= limit).map(|q| (q.spec.name.as_str(), q.len()))
+    }
+
     /// Whether publishers must be held back (some shard is over a disk limit).
     pub fn disk_alarm(&self) -> bool {
         self.disk_alarm
@@ -228,7 +235,9 @@ impl Shard {
 
     fn handle_msg(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Enqueue { queue, content, completion } => self.enqueue_local(&queue, content, completion),
+            ShardMsg::Enqueue { queue, content, completion, publisher } => {
+                self.enqueue_local(&queue, content, completion, publisher)
+            }
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
             ShardMsg::Settle { queue, tags, requeue, completion } => {
@@ -246,6 +255,9 @@ impl Shard {
                 self.send(from, ShardMsg::MetaApplied { ack });
             }
             ShardMsg::MetaApplied { ack } => self.meta_applied(ack),
+            ShardMsg::PublishRejected { conn, queue } => {
+                self.with_conn(conn, |m| m.rejected.push(queue));
+            }
             ShardMsg::ConsumerCancelled { consumer, queue } => {
                 self.with_conn(consumer.conn, |m| m.cancelled.push((consumer, queue)));
             }

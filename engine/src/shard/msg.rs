@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::error::EngineError;
-use crate::ids::{Completion, ConsumerKey, DeliveryTag, RequestId, ShardId};
+use crate::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, RequestId, ShardId};
 use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery};
 use crate::model::routing::{MetaOp, MetaOutcome};
@@ -55,6 +55,7 @@ pub enum ShardMsg {
         queue: String,
         content: Arc<Content>,
         completion: Option<Completion>,
+        publisher: Option<ConnectionId>,
     },
     /// The receiver's connection waited on this.
     Completed {
@@ -92,6 +93,11 @@ pub enum ShardMsg {
     },
     MetaApplied {
         ack: u64,
+    },
+    /// A publish from the receiver's connection was refused (queue at its hard limit).
+    PublishRejected {
+        conn: ConnectionId,
+        queue: String,
     },
     /// The queue behind a consumer went away (deleted): the server cancels it.
     ConsumerCancelled {

@@ -102,7 +102,7 @@ fn moved(shard: &mut crate::shard::Shard, queue: &str, owner: ShardId, messages:
     tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
     for m in messages {
         let content: Arc<_> = recovered_content(m);
-        if let Err(e) = shard.publish("", queue, content, || None) {
+        if let Err(e) = shard.publish("", queue, content, None, || None) {
             tracing::warn!(queue, "moving a recovered message failed: {e}");
             continue;
         }

@@ -429,9 +429,10 @@ impl AmqpConn {
             body: body.clone(),
         });
         let conn = self.id;
-        let count = self.shard.borrow_mut().publish(&method.exchange, &method.routing_key, content, || {
-            token.map(|token| Completion { conn, token })
-        })?;
+        let count =
+            self.shard.borrow_mut().publish(&method.exchange, &method.routing_key, content, Some(conn), || {
+                token.map(|token| Completion { conn, token })
+            })?;
         if count == 0 && method.mandatory {
             let ret = Method::BasicReturn(amqp::BasicReturn {
                 reply_code: amqp::NO_ROUTE,

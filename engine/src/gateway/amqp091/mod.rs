@@ -162,10 +162,21 @@ impl AmqpConn {
     }
 
     fn drain_mailbox_inner(&mut self) {
-        let (deliveries, completions, cancelled) = {
+        let (deliveries, completions, cancelled, rejected) = {
             let mut m = self.mailbox.borrow_mut();
-            (std::mem::take(&mut m.deliveries), std::mem::take(&mut m.completions), std::mem::take(&mut m.cancelled))
+            let m = &mut *m;
+            (
+                std::mem::take(&mut m.deliveries),
+                std::mem::take(&mut m.completions),
+                std::mem::take(&mut m.cancelled),
+                std::mem::take(&mut m.rejected),
+            )
         };
+        if let Some(queue) = rejected.first() {
+            // Without confirms there is no per-message refusal in AMQP: close with 506.
+            let text = format!("RESOURCE_ERROR - queue '{queue}' is full: a message was not accepted");
+            self.conn.close_connection(ferry_amqp091::RESOURCE_ERROR, &text, 60, 40);
+        }
         for delivery in deliveries {
             self.deliver(delivery);
         }

@@ -169,10 +169,21 @@ impl StompConn {
 
     /// Moves what the engine has for this connection into the session's output.
     pub fn drain_mailbox(&mut self) {
-        let (deliveries, completions, cancelled) = {
+        let (deliveries, completions, cancelled, rejected) = {
             let mut m = self.mailbox.borrow_mut();
-            (std::mem::take(&mut m.deliveries), std::mem::take(&mut m.completions), std::mem::take(&mut m.cancelled))
+            let m = &mut *m;
+            (
+                std::mem::take(&mut m.deliveries),
+                std::mem::take(&mut m.completions),
+                std::mem::take(&mut m.cancelled),
+                std::mem::take(&mut m.rejected),
+            )
         };
+        if let Some(queue) = rejected.first() {
+            // STOMP: a SEND the broker cannot take gets an ERROR and the connection closes.
+            let detail = format!("queue '{queue}' is full: a message was not accepted");
+            self.fail("Message not accepted", &detail, None);
+        }
         for delivery in deliveries {
             self.deliver(delivery);
         }

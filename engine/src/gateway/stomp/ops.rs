@@ -130,7 +130,7 @@ impl StompConn {
         let count = self
             .shard
             .borrow_mut()
-            .publish(&exchange, &key, content, || token.map(|token| Completion { conn, token }))?;
+            .publish(&exchange, &key, content, Some(conn), || token.map(|token| Completion { conn, token }))?;
         if let Some(token) = token {
             self.receipts.expect(token, count);
         }
