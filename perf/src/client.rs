@@ -27,15 +27,27 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `stomp://host:port` (or bare `host:port`).
+    /// Parses `stomp://host:port` (or bare `host:port`). Other protocols' schemes are
+    /// recognised and refused until ferry-perf speaks them.
     pub fn parse(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
-        let addr = url.strip_prefix("stomp://").unwrap_or(url).trim_end_matches('/');
+        let addr = match url.split_once("://") {
+            None => url,
+            Some(("stomp", rest)) => rest,
+            Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
+                bail!("{scheme}:// is not built into ferry-perf yet (only stomp://host:port): {url:?}")
+            }
+            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://host:port)"),
+        };
+        let addr = addr.trim_end_matches('/');
         if addr.is_empty() || !addr.contains(':') {
-            bail!("--url must look like stomp://host:port, not {url:?}");
+            bail!("broker address must look like stomp://host:port, not {url:?}");
         }
         Ok(Target { addr: addr.to_owned(), login, passcode })
     }
 }
+
+/// URL schemes of protocols the broker family speaks that ferry-perf has no client for yet.
+const NOT_YET_BUILT: [&str; 7] = ["amqp", "amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
 
 /// Connects and completes the STOMP handshake before `deadline`.
 pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
@@ -231,5 +243,9 @@ mod tests {
         assert_eq!(Target::parse("localhost:1/", None, None).map(|t| t.addr).ok(), Some("localhost:1".to_owned()));
         assert!(Target::parse("stomp://", None, None).is_err());
         assert!(Target::parse("nohost", None, None).is_err());
+        let amqp = Target::parse("amqp://127.0.0.1:5672", None, None).map(|t| t.addr);
+        assert!(amqp.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
+        assert!(Target::parse("mqtt://127.0.0.1:1883", None, None).is_err());
+        assert!(Target::parse("http://127.0.0.1:80", None, None).is_err_and(|e| e.to_string().contains("unknown")));
     }
 }

@@ -127,7 +127,10 @@ fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) ->
             .with_header("ack", config.ack.header())
             .with_header("receipt", format!("sub-{queue}"));
         if let Some(prefetch) = config.prefetch {
-            frame = frame.with_header("prefetch-count", prefetch.to_string());
+            // Ferry and RabbitMQ read `prefetch-count`; ActiveMQ reads `activemq.prefetchSize`.
+            frame = frame
+                .with_header("prefetch-count", prefetch.to_string())
+                .with_header("activemq.prefetchSize", prefetch.to_string());
         }
         writer.queue(&frame);
     }
@@ -167,16 +170,27 @@ fn drain_buffered(
         Shared::add(&shared.received, 1);
         on_message(&frame, checker, progress);
         if config.ack == AckMode::ClientIndividual {
-            let Some(id) = frame.header("ack") else {
-                bail!("MESSAGE without an ack header under client-individual");
-            };
-            writer.queue(&Frame::new(Command::Ack).with_header("id", id));
+            writer.queue(&ack_for(&frame)?);
             if writer.pending_bytes() >= WRITE_BATCH_BYTES {
                 writer.flush(deadline)?;
             }
         }
     }
     Ok(messages)
+}
+
+/// The ACK for `message`: STOMP 1.2 names it by the MESSAGE's `ack` header; a broker that
+/// answered as STOMP 1.1 sends none, and is acked by `message-id` plus `subscription`.
+fn ack_for(message: &Frame) -> Result<Frame> {
+    if let Some(id) = message.header("ack") {
+        return Ok(Frame::new(Command::Ack).with_header("id", id));
+    }
+    match (message.header("message-id"), message.header("subscription")) {
+        (Some(id), Some(sub)) => {
+            Ok(Frame::new(Command::Ack).with_header("message-id", id).with_header("subscription", sub))
+        }
+        _ => bail!("MESSAGE with neither an ack header nor message-id + subscription under client-individual"),
+    }
 }
 
 fn on_message(frame: &Frame, checker: &SeqChecker, progress: &mut Progress) {

@@ -7,6 +7,7 @@
 mod broker_stats;
 mod checker;
 mod client;
+mod compare;
 mod consumer;
 mod producer;
 mod raw_sync;
@@ -32,6 +33,8 @@ struct Cli {
 enum Cmd {
     /// Producers SEND to /queue/perf-<i>, consumers receive; checks exactly-once, in-order.
     Throughput(ThroughputArgs),
+    /// The same throughput scenario against several brokers, interleaved, with medians and ratios.
+    Compare(compare::CompareArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
 }
@@ -39,9 +42,22 @@ enum Cmd {
 /// Options of `ferry-perf throughput`.
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
-    /// Broker address.
+    /// Broker address (stomp://host:port; amqp:// and mqtt:// are not built yet).
     #[arg(long, default_value = "stomp://127.0.0.1:61613")]
     pub url: String,
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Broker process id, for CPU-per-message and peak RSS (same machine, Linux).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
+/// The scenario of one throughput run: everything but the broker's address and pid.
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
     /// Producer connections.
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
@@ -69,19 +85,14 @@ pub struct ThroughputArgs {
     /// Consumer acknowledgement mode.
     #[arg(long, value_enum, default_value_t = AckMode::Auto)]
     pub ack: AckMode,
-    /// `prefetch-count` header on SUBSCRIBE (broker default when absent).
+    /// Prefetch on SUBSCRIBE, sent as `prefetch-count` (Ferry, RabbitMQ) and
+    /// `activemq.prefetchSize` (ActiveMQ); broker default when absent.
     #[arg(long)]
     pub prefetch: Option<u32>,
     #[arg(long)]
     pub login: Option<String>,
     #[arg(long)]
     pub passcode: Option<String>,
-    /// Write the report as JSON here too.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Broker process id, for CPU-per-message and peak RSS (same machine, Linux).
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
     /// Hard limit on the whole run; whatever has not arrived by then is reported lost.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
@@ -95,6 +106,14 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Throughput(args) => match run::throughput(&args) {
             Ok(report) if report.clean() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Compare(args) => match compare::compare(&args) {
+            Ok(summary) if summary.clean() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(2),
             Err(e) => {
                 eprintln!("ferry-perf: {e:#}");

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::ThroughputArgs;
 use crate::broker_stats::{self, BrokerSample};
 use crate::checker::{PRODUCER_COUNT_MAX, SEQ_MAX, STAMP_BYTES, SeqChecker};
 use crate::client::Target;
@@ -19,6 +18,7 @@ use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
 use crate::report::{BrokerUse, Rate, Report, Scenario};
 use crate::shared::Shared;
+use crate::{ScenarioArgs, ThroughputArgs};
 
 /// Most connections of each kind one run opens.
 const CONNECTION_COUNT_MAX: u32 = 1024;
@@ -27,7 +27,7 @@ const QUEUE_COUNT_MAX: u32 = 100_000;
 /// Most messages one run checks (one counter byte each).
 const MESSAGE_COUNT_MAX: u64 = 1 << 32;
 
-fn validate(args: &ThroughputArgs) -> Result<()> {
+fn validate(args: &ScenarioArgs) -> Result<()> {
     if args.size < STAMP_BYTES {
         bail!("--size must be at least {STAMP_BYTES} (the producer/sequence stamp)");
     }
@@ -60,30 +60,7 @@ fn queues_of(id: u32, consumers: u32, queues: u32) -> Vec<u32> {
 
 /// Runs the scenario and prints the report (stdout, and JSON with `--json`).
 pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
-    validate(args)?;
-    let target = Target::parse(&args.url, args.login.clone(), args.passcode.clone())?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout_s);
-    let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
-    let shared = Arc::new(Shared::default());
-    let before = args.broker_pid.map(broker_stats::sample).transpose()?;
-
-    let consumers = start_consumers(args, &target, &checker, &shared, deadline)?;
-    let send_start = Instant::now();
-    let producers = start_producers(args, &target, &shared, deadline)?;
-    let progress = start_progress(&shared, &checker, send_start);
-
-    let produced: Vec<ProducerOutcome> = join_all(producers, &shared, "producer");
-    shared.producers_done.store(true, Ordering::Relaxed);
-    let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
-    let timed_out = Instant::now() >= deadline;
-    shared.request_stop();
-    if progress.join().is_err() {
-        shared.error("progress", "thread panicked");
-    }
-    let after = args.broker_pid.map(broker_stats::sample).transpose()?;
-
-    let report = build_report(args, &checker, &shared, send_start, &produced, &consumed, timed_out, before.zip(after));
+    let report = measure(&args.url, &args.scenario, args.broker_pid, true)?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -92,8 +69,47 @@ pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
     Ok(report)
 }
 
+/// Runs `scenario` once against the broker at `url` and returns the report, printing nothing
+/// on stdout (a progress line a second on stderr when `progress`). `broker_pid` adds the
+/// broker's CPU and RSS. Errors only for setup failures; delivery problems are in the report.
+pub fn measure(url: &str, scenario: &ScenarioArgs, broker_pid: Option<u32>, progress: bool) -> Result<Report> {
+    let args = scenario;
+    validate(args)?;
+    let target = Target::parse(url, args.login.clone(), args.passcode.clone())?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
+    let shared = Arc::new(Shared::default());
+    let before = broker_pid.map(broker_stats::sample).transpose()?;
+
+    let consumers = start_consumers(args, &target, &checker, &shared, deadline)?;
+    let send_start = Instant::now();
+    let producers = start_producers(args, &target, &shared, deadline)?;
+    let progress = progress.then(|| start_progress(&shared, &checker, send_start));
+
+    let produced: Vec<ProducerOutcome> = join_all(producers, &shared, "producer");
+    shared.producers_done.store(true, Ordering::Relaxed);
+    let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
+    let timed_out = Instant::now() >= deadline;
+    shared.request_stop();
+    if progress.is_some_and(|p| p.join().is_err()) {
+        shared.error("progress", "thread panicked");
+    }
+    let after = broker_pid.map(broker_stats::sample).transpose()?;
+    let run = RunFacts { url, broker_pid, send_start, timed_out };
+    Ok(build_report(args, &run, &checker, &shared, &produced, &consumed, before.zip(after)))
+}
+
+/// What `build_report` needs to know about the run besides the scenario and the outcomes.
+struct RunFacts<'a> {
+    url: &'a str,
+    broker_pid: Option<u32>,
+    send_start: Instant,
+    timed_out: bool,
+}
+
 fn start_consumers(
-    args: &ThroughputArgs,
+    args: &ScenarioArgs,
     target: &Target,
     checker: &Arc<SeqChecker>,
     shared: &Arc<Shared>,
@@ -135,7 +151,7 @@ fn start_consumers(
 }
 
 fn start_producers(
-    args: &ThroughputArgs,
+    args: &ScenarioArgs,
     target: &Target,
     shared: &Arc<Shared>,
     deadline: Instant,
@@ -201,17 +217,16 @@ fn start_progress(shared: &Arc<Shared>, checker: &Arc<SeqChecker>, since: Instan
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build_report(
-    args: &ThroughputArgs,
+    args: &ScenarioArgs,
+    run: &RunFacts<'_>,
     checker: &SeqChecker,
     shared: &Shared,
-    send_start: Instant,
     produced: &[ProducerOutcome],
     consumed: &[ConsumerOutcome],
-    timed_out: bool,
     broker: Option<(BrokerSample, BrokerSample)>,
 ) -> Report {
+    let send_start = run.send_start;
     let secs_since = |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(send_start).as_secs_f64());
     let sent: u64 = produced.iter().map(|p| p.sent).sum();
     let send_end = produced.iter().map(|p| p.finished_at).max();
@@ -223,7 +238,7 @@ fn build_report(
     }
     let verdict = checker.verdict(reordered, &sent_by);
     let (errors, error_count) = shared.errors();
-    let broker = args.broker_pid.zip(broker).map(|(pid, (before, after))| {
+    let broker = run.broker_pid.zip(broker).map(|(pid, (before, after))| {
         let cpu_s = after.cpu_s - before.cpu_s;
         let moved = verdict.received_unique.max(sent).max(1);
         BrokerUse {
@@ -235,7 +250,7 @@ fn build_report(
     });
     Report {
         scenario: Scenario {
-            url: args.url.clone(),
+            url: run.url.to_owned(),
             producers: args.producers,
             consumers: args.consumers,
             queues: args.queues,
@@ -253,7 +268,7 @@ fn build_report(
         receive: Rate::new(verdict.received_unique, secs_since(receive_end), args.size),
         verdict,
         checked: args.consumers > 0,
-        timed_out,
+        timed_out: run.timed_out,
         broker,
         error_count,
         errors,
