@@ -17,9 +17,8 @@ def test_sigterm_clean_exit_with_open_connections(broker, stomp_client, raw):
     assert code == 0, f"exit after SIGTERM: {code}\n{broker.log_tail()}"
     lis.wait_disconnected(timeout=2)
     r.wait_eof(timeout=1.0)
-    # The process is gone (exit code above), so its listeners are; probing the port instead
-    # races with any other process that picks the freed port.
-    assert broker.proc.poll() is not None
+    # The process exited (code above), so its listeners are closed; probing the port instead
+    # would race with any other process that picks the freed port.
 
 
 def test_only_listed_listener_is_open(broker_factory):
