@@ -2,7 +2,7 @@
 //! direct (key equality), fanout (all), topic ([`TopicPattern`]), headers (`x-match` all/any).
 //! A full copy lives on every shard (ARCHITECTURE §2); only the metadata authority changes it.
 
-use crate::model::topic::TopicPattern;
+use crate::model::topic_trie::TopicTrie;
 
 /// The routing behaviour of an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +50,11 @@ pub struct Binding {
     pub queue: String,
     pub key: String,
     pub arguments: Vec<(String, String)>,
-    pattern: Option<TopicPattern>,
 }
 
 impl Binding {
-    pub fn new(kind: ExchangeKind, queue: String, key: String, arguments: Vec<(String, String)>) -> Self {
-        let pattern = (kind == ExchangeKind::Topic).then(|| TopicPattern::new(&key));
-        Binding { queue, key, arguments, pattern }
+    pub fn new(queue: String, key: String, arguments: Vec<(String, String)>) -> Self {
+        Binding { queue, key, arguments }
     }
 
     fn same_as(&self, queue: &str, key: &str, arguments: &[(String, String)]) -> bool {
@@ -64,16 +62,17 @@ impl Binding {
     }
 }
 
-/// An exchange with its bindings.
+/// An exchange with its bindings (topic exchanges also index them in a trie).
 #[derive(Debug, Clone)]
 pub struct Exchange {
     pub spec: ExchangeSpec,
     bindings: Vec<Binding>,
+    trie: TopicTrie,
 }
 
 impl Exchange {
     pub fn new(spec: ExchangeSpec) -> Self {
-        Exchange { spec, bindings: Vec::new() }
+        Exchange { spec, bindings: Vec::new(), trie: TopicTrie::default() }
     }
 
     /// Adds a binding; binding twice is a no-op, as in AMQP. Returns whether it was new.
@@ -81,8 +80,11 @@ impl Exchange {
         if self.bindings.iter().any(|b| b.same_as(queue, key, &arguments)) {
             return false;
         }
-        let binding = Binding::new(self.spec.kind, queue.to_owned(), key.to_owned(), arguments);
+        let binding = Binding::new(queue.to_owned(), key.to_owned(), arguments);
         self.bindings.push(binding);
+        if self.spec.kind == ExchangeKind::Topic {
+            self.trie.insert(key, queue);
+        }
         true
     }
 
@@ -90,12 +92,24 @@ impl Exchange {
     pub fn unbind(&mut self, queue: &str, key: &str, arguments: &[(String, String)]) -> bool {
         let before = self.bindings.len();
         self.bindings.retain(|b| !b.same_as(queue, key, arguments));
-        before != self.bindings.len()
+        let removed = before != self.bindings.len();
+        if removed && self.spec.kind == ExchangeKind::Topic {
+            self.trie.remove(key, queue);
+        }
+        removed
     }
 
     /// Drops every binding to `queue` (the queue was deleted).
     pub fn unbind_queue(&mut self, queue: &str) {
-        self.bindings.retain(|b| b.queue != queue);
+        let kind = self.spec.kind;
+        let trie = &mut self.trie;
+        self.bindings.retain(|b| {
+            let keep = b.queue != queue;
+            if !keep && kind == ExchangeKind::Topic {
+                trie.remove(&b.key, &b.queue);
+            }
+            keep
+        });
     }
 
     pub fn bindings(&self) -> &[Binding] {
@@ -104,11 +118,15 @@ impl Exchange {
 
     /// Appends to `out` the queues a message with `key` and `headers` goes to (may repeat).
     pub fn route<'a>(&'a self, key: &str, headers: &[(String, String)], out: &mut Vec<&'a str>) {
+        if self.spec.kind == ExchangeKind::Topic {
+            self.trie.route(key, out);
+            return;
+        }
         for binding in &self.bindings {
             let hit = match self.spec.kind {
                 ExchangeKind::Fanout => true,
                 ExchangeKind::Direct => binding.key == key,
-                ExchangeKind::Topic => binding.pattern.as_ref().is_some_and(|p| p.matches(key)),
+                ExchangeKind::Topic => false, // routed by the trie above
                 ExchangeKind::Headers => headers_match(&binding.arguments, headers),
             };
             if hit {

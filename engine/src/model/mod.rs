@@ -6,3 +6,4 @@ pub mod message;
 pub mod queue;
 pub mod routing;
 pub mod topic;
+pub mod topic_trie;
