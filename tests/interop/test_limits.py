@@ -6,6 +6,8 @@ keeps serving a consumer on another connection; once that consumer drains the qu
 compaction frees the segments and the publisher resumes, losing nothing.
 """
 
+import time
+
 from conftest import wait_for, uniq
 
 SEGMENT = 64 * 1024
@@ -105,3 +107,33 @@ def test_burst_past_the_hard_limit_is_refused_not_dropped(broker_factory, raw):
     except TimeoutError:
         pass
     assert got == list(range(len(got))) and 50 <= len(got) <= 100, f"accepted and delivered: {len(got)}"
+
+
+def test_amqp_publisher_is_told_blocked_and_unblocked(broker_factory):
+    """RabbitMQ's connection.blocked/unblocked accompany the resource alarm over AMQP."""
+    import pika
+
+    b = broker_factory(shards=1, config=BUDGET_CONFIG)
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=b.amqp_port, socket_timeout=5))
+    events = []
+    conn.add_on_connection_blocked_callback(lambda c, m: events.append("blocked"))
+    conn.add_on_connection_unblocked_callback(lambda c, m: events.append("unblocked"))
+    ch = conn.channel()
+    q = uniq("blk")
+    ch.queue_declare(q, durable=True)
+    for _ in range(60):
+        for _ in range(8):
+            ch.basic_publish("", q, b"x" * 4096, pika.BasicProperties(delivery_mode=2))
+        conn.process_data_events(time_limit=0.15)
+        if "blocked" in events:
+            break
+    assert events[:1] == ["blocked"], events
+    drain = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=b.amqp_port, socket_timeout=5))
+    dch = drain.channel()
+    deadline = time.time() + 20
+    while "unblocked" not in events and time.time() < deadline:
+        dch.basic_get(q, auto_ack=True)
+        conn.process_data_events(time_limit=0.01)
+    assert "unblocked" in events, events
+    drain.close()
+    conn.close()

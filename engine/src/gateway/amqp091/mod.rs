@@ -51,6 +51,8 @@ pub struct AmqpConn {
     next_token: u64,
     exclusive_queues: Vec<String>,
     publisher: bool,
+    /// connection.blocked was sent and not yet lifted.
+    blocked: bool,
 }
 
 impl std::fmt::Debug for AmqpConn {
@@ -90,6 +92,7 @@ impl AmqpConn {
             next_token: 1,
             exclusive_queues: Vec::new(),
             publisher: false,
+            blocked: false,
         })
     }
 
@@ -260,6 +263,18 @@ impl crate::gateway::Gateway for AmqpConn {
     }
 
     fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        // connection.blocked / unblocked (RabbitMQ's extension, advertised in capabilities)
+        // tell a publishing client why its input is no longer read, and when that ends.
+        let held = self.publisher && self.shard.borrow().disk_alarm();
+        if held != self.blocked && !self.conn.is_closed() {
+            self.blocked = held;
+            let method = if held {
+                Method::ConnectionBlocked(ferry_amqp091::ConnectionBlocked { reason: "low on resources".to_owned() })
+            } else {
+                Method::ConnectionUnblocked(ferry_amqp091::ConnectionUnblocked {})
+            };
+            self.conn.send_method(0, &method);
+        }
         self.conn.poll_transmit(out);
     }
 
