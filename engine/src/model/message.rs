@@ -42,4 +42,6 @@ pub struct QueuedMessage {
     pub msg_id: u64,
     pub content: Arc<Content>,
     pub redelivered: bool,
+    /// When it expires (shard clock, ms): queue `x-message-ttl` or the message's expiration.
+    pub expires_at_ms: Option<u64>,
 }

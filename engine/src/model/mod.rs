@@ -4,6 +4,7 @@
 pub mod exchange;
 pub mod message;
 pub mod queue;
+pub mod queue_args;
 pub mod routing;
 pub mod topic;
 pub mod topic_trie;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::ids::{ConsumerKey, DeliveryTag};
 use crate::model::message::{Content, QueuedMessage};
+use crate::model::queue_args::{Overflow, QueueArgs};
 use crate::model::routing::QueueSpec;
 
 /// A consumer attached to this queue.
@@ -40,21 +41,34 @@ struct Unacked {
 }
 
 /// What settling a delivery did, so the shard can log persistent settlements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Settled {
-    /// Acked (or dropped): the message is gone. Carries its id and persistence.
+    /// Acked: the message is gone. Carries its id and persistence.
     Removed {
         msg_id: u64,
         persistent: bool,
     },
+    /// Rejected without requeue (nack/reject requeue=false): gone, to be dead-lettered.
+    Dropped(QueuedMessage),
     Requeued,
     Unknown,
+}
+
+/// The result of [`Queue::admit`].
+#[derive(Debug)]
+pub enum Admit {
+    /// Queued; `dropped` made room for it (drop-head), oldest first.
+    Accepted { msg_id: u64, dropped: Vec<QueuedMessage> },
+    /// At its limit with `x-overflow: reject-publish`.
+    Rejected,
 }
 
 /// A queue's contents and consumers.
 #[derive(Debug)]
 pub struct Queue {
     pub spec: QueueSpec,
+    pub args: QueueArgs,
+    ready_bytes: usize,
     ready: VecDeque<QueuedMessage>,
     unacked: HashMap<DeliveryTag, Unacked>,
     consumers: Vec<Consumer>,
@@ -66,7 +80,11 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(spec: QueueSpec) -> Self {
+        // Validated by the metadata authority at declaration.
+        let args = QueueArgs::parse(&spec.arguments).unwrap_or_default();
         Queue {
+            args,
+            ready_bytes: 0,
             spec,
             ready: VecDeque::new(),
             unacked: HashMap::default(),
@@ -104,14 +122,60 @@ impl Queue {
     pub fn push(&mut self, content: Arc<Content>) -> u64 {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false });
+        self.ready_bytes += content.size_bytes();
+        self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms: None });
         msg_id
+    }
+
+    /// Adds a message under the queue's arguments at shard time `now_ms`: stamps its expiry
+    /// and applies `x-max-length`/`-bytes` per `x-overflow`.
+    pub fn admit(&mut self, content: Arc<Content>, now_ms: u64) -> Admit {
+        let max_len = self.args.max_length;
+        let max_bytes = self.args.max_length_bytes;
+        let over = |q: &Queue, extra: usize| {
+            max_len.is_some_and(|m| q.ready.len() + 1 > m) || max_bytes.is_some_and(|m| q.ready_bytes + extra > m)
+        };
+        let size = content.size_bytes();
+        let mut dropped = Vec::new();
+        if over(self, size) {
+            if self.args.overflow == Overflow::RejectPublish {
+                return Admit::Rejected;
+            }
+            while over(self, size) {
+                let Some(head) = self.pop_ready() else { break };
+                dropped.push(head);
+            }
+        }
+        let ttl = [self.args.message_ttl_ms, content.properties.expiration_ms].into_iter().flatten().min();
+        let msg_id = self.next_msg_id;
+        self.next_msg_id += 1;
+        let expires_at_ms = ttl.map(|t| now_ms.saturating_add(t));
+        self.ready_bytes += size;
+        self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms });
+        Admit::Accepted { msg_id, dropped }
+    }
+
+    fn pop_ready(&mut self) -> Option<QueuedMessage> {
+        let m = self.ready.pop_front()?;
+        self.ready_bytes = self.ready_bytes.saturating_sub(m.content.size_bytes());
+        Some(m)
+    }
+
+    /// Removes ready messages at the head whose expiry has passed (RabbitMQ expires at the
+    /// head; the shard's sweep calls this a few times a second).
+    pub fn take_expired(&mut self, now_ms: u64) -> Vec<QueuedMessage> {
+        let mut out = Vec::new();
+        while self.ready.front().is_some_and(|m| m.expires_at_ms.is_some_and(|at| at <= now_ms)) {
+            out.extend(self.pop_ready());
+        }
+        out
     }
 
     /// Puts back a recovered message (keeps its id; marks it redelivered).
     pub fn restore(&mut self, mut message: QueuedMessage) {
         message.redelivered = true;
         self.next_msg_id = self.next_msg_id.max(message.msg_id + 1);
+        self.ready_bytes += message.content.size_bytes();
         self.ready.push_back(message);
     }
 
@@ -138,6 +202,7 @@ impl Queue {
         back.sort_unstable_by_key(|m| std::cmp::Reverse(m.msg_id));
         for mut message in back {
             message.redelivered = true;
+            self.ready_bytes += message.content.size_bytes();
             self.ready.push_front(message);
         }
     }
@@ -180,7 +245,7 @@ impl Queue {
     /// Takes the next ready message for a pull (AMQP basic.get). Unless `no_ack`, it stays
     /// unacked under `key` until settled, or requeued when `key` is removed.
     pub fn get(&mut self, key: ConsumerKey, no_ack: bool) -> Option<Delivery> {
-        let message = self.ready.pop_front()?;
+        let message = self.pop_ready()?;
         let tag = DeliveryTag(self.next_tag);
         self.next_tag += 1;
         if !no_ack {
@@ -201,6 +266,7 @@ impl Queue {
             return Settled::Requeued;
         }
         match self.unacked.remove(&tag) {
+            Some(u) if requeue == Some(false) => Settled::Dropped(u.message),
             Some(u) => {
                 Settled::Removed { msg_id: u.message.msg_id, persistent: u.message.content.properties.persistent }
             }
@@ -219,6 +285,7 @@ impl Queue {
     pub fn purge(&mut self) -> usize {
         let n = self.ready.len();
         self.ready.clear();
+        self.ready_bytes = 0;
         n
     }
 
@@ -319,13 +386,13 @@ mod tests {
         q.add_consumer(consumer(1, 1));
         let mut out = Vec::new();
         q.dispatch(&mut out);
-        assert_eq!(q.settle(out[0].tag, Some(true)), Settled::Requeued);
+        assert!(matches!(q.settle(out[0].tag, Some(true)), Settled::Requeued));
         out.clear();
         q.dispatch(&mut out);
         assert_eq!(bodies(&out), [b"a".as_ref()]);
         assert!(out[0].message.redelivered);
-        assert!(matches!(q.settle(out[0].tag, Some(false)), Settled::Removed { .. }));
-        assert_eq!(q.settle(out[0].tag, None), Settled::Unknown);
+        assert!(matches!(q.settle(out[0].tag, Some(false)), Settled::Dropped(_)));
+        assert!(matches!(q.settle(out[0].tag, None), Settled::Unknown));
         assert_eq!(q.len(), 1);
     }
 }

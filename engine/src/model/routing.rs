@@ -7,6 +7,7 @@ use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
 use crate::ids::{ConnectionId, ShardId};
 use crate::model::exchange::{Exchange, ExchangeKind, ExchangeSpec};
+use crate::model::queue_args::QueueArgs;
 
 /// Declared properties of a queue, as every shard knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +176,10 @@ impl RoutingTable {
                     let msg = format!("cannot obtain exclusive access to locked queue '{}'", spec.name);
                     return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
                 }
+                if !passive && existing.arguments != spec.arguments {
+                    let msg = format!("inequivalent arg 'arguments' for queue '{}' in vhost '/'", spec.name);
+                    return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
+                }
                 if !passive && (existing.durable != spec.durable || existing.auto_delete != spec.auto_delete) {
                     let msg = format!("inequivalent arg 'durable'/'auto_delete' for queue '{}'", spec.name);
                     return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
@@ -182,6 +187,9 @@ impl RoutingTable {
                 Ok(MetaOutcome::Unchanged)
             }
             None if passive => Err(not_found("queue", &spec.name)),
+            None if QueueArgs::parse(&spec.arguments).is_err() => {
+                QueueArgs::parse(&spec.arguments).map(|_| MetaOutcome::Unchanged)
+            }
             None if self.queues.len() >= queue_limit => {
                 Err(EngineError::new(ErrorKind::ResourceError, "queue count limit reached"))
             }

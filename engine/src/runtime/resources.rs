@@ -70,6 +70,8 @@ pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerCon
         }
         let alarm = OVER_LIMIT.load(Ordering::SeqCst) | QUEUE_FULL.load(Ordering::SeqCst) != 0;
         shard.borrow_mut().set_disk_alarm(alarm);
+        // Messages expire (and dead-letter) even when no consumer looks at their queue.
+        shard.borrow_mut().expire_due();
         glommio::timer::sleep(CHECK_EVERY).await;
     }
 }

@@ -12,8 +12,9 @@ use crate::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, ShardId};
 /// publishers are held back by flow control.
 const QUEUE_HARD_LIMIT_FACTOR: usize = 2;
 use crate::model::message::Content;
-use crate::model::queue::{Consumer, Delivery, Settled};
+use crate::model::queue::{Admit, Consumer, Delivery, Settled};
 use crate::shard::Shard;
+use crate::shard::dead_letter::DeathReason;
 use crate::shard::msg::{Reply, ShardMsg};
 
 impl Shard {
@@ -82,7 +83,24 @@ impl Shard {
             return;
         }
         let durable = queue.spec.durable && content.properties.persistent;
-        let msg_id = queue.push(content.clone());
+        let now = (self.clock)();
+        let msg_id = match queue.admit(content.clone(), now) {
+            Admit::Accepted { msg_id, dropped } => {
+                if !dropped.is_empty() {
+                    self.dead_letter(name, dropped, DeathReason::MaxLen);
+                }
+                msg_id
+            }
+            Admit::Rejected => {
+                // x-overflow: reject-publish — a confirm becomes a nack; without one, dropped
+                // as RabbitMQ does for this policy.
+                if let Some(c) = completion {
+                    let msg = format!("queue '{name}' is at its x-max-length (reject-publish)");
+                    self.complete(c, Err(EngineError::new(ErrorKind::ResourceError, msg)));
+                }
+                return;
+            }
+        };
         match (durable, completion) {
             (true, completion) => {
                 self.journal.append_enqueue(name, msg_id, &content);
@@ -96,8 +114,14 @@ impl Shard {
         self.dispatch(name);
     }
 
-    /// Hands ready messages of queue `name` to its consumers.
+    /// Hands ready messages of queue `name` to its consumers (expired ones are
+    /// dead-lettered first).
     pub(super) fn dispatch(&mut self, name: &str) {
+        self.expire(name);
+        self.dispatch_only(name);
+    }
+
+    pub(super) fn dispatch_only(&mut self, name: &str) {
         let mut out = Vec::new();
         let mut durable = false;
         if let Some(queue) = self.queues.get_mut(name) {
@@ -161,21 +185,26 @@ impl Shard {
         completion: Option<Completion>,
     ) {
         let mut settled = Vec::new();
+        let mut rejected = Vec::new();
         if let Some(queue) = self.queues.get_mut(name) {
             let durable = queue.spec.durable;
             for tag in tags {
-                if let Settled::Removed { msg_id, persistent: true } = queue.settle(*tag, requeue)
-                    && durable
-                {
-                    settled.push(msg_id);
+                match queue.settle(*tag, requeue) {
+                    Settled::Removed { msg_id, persistent: true } if durable => settled.push(msg_id),
+                    Settled::Dropped(message) => rejected.push(message),
+                    _ => {}
                 }
             }
+        }
+        let dropped_persistent = rejected.iter().any(|m| m.content.properties.persistent);
+        if !rejected.is_empty() {
+            self.dead_letter(name, rejected, DeathReason::Rejected);
         }
         for msg_id in &settled {
             self.journal.append_settle(name, *msg_id);
         }
         if let Some(c) = completion {
-            if settled.is_empty() {
+            if settled.is_empty() && !dropped_persistent {
                 self.complete(c, Ok(()));
             } else if let Some(c) = self.journal.after_durable(c) {
                 self.complete(c, Ok(()));
@@ -216,6 +245,7 @@ impl Shard {
     }
 
     pub(super) fn get_local(&mut self, name: &str, consumer: ConsumerKey, no_ack: bool) -> Result<Reply, EngineError> {
+        self.expire(name);
         let Some(queue) = self.queues.get_mut(name) else {
             return Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{name}' in vhost '/'")));
         };

@@ -7,6 +7,7 @@
 
 mod authority;
 mod compaction;
+pub mod dead_letter;
 mod delivery;
 pub mod mailbox;
 pub mod msg;
@@ -53,12 +54,21 @@ pub struct Shard {
     name_seed: u64,
     /// A disk limit holds: connections that publish stop being read until it clears.
     disk_alarm: bool,
+    /// The shard's clock in ms (injected: tests and simulations set their own).
+    clock: Rc<dyn Fn() -> u64>,
 }
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard").field("id", &self.id).field("queues", &self.queues.len()).finish_non_exhaustive()
     }
+}
+
+/// Milliseconds since the first call in this process (the runtime's default shard clock).
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A shard shared by the tasks of its own executor.
@@ -84,6 +94,7 @@ impl Shard {
             journal,
             name_seed: u64::from(id.0) << 48,
             disk_alarm: false,
+            clock: Rc::new(monotonic_ms),
         }
     }
 
@@ -128,6 +139,11 @@ impl Shard {
     pub fn queue_over_limit(&self) -> Option<(&str, usize)> {
         let limit = self.limits.queue_message_count_max;
         self.queues.values().find(|q| q.len() >= limit).map(|q| (q.spec.name.as_str(), q.len()))
+    }
+
+    /// Replaces the shard's clock (tests, deterministic simulation).
+    pub fn set_clock(&mut self, clock: Rc<dyn Fn() -> u64>) {
+        self.clock = clock;
     }
 
     /// Whether publishers must be held back (some shard is over a disk limit).
@@ -276,6 +292,7 @@ impl Shard {
                 self.reply(from, id, Ok(Reply::Cancelled));
             }
             Request::Stats { queue } => {
+                self.expire(&queue);
                 let result = match self.queues.get(&queue) {
                     Some(q) => Ok(Reply::Stats { messages: q.ready_len(), consumers: q.consumer_count() }),
                     None => Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{queue}' in vhost '/'"))),

@@ -75,7 +75,12 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
             let messages: Vec<QueuedMessage> = queue
                 .messages
                 .iter()
-                .map(|m| QueuedMessage { msg_id: m.msg_id, content: recovered_content(m), redelivered: true })
+                .map(|m| QueuedMessage {
+                    msg_id: m.msg_id,
+                    content: recovered_content(m),
+                    redelivered: true,
+                    expires_at_ms: None,
+                })
                 .collect();
             for m in &messages {
                 s.journal_mut().append_enqueue(&queue.name, m.msg_id, &m.content);

@@ -29,7 +29,12 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> EngineError {
 
 /// Table entries as the engine's string pairs (binding arguments, x-match).
 fn pairs(table: &FieldTable) -> Vec<(String, String)> {
-    table.iter().map(|(k, v)| (k.to_owned(), v.as_str().map_or_else(|| format!("{v:?}"), str::to_owned))).collect()
+    let text = |v: &ferry_amqp091::FieldValue| match (v.as_str(), v.as_i64()) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(n)) => n.to_string(),
+        (None, None) => format!("{v:?}"),
+    };
+    table.iter().map(|(k, v)| (k.to_owned(), text(v))).collect()
 }
 
 impl AmqpConn {

@@ -1,0 +1,97 @@
+//! Queue arguments as RabbitMQ defines them, parsed once at declaration: `x-message-ttl`,
+//! `x-max-length`, `x-max-length-bytes`, `x-overflow` (`drop-head`, `reject-publish`),
+//! `x-dead-letter-exchange`, `x-dead-letter-routing-key`. Others (`x-queue-type` classic or
+//! quorum, `x-expires`, ...) are accepted and kept, as RabbitMQ accepts unknown ones; a known
+//! argument with a bad value is a 406 PRECONDITION_FAILED.
+
+use crate::error::{EngineError, ErrorKind};
+
+/// What a queue does when it is at its length limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (and dead-letter) the oldest ready message to make room.
+    #[default]
+    DropHead,
+    /// Refuse the new message (a publisher confirm becomes a nack).
+    RejectPublish,
+}
+
+/// Parsed arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueArgs {
+    pub message_ttl_ms: Option<u64>,
+    pub max_length: Option<usize>,
+    pub max_length_bytes: Option<usize>,
+    pub overflow: Overflow,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+}
+
+fn bad(name: &str, value: &str) -> EngineError {
+    EngineError::new(ErrorKind::PreconditionFailed, format!("invalid arg '{name}': '{value}'"))
+}
+
+fn number(name: &str, value: &str) -> Result<u64, EngineError> {
+    value.trim().parse::<u64>().map_err(|_| bad(name, value))
+}
+
+impl QueueArgs {
+    pub fn parse(arguments: &[(String, String)]) -> Result<QueueArgs, EngineError> {
+        let mut args = QueueArgs::default();
+        for (name, value) in arguments {
+            match name.as_str() {
+                "x-message-ttl" => args.message_ttl_ms = Some(number(name, value)?),
+                "x-max-length" => args.max_length = Some(number(name, value)? as usize),
+                "x-max-length-bytes" => args.max_length_bytes = Some(number(name, value)? as usize),
+                "x-overflow" => {
+                    args.overflow = match value.as_str() {
+                        "drop-head" => Overflow::DropHead,
+                        "reject-publish" | "reject-publish-dlx" => Overflow::RejectPublish,
+                        _ => return Err(bad(name, value)),
+                    }
+                }
+                "x-dead-letter-exchange" => args.dead_letter_exchange = Some(value.clone()),
+                "x-dead-letter-routing-key" => args.dead_letter_routing_key = Some(value.clone()),
+                "x-queue-type" if !matches!(value.as_str(), "classic" | "quorum" | "stream") => {
+                    return Err(bad(name, value));
+                }
+                _ => {}
+            }
+        }
+        Ok(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.to_owned(), v.to_owned())
+    }
+
+    #[test]
+    fn parses_rabbitmq_arguments() {
+        let args = QueueArgs::parse(&[
+            kv("x-message-ttl", "60000"),
+            kv("x-max-length", "10"),
+            kv("x-overflow", "reject-publish"),
+            kv("x-dead-letter-exchange", "dlx"),
+            kv("x-queue-type", "quorum"),
+            kv("x-custom", "kept"),
+        ])
+        .expect("valid");
+        assert_eq!(args.message_ttl_ms, Some(60_000));
+        assert_eq!(args.max_length, Some(10));
+        assert_eq!(args.overflow, Overflow::RejectPublish);
+        assert_eq!(args.dead_letter_exchange.as_deref(), Some("dlx"));
+    }
+
+    #[test]
+    fn bad_values_are_precondition_failed() {
+        for bad in [kv("x-message-ttl", "soon"), kv("x-overflow", "explode"), kv("x-queue-type", "lazy-ish")] {
+            let err = QueueArgs::parse(&[bad]).expect_err("invalid");
+            assert_eq!(err.kind, ErrorKind::PreconditionFailed);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Messages that leave a queue without being consumed — expired (`x-message-ttl`, per-message
+//! expiration), dropped by `x-max-length` (drop-head), or rejected without requeue — are
+//! settled in the journal and, when the queue has `x-dead-letter-exchange`, republished there
+//! from the owning shard with the dead-letter routing key (or their own) and RabbitMQ's
+//! `x-first-death-reason`/`-queue`/`-exchange` headers. The expiration is removed, as RabbitMQ
+//! does, so a dead-lettered message does not expire again at once.
+
+use std::sync::Arc;
+
+use crate::model::message::{Content, QueuedMessage};
+use crate::shard::Shard;
+
+/// Why a message was dead-lettered (RabbitMQ's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Expired,
+    MaxLen,
+    Rejected,
+}
+
+impl DeathReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Expired => "expired",
+            DeathReason::MaxLen => "maxlen",
+            DeathReason::Rejected => "rejected",
+        }
+    }
+}
+
+impl Shard {
+    /// Current time on the shard's clock, in ms.
+    pub(super) fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Takes `queue`'s expired head messages away and dead-letters them.
+    pub(super) fn expire(&mut self, queue: &str) {
+        let now = self.now_ms();
+        let expired = match self.queues.get_mut(queue) {
+            Some(q) if q.args.message_ttl_ms.is_some() || q.ready_len() > 0 => q.take_expired(now),
+            _ => return,
+        };
+        if !expired.is_empty() {
+            self.dead_letter(queue, expired, DeathReason::Expired);
+        }
+    }
+
+    /// Expires what is due in every queue this shard owns (the runtime calls this a few times
+    /// a second, so messages expire without a consumer looking).
+    pub fn expire_due(&mut self) {
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for name in names {
+            self.expire(&name);
+            self.dispatch_only(&name);
+        }
+    }
+
+    pub(super) fn dead_letter(&mut self, queue: &str, messages: Vec<QueuedMessage>, reason: DeathReason) {
+        let Some(q) = self.queues.get(queue) else { return };
+        let durable = q.spec.durable;
+        let target = q.args.dead_letter_exchange.clone().map(|ex| (ex, q.args.dead_letter_routing_key.clone()));
+        for message in messages {
+            if durable && message.content.properties.persistent {
+                self.journal.append_settle(queue, message.msg_id);
+            }
+            let Some((exchange, key)) = &target else { continue };
+            let original = &message.content;
+            let mut content: Content = (**original).clone();
+            content.exchange = exchange.clone();
+            content.routing_key = key.clone().unwrap_or_else(|| original.routing_key.clone());
+            content.properties.expiration_ms = None;
+            let headers = &mut content.properties.headers;
+            if !headers.iter().any(|(k, _)| k == "x-first-death-reason") {
+                headers.push(("x-first-death-reason".to_owned(), reason.as_str().to_owned()));
+                headers.push(("x-first-death-queue".to_owned(), queue.to_owned()));
+                headers.push(("x-first-death-exchange".to_owned(), original.exchange.clone()));
+            }
+            let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
+            if let Err(e) = self.publish(&exchange, &key, Arc::new(content), None, || None) {
+                tracing::warn!(queue, exchange, "dead-lettering failed: {e}");
+            }
+        }
+    }
+}
