@@ -27,6 +27,12 @@ pub trait Gateway {
     fn is_closed(&self) -> bool;
     /// Input must wait (a resource alarm holds publishers back).
     fn input_held(&self) -> bool;
+    /// The protocol leaves closing the socket to the peer (AMQP: whoever sent
+    /// connection.close closes the socket once close-ok arrives), so the broker waits for the
+    /// peer's FIN before sending its own.
+    fn peer_closes_first(&self) -> bool {
+        false
+    }
     /// Releases everything the connection held.
     fn close(self);
 }

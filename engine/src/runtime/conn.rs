@@ -33,6 +33,9 @@ enum Wake {
     Recheck,
 }
 
+/// Longest wait for the peer's FIN after ours.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// How often a held-back publisher looks whether the disk alarm cleared.
 const HELD_RECHECK: Duration = Duration::from_millis(50);
 
@@ -128,7 +131,17 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
             Wake::Recheck => {}
         }
     }
-    let _ = writer.close().await;
+    // Lingering close: read (and discard) until the peer closes too, for a bounded time, so
+    // unread input cannot turn our close into a reset that destroys the final frames
+    // (close-ok, ERROR). Our FIN goes first unless the protocol leaves closing to the peer.
+    let peer_first = conn.peer_closes_first();
+    if !peer_first {
+        let _ = writer.close().await;
+    }
+    future::or(async { while rx.recv().await.is_some() {} }, glommio::timer::sleep(LINGER)).await;
+    if peer_first {
+        let _ = writer.close().await;
+    }
     drop(reader_task);
     conn.close();
 }

@@ -53,6 +53,8 @@ pub struct AmqpConn {
     publisher: bool,
     /// connection.blocked was sent and not yet lifted.
     blocked: bool,
+    /// The client sent connection.close (we answered close-ok): it closes the socket.
+    client_closed: bool,
 }
 
 impl std::fmt::Debug for AmqpConn {
@@ -93,6 +95,7 @@ impl AmqpConn {
             exclusive_queues: Vec::new(),
             publisher: false,
             blocked: false,
+            client_closed: false,
         })
     }
 
@@ -128,7 +131,11 @@ impl AmqpConn {
                 self.publisher = true;
                 self.publish(channel, method, properties, body).await;
             }
-            Event::Closed { reason } => tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol"),
+            Event::Closed { reason } => {
+                // ferry_amqp091 words a client-initiated close this way.
+                self.client_closed = reason.starts_with("client closed");
+                tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol");
+            }
         }
     }
 
@@ -309,6 +316,10 @@ impl crate::gateway::Gateway for AmqpConn {
 
     fn input_held(&self) -> bool {
         self.publisher && self.shard.borrow().disk_alarm()
+    }
+
+    fn peer_closes_first(&self) -> bool {
+        self.client_closed
     }
 
     fn close(mut self) {
