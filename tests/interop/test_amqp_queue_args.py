@@ -111,3 +111,39 @@ def test_bad_and_inequivalent_arguments_are_406(broker):
     ch = conn.channel()
     ch.queue_declare(q, arguments={"x-max-length": 5})  # the same arguments are fine
     conn.close()
+
+
+@BOTH_SHARDS
+def test_priority_queue_delivers_highest_first(broker):
+    conn = amqp(broker)
+    ch = conn.channel()
+    q = uniq("prio")
+    ch.queue_declare(q, arguments={"x-max-priority": 5})
+    for body, prio in [(b"low", 1), (b"top", 9), (b"mid", 3), (b"top2", 5), (b"none", 0)]:
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    wait_for(lambda: count(ch, q) == 5)
+    got = [ch.basic_get(q, auto_ack=True)[2] for _ in range(5)]
+    assert got == [b"top", b"top2", b"mid", b"low", b"none"], "9 counts as the maximum 5; FIFO within a level"
+    conn.close()
+
+
+def test_max_length_bytes_counts_only_ready_messages(broker):
+    """Delivered messages leave the byte count: after a consumer took some, the queue still
+    holds as many bytes as its limit allows."""
+    conn = amqp(broker)
+    ch = conn.channel()
+    q = uniq("bytes")
+    ch.queue_declare(q, arguments={"x-max-length-bytes": 100})
+    got = []
+    tag = ch.basic_consume(q, lambda c, m, p, b: got.append(b), auto_ack=True)
+    for _ in range(5):
+        ch.basic_publish("", q, b"x" * 40)
+    deadline = time.time() + 3
+    while len(got) < 5 and time.time() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    assert len(got) == 5
+    ch.basic_cancel(tag)
+    ch.basic_publish("", q, b"a" * 40)
+    ch.basic_publish("", q, b"b" * 40)
+    wait_for(lambda: count(ch, q) == 2, timeout=2, what="both 40-byte messages kept under the 100-byte limit")
+    conn.close()

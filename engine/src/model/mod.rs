@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod message;
 pub mod queue;
 pub mod queue_args;
+pub mod ready;
 pub mod routing;
 pub mod topic;
 pub mod topic_trie;

@@ -4,12 +4,12 @@
 //! consumer's credit (prefetch).
 
 use crate::fastmap::HashMap;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::ids::{ConsumerKey, DeliveryTag};
 use crate::model::message::{Content, QueuedMessage};
 use crate::model::queue_args::{Overflow, QueueArgs};
+use crate::model::ready::Ready;
 use crate::model::routing::QueueSpec;
 
 /// A consumer attached to this queue.
@@ -68,8 +68,7 @@ pub enum Admit {
 pub struct Queue {
     pub spec: QueueSpec,
     pub args: QueueArgs,
-    ready_bytes: usize,
-    ready: VecDeque<QueuedMessage>,
+    ready: Ready,
     unacked: HashMap<DeliveryTag, Unacked>,
     consumers: Vec<Consumer>,
     next_consumer: usize,
@@ -82,11 +81,11 @@ impl Queue {
     pub fn new(spec: QueueSpec) -> Self {
         // Validated by the metadata authority at declaration.
         let args = QueueArgs::parse(&spec.arguments).unwrap_or_default();
+        let ready = Ready::new(args.max_priority);
         Queue {
             args,
-            ready_bytes: 0,
             spec,
-            ready: VecDeque::new(),
+            ready,
             unacked: HashMap::default(),
             consumers: Vec::new(),
             next_consumer: 0,
@@ -122,7 +121,6 @@ impl Queue {
     pub fn push(&mut self, content: Arc<Content>) -> u64 {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        self.ready_bytes += content.size_bytes();
         self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms: None });
         msg_id
     }
@@ -133,7 +131,7 @@ impl Queue {
         let max_len = self.args.max_length;
         let max_bytes = self.args.max_length_bytes;
         let over = |q: &Queue, extra: usize| {
-            max_len.is_some_and(|m| q.ready.len() + 1 > m) || max_bytes.is_some_and(|m| q.ready_bytes + extra > m)
+            max_len.is_some_and(|m| q.ready.len() + 1 > m) || max_bytes.is_some_and(|m| q.ready.bytes() + extra > m)
         };
         let size = content.size_bytes();
         let mut dropped = Vec::new();
@@ -142,7 +140,7 @@ impl Queue {
                 return Admit::Rejected;
             }
             while over(self, size) {
-                let Some(head) = self.pop_ready() else { break };
+                let Some(head) = self.ready.pop_oldest_lowest() else { break };
                 dropped.push(head);
             }
         }
@@ -150,32 +148,20 @@ impl Queue {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
         let expires_at_ms = ttl.map(|t| now_ms.saturating_add(t));
-        self.ready_bytes += size;
         self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms });
         Admit::Accepted { msg_id, dropped }
-    }
-
-    fn pop_ready(&mut self) -> Option<QueuedMessage> {
-        let m = self.ready.pop_front()?;
-        self.ready_bytes = self.ready_bytes.saturating_sub(m.content.size_bytes());
-        Some(m)
     }
 
     /// Removes ready messages at the head whose expiry has passed (RabbitMQ expires at the
     /// head; the shard's sweep calls this a few times a second).
     pub fn take_expired(&mut self, now_ms: u64) -> Vec<QueuedMessage> {
-        let mut out = Vec::new();
-        while self.ready.front().is_some_and(|m| m.expires_at_ms.is_some_and(|at| at <= now_ms)) {
-            out.extend(self.pop_ready());
-        }
-        out
+        self.ready.take_expired(now_ms)
     }
 
     /// Puts back a recovered message (keeps its id; marks it redelivered).
     pub fn restore(&mut self, mut message: QueuedMessage) {
         message.redelivered = true;
         self.next_msg_id = self.next_msg_id.max(message.msg_id + 1);
-        self.ready_bytes += message.content.size_bytes();
         self.ready.push_back(message);
     }
 
@@ -202,7 +188,6 @@ impl Queue {
         back.sort_unstable_by_key(|m| std::cmp::Reverse(m.msg_id));
         for mut message in back {
             message.redelivered = true;
-            self.ready_bytes += message.content.size_bytes();
             self.ready.push_front(message);
         }
     }
@@ -245,7 +230,7 @@ impl Queue {
     /// Takes the next ready message for a pull (AMQP basic.get). Unless `no_ack`, it stays
     /// unacked under `key` until settled, or requeued when `key` is removed.
     pub fn get(&mut self, key: ConsumerKey, no_ack: bool) -> Option<Delivery> {
-        let message = self.pop_ready()?;
+        let message = self.ready.pop_front()?;
         let tag = DeliveryTag(self.next_tag);
         self.next_tag += 1;
         if !no_ack {
@@ -283,10 +268,7 @@ impl Queue {
 
     /// Drops all ready messages; returns how many (unacked ones stay, as in AMQP purge).
     pub fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        self.ready.clear();
-        self.ready_bytes = 0;
-        n
+        self.ready.clear()
     }
 
     /// A message still held (ready or unacked) by its id.

@@ -1,6 +1,6 @@
 //! Queue arguments as RabbitMQ defines them, parsed once at declaration: `x-message-ttl`,
 //! `x-max-length`, `x-max-length-bytes`, `x-overflow` (`drop-head`, `reject-publish`),
-//! `x-dead-letter-exchange`, `x-dead-letter-routing-key`. Others (`x-queue-type` classic or
+//! `x-dead-letter-exchange`, `x-dead-letter-routing-key`, `x-max-priority`. Others (`x-queue-type` classic or
 //! quorum, `x-expires`, ...) are accepted and kept, as RabbitMQ accepts unknown ones; a known
 //! argument with a bad value is a 406 PRECONDITION_FAILED.
 
@@ -25,6 +25,8 @@ pub struct QueueArgs {
     pub overflow: Overflow,
     pub dead_letter_exchange: Option<String>,
     pub dead_letter_routing_key: Option<String>,
+    /// `x-max-priority`: 1..=255 priority levels above 0.
+    pub max_priority: Option<u8>,
 }
 
 fn bad(name: &str, value: &str) -> EngineError {
@@ -52,6 +54,10 @@ impl QueueArgs {
                 }
                 "x-dead-letter-exchange" => args.dead_letter_exchange = Some(value.clone()),
                 "x-dead-letter-routing-key" => args.dead_letter_routing_key = Some(value.clone()),
+                "x-max-priority" => {
+                    let p = number(name, value)?;
+                    args.max_priority = Some(u8::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| bad(name, value))?);
+                }
                 "x-queue-type" if !matches!(value.as_str(), "classic" | "quorum" | "stream") => {
                     return Err(bad(name, value));
                 }

@@ -23,7 +23,7 @@ fn text(value: &FieldValue) -> String {
 pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
     let mut props = Properties {
         persistent: p.delivery_mode == Some(2),
-        priority: p.priority.unwrap_or(0).min(9),
+        priority: p.priority.unwrap_or(0),
         content_type: p.content_type.clone(),
         content_encoding: p.content_encoding.clone(),
         correlation_id: p.correlation_id.clone(),
