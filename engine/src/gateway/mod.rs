@@ -6,8 +6,19 @@
 pub mod amqp091;
 pub mod stomp;
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Instant;
+
+use ferry_wire::Limits;
+
+use crate::error::{EngineError, ErrorKind};
+use crate::ids::{ConnectionId, ShardId};
+use crate::model::routing::MetaOp;
+use crate::shard::mailbox::Mailbox;
+use crate::shard::msg::{Reply, Request};
+use crate::shard::{AUTHORITY, ShardRef};
 
 /// One connection's protocol state, as the runtime's read/handle/poll/write loop sees it.
 pub trait Gateway {
@@ -35,4 +46,29 @@ pub trait Gateway {
     }
     /// Releases everything the connection held.
     fn close(self);
+}
+
+/// Registers a new connection on `shard`: its id, mailbox and a copy of the limits; `None` at
+/// the shard's connection limit.
+pub(crate) fn register(shard: &ShardRef, wake: Rc<dyn Fn()>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>, Limits)> {
+    let mut s = shard.borrow_mut();
+    let limits = s.limits().clone();
+    let (id, mailbox) = s.register_conn(wake)?;
+    Some((id, mailbox, limits))
+}
+
+/// Everything in a connection's mailbox, leaving it empty.
+pub(crate) fn take_mail(mailbox: &RefCell<Mailbox>) -> Mailbox {
+    std::mem::take(&mut *mailbox.borrow_mut())
+}
+
+/// Sends `request` to shard `to` and waits for its reply (a control operation).
+pub(crate) async fn request(shard: &ShardRef, to: ShardId, request: Request) -> Result<Reply, EngineError> {
+    let rx = shard.borrow_mut().request(to, request);
+    rx.await.unwrap_or_else(|_| Err(EngineError::new(ErrorKind::InternalError, "shard went away")))
+}
+
+/// Asks the metadata authority for a routing change and waits until every shard applied it.
+pub(crate) async fn meta(shard: &ShardRef, op: MetaOp) -> Result<(), EngineError> {
+    request(shard, AUTHORITY, Request::Meta(op)).await.map(|_| ())
 }

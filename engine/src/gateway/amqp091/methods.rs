@@ -20,7 +20,6 @@ use crate::model::exchange::{ExchangeKind, ExchangeSpec};
 use crate::model::message::Content;
 use crate::model::queue::Consumer;
 use crate::model::routing::{MetaOp, QueueSpec};
-use crate::shard::AUTHORITY;
 use crate::shard::msg::{Reply, Request};
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> EngineError {
@@ -39,12 +38,11 @@ fn pairs(table: &FieldTable) -> Vec<(String, String)> {
 
 impl AmqpConn {
     async fn request(&self, to: ShardId, request: Request) -> Result<Reply, EngineError> {
-        let rx = self.shard.borrow_mut().request(to, request);
-        rx.await.unwrap_or_else(|_| Err(error(ErrorKind::InternalError, "shard went away")))
+        crate::gateway::request(&self.shard, to, request).await
     }
 
     async fn meta(&self, op: MetaOp) -> Result<(), EngineError> {
-        self.request(AUTHORITY, Request::Meta(op)).await.map(|_| ())
+        crate::gateway::meta(&self.shard, op).await
     }
 
     fn owner_of(&self, queue: &str) -> Result<ShardId, EngineError> {

@@ -66,12 +66,7 @@ impl std::fmt::Debug for AmqpConn {
 impl AmqpConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
     pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
-        let (id, mailbox, limits) = {
-            let mut s = shard.borrow_mut();
-            let limits = s.limits().clone();
-            let (id, mailbox) = s.register_conn(wake)?;
-            (id, mailbox, limits)
-        };
+        let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
         let config = ConnectionConfig {
             limits,
             frame_max: 131_072,
@@ -172,16 +167,7 @@ impl AmqpConn {
     }
 
     fn drain_mailbox_inner(&mut self) {
-        let (deliveries, completions, cancelled, rejected) = {
-            let mut m = self.mailbox.borrow_mut();
-            let m = &mut *m;
-            (
-                std::mem::take(&mut m.deliveries),
-                std::mem::take(&mut m.completions),
-                std::mem::take(&mut m.cancelled),
-                std::mem::take(&mut m.rejected),
-            )
-        };
+        let Mailbox { deliveries, completions, cancelled, rejected } = crate::gateway::take_mail(&self.mailbox);
         if let Some(queue) = rejected.first() {
             // Without confirms there is no per-message refusal in AMQP: close with 506.
             let text = format!("RESOURCE_ERROR - queue '{queue}' is full: a message was not accepted");

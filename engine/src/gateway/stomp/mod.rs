@@ -71,12 +71,7 @@ impl std::fmt::Debug for StompConn {
 impl StompConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
     pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
-        let (id, mailbox, limits) = {
-            let mut s = shard.borrow_mut();
-            let limits = s.limits().clone();
-            let (id, mailbox) = s.register_conn(wake)?;
-            (id, mailbox, limits)
-        };
+        let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
         let config = SessionConfig { limits, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) };
         Some(StompConn {
             id,
@@ -169,16 +164,7 @@ impl StompConn {
 
     /// Moves what the engine has for this connection into the session's output.
     pub fn drain_mailbox(&mut self) {
-        let (deliveries, completions, cancelled, rejected) = {
-            let mut m = self.mailbox.borrow_mut();
-            let m = &mut *m;
-            (
-                std::mem::take(&mut m.deliveries),
-                std::mem::take(&mut m.completions),
-                std::mem::take(&mut m.cancelled),
-                std::mem::take(&mut m.rejected),
-            )
-        };
+        let Mailbox { deliveries, completions, cancelled, rejected } = crate::gateway::take_mail(&self.mailbox);
         if let Some(queue) = rejected.first() {
             // STOMP: a SEND the broker cannot take gets an ERROR and the connection closes.
             let detail = format!("queue '{queue}' is full: a message was not accepted");

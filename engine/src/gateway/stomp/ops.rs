@@ -15,7 +15,6 @@ use crate::ids::{Completion, ShardId};
 use crate::model::message::Content;
 use crate::model::queue::Consumer;
 use crate::model::routing::{MetaOp, QueueSpec};
-use crate::shard::AUTHORITY;
 use crate::shard::msg::{Reply, Request};
 
 /// How a queue should be declared.
@@ -28,12 +27,11 @@ struct QueueDecl {
 
 impl StompConn {
     async fn request(&self, to: ShardId, request: Request) -> Result<Reply, EngineError> {
-        let rx = self.shard.borrow_mut().request(to, request);
-        rx.await.unwrap_or_else(|_| Err(EngineError::new(ErrorKind::InternalError, "shard went away")))
+        crate::gateway::request(&self.shard, to, request).await
     }
 
     async fn meta(&self, op: MetaOp) -> Result<(), EngineError> {
-        self.request(AUTHORITY, Request::Meta(op)).await.map(|_| ())
+        crate::gateway::meta(&self.shard, op).await
     }
 
     async fn declare(&mut self, decl: QueueDecl) -> Result<ShardId, EngineError> {
