@@ -147,3 +147,43 @@ def test_max_length_bytes_counts_only_ready_messages(broker):
     ch.basic_publish("", q, b"b" * 40)
     wait_for(lambda: count(ch, q) == 2, timeout=2, what="both 40-byte messages kept under the 100-byte limit")
     conn.close()
+
+
+def _drain(conn, got, n, timeout=3):
+    deadline = time.time() + timeout
+    while len(got) < n and time.time() < deadline:
+        conn.process_data_events(time_limit=0.05)
+
+
+def test_single_active_consumer_and_failover(broker):
+    conn = amqp(broker)
+    ch = conn.channel()
+    q = uniq("sac")
+    ch.queue_declare(q, arguments={"x-single-active-consumer": True})
+    first, second = [], []
+    t1 = ch.basic_consume(q, lambda c, m, p, b: first.append(b), auto_ack=True)
+    ch.basic_consume(q, lambda c, m, p, b: second.append(b), auto_ack=True)
+    for i in range(6):
+        ch.basic_publish("", q, f"m{i}".encode())
+    _drain(conn, first, 6)
+    assert len(first) == 6 and second == [], "only the first consumer is active"
+    ch.basic_cancel(t1)
+    ch.basic_publish("", q, b"after")
+    _drain(conn, second, 1)
+    assert second == [b"after"], "the next consumer takes over"
+    conn.close()
+
+
+def test_consumer_priority_gets_messages_first(broker):
+    conn = amqp(broker)
+    ch = conn.channel()
+    q = uniq("cprio")
+    ch.queue_declare(q)
+    low, high = [], []
+    ch.basic_consume(q, lambda c, m, p, b: low.append(b), auto_ack=True, arguments={"x-priority": 1})
+    ch.basic_consume(q, lambda c, m, p, b: high.append(b), auto_ack=True, arguments={"x-priority": 10})
+    for i in range(10):
+        ch.basic_publish("", q, f"m{i}".encode())
+    _drain(conn, high, 10)
+    assert len(high) == 10 and low == [], f"high={len(high)} low={len(low)}"
+    conn.close()

@@ -21,6 +21,8 @@ pub struct Consumer {
     pub outstanding: u32,
     /// Auto-ack: settled when sent; credit comes back when the connection has written it.
     pub no_ack: bool,
+    /// AMQP `x-priority`: consumers of higher priority get messages while they have credit.
+    pub priority: i32,
 }
 
 /// One message handed to a consumer.
@@ -214,12 +216,16 @@ impl Queue {
         }
     }
 
+    /// The consumer to deliver to next: round-robin among those with credit at the highest
+    /// priority that has any; with `x-single-active-consumer`, only the first attached.
     fn next_with_credit(&mut self) -> Option<usize> {
-        let n = self.consumers.len();
+        let n = if self.args.single_active_consumer { self.consumers.len().min(1) } else { self.consumers.len() };
+        let has_credit = |c: &Consumer| c.outstanding < c.credit_max;
+        let top = self.consumers[..n].iter().filter(|c| has_credit(c)).map(|c| c.priority).max()?;
         for step in 0..n {
             let index = (self.next_consumer + step) % n;
             let c = &self.consumers[index];
-            if c.outstanding < c.credit_max {
+            if has_credit(c) && c.priority == top {
                 self.next_consumer = (index + 1) % n;
                 return Some(index);
             }
@@ -313,7 +319,7 @@ mod tests {
 
     fn consumer(local: u32, credit: u32) -> Consumer {
         let key = ConsumerKey { conn: ConnectionId { shard: ShardId(0), local }, tag: 1 };
-        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false }
+        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false, priority: 0 }
     }
 
     fn bodies(out: &[Delivery]) -> Vec<&[u8]> {

@@ -27,6 +27,8 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     /// `x-max-priority`: 1..=255 priority levels above 0.
     pub max_priority: Option<u8>,
+    /// `x-single-active-consumer`: only the longest-attached consumer receives messages.
+    pub single_active_consumer: bool,
 }
 
 fn bad(name: &str, value: &str) -> EngineError {
@@ -54,6 +56,13 @@ impl QueueArgs {
                 }
                 "x-dead-letter-exchange" => args.dead_letter_exchange = Some(value.clone()),
                 "x-dead-letter-routing-key" => args.dead_letter_routing_key = Some(value.clone()),
+                "x-single-active-consumer" => {
+                    args.single_active_consumer = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(name, value)),
+                    }
+                }
                 "x-max-priority" => {
                     let p = number(name, value)?;
                     args.max_priority = Some(u8::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| bad(name, value))?);

@@ -11,6 +11,9 @@ use ferry_amqp091::{BasicProperties, FieldTable, FieldValue};
 use crate::model::message::Properties;
 
 fn text(value: &FieldValue) -> String {
+    if let FieldValue::Bool(b) = value {
+        return b.to_string();
+    }
     if let Some(s) = value.as_str() {
         return s.to_owned();
     }

@@ -28,10 +28,11 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> EngineError {
 
 /// Table entries as the engine's string pairs (binding arguments, x-match).
 fn pairs(table: &FieldTable) -> Vec<(String, String)> {
-    let text = |v: &ferry_amqp091::FieldValue| match (v.as_str(), v.as_i64()) {
-        (Some(s), _) => s.to_owned(),
-        (None, Some(n)) => n.to_string(),
-        (None, None) => format!("{v:?}"),
+    let text = |v: &ferry_amqp091::FieldValue| match (v, v.as_str(), v.as_i64()) {
+        (ferry_amqp091::FieldValue::Bool(b), _, _) => b.to_string(),
+        (_, Some(s), _) => s.to_owned(),
+        (_, None, Some(n)) => n.to_string(),
+        (_, None, None) => format!("{v:?}"),
     };
     table.iter().map(|(k, v)| (k.to_owned(), text(v))).collect()
 }
@@ -238,7 +239,15 @@ impl AmqpConn {
             ChannelConsumer { key, queue: m.queue.clone(), owner, no_ack: m.no_ack, credit_due: 0 },
         );
         self.consumers.insert(key.tag, (channel, ctag.clone()));
-        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack };
+        let priority = pairs(&m.arguments)
+            .iter()
+            .find(|(k, _)| k == "x-priority")
+            .map(|(_, v)| {
+                v.parse::<i32>().map_err(|_| error(ErrorKind::PreconditionFailed, format!("invalid x-priority '{v}'")))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack, priority };
         if let Err(e) = self.request(owner, Request::Consume { queue: m.queue.clone(), consumer }).await {
             self.consumers.remove(&key.tag);
             if let Some(ch) = self.channels.get_mut(&channel) {
