@@ -137,3 +137,44 @@ def test_amqp_publisher_is_told_blocked_and_unblocked(broker_factory):
     assert "unblocked" in events, events
     drain.close()
     conn.close()
+
+
+SMALL_CONNECTION_LIMITS = "[limits]\ntransaction_op_count_max = 4\nsubscription_count_max = 3\n"
+
+
+def test_amqp_per_connection_bounds(broker_factory):
+    """Transaction buffers and consumers per connection are bounded (limits in config)."""
+    import pika
+    from pika.exceptions import ChannelClosedByBroker
+
+    b = broker_factory(shards=1, config=SMALL_CONNECTION_LIMITS)
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=b.amqp_port, socket_timeout=5))
+    ch = conn.channel()
+    q = uniq("bound")
+    ch.queue_declare(q)
+    ch.tx_select()
+    for _ in range(5):
+        ch.basic_publish("", q, b"x")
+    import pytest as _pytest
+    with _pytest.raises(ChannelClosedByBroker) as e:
+        ch.tx_commit()
+    assert e.value.reply_code == 406
+    ch = conn.channel()
+    for _ in range(3):
+        ch.basic_consume(q, lambda *a: None)
+    with _pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(q, lambda *a: None)
+    assert e.value.reply_code == 506
+    conn.close()
+
+
+def test_stomp_temp_queues_per_connection_are_bounded(broker_factory, raw):
+    b = broker_factory(shards=1, config=SMALL_CONNECTION_LIMITS)
+    c = raw(target=b)
+    for i in range(3):
+        c.send(f"SEND\ndestination:/queue/{uniq('t')}\nreply-to:/temp-queue/r{i}\nreceipt:ok{i}\n\nx\0".encode())
+        c.expect_frame("RECEIPT")
+    c.send(b"SEND\ndestination:/queue/t\nreply-to:/temp-queue/one-too-many\n\nx\0")
+    err = c.expect_frame("ERROR")
+    assert "temp queues" in err.body.decode(), err
+    c.wait_eof(timeout=2)

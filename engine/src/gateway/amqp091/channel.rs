@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, BasicPublish};
 
+use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
 use crate::ids::{ConsumerKey, DeliveryTag, ShardId};
 
@@ -90,6 +91,22 @@ impl Channel {
             Some(taken.into_values().collect())
         } else {
             self.unacked.remove(&tag).map(|u| vec![u])
+        }
+    }
+
+    /// Buffers `op` when the channel is transactional (`Ok(None)`), else hands it back.
+    /// At most `limit` operations wait for one tx.commit.
+    pub fn buffer(&mut self, op: TxOp, limit: usize) -> Result<Option<TxOp>, EngineError> {
+        match self.tx.as_mut() {
+            None => Ok(Some(op)),
+            Some(ops) if ops.len() >= limit => Err(EngineError::new(
+                ErrorKind::PreconditionFailed,
+                format!("transaction exceeds {limit} operations; commit or roll back"),
+            )),
+            Some(ops) => {
+                ops.push(op);
+                Ok(None)
+            }
         }
     }
 

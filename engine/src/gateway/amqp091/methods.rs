@@ -214,6 +214,13 @@ impl AmqpConn {
     }
 
     async fn consume(&mut self, channel: u16, m: &amqp::BasicConsume) -> Result<Option<Method>, EngineError> {
+        let limit = self.shard.borrow().limits().subscription_count_max;
+        if self.consumers.len() >= limit {
+            return Err(error(
+                ErrorKind::ResourceError,
+                format!("too many consumers on this connection (max {limit})"),
+            ));
+        }
         let owner = self.owner_of(&m.queue)?;
         let key = self.next_key();
         let ctag = if m.consumer_tag.is_empty() {
@@ -306,12 +313,11 @@ impl AmqpConn {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<Option<Method>, EngineError> {
+        let limit = self.shard.borrow().limits().transaction_op_count_max;
         let ch = self.channels.get_mut(&channel).ok_or_else(|| error(ErrorKind::InternalError, "channel"))?;
-        if let Some(ops) = ch.tx.as_mut() {
-            ops.push(TxOp::Settle { tag, multiple, requeue });
-            return Ok(None);
+        if ch.buffer(TxOp::Settle { tag, multiple, requeue }, limit)?.is_some() {
+            self.settle(channel, tag, multiple, requeue, None)?;
         }
-        self.settle(channel, tag, multiple, requeue, None)?;
         Ok(None)
     }
 
@@ -392,9 +398,13 @@ impl AmqpConn {
         properties: BasicProperties,
         body: Bytes,
     ) {
+        let limit = self.shard.borrow().limits().transaction_op_count_max;
         let Some(ch) = self.channels.get_mut(&channel) else { return };
-        if let Some(ops) = ch.tx.as_mut() {
-            ops.push(TxOp::Publish { method, properties: Box::new(properties), body });
+        if ch.tx.is_some() {
+            let op = TxOp::Publish { method: method.clone(), properties: Box::new(properties), body };
+            if let Err(e) = ch.buffer(op, limit) {
+                self.channel_error(channel, &e, &Method::BasicPublish(method));
+            }
             return;
         }
         let token = ch.confirm.then(|| {

@@ -69,6 +69,12 @@ impl StompConn {
         if let Some((queue, _)) = self.temp_queues.get(name) {
             return Ok(queue.clone());
         }
+        // Each temp queue is a queue plus an implicit subscription: same bound as subscriptions.
+        let limit = self.shard.borrow().limits().subscription_count_max;
+        if self.temp_queues.len() >= limit {
+            let msg = format!("too many temp queues on this connection (max {limit})");
+            return Err(EngineError::new(ErrorKind::ResourceError, msg));
+        }
         let queue = self.shard.borrow_mut().generate_queue_name();
         let decl = QueueDecl { name: queue.clone(), durable: false, auto_delete: false, exclusive: true };
         self.declare(decl).await?;
