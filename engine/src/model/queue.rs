@@ -156,6 +156,10 @@ impl Queue {
 
     /// Removes ready messages at the head whose expiry has passed (RabbitMQ expires at the
     /// head; the shard's sweep calls this a few times a second).
+    pub fn has_expiring(&self) -> bool {
+        self.ready.has_expiring()
+    }
+
     pub fn take_expired(&mut self, now_ms: u64) -> Vec<QueuedMessage> {
         self.ready.take_expired(now_ms)
     }

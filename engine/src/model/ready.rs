@@ -12,13 +12,15 @@ pub struct Ready {
     levels: Vec<VecDeque<QueuedMessage>>,
     len: usize,
     bytes: usize,
+    /// Messages with an expiry: the shard's sweep skips queues with none.
+    expiring: usize,
 }
 
 impl Ready {
     /// `max_priority`: the queue's `x-max-priority` (levels 0..=max), or one level.
     pub fn new(max_priority: Option<u8>) -> Self {
         let levels = max_priority.map_or(1, |m| usize::from(m) + 1);
-        Ready { levels: (0..levels).map(|_| VecDeque::new()).collect(), len: 0, bytes: 0 }
+        Ready { levels: (0..levels).map(|_| VecDeque::new()).collect(), len: 0, bytes: 0, expiring: 0 }
     }
 
     fn level(&self, m: &QueuedMessage) -> usize {
@@ -38,34 +40,47 @@ impl Ready {
         self.bytes
     }
 
-    pub fn push_back(&mut self, m: QueuedMessage) {
-        let level = self.level(&m);
+    /// Whether any ready message carries an expiry.
+    pub fn has_expiring(&self) -> bool {
+        self.expiring > 0
+    }
+
+    fn count_in(&mut self, m: &QueuedMessage) {
         self.len += 1;
         self.bytes += m.content.size_bytes();
+        self.expiring += usize::from(m.expires_at_ms.is_some());
+    }
+
+    fn count_out(&mut self, m: &QueuedMessage) {
+        self.len -= 1;
+        self.bytes = self.bytes.saturating_sub(m.content.size_bytes());
+        self.expiring -= usize::from(m.expires_at_ms.is_some());
+    }
+
+    pub fn push_back(&mut self, m: QueuedMessage) {
+        let level = self.level(&m);
+        self.count_in(&m);
         self.levels[level].push_back(m);
     }
 
     /// Back at the head of its level (requeue).
     pub fn push_front(&mut self, m: QueuedMessage) {
         let level = self.level(&m);
-        self.len += 1;
-        self.bytes += m.content.size_bytes();
+        self.count_in(&m);
         self.levels[level].push_front(m);
     }
 
     /// The next message to deliver: the oldest of the highest non-empty level.
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         let m = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
-        self.len -= 1;
-        self.bytes = self.bytes.saturating_sub(m.content.size_bytes());
+        self.count_out(&m);
         Some(m)
     }
 
     /// The oldest message of the lowest non-empty level (what drop-head removes first).
     pub fn pop_oldest_lowest(&mut self) -> Option<QueuedMessage> {
         let m = self.levels.iter_mut().find_map(VecDeque::pop_front)?;
-        self.len -= 1;
-        self.bytes = self.bytes.saturating_sub(m.content.size_bytes());
+        self.count_out(&m);
         Some(m)
     }
 
@@ -77,8 +92,9 @@ impl Ready {
                 out.extend(level.pop_front());
             }
         }
-        self.len -= out.len();
-        self.bytes = self.bytes.saturating_sub(out.iter().map(|m| m.content.size_bytes()).sum());
+        for m in &out {
+            self.count_out(m);
+        }
         out
     }
 
@@ -87,6 +103,7 @@ impl Ready {
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;
         self.bytes = 0;
+        self.expiring = 0;
         n
     }
 
@@ -123,6 +140,23 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| r.pop_front()).map(|m| m.msg_id).collect();
         assert_eq!(order, [2, 4, 3, 1, 5], "9 counts as the maximum 5");
         assert_eq!((r.len(), r.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn expiring_messages_are_counted_through_every_exit() {
+        let mut r = Ready::new(Some(2));
+        let mut a = m(1, 0, "a");
+        a.expires_at_ms = Some(10);
+        let mut b = m(2, 2, "b");
+        b.expires_at_ms = Some(50);
+        r.push_back(a);
+        r.push_back(b);
+        r.push_back(m(3, 1, "c"));
+        assert!(r.has_expiring());
+        assert_eq!(r.take_expired(20).len(), 1);
+        assert!(r.has_expiring());
+        assert_eq!(r.pop_front().map(|m| m.msg_id), Some(2));
+        assert!(!r.has_expiring(), "the last expiring message left through pop_front");
     }
 
     #[test]

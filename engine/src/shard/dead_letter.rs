@@ -38,7 +38,7 @@ impl Shard {
     pub(super) fn expire(&mut self, queue: &str) {
         let now = self.now_ms();
         let expired = match self.queues.get_mut(queue) {
-            Some(q) if q.args.message_ttl_ms.is_some() || q.ready_len() > 0 => q.take_expired(now),
+            Some(q) if q.has_expiring() => q.take_expired(now),
             _ => return,
         };
         if !expired.is_empty() {
@@ -48,11 +48,12 @@ impl Shard {
 
     /// Expires what is due in every queue this shard owns (the runtime calls this a few times
     /// a second, so messages expire without a consumer looking).
+    /// Only queues holding messages with an expiry are visited; removing expired messages
+    /// never makes a delivery possible, so nothing is re-dispatched.
     pub fn expire_due(&mut self) {
-        let names: Vec<String> = self.queues.keys().cloned().collect();
-        for name in names {
+        let due: Vec<String> = self.queues.values().filter(|q| q.has_expiring()).map(|q| q.spec.name.clone()).collect();
+        for name in due {
             self.expire(&name);
-            self.dispatch_only(&name);
         }
     }
 

@@ -121,7 +121,7 @@ impl Shard {
         self.dispatch_only(name);
     }
 
-    pub(super) fn dispatch_only(&mut self, name: &str) {
+    fn dispatch_only(&mut self, name: &str) {
         let mut out = Vec::new();
         let mut durable = false;
         if let Some(queue) = self.queues.get_mut(name) {
