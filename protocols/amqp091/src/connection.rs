@@ -178,6 +178,8 @@ pub struct Connection {
     /// Body bytes held by unfinished publishes on all channels.
     partial_body_bytes: usize,
     closed_reported: bool,
+    /// The client sent connection.close (we answered close-ok).
+    closed_by_peer: bool,
 }
 
 impl Connection {
@@ -217,6 +219,7 @@ impl Connection {
             channels: HashMap::new(),
             partial_body_bytes: 0,
             closed_reported: false,
+            closed_by_peer: false,
         }
     }
 
@@ -314,6 +317,12 @@ impl Connection {
     }
 
     /// True once the runtime should flush the output and close the socket.
+    /// True when the client closed the connection (sent connection.close): AMQP then leaves
+    /// closing the socket to it, once our close-ok arrives.
+    pub fn closed_by_peer(&self) -> bool {
+        self.closed_by_peer
+    }
+
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
@@ -462,6 +471,8 @@ impl Connection {
         match Method::decode(payload) {
             Ok(Method::ConnectionCloseOk(_)) => self.finish("closed"),
             Ok(Method::ConnectionClose(_)) => {
+                // Both sides sent close: the client, too, closes the socket after close-ok.
+                self.closed_by_peer = true;
                 self.write_method(0, &Method::ConnectionCloseOk(Default::default()));
                 self.finish("closed");
             }

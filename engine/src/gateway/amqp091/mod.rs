@@ -53,8 +53,6 @@ pub struct AmqpConn {
     publisher: bool,
     /// connection.blocked was sent and not yet lifted.
     blocked: bool,
-    /// The client sent connection.close (we answered close-ok): it closes the socket.
-    client_closed: bool,
 }
 
 impl std::fmt::Debug for AmqpConn {
@@ -90,7 +88,6 @@ impl AmqpConn {
             exclusive_queues: Vec::new(),
             publisher: false,
             blocked: false,
-            client_closed: false,
         })
     }
 
@@ -126,11 +123,7 @@ impl AmqpConn {
                 self.publisher = true;
                 self.publish(channel, method, properties, body).await;
             }
-            Event::Closed { reason } => {
-                // ferry_amqp091 words a client-initiated close this way.
-                self.client_closed = reason.starts_with("client closed");
-                tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol");
-            }
+            Event::Closed { reason } => tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol"),
         }
     }
 
@@ -305,7 +298,7 @@ impl crate::gateway::Gateway for AmqpConn {
     }
 
     fn peer_closes_first(&self) -> bool {
-        self.client_closed
+        self.conn.closed_by_peer()
     }
 
     fn close(mut self) {

@@ -103,6 +103,7 @@ impl Connection {
     pub(super) fn on_connection_method(&mut self, method: Method) {
         match (self.phase, method) {
             (_, Method::ConnectionClose(close)) => {
+                self.closed_by_peer = true;
                 self.write_method(0, &Method::ConnectionCloseOk(Default::default()));
                 let reason = format!("client closed the connection: {} {}", close.reply_code, close.reply_text);
                 self.finish(&reason);
