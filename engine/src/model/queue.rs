@@ -120,13 +120,6 @@ impl Queue {
     }
 
     /// Adds a message at the tail; returns its queue-local id. Capacity is the caller's check.
-    pub fn push(&mut self, content: Arc<Content>) -> u64 {
-        let msg_id = self.next_msg_id;
-        self.next_msg_id += 1;
-        self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms: None });
-        msg_id
-    }
-
     /// Adds a message under the queue's arguments at shard time `now_ms`: stamps its expiry
     /// and applies `x-max-length`/`-bytes` per `x-overflow`.
     pub fn admit(&mut self, content: Arc<Content>, now_ms: u64) -> Admit {
@@ -334,7 +327,7 @@ mod tests {
     fn round_robin_with_credit() {
         let mut q = queue();
         for b in ["a", "b", "c", "d", "e"] {
-            q.push(content(b));
+            q.admit(content(b), 0);
         }
         q.add_consumer(consumer(1, 2));
         q.add_consumer(consumer(2, 1));
@@ -353,7 +346,7 @@ mod tests {
     fn cancel_requeues_in_order_marked_redelivered() {
         let mut q = queue();
         for b in ["a", "b", "c"] {
-            q.push(content(b));
+            q.admit(content(b), 0);
         }
         let c = consumer(1, 10);
         q.add_consumer(c.clone());
@@ -373,8 +366,8 @@ mod tests {
     #[test]
     fn nack_requeue_goes_to_front_and_drop_removes() {
         let mut q = queue();
-        q.push(content("a"));
-        q.push(content("b"));
+        q.admit(content("a"), 0);
+        q.admit(content("b"), 0);
         q.add_consumer(consumer(1, 1));
         let mut out = Vec::new();
         q.dispatch(&mut out);

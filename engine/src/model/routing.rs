@@ -187,13 +187,10 @@ impl RoutingTable {
                 Ok(MetaOutcome::Unchanged)
             }
             None if passive => Err(not_found("queue", &spec.name)),
-            None if QueueArgs::parse(&spec.arguments).is_err() => {
-                QueueArgs::parse(&spec.arguments).map(|_| MetaOutcome::Unchanged)
-            }
             None if self.queues.len() >= queue_limit => {
                 Err(EngineError::new(ErrorKind::ResourceError, "queue count limit reached"))
             }
-            None => Ok(MetaOutcome::Changed),
+            None => QueueArgs::parse(&spec.arguments).map(|_| MetaOutcome::Changed),
         }
     }
 
