@@ -32,6 +32,19 @@ pub enum StorageError {
     /// The record's metadata could not be serialized.
     #[error("record metadata could not be encoded: {0}")]
     Encode(String),
+    /// The log holds segments of a newer epoch: another process took the lease over from this
+    /// one, which must stop writing.
+    #[error("log was taken over: it holds epoch {newer}, this writer has epoch {epoch}")]
+    Fenced {
+        /// This writer's epoch.
+        epoch: u64,
+        /// The newer epoch found.
+        newer: u64,
+    },
+    /// The lease fence refused: another process holds a newer epoch (or this one's lease ran
+    /// out). Nothing synced since the last acknowledgement may be acknowledged.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// `LogConfig` is out of range.
     #[error("invalid log config: {0}")]
     Config(String),

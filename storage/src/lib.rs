@@ -20,6 +20,7 @@ mod log;
 mod open;
 mod record;
 mod scan;
+mod seals;
 mod segment;
 mod spare;
 mod sync;
@@ -28,8 +29,8 @@ pub use error::StorageError;
 pub use fold::{Fold, Recovered, RecoveredQueue};
 pub use io::{Io, MmapRaw, RealIo};
 pub use log::{
-    CompactJob, CompactReport, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
-    ShardLog,
+    CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
+    SEGMENT_SIZE_BYTES_MIN, ShardLog,
 };
 pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};
 pub use scan::replay;

@@ -41,6 +41,26 @@ pub struct LogConfig {
     pub epoch: Epoch,
     /// The system calls that can fail ([`RealIo`] unless a test injects faults).
     pub io: Arc<dyn Io>,
+    /// Asked after every sync and before every segment deletion whether this writer still
+    /// holds the lease (ARCHITECTURE §5); `None` when no lease is in use.
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+/// The writer's right to acknowledge: a lease check that runs on the blocking thread of a
+/// `SyncJob` after its sync succeeded, and before a `CompactJob` deletes anything. It may
+/// block (waiting for a late lease renewal). An `Err` means another process took over: the
+/// sync's data may lie beyond the new epoch's seal, so nothing may be acknowledged.
+pub trait Fence: Send + Sync + std::fmt::Debug + 'static {
+    /// `Ok` while this writer's epoch is the newest and its lease is renewed.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Runs `fence`'s check, if any, as a storage result.
+pub(crate) fn check_fence(fence: Option<&Arc<dyn Fence>>) -> Result<(), StorageError> {
+    match fence {
+        Some(fence) => fence.check().map_err(StorageError::LeaseLost),
+        None => Ok(()),
+    }
 }
 
 /// Two configs are equal when their fields are and they share the same `Io` instance.
@@ -50,6 +70,11 @@ impl PartialEq for LogConfig {
             && self.segment_size_bytes == other.segment_size_bytes
             && self.epoch == other.epoch
             && Arc::ptr_eq(&self.io, &other.io)
+            && match (&self.fence, &other.fence) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -63,6 +88,7 @@ impl LogConfig {
             segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
             epoch: Epoch(1),
             io: Arc::new(RealIo),
+            fence: None,
         }
     }
 
@@ -92,12 +118,15 @@ pub struct CompactJob {
     segments: Vec<SealedSegment>,
     dir: PathBuf,
     io: Arc<dyn Io>,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl CompactJob {
     /// Unlinks the segments oldest first (stopping at the first failure), then fsyncs the
-    /// directory.
+    /// directory. A writer that lost its lease deletes nothing: its settles may lie beyond the
+    /// new epoch's seal, where they do not count.
     pub fn run(self) -> Result<CompactReport, StorageError> {
+        check_fence(self.fence.as_ref())?;
         let mut report = CompactReport::default();
         for segment in &self.segments {
             let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
@@ -127,6 +156,7 @@ pub struct ShardLog {
     poisoned: bool,
     scratch: AlignedVec,
     io: Arc<dyn Io>,
+    fence: Option<Arc<dyn Fence>>,
     /// The next segment's file, prepared off the shard thread (see `spare`).
     spare: Option<Spare>,
     spare_pending: bool,
@@ -158,6 +188,7 @@ impl ShardLog {
             spare_pending: false,
             retired: Vec::new(),
             io: config.io,
+            fence: config.fence,
         };
         Ok((log, opened.recovered))
     }
@@ -221,7 +252,7 @@ impl ShardLog {
     }
 
     fn promote_spare(&self, spare: Spare, base: Offset, id: SegmentId) -> Result<ActiveSegment, StorageError> {
-        let path = crate::segment::segment_path(&self.dir, base);
+        let path = crate::segment::segment_path(&self.dir, base, self.epoch);
         self.io.rename(&spare.path, &path).map_err(|e| StorageError::io("rename spare", &spare.path, e))?;
         let mut segment = ActiveSegment { id, base, path, map: Arc::new(spare.map), write_pos: SEGMENT_HEADER_SIZE };
         let header = crate::format::SegmentHeader::new(self.epoch.0, base.0, id.0, self.segment_size_bytes);
@@ -236,7 +267,7 @@ impl ShardLog {
             return None;
         }
         self.spare_pending = true;
-        let path = crate::spare::spare_path(&self.dir, self.active.id.0 + 1);
+        let path = crate::spare::spare_path(&self.dir, self.epoch, self.active.id.0 + 1);
         Some(SpareJob { io: Arc::clone(&self.io), path, size_bytes: u64::from(self.segment_size_bytes) })
     }
 
@@ -274,7 +305,14 @@ impl ShardLog {
         let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
         let ranges = std::mem::take(&mut self.dirty);
         let retired = std::mem::take(&mut self.retired);
-        Some(SyncJob { ranges, dir, target: self.appended, io: Arc::clone(&self.io), retired })
+        Some(SyncJob {
+            ranges,
+            dir,
+            target: self.appended,
+            io: Arc::clone(&self.io),
+            retired,
+            fence: self.fence.clone(),
+        })
     }
 
     /// Reports a job's outcome. `Ok` advances `durable_offset`; `Err` poisons the log and is
@@ -322,7 +360,7 @@ impl ShardLog {
             return Ok(None);
         }
         let segments = self.sealed.drain(..count).collect();
-        Ok(Some(CompactJob { segments, dir: self.dir.clone(), io: Arc::clone(&self.io) }))
+        Ok(Some(CompactJob { segments, dir: self.dir.clone(), io: Arc::clone(&self.io), fence: self.fence.clone() }))
     }
 
     /// Base offset of the segment being appended to: everything below it is sealed.

@@ -16,8 +16,9 @@ use crate::fold::{Fold, Recovered};
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
 use crate::io::Io;
 use crate::scan::{SegmentScan, check_header, last_with_records, scan_segment};
+use crate::seals::Seals;
 use crate::segment::{
-    ActiveSegment, SealedSegment, create_segment, fsync_dir, list_segments, open_sealed, open_writable,
+    ActiveSegment, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed, open_writable,
 };
 use crate::{Epoch, Offset, SegmentId};
 
@@ -29,35 +30,169 @@ pub(crate) struct Opened {
     pub recovered: Recovered,
 }
 
-/// Recovers (or creates) the log in `dir`. `size_bytes` applies to new segments.
+/// Recovers (or creates) the log in `dir` for a writer of `epoch`. `size_bytes` applies to
+/// new segments. When the log's newest records are of an older epoch this is a takeover: that
+/// epoch is sealed at its last valid record (nothing of the old writer's files is written, it
+/// may still have them mapped) and appends start in a new segment of `epoch`. When they are of
+/// `epoch` itself (a reopen by the same writer) appends continue after the last valid record.
 pub(crate) fn open_dir(io: &dyn Io, dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Opened, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
     crate::spare::remove_leftover_spares(io, dir)?;
-    let segments = list_segments(dir)?;
-    let Some(((last_base, last_path), older)) = segments.split_last() else {
-        let active = create_segment(io, dir, Offset(0), SegmentId(0), epoch, size_bytes)?;
+    let mut seals = Seals::load(dir)?;
+    let segments = keep_unfenced(io, list_segments(dir)?, &seals, epoch)?;
+    let Some(last) = segments.last() else {
+        let base = seals.max_end().unwrap_or(Offset(0));
+        let active = create_segment(io, dir, base, SegmentId(0), epoch, size_bytes)?;
         io.sync_range(&active.map, &active.path, 0, active.size())
             .map_err(|e| StorageError::io("msync", &active.path, e))?;
         fsync_dir(io, dir)?;
         return Ok(Opened { active, sealed: Vec::new(), recovered: Recovered::default() });
     };
-    let mut fold = Fold::new();
-    let mut sealed = Vec::with_capacity(older.len());
-    let mut scans = Vec::with_capacity(segments.len());
-    let mut next_id = SegmentId(0);
-    for (i, (base, path)) in older.iter().enumerate() {
-        let end = segments[i + 1].0;
-        let (id, scan) = scan_sealed(io, *base, end, path, &mut fold)?;
-        let id = id.unwrap_or(next_id);
-        sealed.push(SealedSegment { id, base: *base, end, path: path.clone() });
-        scans.push(scan);
-        next_id = SegmentId(id.0 + 1);
+    if last.epoch == epoch {
+        reopen(io, dir, size_bytes, &seals, segments)
+    } else {
+        take_over(io, dir, size_bytes, &mut seals, segments, epoch)
     }
-    let last = LastSegment { base: *last_base, path: last_path, id: next_id, size_bytes, epoch };
+}
+
+/// Drops the segments nothing may read: those of a sealed epoch that start at or after its
+/// seal (what a fenced writer rolled to after the takeover), deleting their files — unlinking
+/// is safe under a writer that still maps them. A segment of a newer epoch than `epoch` means
+/// another process has taken over from this one: an error, nothing is touched.
+fn keep_unfenced(
+    io: &dyn Io,
+    segments: Vec<SegmentFile>,
+    seals: &Seals,
+    epoch: Epoch,
+) -> Result<Vec<SegmentFile>, StorageError> {
+    if let Some(newer) = segments.iter().find(|s| s.epoch > epoch) {
+        return Err(StorageError::Fenced { epoch: epoch.0, newer: newer.epoch.0 });
+    }
+    let mut kept = Vec::with_capacity(segments.len());
+    for segment in segments {
+        match seals.end_of(segment.epoch) {
+            Some(end) if segment.base >= end => {
+                tracing::warn!(path = %segment.path.display(), epoch = segment.epoch.0, seal = end.0, "removing a segment written after its epoch was sealed (a fenced writer's)");
+                io.remove(&segment.path).map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
+            }
+            _ => kept.push(segment),
+        }
+    }
+    Ok(kept)
+}
+
+/// One scanned segment and whether its epoch is sealed (its data ends at the seal: a bad
+/// record inside is damage, never a torn tail).
+struct Scanned {
+    file: SegmentFile,
+    id: SegmentId,
+    scan: SegmentScan,
+    sealed_epoch: bool,
+}
+
+/// Scans `segments` read-only into `fold`, each sealed epoch's only up to its seal. Ids come
+/// from the headers, or follow the previous segment's when a header is unreadable.
+fn scan_read_only(
+    io: &dyn Io,
+    segments: Vec<SegmentFile>,
+    seals: &Seals,
+    fold: &mut Fold,
+) -> Result<Vec<Scanned>, StorageError> {
+    let mut scanned: Vec<Scanned> = Vec::with_capacity(segments.len());
+    for file in segments {
+        let seal = seals.end_of(file.epoch);
+        let limit = seal.map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
+        let (id, scan) = scan_sealed(io, &file, limit, fold)?;
+        let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
+        scanned.push(Scanned { file, id, scan, sealed_epoch: seal.is_some() });
+    }
+    Ok(scanned)
+}
+
+/// Sealed segments in log order; each ends where the next starts, the last at `end`.
+fn sealed_list(scanned: &[Scanned], end: Offset) -> Vec<SealedSegment> {
+    let ends = scanned.iter().skip(1).map(|s| s.file.base).chain(std::iter::once(end));
+    scanned
+        .iter()
+        .zip(ends)
+        .map(|(s, end)| SealedSegment { id: s.id, base: s.file.base, end, path: s.file.path.clone() })
+        .collect()
+}
+
+/// The same writer reopening its log: continue after the last valid record of the last segment
+/// (its torn tail zeroed in place).
+fn reopen(
+    io: &dyn Io,
+    dir: &Path,
+    size_bytes: u32,
+    seals: &Seals,
+    mut segments: Vec<SegmentFile>,
+) -> Result<Opened, StorageError> {
+    let last_file = segments.pop().expect("reopen needs a segment");
+    let mut fold = Fold::new();
+    let mut scanned = scan_read_only(io, segments, seals, &mut fold)?;
+    let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
+    let last =
+        LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
     let (active, last_scan) = recover_last(io, &last, &mut fold)?;
-    scans.push(last_scan);
-    let torn_tail_bytes = settle_sealed_tails(io, &sealed, &scans, &mut fold)? + scans[sealed.len()].torn_tail_bytes;
+    let sealed = sealed_list(&scanned, active.base);
+    let last_torn = last_scan.torn_tail_bytes;
+    scanned.push(Scanned { file: last_file.clone(), id: active.id, scan: last_scan, sealed_epoch: false });
+    let torn_tail_bytes = settle_sealed_tails(io, &scanned, &mut fold)? + last_torn;
     fsync_dir(io, dir)?;
+    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
+}
+
+/// A new epoch taking over: everything is scanned read-only, the previous epoch is sealed at
+/// its last valid record (the torn tail after it is ignored, not zeroed), the seal is made
+/// durable, and a new segment of `epoch` starts at the seal.
+fn take_over(
+    io: &dyn Io,
+    dir: &Path,
+    size_bytes: u32,
+    seals: &mut Seals,
+    segments: Vec<SegmentFile>,
+    epoch: Epoch,
+) -> Result<Opened, StorageError> {
+    let previous = segments.last().expect("take_over needs a segment").epoch;
+    let mut fold = Fold::new();
+    let mut scanned = scan_read_only(io, segments, seals, &mut fold)?;
+    let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
+    let mut torn_tail_bytes = 0;
+    for (i, s) in scanned.iter().enumerate() {
+        if s.sealed_epoch || i < tail_from {
+            if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
+                fold.quarantine(queue);
+            }
+        } else {
+            torn_tail_bytes += s.scan.torn_tail_bytes;
+        }
+    }
+    let end = match seals.end_of(previous) {
+        Some(end) => end,
+        None => {
+            let at = &scanned[tail_from.max(scanned.iter().position(|s| s.file.epoch == previous).unwrap_or(0))];
+            let end = Offset(at.file.base.0 + at.scan.valid_end.max(SEGMENT_HEADER_SIZE) as u64);
+            seals.seal(io, dir, previous, end)?;
+            tracing::info!(dir = %dir.display(), sealed_epoch = previous.0, end = end.0, new_epoch = epoch.0, torn_tail_bytes, "sealed the previous epoch's log");
+            end
+        }
+    };
+    // Segments of the sealed epoch from the seal on hold nothing (a roll the crash interrupted).
+    while scanned.last().is_some_and(|s| s.file.base >= end) {
+        let dropped = scanned.pop().expect("checked");
+        io.remove(&dropped.file.path).map_err(|e| StorageError::io("remove segment", &dropped.file.path, e))?;
+    }
+    let id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
+    let active = create_segment(io, dir, end, id, epoch, size_bytes)?;
+    io.sync_range(&active.map, &active.path, 0, active.size())
+        .map_err(|e| StorageError::io("msync", &active.path, e))?;
+    fsync_dir(io, dir)?;
+    let sealed = sealed_list(&scanned, end);
+    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
+}
+
+fn finish(dir: &Path, fold: Fold, torn_tail_bytes: usize) -> Recovered {
     let mut recovered = fold.finish();
     recovered.torn_tail_bytes = torn_tail_bytes as u64;
     tracing::info!(
@@ -67,17 +202,18 @@ pub(crate) fn open_dir(io: &dyn Io, dir: &Path, size_bytes: u32, epoch: Epoch) -
         quarantined = recovered.quarantined.len(),
         "shard log recovered"
     );
-    Ok(Opened { active, sealed, recovered })
+    recovered
 }
 
-/// Scans one sealed segment into `fold`; returns its id when the header is readable.
+/// Scans one segment read-only into `fold`, only its first `limit` bytes when its epoch is
+/// sealed; returns its id when the header is readable.
 fn scan_sealed(
     io: &dyn Io,
-    base: Offset,
-    end: Offset,
-    path: &Path,
+    file: &SegmentFile,
+    limit: Option<usize>,
     fold: &mut Fold,
 ) -> Result<(Option<SegmentId>, SegmentScan), StorageError> {
+    let path = &file.path;
     let Some(map) = open_sealed(io, path)? else {
         tracing::error!(path = %path.display(), "empty sealed segment file");
         return Ok((None, SegmentScan::default()));
@@ -85,40 +221,33 @@ fn scan_sealed(
     // SAFETY: read-only mapping of `map.len()` bytes that lives until the end of this
     // function; nobody writes sealed segments or truncates segment files.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-    let header = check_header(bytes, base, path);
-    let mut scan = scan_segment(bytes, base, &mut |_, record| fold.apply(record));
+    let header = check_header(bytes, file.base, path);
+    let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
+    let mut scan = scan_segment(bytes, file.base, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
-    }
-    if base.0 + scan.valid_end as u64 > end.0 {
-        tracing::error!(path = %path.display(), "segment data overlaps the next segment's base offset");
     }
     Ok((header.map(|h| SegmentId(h.segment_id)), scan))
 }
 
-/// Decides what stopped the scan of each sealed segment. Before the last segment that holds a
-/// record, a bad record is damage (its queue is quarantined). From that segment on it is the
+/// Decides what stopped the scan of each segment of a reopened log (`scanned` ends with the
+/// last, active one). Before the last segment that holds a record, and anywhere in a sealed
+/// epoch, a bad record is damage (its queue is quarantined). From that segment on it is the
 /// log's torn tail, which spans segments when a crash came right after a roll (the new segment
 /// file exists, the old one's unsynced end is torn): it is zeroed and synced in place, as in
-/// the last segment, so that it is not taken for damage once later records follow it.
-/// `scans` holds one entry per sealed segment, then the last segment's. Returns the bytes
-/// zeroed.
-fn settle_sealed_tails(
-    io: &dyn Io,
-    sealed: &[SealedSegment],
-    scans: &[SegmentScan],
-    fold: &mut Fold,
-) -> Result<usize, StorageError> {
-    let tail_from = last_with_records(scans).unwrap_or(0);
+/// the last segment, so that it is not taken for damage once later records follow it. The
+/// last segment's own tail is handled by `recover_last`. Returns the bytes zeroed.
+fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Result<usize, StorageError> {
+    let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut zeroed = 0;
-    for (i, (segment, scan)) in sealed.iter().zip(scans).enumerate() {
-        if i < tail_from {
-            if let Some(queue) = scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
+    for (i, s) in scanned.iter().enumerate().take(scanned.len().saturating_sub(1)) {
+        if s.sealed_epoch || i < tail_from {
+            if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
                 fold.quarantine(queue);
             }
-        } else if scan.torn_tail_bytes > 0 {
-            zero_range(io, &segment.path, scan.valid_end, scan.dirty_end)?;
-            zeroed += scan.torn_tail_bytes;
+        } else if s.scan.torn_tail_bytes > 0 {
+            zero_range(io, &s.file.path, s.scan.valid_end, s.scan.dirty_end)?;
+            zeroed += s.scan.torn_tail_bytes;
         }
     }
     Ok(zeroed)

@@ -12,6 +12,7 @@ use crate::codec::{decode, queue_of_damaged};
 use crate::error::StorageError;
 use crate::format::{Parsed, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record};
 use crate::io::RealIo;
+use crate::seals::Seals;
 use crate::segment::{list_segments, open_sealed};
 use crate::{Offset, Record};
 
@@ -141,32 +142,40 @@ pub(crate) fn check_header(bytes: &[u8], base: Offset, path: &Path) -> Option<Se
 
 /// Index of the last segment holding a valid record: bad records that end the scan of a
 /// segment before it are damage; from it on they are the log's torn tail.
-pub(crate) fn last_with_records(scans: &[SegmentScan]) -> Option<usize> {
-    scans.iter().rposition(|scan| scan.records > 0)
+pub(crate) fn last_with_records<'a>(scans: impl IntoIterator<Item = &'a SegmentScan>) -> Option<usize> {
+    scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0).map(|(i, _)| i).last()
 }
 
 /// Everything a shard directory holds, read-only: each valid record with its END offset (the
-/// value `ShardLog::append` returned for it), in log order. Damage is logged and skipped; a
-/// torn tail (which may start in a segment before the last, if a crash came right after a
-/// roll) is ignored. Does not modify any file.
+/// value `ShardLog::append` returned for it), in log order. A sealed epoch is read only up to
+/// its seal and segments written after their epoch's seal are skipped. Damage is logged and
+/// skipped; a torn tail (which may start in a segment before the last, if a crash came right
+/// after a roll) is ignored. Does not modify any file.
 pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
-    let segments = list_segments(dir)?;
+    let seals = Seals::load(dir)?;
     let mut records = Vec::new();
-    let mut scans = Vec::with_capacity(segments.len());
-    for (base, path) in &segments {
-        let Some(map) = open_sealed(&RealIo, path)? else {
-            scans.push(SegmentScan::default());
+    let mut scans = Vec::new();
+    for file in list_segments(dir)? {
+        let seal = seals.end_of(file.epoch);
+        if seal.is_some_and(|end| file.base >= end) {
+            continue;
+        }
+        let Some(map) = open_sealed(&RealIo, &file.path)? else {
+            scans.push((true, SegmentScan::default()));
             continue;
         };
         // SAFETY: read-only mapping of `map.len()` bytes, alive for this loop iteration; we
         // never write it, and nobody truncates segment files.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-        check_header(bytes, *base, path);
-        scans.push(scan_segment(bytes, *base, &mut |offset, record| records.push((offset, record))));
+        check_header(bytes, file.base, &file.path);
+        let limit = seal.map_or(bytes.len(), |end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
+        let bytes = &bytes[..limit.min(bytes.len())];
+        let scan = scan_segment(bytes, file.base, &mut |offset, record| records.push((offset, record)));
+        scans.push((seal.is_some(), scan));
     }
-    let end = last_with_records(&scans).unwrap_or(0);
-    for scan in &scans[..end] {
-        if let Some(bad) = &scan.stopped_at {
+    let end = last_with_records(scans.iter().map(|(_, scan)| scan)).unwrap_or(0);
+    for (i, (sealed_epoch, scan)) in scans.iter().enumerate() {
+        if let Some(bad) = scan.stopped_at.as_ref().filter(|_| *sealed_epoch || i < end) {
             bad.report_damage();
         }
     }

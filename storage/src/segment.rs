@@ -1,4 +1,4 @@
-//! Segment files: naming (`<20-digit base offset>.seg`), listing, creation with preallocation
+//! Segment files: naming (`<20-digit base offset>-<20-digit epoch>.seg`), listing, creation with preallocation
 //! and mapping, reopening and directory fsync — the fallible calls through the log's `Io`
 //! seam (`crate::io`). Used on the shard thread at open and at a roll (both blocking).
 //! Limits: a file is never truncated or shrunk (another process may have it mapped), only
@@ -20,13 +20,23 @@ use crate::{Epoch, Offset, SegmentId};
 /// File name extension of segment files.
 const SEGMENT_EXTENSION: &str = "seg";
 
-/// Path of the segment whose first byte is at logical offset `base`.
-pub(crate) fn segment_path(dir: &Path, base: Offset) -> PathBuf {
-    dir.join(format!("{:020}.{SEGMENT_EXTENSION}", base.0))
+/// Path of the segment of `epoch` whose first byte is at logical offset `base`. The epoch is
+/// in the name so that a fenced writer rolling to the same base never replaces the file of the
+/// epoch that took over.
+pub(crate) fn segment_path(dir: &Path, base: Offset, epoch: Epoch) -> PathBuf {
+    dir.join(format!("{:020}-{:020}.{SEGMENT_EXTENSION}", base.0, epoch.0))
 }
 
-/// Segment files in `dir`, sorted by base offset. Other files are ignored.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, StorageError> {
+/// A segment file found in a shard directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SegmentFile {
+    pub base: Offset,
+    pub epoch: Epoch,
+    pub path: PathBuf,
+}
+
+/// Segment files in `dir`, sorted by base offset, then epoch. Other files are ignored.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, StorageError> {
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("read_dir", dir, e))?;
     let mut segments = Vec::new();
     for entry in entries {
@@ -35,15 +45,24 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Offset, PathBuf)>, Storag
             continue;
         }
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        match stem.parse::<u64>() {
-            Ok(base) if stem.len() == 20 => segments.push((Offset(base), path)),
-            _ => {
-                tracing::warn!(path = %path.display(), "ignoring file with a segment extension but no offset name")
+        match parse_stem(stem) {
+            Some((base, epoch)) => segments.push(SegmentFile { base, epoch, path }),
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring file with a segment extension but no offset-epoch name")
             }
         }
     }
     segments.sort();
     Ok(segments)
+}
+
+/// `<20-digit base>-<20-digit epoch>`.
+fn parse_stem(stem: &str) -> Option<(Offset, Epoch)> {
+    let (base, epoch) = stem.split_once('-')?;
+    if base.len() != 20 || epoch.len() != 20 {
+        return None;
+    }
+    Some((Offset(base.parse().ok()?), Epoch(epoch.parse().ok()?)))
 }
 
 /// The segment currently appended to: mapped read-write, shared with in-flight `SyncJob`s.
@@ -102,7 +121,7 @@ pub(crate) fn create_segment(
     epoch: Epoch,
     size_bytes: u32,
 ) -> Result<ActiveSegment, StorageError> {
-    let path = segment_path(dir, base);
+    let path = segment_path(dir, base, epoch);
     let file = match io.create(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_half_created(&path) => {
             // An earlier roll to this base failed and could not remove its file: nobody has

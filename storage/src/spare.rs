@@ -1,5 +1,5 @@
 //! The next segment, made ready off the shard thread. A segment's file is named by its base
-//! offset, which is known only at the roll, so a *spare* (`spare-<id>.tmp`) is created,
+//! offset, which is known only at the roll, so a *spare* (`spare-<epoch>-<id>.tmp`) is created,
 //! preallocated and mapped (with populate) by a [`SpareJob`] on a blocking thread; the roll
 //! then only renames it and stamps its header. Without a spare the roll falls back to creating
 //! the segment in place. Spares hold no data: `open` deletes any left over.
@@ -51,8 +51,9 @@ impl SpareJob {
     }
 }
 
-pub(crate) fn spare_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("spare-{id:020}.{SPARE_EXTENSION}"))
+/// Named by epoch too: a fenced writer's spare never collides with the new active's.
+pub(crate) fn spare_path(dir: &Path, epoch: crate::Epoch, id: u64) -> PathBuf {
+    dir.join(format!("spare-{:020}-{id:020}.{SPARE_EXTENSION}", epoch.0))
 }
 
 /// Deletes spares a previous process left (they never hold records).

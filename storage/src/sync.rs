@@ -44,6 +44,8 @@ pub struct SyncJob {
     pub(crate) io: Arc<dyn Io>,
     /// Mappings of sealed segments: unmapped when the job is dropped, on its thread.
     pub(crate) retired: Vec<Arc<MmapRaw>>,
+    /// Checked after the sync, before the offset is reported durable.
+    pub(crate) fence: Option<Arc<dyn crate::log::Fence>>,
 }
 
 impl SyncJob {
@@ -53,7 +55,7 @@ impl SyncJob {
     }
 
     /// msync(MS_SYNC)s every dirty range (across segment rolls), then fsyncs the directory if
-    /// segments were created. Blocking: run it off the shard's hot loop. Returns the offset
+    /// segments were created, then asks the lease fence (if any). Blocking: run it off the shard's hot loop. Returns the offset
     /// now durable; an error is fatal for the log (`ShardLog::complete_sync` poisons it).
     pub fn run(self) -> Result<Offset, StorageError> {
         for range in &self.ranges {
@@ -66,6 +68,8 @@ impl SyncJob {
         }
         // Unmap sealed segments here, off the shard thread.
         drop(self.retired);
+        // After the sync and before anything is acknowledged: is this still the active?
+        crate::log::check_fence(self.fence.as_ref())?;
         Ok(self.target)
     }
 }

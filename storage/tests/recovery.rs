@@ -35,7 +35,7 @@ fn check_torn(original: &[u8], damage: impl Fn(&mut [u8]), kept: &[(Offset, Reco
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bytes = original.to_vec();
     damage(&mut bytes);
-    std::fs::write(dir.path().join(format!("{:020}.seg", 0)), &bytes).expect("write copy");
+    std::fs::write(dir.path().join(format!("{:020}-{:020}.seg", 0, 1)), &bytes).expect("write copy");
     let (mut log, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.records_replayed, kept.len() as u64);
     assert_eq!(recovered.torn_tail_bytes > 0, torn_expected);

@@ -1,0 +1,183 @@
+//! Epoch fencing at the storage level (ARCHITECTURE §5): a writer of a newer epoch seals the
+//! previous epoch at its last valid record and starts its own segment; whatever the fenced
+//! writer appends afterwards — in its old segment or in segments it rolls to — is never read
+//! back; a torn tail at takeover is ignored without writing the old writer's files; a writer
+//! that finds a newer epoch in the log refuses to open. Both writers run in this one process,
+//! as a paused active and its successor would over shared storage.
+
+mod common;
+
+use std::path::Path;
+
+use common::{declare, enqueue, settle, sync_now};
+use ferry_storage::{Epoch, LogConfig, Recovered, ShardLog, StorageError, replay};
+
+fn open_at(dir: &Path, epoch: u64, segment_size_bytes: u64) -> (ShardLog, Recovered) {
+    ShardLog::open(LogConfig { segment_size_bytes, epoch: Epoch(epoch), ..LogConfig::new(dir) }).expect("open")
+}
+
+fn live_ids(recovered: &Recovered, queue: &str) -> Vec<u64> {
+    let q = recovered.queues.iter().find(|q| q.name == queue).expect("queue recovered");
+    q.messages.iter().map(|m| m.msg_id).collect()
+}
+
+fn segment_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_new_epoch_seals_the_old_one_and_starts_its_own_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut old, _) = open_at(dir.path(), 1, 64 * 1024);
+    old.append(&declare("q")).expect("declare");
+    for id in 0..10 {
+        old.append(&enqueue("q", id, b"payload")).expect("enqueue");
+    }
+    old.append(&settle("q", 3)).expect("settle");
+    let sealed_at = sync_now(&mut old);
+    drop(old);
+
+    let (mut new, recovered) = open_at(dir.path(), 2, 64 * 1024);
+    assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(new.active_base(), sealed_at, "the new epoch starts exactly at the seal");
+    assert_eq!(segment_names(dir.path()).len(), 2, "one segment per epoch: {:?}", segment_names(dir.path()));
+    let seals = std::fs::read_to_string(dir.path().join("seals")).expect("seals written");
+    assert_eq!(seals.trim(), format!("1 {}", sealed_at.0));
+    new.append(&settle("q", 0)).expect("append at epoch 2");
+    sync_now(&mut new);
+    drop(new);
+
+    // Reopening at the same epoch continues in place; the next epoch seals epoch 2 too.
+    let (_, recovered) = open_at(dir.path(), 2, 64 * 1024);
+    assert_eq!(live_ids(&recovered, "q"), vec![1, 2, 4, 5, 6, 7, 8, 9]);
+    let (_, recovered) = open_at(dir.path(), 3, 64 * 1024);
+    assert_eq!(live_ids(&recovered, "q"), vec![1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(segment_names(dir.path()).len(), 3);
+}
+
+#[test]
+fn what_a_fenced_writer_appends_after_the_seal_is_never_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small segments so the fenced writer rolls into new files after the takeover.
+    let (mut zombie, _) = open_at(dir.path(), 1, 4096);
+    zombie.append(&declare("q")).expect("declare");
+    for id in 0..5 {
+        zombie.append(&enqueue("q", id, &[1; 100])).expect("enqueue");
+    }
+    sync_now(&mut zombie);
+
+    let (mut active, recovered) = open_at(dir.path(), 2, 4096);
+    assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 3, 4]);
+
+    // The paused old active wakes up and keeps writing: settles (acks) and new messages,
+    // across several segment rolls, all synced.
+    for id in 0..5 {
+        zombie.append(&settle("q", id)).expect("zombie settle");
+    }
+    for id in 100..160 {
+        zombie.append(&enqueue("q", id, &[2; 200])).expect("zombie enqueue");
+    }
+    sync_now(&mut zombie);
+    assert!(zombie.segment_count() > 2, "the zombie rolled");
+
+    active.append(&enqueue("q", 5, b"from epoch 2")).expect("append");
+    sync_now(&mut active);
+    drop(active);
+    drop(zombie);
+
+    let replayed = replay(dir.path()).expect("replay");
+    assert!(
+        replayed.iter().all(|(_, r)| !matches!(r, ferry_storage::Record::Enqueue(m) if m.msg_id >= 100)),
+        "replay must not return the fenced writer's records"
+    );
+    let (_, recovered) = open_at(dir.path(), 2, 4096);
+    assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 3, 4, 5], "the zombie's acks and messages are ignored");
+    let (_, recovered) = open_at(dir.path(), 3, 4096);
+    assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 3, 4, 5]);
+    let seals = std::fs::read_to_string(dir.path().join("seals")).expect("seals");
+    let epoch1_end: u64 = seals.lines().next().and_then(|l| l.split(' ').nth(1)).expect("epoch 1").parse().expect("n");
+    for name in segment_names(dir.path()) {
+        let (base, epoch) = name.trim_end_matches(".seg").split_once('-').expect("base-epoch");
+        let (base, epoch): (u64, u64) = (base.parse().expect("base"), epoch.parse().expect("epoch"));
+        assert!(epoch != 1 || base < epoch1_end, "the fenced writer's rolled segments are removed: {name}");
+    }
+}
+
+#[test]
+fn a_torn_tail_at_takeover_is_ignored_and_the_old_file_is_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut old, _) = open_at(dir.path(), 1, 64 * 1024);
+    old.append(&declare("q")).expect("declare");
+    old.append(&enqueue("q", 1, b"kept")).expect("enqueue");
+    let end = sync_now(&mut old);
+    drop(old);
+    // A crash mid-record: half a record's worth of bytes after the last valid record.
+    let old_path = dir.path().join(&segment_names(dir.path())[0]);
+    let mut bytes = std::fs::read(&old_path).expect("read");
+    let torn_at = usize::try_from(end.0).expect("fits");
+    bytes[torn_at..torn_at + 30].copy_from_slice(&[0x46; 30]);
+    std::fs::write(&old_path, &bytes).expect("tear");
+
+    let (mut new, recovered) = open_at(dir.path(), 2, 64 * 1024);
+    assert_eq!(live_ids(&recovered, "q"), vec![1]);
+    assert_eq!(recovered.torn_tail_bytes, 30);
+    assert!(recovered.quarantined.is_empty());
+    assert_eq!(std::fs::read(&old_path).expect("read"), bytes, "the old epoch's file is untouched");
+    new.append(&enqueue("q", 2, b"after")).expect("append");
+    sync_now(&mut new);
+    drop(new);
+    let (_, recovered) = open_at(dir.path(), 3, 64 * 1024);
+    assert_eq!(live_ids(&recovered, "q"), vec![1, 2]);
+    assert!(recovered.quarantined.is_empty(), "bytes past a seal are not damage");
+}
+
+#[test]
+fn a_writer_that_was_taken_over_cannot_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open_at(dir.path(), 5, 64 * 1024));
+    let err = ShardLog::open(LogConfig { epoch: Epoch(4), ..LogConfig::new(dir.path()) }).expect_err("fenced");
+    assert!(matches!(err, StorageError::Fenced { epoch: 4, newer: 5 }), "{err}");
+}
+
+#[derive(Debug, Default)]
+struct Switch(std::sync::atomic::AtomicBool);
+
+impl ferry_storage::Fence for Switch {
+    fn check(&self) -> Result<(), String> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) { Err("epoch 2 exists".into()) } else { Ok(()) }
+    }
+}
+
+#[test]
+fn a_refusing_fence_stops_acknowledgements_and_deletions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fence = std::sync::Arc::new(Switch::default());
+    let config = LogConfig { segment_size_bytes: 4096, fence: Some(fence.clone()), ..LogConfig::new(dir.path()) };
+    let (mut log, _) = ShardLog::open(config).expect("open");
+    log.append(&declare("q")).expect("declare");
+    for id in 0..40 {
+        log.append(&enqueue("q", id, &[7; 200])).expect("enqueue");
+        log.append(&settle("q", id)).expect("settle");
+    }
+    sync_now(&mut log);
+    fence.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    let job = log.compact_job(log.active_base()).expect("cut").expect("segments to delete");
+    assert!(matches!(job.run(), Err(StorageError::LeaseLost(_))));
+    let before = segment_names(dir.path()).len();
+    assert!(before > 2);
+    log.append(&enqueue("q", 99, b"late")).expect("append");
+    let job = log.sync_job().expect("job");
+    let durable = log.durable_offset();
+    let result = job.run();
+    assert!(matches!(result, Err(StorageError::LeaseLost(_))), "{result:?}");
+    assert!(log.complete_sync(result).is_err());
+    assert!(log.is_poisoned());
+    assert_eq!(log.durable_offset(), durable, "nothing became acknowledgeable");
+    assert_eq!(segment_names(dir.path()).len(), before, "nothing was deleted");
+}
