@@ -18,15 +18,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ferry_storage::{Epoch, Fence};
 use ferry_wire::Limits;
 use serde::Deserialize;
 
 use crate::auth::User;
 use crate::ids::ShardId;
 use crate::journal::SyncPolicy;
+use crate::lease::LeaseTiming;
 use crate::placement::Placement;
 
 /// A protocol a listener serves. Only protocols that are built are listed.
@@ -102,6 +105,8 @@ pub struct FileConfig {
     pub sync: SyncPolicy,
     pub disk_budget_bytes: Option<u64>,
     pub disk_free_bytes_min: Option<u64>,
+    pub lease_duration_ms: Option<u64>,
+    pub lease_margin_ms: Option<u64>,
 }
 
 /// Flags that override the file.
@@ -110,6 +115,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub shards: Option<u16>,
     pub listen: Vec<String>,
+    pub lease_duration_ms: Option<u64>,
 }
 
 /// The validated configuration every shard reads.
@@ -130,6 +136,12 @@ pub struct BrokerConfig {
     pub disk_budget_bytes: u64,
     /// Publishers are held back while the data dir's file system has less free space.
     pub disk_free_bytes_min: u64,
+    /// Active/standby lease timing (ARCHITECTURE §5).
+    pub lease: LeaseTiming,
+    /// The epoch this process holds; stamped in every log record (set once the lease is won).
+    pub epoch: Epoch,
+    /// Asked after every log sync whether this process is still the active.
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 /// Default free-space floor: RabbitMQ's `disk_free_limit` is 50 MB; one segment more.
@@ -174,6 +186,14 @@ impl BrokerConfig {
                 "segment_size_bytes ({segment_size_bytes}) must hold the largest frame ({largest_record} bytes with overhead)"
             );
         }
+        let lease_duration_ms = flags.lease_duration_ms.or(file.lease_duration_ms).unwrap_or(2000);
+        if !(300..=600_000).contains(&lease_duration_ms) {
+            bail!("lease_duration_ms must be between 300 and 600000, got {lease_duration_ms}");
+        }
+        let lease = LeaseTiming {
+            duration: Duration::from_millis(lease_duration_ms),
+            margin: Duration::from_millis(file.lease_margin_ms.unwrap_or(lease_duration_ms / 4)),
+        };
         Ok(BrokerConfig {
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./ferry-data")),
             shards,
@@ -186,6 +206,9 @@ impl BrokerConfig {
             sync: file.sync,
             disk_budget_bytes: file.disk_budget_bytes.unwrap_or(0),
             disk_free_bytes_min: file.disk_free_bytes_min.unwrap_or(DISK_FREE_BYTES_MIN_DEFAULT),
+            lease,
+            epoch: Epoch(1),
+            fence: None,
         })
     }
 

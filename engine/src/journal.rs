@@ -11,7 +11,6 @@
 use crate::fastmap::HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -135,14 +134,13 @@ impl Journal {
         }
     }
 
-    /// Opens (or creates) the shard's log in `dir`, returning what it recovered.
+    /// Opens (or creates) the shard's log as `config` says, returning what it recovered.
     pub fn open(
-        dir: PathBuf,
-        segment_size_bytes: u64,
+        config: LogConfig,
         policy: SyncPolicy,
         sync_wake: Rc<dyn Fn()>,
     ) -> Result<(Self, Recovered), StorageError> {
-        let config = LogConfig { segment_size_bytes, ..LogConfig::new(dir) };
+        let segment_size_bytes = config.segment_size_bytes;
         let (log, recovered) = ShardLog::open(config)?;
         let durable = log.durable_offset().0;
         let journal = Journal {
@@ -470,8 +468,12 @@ mod tests {
     #[test]
     fn log_backend_releases_waiters_only_after_sync() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut journal, recovered) =
-            Journal::open(dir.path().join("s0"), 64 * 1024, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open");
+        let (mut journal, recovered) = Journal::open(
+            LogConfig { segment_size_bytes: 64 * 1024, ..LogConfig::new(dir.path().join("s0")) },
+            SyncPolicy::AckAfterSync,
+            Rc::new(|| {}),
+        )
+        .expect("open");
         assert!(recovered.queues.is_empty());
         let conn = crate::ids::ConnectionId { shard: crate::ids::ShardId(0), local: 1 };
         let content = Content {

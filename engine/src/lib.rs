@@ -4,12 +4,12 @@
 
 pub mod auth;
 pub mod config;
-pub mod datadir;
 pub mod error;
 pub mod fastmap;
 pub mod gateway;
 pub mod ids;
 pub mod journal;
+pub mod lease;
 pub mod model;
 pub mod placement;
 pub mod runtime;

@@ -1,11 +1,16 @@
 //! `ferry`: the broker binary. Parses flags, loads the optional config file, sets up logging
-//! (`RUST_LOG`, default `info`) and hands over to the runtime until SIGINT/SIGTERM.
+//! (`RUST_LOG`, default `info`), waits as a standby until it holds the data directory's lease
+//! (ARCHITECTURE §5), then hands over to the runtime until SIGINT/SIGTERM (or a handover
+//! request) and releases the lease after the final sync. `ferry ctl status|handover` reads or
+//! asks the lease of a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use clap::Parser;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 use ferry_engine::config::{BrokerConfig, Overrides};
+use ferry_engine::lease::{self, LeaseDir, Waited};
 
 // Every message allocates a few small buffers on some shard and frees them on another;
 // glibc malloc spent ~30% of broker CPU on that under load (perf, 1 -> 1 STOMP).
@@ -17,10 +22,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Cli {
     /// TOML config file; flags override it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Directory for the log segments (default ./ferry-data).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Shards (executor threads); default: all online CPUs. More than the CPUs is allowed.
     #[arg(long)]
@@ -29,6 +34,33 @@ struct Cli {
     /// PROTO: stomp (amqp, mqtt, openwire, ws, admin are not built yet).
     #[arg(long = "listen", value_name = "PROTO=HOST:PORT")]
     listen: Vec<String>,
+    /// Lease duration D in milliseconds (default 2000): a silent active is trusted this long.
+    #[arg(long)]
+    lease_duration_ms: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operate on a running pair through the data directory's lease.
+    Ctl {
+        #[command(subcommand)]
+        action: Ctl,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Ctl {
+    /// Prints the lease: epoch, owner, whether released, heartbeat counter.
+    Status,
+    /// Asks the active to stop cleanly and release its lease to a standby; waits until a
+    /// newer epoch is claimed (or the timeout passes).
+    Handover {
+        /// Seconds to wait for a standby to take over.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,14 +71,59 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let signals = ferry_engine::runtime::block_shutdown_signals()?;
     let cli = Cli::parse();
     let file = match &cli.config {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
-    let overrides = Overrides { data_dir: cli.data_dir, shards: cli.shards, listen: cli.listen };
+    let overrides = Overrides {
+        data_dir: cli.data_dir,
+        shards: cli.shards,
+        listen: cli.listen,
+        lease_duration_ms: cli.lease_duration_ms,
+    };
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
-    let _lock = ferry_engine::datadir::lock(&config.data_dir)?;
-    ferry_engine::runtime::run(config)
+    let mut config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
+    if let Some(Command::Ctl { action }) = cli.command {
+        return ctl(&config.data_dir, action);
+    }
+    let dir = LeaseDir::new(&config.data_dir)?;
+    let listeners: Vec<String> = config.listeners.iter().map(|l| format!("{:?}={}", l.proto, l.addr)).collect();
+    let owner = format!("pid {} listen {}", std::process::id(), listeners.join(","));
+    let stop = |timeout| ferry_engine::runtime::shutdown_signal_within(&signals, timeout);
+    let lease = match lease::acquire(dir, config.lease, &owner, stop)? {
+        Waited::Active(lease) => lease,
+        Waited::Stopped => {
+            tracing::info!("stopped while standby");
+            return Ok(());
+        }
+    };
+    config.epoch = lease.epoch();
+    config.fence = Some(lease.fence());
+    let result = ferry_engine::runtime::run(config);
+    // After the final sync (or a failed start): a standby may take over at once.
+    lease.release()?;
+    result
+}
+
+fn ctl(data_dir: &Path, action: Ctl) -> anyhow::Result<()> {
+    let dir = LeaseDir::new(data_dir)?;
+    match action {
+        Ctl::Status => println!("{}", dir.describe()?),
+        Ctl::Handover { timeout_s } => {
+            let Some(epoch) = dir.highest_epoch()? else { bail!("no active broker: no epoch was ever claimed") };
+            let asked = Instant::now();
+            dir.mark("handover", epoch)?;
+            let deadline = asked + Duration::from_secs(timeout_s);
+            while dir.highest_epoch()?.unwrap_or(0) <= epoch {
+                if Instant::now() > deadline {
+                    bail!("epoch {epoch} did not hand over within {timeout_s} s (is a standby running?)");
+                }
+                std::thread::sleep(lease::POLL / 5);
+            }
+            println!("handed over from epoch {epoch} in {} ms: {}", asked.elapsed().as_millis(), dir.describe()?);
+        }
+    }
+    Ok(())
 }

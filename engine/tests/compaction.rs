@@ -15,13 +15,16 @@ use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::placement::Placement;
 use ferry_engine::shard::msg::Request;
 use ferry_engine::shard::{AUTHORITY, Shard};
+use ferry_storage::{Epoch, LogConfig};
 use ferry_wire::Limits;
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 
-fn open(dir: &std::path::Path) -> (Shard, ferry_storage::Recovered) {
-    let (journal, recovered) =
-        Journal::open(dir.join("shard-0"), SEGMENT_BYTES, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log");
+/// Opens the log as the holder of lease `epoch` (every broker start claims a new one).
+fn open(dir: &std::path::Path, epoch: u64) -> (Shard, ferry_storage::Recovered) {
+    let log =
+        LogConfig { segment_size_bytes: SEGMENT_BYTES, epoch: Epoch(epoch), ..LogConfig::new(dir.join("shard-0")) };
+    let (journal, recovered) = Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log");
     let placement = Placement::new(1, HashMap::new());
     (Shard::new(ShardId(0), placement, Limits::default(), journal, Rc::new(|| {})), recovered)
 }
@@ -42,7 +45,7 @@ fn commit(shard: &mut Shard) {
 #[test]
 fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut shard, _) = open(dir.path());
+    let (mut shard, _) = open(dir.path(), 1);
     let spec = QueueSpec {
         name: "q".into(),
         durable: true,
@@ -89,7 +92,7 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
     assert_eq!(shard.journal_mut().live_count(), 3);
     drop(shard);
 
-    let (_, recovered) = open(dir.path());
+    let (_, recovered) = open(dir.path(), 2);
     let q = recovered.queues.iter().find(|q| q.name == "q").expect("queue recovered");
     let mut back: Vec<String> = q.messages.iter().map(|m| m.properties.last().expect("header").1.clone()).collect();
     back.sort();

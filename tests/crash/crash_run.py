@@ -50,12 +50,12 @@ def start_broker(binary, data, port, shards, log):
     raise RuntimeError("broker did not listen")
 
 
-def stomp_answers(port):
+def stomp_answers(port, timeout=0.5):
     """Ready means a STOMP broker answered CONNECT: a bare TCP connect can reach something
     else (a self-connected socket on an unlistened ephemeral port, say)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.settimeout(1.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(2 * timeout)
             s.sendall(b"CONNECT\naccept-version:1.2\n\n\0")
             return s.recv(9) == b"CONNECTED"
     except OSError:

@@ -95,9 +95,10 @@ fn online_cpus() -> Vec<usize> {
     }
 }
 
-/// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after) so
-/// that only `wait_for_signal` receives them.
-fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
+/// Blocks SIGINT/SIGTERM in this thread (and so in every thread spawned after) so that only
+/// `wait_for_signal` (or [`shutdown_signal_within`]) receives them. Call it before starting
+/// any thread; calling it again is harmless.
+pub fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
     // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -110,6 +111,18 @@ fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
         }
         Ok(set)
     }
+}
+
+/// Waits up to `timeout` for SIGINT/SIGTERM (blocked by [`block_shutdown_signals`]); true
+/// when one arrived. A standby sleeps in this between looks at the lease.
+pub fn shutdown_signal_within(set: &libc::sigset_t, timeout: Duration) -> bool {
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: `set` is a valid, initialised signal set; a null info pointer is allowed.
+    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+    rc == libc::SIGINT || rc == libc::SIGTERM
 }
 
 fn wait_for_signal(set: &libc::sigset_t) -> &'static str {

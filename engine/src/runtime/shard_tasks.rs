@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use ferry_storage::LogConfig;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::TcpListener;
 use glommio::{executor, spawn_local};
@@ -39,7 +40,13 @@ pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mps
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
     let dir = config.data_dir.join(format!("shard-{}", id.0));
-    let opened = Journal::open(dir.clone(), config.segment_size_bytes, config.sync, wake_hook(&sync_notify));
+    let log = LogConfig {
+        segment_size_bytes: config.segment_size_bytes,
+        epoch: config.epoch,
+        fence: config.fence.clone(),
+        ..LogConfig::new(dir.clone())
+    };
+    let opened = Journal::open(log, config.sync, wake_hook(&sync_notify));
     let (journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -159,7 +166,12 @@ async fn sync_pending(shard: &ShardRef) {
         let result = executor().spawn_blocking(move || work.run()).await;
         let mut s = shard.borrow_mut();
         if let Err(e) = s.journal_mut().complete_sync(result) {
-            // A failed sync is fatal: never retry and acknowledge (ARCHITECTURE §4).
+            // A failed sync is fatal: never retry and acknowledge (ARCHITECTURE §4). So is a
+            // lost lease: another process owns the log now (§5).
+            if let ferry_storage::StorageError::LeaseLost(why) = &e {
+                tracing::error!(shard = %s.id(), "lease lost, acknowledging nothing more: {why}");
+                std::process::exit(crate::lease::EXIT_LEASE_LOST);
+            }
             tracing::error!(shard = %s.id(), "journal sync failed, stopping the broker: {e}");
             std::process::exit(70);
         }

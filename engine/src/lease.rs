@@ -1,0 +1,440 @@
+//! The active/standby lease on a shared data directory (ARCHITECTURE §5). Files in
+//! `<data-dir>/lease/`:
+//! - `epoch-<N>`: the claim of epoch N, made atomic by `link(2)` of a synced temp file (fails
+//!   with EEXIST when another process claimed N first; works on NFS, unlike a rename).
+//!   The highest N is the owner; N is the fencing token the logs carry.
+//! - `heartbeat-<N>`: a counter the owner of N rewrites and fdatasyncs every D/3.
+//! - `released-<N>`: the owner of N stopped cleanly (after its final sync); a standby may
+//!   claim N+1 at once.
+//! - `handover-<N>`: asks the owner of N to stop cleanly and release (`ferry ctl handover`).
+//!
+//! A standby polls every [`POLL`]: it claims N+1 when N is released, or when N's heartbeat has
+//! not changed for D + margin on its own monotonic clock (no clocks are compared across hosts).
+//! The owner checks after every log sync, before acknowledging, that no newer epoch exists
+//! (the successor claims before it seals, so whatever was synced before that check lies inside
+//! the seal), and stops acknowledging while its own renew deadline (start of the last
+//! successful renewal + D) has passed; it exits as soon as it sees a newer epoch. A late
+//! renewal is made only after a full listing of the lease directory shows no successor.
+//! On NFS the lease directory must not cache lookups of names that do not exist
+//! (`lookupcache=positive`, or `none`). Plain std threads, no runtime.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferry_storage::{Epoch, Fence};
+
+/// How often a standby looks at the lease, and the owner at handover requests.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Exit status of an owner that lost its lease (another process holds a newer epoch).
+pub const EXIT_LEASE_LOST: i32 = 75;
+
+/// Lease timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// D: how long a silent owner is still trusted.
+    pub duration: Duration,
+    /// Extra silence a standby waits beyond D before it claims.
+    pub margin: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming { duration: Duration::from_secs(2), margin: Duration::from_millis(500) }
+    }
+}
+
+/// The lease directory of a data directory.
+#[derive(Debug, Clone)]
+pub struct LeaseDir {
+    dir: PathBuf,
+}
+
+impl LeaseDir {
+    pub fn new(data_dir: &Path) -> anyhow::Result<LeaseDir> {
+        let dir = data_dir.join("lease");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(LeaseDir { dir })
+    }
+
+    fn path(&self, what: &str, epoch: u64) -> PathBuf {
+        self.dir.join(format!("{what}-{epoch:020}"))
+    }
+
+    /// The highest claimed epoch, if any.
+    pub fn highest_epoch(&self) -> anyhow::Result<Option<u64>> {
+        let mut highest = None;
+        for entry in std::fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+            let name = entry?.file_name();
+            let epoch = name.to_str().and_then(|n| n.strip_prefix("epoch-")).and_then(|n| n.parse::<u64>().ok());
+            highest = highest.max(epoch);
+        }
+        Ok(highest)
+    }
+
+    fn exists(&self, what: &str, epoch: u64) -> bool {
+        self.path(what, epoch).exists()
+    }
+
+    /// The heartbeat counter of `epoch` (`None` before the owner wrote its first).
+    fn heartbeat(&self, epoch: u64) -> Option<u64> {
+        let text = std::fs::read_to_string(self.path("heartbeat", epoch)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Tries to claim `epoch`; `Ok(false)` when another process claimed it first.
+    fn claim(&self, epoch: u64, owner: &str) -> anyhow::Result<bool> {
+        let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_digit(), "");
+        let temp = self.dir.join(format!(".claim-{}-{thread}-{epoch}", std::process::id()));
+        let mut file = File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+        file.write_all(owner.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        let won = match std::fs::hard_link(&temp, self.path("epoch", epoch)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("claiming epoch {epoch}")),
+        };
+        let _ = std::fs::remove_file(&temp);
+        self.sync()?;
+        Ok(won)
+    }
+
+    /// Creates a marker file (`released`, `handover`) for `epoch`, durably.
+    pub fn mark(&self, what: &str, epoch: u64) -> anyhow::Result<()> {
+        let path = self.path(what, epoch);
+        File::create(&path).and_then(|f| f.sync_all()).with_context(|| format!("creating {}", path.display()))?;
+        self.sync()
+    }
+
+    fn sync(&self) -> anyhow::Result<()> {
+        File::open(&self.dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync {}", self.dir.display()))
+    }
+
+    /// One line describing the lease, for `ferry ctl status` and logs.
+    pub fn describe(&self) -> anyhow::Result<String> {
+        let Some(epoch) = self.highest_epoch()? else {
+            return Ok("no epoch claimed yet".to_owned());
+        };
+        let owner = std::fs::read_to_string(self.path("epoch", epoch)).unwrap_or_default();
+        let state = if self.exists("released", epoch) { "released" } else { "held" };
+        let heartbeat = self.heartbeat(epoch).map_or("none".to_owned(), |h| h.to_string());
+        Ok(format!("epoch {epoch} {state} by {} heartbeat {heartbeat}", owner.trim()))
+    }
+}
+
+/// How waiting as a standby ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// This process claimed an epoch and is now the active.
+    Active(ActiveLease),
+    /// A shutdown signal arrived first.
+    Stopped,
+}
+
+/// Waits as a standby until this process claims an epoch. `stop` is polled between looks
+/// (it returns true when the process should exit instead).
+pub fn acquire(
+    dir: LeaseDir,
+    timing: LeaseTiming,
+    owner: &str,
+    mut stop: impl FnMut(Duration) -> bool,
+) -> anyhow::Result<Waited> {
+    let mut watched: Option<(u64, Option<u64>, Instant)> = None;
+    let mut announced = false;
+    loop {
+        let now = Instant::now();
+        let next = match dir.highest_epoch()? {
+            None => Some(1),
+            Some(epoch) if dir.exists("released", epoch) => Some(epoch + 1),
+            Some(epoch) => {
+                let beat = dir.heartbeat(epoch);
+                match watched {
+                    Some((e, b, since)) if e == epoch && b == beat => {
+                        (now.duration_since(since) > timing.duration + timing.margin).then_some(epoch + 1)
+                    }
+                    _ => {
+                        watched = Some((epoch, beat, now));
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(epoch) = next {
+            if dir.claim(epoch, owner)? {
+                tracing::info!(role = "active", epoch, "claimed the lease");
+                return Ok(Waited::Active(ActiveLease::start(dir, epoch, timing)?));
+            }
+            tracing::info!(epoch, "another process claimed the lease first");
+            watched = None;
+        } else if !announced {
+            tracing::info!(role = "standby", lease = %dir.describe()?, "waiting as standby: clients are refused until this process takes over");
+            announced = true;
+        }
+        if stop(POLL) {
+            return Ok(Waited::Stopped);
+        }
+    }
+}
+
+/// Shared between the renew thread and every fence check.
+#[derive(Debug)]
+struct Held {
+    dir: LeaseDir,
+    epoch: u64,
+    duration: Duration,
+    anchor: Instant,
+    /// Start of the last successful renewal, in nanoseconds since `anchor`.
+    renewed_ns: AtomicU64,
+    lost: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Held {
+    fn since_anchor(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.anchor).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn renew_deadline_passed(&self, now: Instant) -> bool {
+        let renewed = self.renewed_ns.load(Ordering::Acquire);
+        self.since_anchor(now) > renewed.saturating_add(u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Steps down for good: nothing more is acknowledged and the process exits.
+    fn lose(&self, why: &str) -> ! {
+        self.lost.store(true, Ordering::SeqCst);
+        tracing::error!(epoch = self.epoch, "lease lost ({why}): stopping without acknowledging anything more");
+        std::process::exit(EXIT_LEASE_LOST)
+    }
+}
+
+impl Fence for Held {
+    fn check(&self) -> Result<(), String> {
+        loop {
+            if self.lost.load(Ordering::SeqCst) {
+                return Err(format!("epoch {} lost its lease", self.epoch));
+            }
+            if self.dir.exists("epoch", self.epoch + 1) {
+                self.lost.store(true, Ordering::SeqCst);
+                return Err(format!(
+                    "epoch {} exists: this process (epoch {}) was taken over",
+                    self.epoch + 1,
+                    self.epoch
+                ));
+            }
+            if !self.renew_deadline_passed(Instant::now()) {
+                return Ok(());
+            }
+            // A late renewal: wait for the renew thread to renew or to give the lease up.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// This process's epoch, renewed by a background thread until released or lost.
+#[derive(Debug)]
+pub struct ActiveLease {
+    held: Arc<Held>,
+}
+
+impl ActiveLease {
+    fn start(dir: LeaseDir, epoch: u64, timing: LeaseTiming) -> anyhow::Result<ActiveLease> {
+        let anchor = Instant::now();
+        let held = Arc::new(Held {
+            dir,
+            epoch,
+            duration: timing.duration,
+            anchor,
+            renewed_ns: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        });
+        let path = held.dir.path("heartbeat", epoch);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        write_beat(&file, 0).with_context(|| format!("writing {}", path.display()))?;
+        held.dir.sync()?;
+        let renewer = held.clone();
+        std::thread::Builder::new()
+            .name("ferry-lease".to_owned())
+            .spawn(move || renew_loop(&renewer, &file))
+            .context("starting the lease thread")?;
+        Ok(ActiveLease { held })
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.held.epoch)
+    }
+
+    /// The fence every shard log asks before acknowledging.
+    pub fn fence(&self) -> Arc<dyn Fence> {
+        self.held.clone()
+    }
+
+    /// After the final sync of a clean stop: lets a standby take over at once.
+    pub fn release(self) -> anyhow::Result<()> {
+        self.held.stopping.store(true, Ordering::SeqCst);
+        if self.held.lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.held.dir.mark("released", self.held.epoch)?;
+        tracing::info!(epoch = self.held.epoch, "lease released");
+        Ok(())
+    }
+}
+
+fn write_beat(file: &File, counter: u64) -> std::io::Result<()> {
+    file.write_all_at(format!("{counter:020}\n").as_bytes(), 0)?;
+    file.sync_data()
+}
+
+/// Renews every D/3; watches for a newer epoch and for a handover request (which it turns
+/// into the same clean stop as SIGTERM).
+fn renew_loop(held: &Held, file: &File) {
+    let every = held.duration / 3;
+    let mut counter = 0u64;
+    let mut handover_asked = false;
+    let mut next_renew = Instant::now();
+    loop {
+        std::thread::sleep(POLL.min(every));
+        if held.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if held.dir.exists("epoch", held.epoch + 1) {
+            held.lose("a newer epoch was claimed");
+        }
+        if !handover_asked && held.dir.exists("handover", held.epoch) {
+            handover_asked = true;
+            tracing::info!(epoch = held.epoch, "handover requested: stopping cleanly to release the lease");
+            // SAFETY: sending a signal to our own process; the main thread waits for it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        }
+        let now = Instant::now();
+        if now < next_renew {
+            continue;
+        }
+        if held.renew_deadline_passed(now) {
+            // Acknowledgements wait meanwhile (the fence blocks past the deadline). A standby
+            // may have claimed: look with a full directory listing, not a cached lookup.
+            tracing::warn!(epoch = held.epoch, "lease renewal is late; checking for a successor");
+            match held.dir.highest_epoch() {
+                Ok(Some(highest)) if highest > held.epoch => {
+                    held.lose("a newer epoch was claimed while renewal was late")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(epoch = held.epoch, error = %e, "cannot read the lease directory");
+                    continue;
+                }
+            }
+        }
+        counter += 1;
+        match write_beat(file, counter) {
+            Ok(()) => {
+                held.renewed_ns.store(held.since_anchor(now), Ordering::Release);
+                next_renew = now + every;
+            }
+            Err(e) => tracing::error!(epoch = held.epoch, error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(dir: &LeaseDir, epoch: u64, duration: Duration) -> Held {
+        Held {
+            dir: dir.clone(),
+            epoch,
+            duration,
+            anchor: Instant::now(),
+            renewed_ns: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn exactly_one_of_many_concurrent_claims_wins() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let dir = &dir;
+                    s.spawn(move || dir.claim(7, &format!("claimant {i}")).expect("claim"))
+                })
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().expect("join"))).sum()
+        });
+        assert_eq!(winners, 1);
+        assert_eq!(dir.highest_epoch().expect("read"), Some(7));
+        let leftovers = std::fs::read_dir(data.path().join("lease")).expect("ls").count();
+        assert_eq!(leftovers, 1, "temp claim files are removed");
+    }
+
+    #[test]
+    fn a_standby_claims_the_next_epoch_at_once_when_the_owner_released() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        assert!(dir.claim(1, "first").expect("claim"));
+        dir.mark("released", 1).expect("release");
+        let started = Instant::now();
+        let timing = LeaseTiming { duration: Duration::from_secs(60), margin: Duration::from_secs(60) };
+        let Waited::Active(lease) = acquire(dir.clone(), timing, "second", |_| false).expect("acquire") else {
+            panic!("expected to become active");
+        };
+        assert_eq!(lease.epoch(), Epoch(2));
+        assert!(started.elapsed() < Duration::from_secs(5), "no waiting for expiry after a release");
+        lease.release().expect("release");
+        assert!(dir.describe().expect("describe").contains("epoch 2 released"));
+    }
+
+    #[test]
+    fn a_standby_waits_out_a_silent_owner_and_can_be_stopped() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        assert!(dir.claim(1, "silent").expect("claim"));
+        let timing = LeaseTiming { duration: Duration::from_millis(300), margin: Duration::from_millis(100) };
+        let mut polls = 0;
+        let stopped = acquire(dir.clone(), timing, "standby", |_| {
+            polls += 1;
+            polls > 3
+        })
+        .expect("acquire");
+        assert!(matches!(stopped, Waited::Stopped), "a stop before the lease expires wins");
+        let started = Instant::now();
+        let Waited::Active(lease) = acquire(dir.clone(), timing, "standby", |d| {
+            std::thread::sleep(d);
+            false
+        })
+        .expect("acquire") else {
+            panic!("expected to take over");
+        };
+        assert!(started.elapsed() >= timing.duration + timing.margin, "took over before D + margin of silence");
+        assert_eq!(lease.epoch(), Epoch(2));
+        lease.release().expect("release");
+    }
+
+    #[test]
+    fn the_fence_refuses_once_a_newer_epoch_exists_and_passes_while_renewed() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        assert!(dir.claim(3, "me").expect("claim"));
+        let me = held(&dir, 3, Duration::from_secs(60));
+        assert_eq!(me.check(), Ok(()));
+        assert!(dir.claim(4, "successor").expect("claim"));
+        assert!(me.check().is_err());
+        assert!(me.check().is_err(), "once lost, always lost");
+    }
+}

@@ -1,0 +1,116 @@
+"""Active/standby on one data directory, with real processes (issue 4). One run of each
+scenario of `tests/ha/ha_run.py` (which reports the figures over many runs), plus pika's own
+host-list reconnect against a kill. Lease duration 1 s here to keep the suite short; the
+scenarios scale every wait with it."""
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pika
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "ha"))
+import ha_run  # noqa: E402
+
+LEASE_MS = 1000
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def args():
+    binary = os.environ.get("FERRY_BIN", str(REPO_ROOT / "target" / "debug" / "ferry"))
+    return argparse.Namespace(bin=binary, shards=2, lease_ms=LEASE_MS)
+
+
+@pytest.fixture
+def log():
+    with tempfile.TemporaryFile() as f:
+        yield f
+
+
+def test_kill_of_the_active_under_confirmed_load_loses_nothing(args, log):
+    r = ha_run.run_kill(args, random.Random(1), log)
+    assert r["confirmed"] > 100, r
+    assert (r["lost"], r["resurrected"], r["duplicates"]) == (0, 0, 0), r
+
+
+def test_a_paused_active_acks_nothing_after_the_takeover_and_exits(args, log):
+    r = ha_run.run_stop(args, random.Random(2), log)
+    assert r["zombie_receipts"] == 0, r
+    assert r["zombie_delivered"] == 0, r
+    assert r["old_active_exit"] == 75, r
+    assert (r["lost"], r["resurrected"]) == (0, 0), r
+
+
+def test_planned_handover_under_load_loses_nothing(args, log):
+    r = ha_run.run_handover(args, random.Random(3), log)
+    assert r["confirmed"] > 100, r
+    assert (r["lost"], r["resurrected"], r["duplicates"]) == (0, 0, 0), r
+    assert r["old_active_exit"] == 0, r
+    assert "handed over from epoch 1" in r["ctl"], r
+
+
+def test_a_standby_refuses_clients_then_serves_when_the_active_dies(args, log):
+    r = ha_run.run_standby(args, random.Random(4), log)
+    assert r["standby_refused"], r
+
+
+def test_two_processes_started_together_elect_exactly_one(args, log):
+    for seed in range(3):
+        r = ha_run.run_race(args, random.Random(seed), log)
+        assert r["serving"] == 1 and r["epochs_claimed"] == 1, r
+
+
+def amqp_params(port):
+    return pika.ConnectionParameters(host="127.0.0.1", port=port, connection_attempts=1, retry_delay=0,
+                                     socket_timeout=2, blocked_connection_timeout=5)
+
+
+def test_pika_reconnects_through_its_host_list_to_the_new_active(args, log):
+    data = tempfile.mkdtemp(prefix="ferry-ha-pika-")
+    amqp_ports = [ha_run.free_port(), ha_run.free_port()]
+    brokers = []
+    try:
+        for port in amqp_ports:
+            brokers.append(ha_run.Broker(args.bin, data, ha_run.free_port(), 1, LEASE_MS, log,
+                                         extra=["--listen", f"amqp=127.0.0.1:{port}"]))
+            if len(brokers) == 1:
+                brokers[0].wait_serving()
+        hosts = [amqp_params(p) for p in amqp_ports]
+        conn = pika.BlockingConnection(hosts)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("ha-pika", durable=True)
+        for i in range(20):
+            ch.basic_publish("", "ha-pika", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+        brokers[0].proc.send_signal(signal.SIGKILL)
+        brokers[0].proc.wait(5)
+        # The application's usual reconnect: the same host list, tried until one answers.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = pika.BlockingConnection(hosts)
+                break
+            except pika.exceptions.AMQPConnectionError:
+                assert time.monotonic() < deadline, "no broker of the pair answered"
+                time.sleep(0.1)
+        ch = conn.channel()
+        got = []
+        for _ in range(20):
+            method, _, body = ch.basic_get("ha-pika", auto_ack=True)
+            assert method is not None, f"confirmed message missing after failover; got {got}"
+            got.append(body.decode())
+        assert got == [f"m{i}" for i in range(20)]
+        conn.close()
+    finally:
+        for b in brokers:
+            b.stop()
+        shutil.rmtree(data, ignore_errors=True)
