@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use common::{declare, enqueue, settle};
 use ferry_storage::fault::{FaultOp, FaultPlan, FaultRng, FaultyIo};
-use ferry_storage::{Fold, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, replay};
+use ferry_storage::{Epoch, Fold, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, replay};
 
 const SEGMENT: u64 = 4096;
 const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
@@ -33,8 +33,27 @@ fn tempdir() -> tempfile::TempDir {
     if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("tempdir")
 }
 
+/// Opens the log. Odd seeds open as a new epoch each time, as every start of a broker holding
+/// a new lease does (the previous epoch is sealed, a new segment starts; ARCHITECTURE §5);
+/// even seeds reopen as the same writer (appends continue in place).
 fn open(dir: &Path, io: &Arc<FaultyIo>) -> Result<(ShardLog, Recovered), StorageError> {
-    ShardLog::open(LogConfig { segment_size_bytes: SEGMENT, io: io.clone(), ..LogConfig::new(dir) })
+    let epoch = if io.seed() % 2 == 1 { newest_epoch(dir) + 1 } else { 1 };
+    ShardLog::open(LogConfig {
+        segment_size_bytes: SEGMENT,
+        io: io.clone(),
+        epoch: Epoch(epoch),
+        ..LogConfig::new(dir)
+    })
+}
+
+/// The highest epoch in the segment file names (`<base>-<epoch>.seg`), 0 for none.
+fn newest_epoch(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".seg")?.split_once('-')?.1.parse().ok())
+            .max()
+            .unwrap_or(0)
+    })
 }
 
 /// Every record appended to one directory, with the END offset `append` returned.
