@@ -22,6 +22,11 @@ use crate::segment::{
 };
 use crate::{Epoch, Offset, SegmentId};
 
+/// How far past the last valid record a takeover looks for torn bytes (only to report them:
+/// it never zeroes the old writer's files). Bounded so a takeover does not read a whole
+/// mostly-empty segment.
+const TAKEOVER_TAIL_PROBE_BYTES: usize = 1024 * 1024;
+
 /// A recovered shard directory, ready to append to.
 #[derive(Debug)]
 pub(crate) struct Opened {
@@ -96,13 +101,14 @@ fn scan_read_only(
     io: &dyn Io,
     segments: Vec<SegmentFile>,
     seals: &Seals,
+    tail_limit: usize,
     fold: &mut Fold,
 ) -> Result<Vec<Scanned>, StorageError> {
     let mut scanned: Vec<Scanned> = Vec::with_capacity(segments.len());
     for file in segments {
         let seal = seals.end_of(file.epoch);
         let limit = seal.map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
-        let (id, scan) = scan_sealed(io, &file, limit, fold)?;
+        let (id, scan) = scan_sealed(io, &file, limit, tail_limit, fold)?;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
         scanned.push(Scanned { file, id, scan, sealed_epoch: seal.is_some() });
     }
@@ -130,7 +136,7 @@ fn reopen(
 ) -> Result<Opened, StorageError> {
     let last_file = segments.pop().expect("reopen needs a segment");
     let mut fold = Fold::new();
-    let mut scanned = scan_read_only(io, segments, seals, &mut fold)?;
+    let mut scanned = scan_read_only(io, segments, seals, usize::MAX, &mut fold)?;
     let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let last =
         LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
@@ -156,7 +162,7 @@ fn take_over(
 ) -> Result<Opened, StorageError> {
     let previous = segments.last().expect("take_over needs a segment").epoch;
     let mut fold = Fold::new();
-    let mut scanned = scan_read_only(io, segments, seals, &mut fold)?;
+    let mut scanned = scan_read_only(io, segments, seals, TAKEOVER_TAIL_PROBE_BYTES, &mut fold)?;
     let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut torn_tail_bytes = 0;
     for (i, s) in scanned.iter().enumerate() {
@@ -185,7 +191,9 @@ fn take_over(
     }
     let id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let active = create_segment(io, dir, end, id, epoch, size_bytes)?;
-    io.sync_range(&active.map, &active.path, 0, active.size())
+    // The header (and, through fdatasync semantics, the file's allocation) is durable before
+    // the first record is acknowledged; the rest of the fresh file is zeros either way.
+    io.sync_range(&active.map, &active.path, 0, SEGMENT_HEADER_SIZE)
         .map_err(|e| StorageError::io("msync", &active.path, e))?;
     fsync_dir(io, dir)?;
     let sealed = sealed_list(&scanned, end);
@@ -206,11 +214,13 @@ fn finish(dir: &Path, fold: Fold, torn_tail_bytes: usize) -> Recovered {
 }
 
 /// Scans one segment read-only into `fold`, only its first `limit` bytes when its epoch is
-/// sealed; returns its id when the header is readable.
+/// sealed, looking for a torn tail within `tail_limit` bytes; returns its id when the header
+/// is readable.
 fn scan_sealed(
     io: &dyn Io,
     file: &SegmentFile,
     limit: Option<usize>,
+    tail_limit: usize,
     fold: &mut Fold,
 ) -> Result<(Option<SegmentId>, SegmentScan), StorageError> {
     let path = &file.path;
@@ -223,7 +233,7 @@ fn scan_sealed(
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
     let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
-    let mut scan = scan_segment(bytes, file.base, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(bytes, file.base, tail_limit, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -295,7 +305,7 @@ fn recover_last(
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let mut scan = scan_segment(active.bytes(), last.base, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(active.bytes(), last.base, usize::MAX, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

@@ -68,7 +68,14 @@ impl BadRecord {
 /// `base`, calling `sink(end_offset, record)` for each valid one. A bad record with a valid
 /// one right after it is damage (`damaged_queues`); one with nothing valid after it ends the
 /// scan (`stopped_at`), and the caller decides whether it is the log's torn tail.
-pub(crate) fn scan_segment(bytes: &[u8], base: Offset, sink: &mut dyn FnMut(Offset, Record)) -> SegmentScan {
+/// Non-zero bytes after the last valid record are looked for within `tail_limit` bytes only
+/// (the whole rest of the segment when the tail will be zeroed; a takeover only reports it).
+pub(crate) fn scan_segment(
+    bytes: &[u8],
+    base: Offset,
+    tail_limit: usize,
+    sink: &mut dyn FnMut(Offset, Record),
+) -> SegmentScan {
     let mut scan = SegmentScan::default();
     let mut pos = SEGMENT_HEADER_SIZE.min(bytes.len());
     loop {
@@ -100,7 +107,7 @@ pub(crate) fn scan_segment(bytes: &[u8], base: Offset, sink: &mut dyn FnMut(Offs
         }
     }
     scan.valid_end = pos;
-    let tail = &bytes[pos.min(bytes.len())..];
+    let tail = &bytes[pos.min(bytes.len())..pos.saturating_add(tail_limit).min(bytes.len())];
     let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     scan.torn_tail_bytes = nonzero;
     scan.dirty_end = pos + nonzero;
@@ -170,7 +177,7 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         check_header(bytes, file.base, &file.path);
         let limit = seal.map_or(bytes.len(), |end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
         let bytes = &bytes[..limit.min(bytes.len())];
-        let scan = scan_segment(bytes, file.base, &mut |offset, record| records.push((offset, record)));
+        let scan = scan_segment(bytes, file.base, usize::MAX, &mut |offset, record| records.push((offset, record)));
         scans.push((seal.is_some(), scan));
     }
     let end = last_with_records(scans.iter().map(|(_, scan)| scan)).unwrap_or(0);
