@@ -29,7 +29,7 @@ use serde::Deserialize;
 use crate::auth::User;
 use crate::ids::ShardId;
 use crate::journal::SyncPolicy;
-use crate::lease::LeaseTiming;
+use crate::lease::{LeaseTiming, WarmLogs};
 use crate::placement::Placement;
 
 /// A protocol a listener serves. Only protocols that are built are listed.
@@ -142,6 +142,8 @@ pub struct BrokerConfig {
     pub epoch: Epoch,
     /// Asked after every log sync whether this process is still the active.
     pub fence: Option<Arc<dyn Fence>>,
+    /// What a warm standby read of each shard's log while it waited.
+    pub warm: WarmLogs,
 }
 
 /// Default free-space floor: RabbitMQ's `disk_free_limit` is 50 MB; one segment more.
@@ -209,7 +211,13 @@ impl BrokerConfig {
             lease,
             epoch: Epoch(1),
             fence: None,
+            warm: WarmLogs::default(),
         })
+    }
+
+    /// The log directory of shard `index`.
+    pub fn shard_dir(&self, index: u16) -> PathBuf {
+        self.data_dir.join(format!("shard-{index}"))
     }
 
     pub fn placement(&self) -> Placement {

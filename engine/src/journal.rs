@@ -14,7 +14,9 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ferry_storage::{CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob};
+use ferry_storage::{
+    CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob, Tail,
+};
 
 use crate::ids::Completion;
 use crate::model::message::{Content, Properties};
@@ -140,8 +142,18 @@ impl Journal {
         policy: SyncPolicy,
         sync_wake: Rc<dyn Fn()>,
     ) -> Result<(Self, Recovered), StorageError> {
+        Journal::open_warm(config, None, policy, sync_wake)
+    }
+
+    /// Like [`Journal::open`], continuing a warm standby's fold of the log when there is one.
+    pub fn open_warm(
+        config: LogConfig,
+        warm: Option<Tail>,
+        policy: SyncPolicy,
+        sync_wake: Rc<dyn Fn()>,
+    ) -> Result<(Self, Recovered), StorageError> {
         let segment_size_bytes = config.segment_size_bytes;
-        let (log, recovered) = ShardLog::open(config)?;
+        let (log, recovered) = ShardLog::open_warm(config, warm)?;
         let durable = log.durable_offset().0;
         let journal = Journal {
             backend: Backend::Log(Box::new(log)),

@@ -22,12 +22,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferry_storage::{Epoch, Fence};
+use ferry_storage::{Epoch, Fence, Tail};
 
 /// How often a standby looks at the lease, and the owner at handover requests.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -125,6 +125,23 @@ impl LeaseDir {
         let state = if self.exists("released", epoch) { "released" } else { "held" };
         let heartbeat = self.heartbeat(epoch).map_or("none".to_owned(), |h| h.to_string());
         Ok(format!("epoch {epoch} {state} by {} heartbeat {heartbeat}", owner.trim()))
+    }
+}
+
+/// The shard-log folds a warm standby kept up while it waited ([`ferry_storage::Tail`]), handed
+/// to the shards when it takes over so they read only the unseen tail of each log.
+#[derive(Debug, Clone, Default)]
+pub struct WarmLogs(Arc<Mutex<Vec<Option<Tail>>>>);
+
+impl WarmLogs {
+    pub fn new(tails: Vec<Tail>) -> WarmLogs {
+        WarmLogs(Arc::new(Mutex::new(tails.into_iter().map(Some).collect())))
+    }
+
+    /// Shard `index`'s fold, once.
+    pub fn take(&self, index: u16) -> Option<Tail> {
+        let mut tails = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tails.get_mut(usize::from(index)).and_then(Option::take)
     }
 }
 

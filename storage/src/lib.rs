@@ -24,6 +24,7 @@ mod seals;
 mod segment;
 mod spare;
 mod sync;
+mod tail;
 
 pub use error::StorageError;
 pub use fold::{Fold, Recovered, RecoveredQueue};
@@ -36,6 +37,7 @@ pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, Stor
 pub use scan::replay;
 pub use spare::{Spare, SpareJob};
 pub use sync::SyncJob;
+pub use tail::Tail;
 
 /// Byte position in a shard's logical log; monotonic across segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -21,6 +21,7 @@ use crate::record::Record;
 use crate::segment::{ActiveSegment, SealedSegment, create_segment, fsync_dir};
 use crate::spare::{Spare, SpareJob};
 use crate::sync::{DirtyRange, SyncJob, mark_dirty};
+use crate::tail::Tail;
 use crate::{Epoch, Offset, SegmentId};
 
 /// Default size of a segment file.
@@ -168,8 +169,14 @@ impl ShardLog {
     /// Scans existing segments, validates them, and positions the writer after the last valid
     /// record. Blocking: call at start-up. Everything recovered is durable on return.
     pub fn open(config: LogConfig) -> Result<(ShardLog, Recovered), StorageError> {
+        ShardLog::open_warm(config, None)
+    }
+
+    /// Like [`ShardLog::open`]; a takeover continues `warm` (a standby's [`Tail`] of this
+    /// directory) instead of reading the whole log again, when it still fits the log.
+    pub fn open_warm(config: LogConfig, warm: Option<Tail>) -> Result<(ShardLog, Recovered), StorageError> {
         let segment_size_bytes = config.segment_size_u32()?;
-        let opened = open_dir(&*config.io, &config.dir, segment_size_bytes, config.epoch)?;
+        let opened = open_dir(&*config.io, &config.dir, segment_size_bytes, config.epoch, warm)?;
         let end = Offset(opened.active.base.0 + opened.active.write_pos as u64);
         let log = ShardLog {
             dir: config.dir,

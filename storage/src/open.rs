@@ -20,6 +20,7 @@ use crate::seals::Seals;
 use crate::segment::{
     ActiveSegment, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed, open_writable,
 };
+use crate::tail::{Seen, Tail};
 use crate::{Epoch, Offset, SegmentId};
 
 /// How far past the last valid record a takeover looks for torn bytes (only to report them:
@@ -40,7 +41,14 @@ pub(crate) struct Opened {
 /// epoch is sealed at its last valid record (nothing of the old writer's files is written, it
 /// may still have them mapped) and appends start in a new segment of `epoch`. When they are of
 /// `epoch` itself (a reopen by the same writer) appends continue after the last valid record.
-pub(crate) fn open_dir(io: &dyn Io, dir: &Path, size_bytes: u32, epoch: Epoch) -> Result<Opened, StorageError> {
+/// A warm standby's `Tail` of this directory, when given, saves re-reading what it has read.
+pub(crate) fn open_dir(
+    io: &dyn Io,
+    dir: &Path,
+    size_bytes: u32,
+    epoch: Epoch,
+    warm: Option<Tail>,
+) -> Result<Opened, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
     crate::spare::remove_leftover_spares(io, dir)?;
     let mut seals = Seals::load(dir)?;
@@ -56,7 +64,7 @@ pub(crate) fn open_dir(io: &dyn Io, dir: &Path, size_bytes: u32, epoch: Epoch) -
     if last.epoch == epoch {
         reopen(io, dir, size_bytes, &seals, segments)
     } else {
-        take_over(io, dir, size_bytes, &mut seals, segments, epoch)
+        take_over(io, dir, size_bytes, &mut seals, segments, epoch, warm)
     }
 }
 
@@ -95,20 +103,24 @@ struct Scanned {
     sealed_epoch: bool,
 }
 
-/// Scans `segments` read-only into `fold`, each sealed epoch's only up to its seal. Ids come
-/// from the headers, or follow the previous segment's when a header is unreadable.
+/// Scans `segments` read-only into `fold`, each sealed epoch's only up to its seal, each from
+/// where `seen` (a warm standby's progress, already in `fold`) stopped. Ids come from the
+/// headers, or follow the previous segment's when a header is unreadable.
 fn scan_read_only(
     io: &dyn Io,
     segments: Vec<SegmentFile>,
     seals: &Seals,
     tail_limit: usize,
+    seen: &[Seen],
     fold: &mut Fold,
 ) -> Result<Vec<Scanned>, StorageError> {
     let mut scanned: Vec<Scanned> = Vec::with_capacity(segments.len());
     for file in segments {
         let seal = seals.end_of(file.epoch);
         let limit = seal.map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
-        let (id, scan) = scan_sealed(io, &file, limit, tail_limit, fold)?;
+        let (start, before) = seen.iter().find(|s| s.file == file).map_or((0, 0), |s| (s.pos, s.records));
+        let (id, mut scan) = scan_sealed(io, &file, limit, start, tail_limit, fold)?;
+        scan.records += before;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
         scanned.push(Scanned { file, id, scan, sealed_epoch: seal.is_some() });
     }
@@ -136,7 +148,7 @@ fn reopen(
 ) -> Result<Opened, StorageError> {
     let last_file = segments.pop().expect("reopen needs a segment");
     let mut fold = Fold::new();
-    let mut scanned = scan_read_only(io, segments, seals, usize::MAX, &mut fold)?;
+    let mut scanned = scan_read_only(io, segments, seals, usize::MAX, &[], &mut fold)?;
     let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let last =
         LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
@@ -159,10 +171,21 @@ fn take_over(
     seals: &mut Seals,
     segments: Vec<SegmentFile>,
     epoch: Epoch,
+    warm: Option<Tail>,
 ) -> Result<Opened, StorageError> {
     let previous = segments.last().expect("take_over needs a segment").epoch;
-    let mut fold = Fold::new();
-    let mut scanned = scan_read_only(io, segments, seals, TAKEOVER_TAIL_PROBE_BYTES, &mut fold)?;
+    let (mut fold, seen) = match warm {
+        Some(tail) if warm_fits(&tail, dir, seals, &segments) => {
+            tracing::info!(dir = %dir.display(), records = tail.records(), "taking over from a warm fold: reading only the unseen tail");
+            (tail.fold, tail.seen)
+        }
+        Some(_) => {
+            tracing::warn!(dir = %dir.display(), "the warm fold does not match the log; reading all of it");
+            (Fold::new(), Vec::new())
+        }
+        None => (Fold::new(), Vec::new()),
+    };
+    let mut scanned = scan_read_only(io, segments, seals, TAKEOVER_TAIL_PROBE_BYTES, &seen, &mut fold)?;
     let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut torn_tail_bytes = 0;
     for (i, s) in scanned.iter().enumerate() {
@@ -200,6 +223,17 @@ fn take_over(
     Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
 }
 
+/// A warm fold can be continued when it followed this directory under the same seals, every
+/// segment deleted since was read to its end, and every segment now listed is one it read or
+/// comes after all of them.
+fn warm_fits(tail: &Tail, dir: &Path, seals: &Seals, segments: &[SegmentFile]) -> bool {
+    let newest_seen = tail.seen.last().map(|s| &s.file);
+    tail.dir == dir
+        && tail.seals == *seals
+        && tail.seen.iter().all(|s| s.complete || segments.contains(&s.file))
+        && segments.iter().all(|f| tail.seen.iter().any(|s| s.file == *f) || newest_seen.is_none_or(|n| f > n))
+}
+
 fn finish(dir: &Path, fold: Fold, torn_tail_bytes: usize) -> Recovered {
     let mut recovered = fold.finish();
     recovered.torn_tail_bytes = torn_tail_bytes as u64;
@@ -220,6 +254,7 @@ fn scan_sealed(
     io: &dyn Io,
     file: &SegmentFile,
     limit: Option<usize>,
+    start: usize,
     tail_limit: usize,
     fold: &mut Fold,
 ) -> Result<(Option<SegmentId>, SegmentScan), StorageError> {
@@ -233,7 +268,7 @@ fn scan_sealed(
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
     let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
-    let mut scan = scan_segment(bytes, file.base, tail_limit, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(bytes, file.base, start, tail_limit, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -305,7 +340,7 @@ fn recover_last(
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let mut scan = scan_segment(active.bytes(), last.base, usize::MAX, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

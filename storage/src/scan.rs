@@ -70,14 +70,16 @@ impl BadRecord {
 /// scan (`stopped_at`), and the caller decides whether it is the log's torn tail.
 /// Non-zero bytes after the last valid record are looked for within `tail_limit` bytes only
 /// (the whole rest of the segment when the tail will be zeroed; a takeover only reports it).
+/// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
 pub(crate) fn scan_segment(
     bytes: &[u8],
     base: Offset,
+    start: usize,
     tail_limit: usize,
     sink: &mut dyn FnMut(Offset, Record),
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
-    let mut pos = SEGMENT_HEADER_SIZE.min(bytes.len());
+    let mut pos = start.max(SEGMENT_HEADER_SIZE).min(bytes.len());
     loop {
         match parse_record(bytes, pos, base.0 + pos as u64) {
             Parsed::End => break,
@@ -177,7 +179,7 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         check_header(bytes, file.base, &file.path);
         let limit = seal.map_or(bytes.len(), |end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
         let bytes = &bytes[..limit.min(bytes.len())];
-        let scan = scan_segment(bytes, file.base, usize::MAX, &mut |offset, record| records.push((offset, record)));
+        let scan = scan_segment(bytes, file.base, 0, usize::MAX, &mut |offset, record| records.push((offset, record)));
         scans.push((seal.is_some(), scan));
     }
     let end = last_with_records(scans.iter().map(|(_, scan)| scan)).unwrap_or(0);

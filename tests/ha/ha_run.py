@@ -82,8 +82,8 @@ class Client(stomp.ConnectionListener):
         self.ports, self.name = ports, name
         self.cond = threading.Condition()
         self.receipts = set()
-        self.receipt_gens = set()   # (receipt id, generation of the connection it came on)
-        self.messages = []          # (frame, generation)
+        self.receipt_gens = set()   # (receipt id, generation of the connection it came on, when)
+        self.messages = []          # (frame, generation, when)
         self.generation = 0
         self.conn = None
         self.port = None
@@ -91,12 +91,12 @@ class Client(stomp.ConnectionListener):
     def on_receipt(self, frame):
         with self.cond:
             self.receipts.add(frame.headers["receipt-id"])
-            self.receipt_gens.add((frame.headers["receipt-id"], self.generation))
+            self.receipt_gens.add((frame.headers["receipt-id"], self.generation, time.monotonic()))
             self.cond.notify_all()
 
     def on_message(self, frame):
         with self.cond:
-            self.messages.append((frame, self.generation))
+            self.messages.append((frame, self.generation, time.monotonic()))
             self.cond.notify_all()
 
     def on_disconnected(self):
@@ -173,7 +173,7 @@ def consume(client, stop, acked):
             if handled >= len(client.messages):
                 client.cond.wait(0.05)
                 continue
-            frame, _ = client.messages[handled]
+            frame = client.messages[handled][0]
             conn, generation = client.conn, client.generation
         handled += 1
         if conn is None:
@@ -223,7 +223,7 @@ def drain(port, seconds_quiet=1.0, limit_s=30):
             break
         last = n
     client.close()
-    return [f.headers["key"] for f, _ in client.messages]
+    return [(f.headers["key"], t) for f, _, t in client.messages]
 
 
 def check(load, drained, old=1):
@@ -231,30 +231,32 @@ def check(load, drained, old=1):
     old active (clients start while only it serves), later ones are to its successor.
       lost         confirmed sends neither acked on the old active nor delivered after it
       resurrected  acks the old active confirmed whose messages were delivered again after it
-      duplicates   a message delivered twice to the consumers after the takeover, or drained
-                   although the new active confirmed its ack"""
+      duplicates   deliveries by the new active of a message whose ack it had already
+                   confirmed"""
     confirmed = set()
     for p in load.producers:
         with p.cond:
             confirmed |= {r for r in p.receipts if r.startswith(p.name + "-")}
     ack_attempted = {k for k, g in load.acked if g <= old}
-    ack_confirmed, ack_confirmed_new = set(), set()
-    after = []
+    ack_confirmed = set()
+    ack_confirmed_new = {}      # key -> when the new active confirmed an ack for it first
+    after = list(drained)       # (key, when) delivered by the new active
     for c in load.consumers:
         with c.cond:
-            acks = {(r[4:], g) for r, g in c.receipt_gens if r.startswith("ack-")}
-            ack_confirmed |= {k for k, g in acks if g <= old}
-            ack_confirmed_new |= {k for k, g in acks if g > old}
-            after += [f.headers["key"] for f, g in c.messages if g > old]
-    after_set = set(after) | set(drained)
+            for r, g, t in c.receipt_gens:
+                if not r.startswith("ack-"):
+                    continue
+                if g <= old:
+                    ack_confirmed.add(r[4:])
+                else:
+                    ack_confirmed_new[r[4:]] = min(t, ack_confirmed_new.get(r[4:], t))
+            after += [(f.headers["key"], t) for f, g, t in c.messages if g > old]
+    after_set = {k for k, _ in after}
     lost = sorted(k for k in confirmed if k not in ack_attempted and k not in after_set)
     resurrected = sorted(after_set & ack_confirmed)
-    # Delivered again although the new active had confirmed its ack (a consumer that closes
-    # with unacked deliveries legitimately sees them again, in the drain).
-    seen = {}
-    for k in after:
-        seen[k] = seen.get(k, 0) + 1
-    duplicates = sum(n - 1 for n in seen.values()) + sum(1 for k in drained if k in ack_confirmed_new)
+    # Delivered again after the new active had confirmed its ack (a consumer whose connection
+    # dropped before its ack was confirmed legitimately sees the message again).
+    duplicates = sum(1 for k, t in after if k in ack_confirmed_new and ack_confirmed_new[k] < t)
     return dict(confirmed=len(confirmed), lost=len(lost), resurrected=len(resurrected), duplicates=duplicates,
                 lost_sample=lost[:5], resurrected_sample=resurrected[:5])
 
@@ -365,7 +367,7 @@ def run_stop(args, rng, log):
         for c in load.producers + load.consumers:
             c.close()
         result = check(load, drained)
-        result.update(zombie_receipts=zombie_receipts, zombie_delivered=sum(1 for k in drained if k.startswith("z-")),
+        result.update(zombie_receipts=zombie_receipts, zombie_delivered=sum(1 for k, _ in drained if k.startswith("z-")),
                       old_active_exit=exit_code, takeover_ms=round((served - stopped) * 1000))
         return result
 

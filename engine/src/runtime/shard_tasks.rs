@@ -39,14 +39,14 @@ pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mps
     let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
-    let dir = config.data_dir.join(format!("shard-{}", id.0));
+    let dir = config.shard_dir(id.0);
     let log = LogConfig {
         segment_size_bytes: config.segment_size_bytes,
         epoch: config.epoch,
         fence: config.fence.clone(),
         ..LogConfig::new(dir.clone())
     };
-    let opened = Journal::open(log, config.sync, wake_hook(&sync_notify));
+    let opened = Journal::open_warm(log, config.warm.take(id.0), config.sync, wake_hook(&sync_notify));
     let (journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
