@@ -194,7 +194,7 @@ impl BrokerConfig {
         }
         let lease = LeaseTiming {
             duration: Duration::from_millis(lease_duration_ms),
-            margin: Duration::from_millis(file.lease_margin_ms.unwrap_or(lease_duration_ms / 4)),
+            margin: Duration::from_millis(file.lease_margin_ms.unwrap_or(lease_duration_ms / 10)),
         };
         Ok(BrokerConfig {
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./ferry-data")),

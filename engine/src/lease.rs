@@ -39,13 +39,15 @@ pub const EXIT_LEASE_LOST: i32 = 75;
 pub struct LeaseTiming {
     /// D: how long a silent owner is still trusted.
     pub duration: Duration,
-    /// Extra silence a standby waits beyond D before it claims.
+    /// Extra silence a standby waits beyond D before it claims. Safety does not rest on it
+    /// (the owner stops acknowledging D after the start of its last renewal, which the standby
+    /// saw later); it absorbs clock-rate differences and scheduling delays.
     pub margin: Duration,
 }
 
 impl Default for LeaseTiming {
     fn default() -> Self {
-        LeaseTiming { duration: Duration::from_secs(2), margin: Duration::from_millis(500) }
+        LeaseTiming { duration: Duration::from_secs(2), margin: Duration::from_millis(200) }
     }
 }
 
