@@ -107,6 +107,11 @@ impl LeaseDir {
         Ok(won)
     }
 
+    /// Who claimed `epoch`, when its claim file is readable.
+    fn owner(&self, epoch: u64) -> Option<Owner> {
+        Owner::parse(&std::fs::read_to_string(self.path("epoch", epoch)).ok()?)
+    }
+
     /// Creates a marker file (`released`, `handover`) for `epoch`, durably.
     pub fn mark(&self, what: &str, epoch: u64) -> anyhow::Result<()> {
         let path = self.path(what, epoch);
@@ -147,6 +152,69 @@ impl WarmLogs {
     }
 }
 
+/// What a claim file says about its process: `host H boot B pid P listen L`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    host: String,
+    boot: String,
+    pid: i32,
+    listen: String,
+}
+
+impl Owner {
+    /// This process, serving `listen` (its listener list, as text).
+    pub fn this(listen: &str) -> Owner {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        Owner {
+            host: hostname(),
+            boot: boot.trim().to_owned(),
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            listen: listen.replace(char::is_whitespace, ""),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Owner> {
+        let mut words = text.split_whitespace();
+        let mut field = |name: &str| (words.next()? == name).then(|| words.next()).flatten().map(str::to_owned);
+        Some(Owner {
+            host: field("host")?,
+            boot: field("boot")?,
+            pid: field("pid")?.parse().ok()?,
+            listen: field("listen").unwrap_or_default(),
+        })
+    }
+
+    /// A restart of the same broker after a crash: same host, same boot, same listeners, and
+    /// the process is gone — it can acknowledge nothing, so there is no expiry to wait for.
+    /// (A reused pid looks alive: then the lease simply expires.) A standby on other ports or
+    /// another host always waits for expiry.
+    fn is_dead_restart_of(&self, me: &Owner) -> bool {
+        if self.host != me.host || self.boot != me.boot || self.listen != me.listen || self.boot.is_empty() {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the pid exists; nothing is sent.
+        let rc = unsafe { libc::kill(self.pid, 0) };
+        rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host {} boot {} pid {} listen {}", self.host, self.boot, self.pid, self.listen)
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// How waiting as a standby ended.
 #[derive(Debug)]
 pub enum Waited {
@@ -161,9 +229,10 @@ pub enum Waited {
 pub fn acquire(
     dir: LeaseDir,
     timing: LeaseTiming,
-    owner: &str,
+    owner: &Owner,
     mut stop: impl FnMut(Duration) -> bool,
 ) -> anyhow::Result<Waited> {
+    let claim = owner.to_string();
     let mut watched: Option<(u64, Option<u64>, Instant)> = None;
     let mut announced = false;
     loop {
@@ -171,6 +240,13 @@ pub fn acquire(
         let next = match dir.highest_epoch()? {
             None => Some(1),
             Some(epoch) if dir.exists("released", epoch) => Some(epoch + 1),
+            Some(epoch) if dir.owner(epoch).is_some_and(|o| o.is_dead_restart_of(owner)) => {
+                tracing::info!(
+                    epoch,
+                    "the owner was this broker before a crash (same host, boot and listeners, process gone)"
+                );
+                Some(epoch + 1)
+            }
             Some(epoch) => {
                 let beat = dir.heartbeat(epoch);
                 match watched {
@@ -185,7 +261,7 @@ pub fn acquire(
             }
         };
         if let Some(epoch) = next {
-            if dir.claim(epoch, owner)? {
+            if dir.claim(epoch, &claim)? {
                 tracing::info!(role = "active", epoch, "claimed the lease");
                 return Ok(Waited::Active(ActiveLease::start(dir, epoch, timing)?));
             }
@@ -410,7 +486,8 @@ mod tests {
         dir.mark("released", 1).expect("release");
         let started = Instant::now();
         let timing = LeaseTiming { duration: Duration::from_secs(60), margin: Duration::from_secs(60) };
-        let Waited::Active(lease) = acquire(dir.clone(), timing, "second", |_| false).expect("acquire") else {
+        let Waited::Active(lease) = acquire(dir.clone(), timing, &Owner::this("second"), |_| false).expect("acquire")
+        else {
             panic!("expected to become active");
         };
         assert_eq!(lease.epoch(), Epoch(2));
@@ -426,14 +503,14 @@ mod tests {
         assert!(dir.claim(1, "silent").expect("claim"));
         let timing = LeaseTiming { duration: Duration::from_millis(300), margin: Duration::from_millis(100) };
         let mut polls = 0;
-        let stopped = acquire(dir.clone(), timing, "standby", |_| {
+        let stopped = acquire(dir.clone(), timing, &Owner::this("standby"), |_| {
             polls += 1;
             polls > 3
         })
         .expect("acquire");
         assert!(matches!(stopped, Waited::Stopped), "a stop before the lease expires wins");
         let started = Instant::now();
-        let Waited::Active(lease) = acquire(dir.clone(), timing, "standby", |d| {
+        let Waited::Active(lease) = acquire(dir.clone(), timing, &Owner::this("standby"), |d| {
             std::thread::sleep(d);
             false
         })
@@ -455,5 +532,33 @@ mod tests {
         assert!(dir.claim(4, "successor").expect("claim"));
         assert!(me.check().is_err());
         assert!(me.check().is_err(), "once lost, always lost");
+    }
+
+    #[test]
+    fn a_crashed_broker_restarting_in_place_takes_its_lease_back_at_once() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        child.wait().expect("reaped");
+        let dead = Owner { pid: i32::try_from(child.id()).expect("pid"), ..Owner::this("stomp=127.0.0.1:1") };
+        assert!(dir.claim(1, &dead.to_string()).expect("claim"));
+        let slow = LeaseTiming { duration: Duration::from_secs(60), margin: Duration::from_secs(60) };
+        // Another listener set (a standby beside it) must wait for expiry ...
+        let mut looks = 0;
+        let waited = acquire(dir.clone(), slow, &Owner::this("stomp=127.0.0.1:2"), |_| {
+            looks += 1;
+            looks > 3
+        })
+        .expect("acquire");
+        assert!(matches!(waited, Waited::Stopped));
+        // ... the same broker restarted does not.
+        let Waited::Active(lease) =
+            acquire(dir.clone(), slow, &Owner::this("stomp=127.0.0.1:1"), |_| true).expect("acquire")
+        else {
+            panic!("the restarted broker should take its lease back at once");
+        };
+        assert_eq!(lease.epoch(), Epoch(2));
+        lease.release().expect("release");
+        assert_eq!(Owner::parse(&Owner::this("x").to_string()), Some(Owner::this("x")));
     }
 }

@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = LeaseDir::new(&config.data_dir)?;
     let listeners: Vec<String> = config.listeners.iter().map(|l| format!("{:?}={}", l.proto, l.addr)).collect();
-    let owner = format!("pid {} listen {}", std::process::id(), listeners.join(","));
+    let owner = lease::Owner::this(&listeners.join(","));
     // A warm standby: between looks at the lease, read what the active appended to each log.
     let mut tails: Vec<Tail> = (0..config.shards).map(|i| Tail::new(config.shard_dir(i))).collect();
     let stop = |timeout| {
