@@ -18,18 +18,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ferry_storage::{Epoch, Fence};
 use ferry_wire::Limits;
 use serde::Deserialize;
 
 use crate::auth::User;
 use crate::ids::ShardId;
 use crate::journal::SyncPolicy;
-use crate::lease::{LeaseTiming, WarmLogs};
+use crate::lease::LeaseTiming;
 use crate::placement::Placement;
 
 /// A protocol a listener serves. Only protocols that are built are listed.
@@ -138,12 +136,6 @@ pub struct BrokerConfig {
     pub disk_free_bytes_min: u64,
     /// Active/standby lease timing (ARCHITECTURE §5).
     pub lease: LeaseTiming,
-    /// The epoch this process holds; stamped in every log record (set once the lease is won).
-    pub epoch: Epoch,
-    /// Asked after every log sync whether this process is still the active.
-    pub fence: Option<Arc<dyn Fence>>,
-    /// What a warm standby read of each shard's log while it waited.
-    pub warm: WarmLogs,
 }
 
 /// Default free-space floor: RabbitMQ's `disk_free_limit` is 50 MB; one segment more.
@@ -209,9 +201,6 @@ impl BrokerConfig {
             disk_budget_bytes: file.disk_budget_bytes.unwrap_or(0),
             disk_free_bytes_min: file.disk_free_bytes_min.unwrap_or(DISK_FREE_BYTES_MIN_DEFAULT),
             lease,
-            epoch: Epoch(1),
-            fence: None,
-            warm: WarmLogs::default(),
         })
     }
 

@@ -135,6 +135,15 @@ impl LeaseDir {
     }
 }
 
+/// What the shards need once this process holds the lease: the epoch to stamp, the fence to
+/// ask after every sync, and the folds the warm standby kept.
+#[derive(Debug, Clone, Default)]
+pub struct Activation {
+    pub epoch: Epoch,
+    pub fence: Option<Arc<dyn Fence>>,
+    pub warm: WarmLogs,
+}
+
 /// The shard-log folds a warm standby kept up while it waited ([`ferry_storage::Tail`]), handed
 /// to the shards when it takes over so they read only the unseen tail of each log.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ferry_engine::config::{BrokerConfig, Overrides};
-use ferry_engine::lease::{self, LeaseDir, Waited, WarmLogs};
+use ferry_engine::lease::{self, Activation, LeaseDir, Waited, WarmLogs};
 use ferry_storage::Tail;
 
 // Every message allocates a few small buffers on some shard and frees them on another;
@@ -85,15 +85,18 @@ fn main() -> anyhow::Result<()> {
         lease_duration_ms: cli.lease_duration_ms,
     };
     let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    let mut config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
+    let config = BrokerConfig::build(file.as_deref(), overrides, cpus)?;
     if let Some(Command::Ctl { action }) = cli.command {
         return ctl(&config.data_dir, action);
     }
     let dir = LeaseDir::new(&config.data_dir)?;
     let listeners: Vec<String> = config.listeners.iter().map(|l| format!("{:?}={}", l.proto, l.addr)).collect();
     let owner = lease::Owner::this(&listeners.join(","));
-    // A warm standby: between looks at the lease, read what the active appended to each log.
+    // A warm standby: its shards are started ahead, and between looks at the lease it reads
+    // what the active appended to each log.
     let mut tails: Vec<Tail> = (0..config.shards).map(|i| Tail::new(config.shard_dir(i))).collect();
+    let timing = config.lease;
+    let prepared = ferry_engine::runtime::prepare(config)?;
     let stop = |timeout| {
         for tail in &mut tails {
             if let Err(e) = tail.catch_up() {
@@ -102,17 +105,15 @@ fn main() -> anyhow::Result<()> {
         }
         ferry_engine::runtime::shutdown_signal_within(&signals, timeout)
     };
-    let lease = match lease::acquire(dir, config.lease, &owner, stop)? {
+    let lease = match lease::acquire(dir, timing, &owner, stop)? {
         Waited::Active(lease) => lease,
         Waited::Stopped => {
             tracing::info!("stopped while standby");
-            return Ok(());
+            return prepared.stop();
         }
     };
-    config.warm = WarmLogs::new(tails);
-    config.epoch = lease.epoch();
-    config.fence = Some(lease.fence());
-    let result = ferry_engine::runtime::run(config);
+    let activation = Activation { epoch: lease.epoch(), fence: Some(lease.fence()), warm: WarmLogs::new(tails) };
+    let result = prepared.run(activation);
     // After the final sync (or a failed start): a standby may take over at once.
     lease.release()?;
     result

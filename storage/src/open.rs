@@ -268,7 +268,7 @@ fn scan_sealed(
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
     let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
-    let mut scan = scan_segment(bytes, file.base, start, tail_limit, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(bytes, file.base, start, tail_limit, true, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -340,7 +340,7 @@ fn recover_last(
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, &mut |_, record| fold.apply(record));
+    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, true, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

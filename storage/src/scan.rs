@@ -71,11 +71,14 @@ impl BadRecord {
 /// Non-zero bytes after the last valid record are looked for within `tail_limit` bytes only
 /// (the whole rest of the segment when the tail will be zeroed; a takeover only reports it).
 /// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
+/// With `skip_damage` false the walk stops at the first bad record instead: a reader of a log
+/// that is being written can see a record half-copied while the next one is already whole.
 pub(crate) fn scan_segment(
     bytes: &[u8],
     base: Offset,
     start: usize,
     tail_limit: usize,
+    skip_damage: bool,
     sink: &mut dyn FnMut(Offset, Record),
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
@@ -95,7 +98,8 @@ pub(crate) fn scan_segment(
             }
             Parsed::Bad { len, meta, reason, .. } => {
                 let resumes = len.filter(|&len| {
-                    matches!(parse_record(bytes, pos + len, base.0 + (pos + len) as u64), Parsed::Valid { .. })
+                    skip_damage
+                        && matches!(parse_record(bytes, pos + len, base.0 + (pos + len) as u64), Parsed::Valid { .. })
                 });
                 if let Some(len) = resumes {
                     note_damage(&mut scan, base, pos, meta, reason);
@@ -179,7 +183,8 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         check_header(bytes, file.base, &file.path);
         let limit = seal.map_or(bytes.len(), |end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
         let bytes = &bytes[..limit.min(bytes.len())];
-        let scan = scan_segment(bytes, file.base, 0, usize::MAX, &mut |offset, record| records.push((offset, record)));
+        let scan =
+            scan_segment(bytes, file.base, 0, usize::MAX, true, &mut |offset, record| records.push((offset, record)));
         scans.push((seal.is_some(), scan));
     }
     let end = last_with_records(scans.iter().map(|(_, scan)| scan)).unwrap_or(0);

@@ -123,10 +123,9 @@ impl Tail {
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
         let fold = &mut self.fold;
-        let scan = scan_segment(bytes, seen.file.base, seen.pos, 0, &mut |_, record| fold.apply(record));
-        for queue in scan.damaged_queues {
-            fold.quarantine(queue);
-        }
+        // Stop at the first record that does not check out: it may be half-copied by the writer
+        // right now. Real damage stays where it is, for the takeover's own scan to judge.
+        let scan = scan_segment(bytes, seen.file.base, seen.pos, 0, false, &mut |_, record| fold.apply(record));
         seen.pos = scan.valid_end;
         seen.records += scan.records;
         Ok(())

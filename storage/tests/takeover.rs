@@ -287,3 +287,38 @@ fn a_warm_takeover_folds_exactly_what_a_cold_one_does() {
         assert!(warm.quarantined.is_empty() && cold.quarantined.is_empty(), "seed {seed}");
     }
 }
+
+#[test]
+fn a_tail_waits_at_a_half_written_record_instead_of_calling_it_damage() {
+    use ferry_storage::Tail;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open_at(dir.path(), 1, 64 * 1024);
+    log.append(&declare("q")).expect("declare");
+    let mut ends = vec![log.appended_offset()];
+    for id in 0..6 {
+        ends.push(log.append(&enqueue("q", id, &[9; 100])).expect("enqueue"));
+    }
+    sync_now(&mut log);
+    drop(log);
+    // Record 3 as a reader sees it while the writer is still copying its body (record 4 and 5
+    // are whole already).
+    let path = dir.path().join(&segment_names(dir.path())[0]);
+    let whole = std::fs::read(&path).expect("read");
+    let mut half = whole.clone();
+    let in_body = usize::try_from(ends[4].0).expect("fits") - 8;
+    half[in_body] ^= 0xFF;
+    std::fs::write(&path, &half).expect("write");
+    let mut tail = Tail::new(dir.path());
+    tail.catch_up().expect("catch up");
+    assert_eq!(tail.records(), 4, "the declare and records 0..=2, then it waits");
+    std::fs::write(&path, &whole).expect("the copy finished");
+    tail.catch_up().expect("catch up");
+    assert_eq!(tail.records(), 7);
+    let (_, recovered) = ShardLog::open_warm(
+        LogConfig { segment_size_bytes: 64 * 1024, epoch: Epoch(2), ..LogConfig::new(dir.path()) },
+        Some(tail),
+    )
+    .expect("warm open");
+    assert!(recovered.quarantined.is_empty(), "nothing was damaged");
+    assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 3, 4, 5]);
+}

@@ -12,7 +12,7 @@ mod shard_tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -20,6 +20,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement as CpuPlacement};
 
 use crate::config::BrokerConfig;
+use crate::lease::Activation;
 use crate::shard::msg::ShardMsg;
 
 pub use memlock::{has_ipc_lock, io_memory_for, memlock_limit_bytes};
@@ -30,9 +31,20 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// How often idle shards look at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
-/// Runs the broker until SIGINT or SIGTERM. Returns after every shard stopped.
-pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
-    let signals = block_shutdown_signals()?;
+/// Executors started ahead of the lease: each has joined the mesh and waits, logs unopened
+/// and listeners closed, for [`Prepared::run`] (or [`Prepared::stop`]).
+pub struct Prepared {
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    ready: mpsc::Receiver<Result<(), String>>,
+    activation: Arc<OnceLock<Activation>>,
+    shards: u16,
+    io_memory: usize,
+}
+
+/// Starts one pinned executor per shard. They wait for [`Prepared::run`]: a standby calls
+/// this before it waits for the lease, so that taking over only opens logs and listeners.
+pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
+    block_shutdown_signals()?;
     let config = Arc::new(config);
     let shards = config.shards;
     let memlock = memlock_limit_bytes();
@@ -46,11 +58,12 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let cpus = online_cpus();
     let mesh: MeshBuilder<Vec<ShardMsg>, _> =
         MeshBuilder::full(usize::from(shards), config.limits.shard_channel_count_max);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
+    let activation = Arc::new(OnceLock::new());
     let mut handles = Vec::new();
     for index in 0..usize::from(shards) {
         let cpu = cpus[index % cpus.len()];
-        let (config, mesh, ready) = (config.clone(), mesh.clone(), ready_tx.clone());
+        let (config, mesh, ready, activation) = (config.clone(), mesh.clone(), ready_tx.clone(), activation.clone());
         let mut builder = LocalExecutorBuilder::new(CpuPlacement::Fixed(cpu))
             .name(&format!("ferry-shard-{index}"))
             .io_memory(io_memory);
@@ -58,27 +71,48 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             builder = builder.spin_before_park(spin);
         }
         let handle = builder
-            .spawn(move || shard_tasks::shard_main(config, mesh, ready))
+            .spawn(move || shard_tasks::shard_main(config, activation, mesh, ready))
             .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }
-    drop(ready_tx);
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("{e}"),
-            Err(_) => bail!("a shard exited during start-up"),
+    Ok(Prepared { handles, ready, activation, shards, io_memory })
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("shards", &self.shards).field("io_memory", &self.io_memory).finish()
+    }
+}
+
+impl Prepared {
+    /// Opens the logs with `activation`'s epoch and fence, serves until SIGINT or SIGTERM, and
+    /// returns after every shard stopped (final syncs done).
+    pub fn run(self, activation: Activation) -> anyhow::Result<()> {
+        let signals = block_shutdown_signals()?;
+        let _ = self.activation.set(activation);
+        for _ in 0..self.shards {
+            match self.ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => bail!("{e}"),
+                Err(_) => bail!("a shard exited during start-up"),
+            }
         }
+        tracing::info!(shards = self.shards, io_memory = self.io_memory, "ferry is ready");
+        let signal = wait_for_signal(&signals);
+        tracing::info!(signal, "shutting down");
+        self.stop()?;
+        tracing::info!("stopped");
+        Ok(())
     }
-    tracing::info!(shards, io_memory, "ferry is ready");
-    let signal = wait_for_signal(&signals);
-    tracing::info!(signal, "shutting down");
-    SHUTDOWN.store(true, Ordering::SeqCst);
-    for handle in handles {
-        handle.join().map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
+
+    /// Stops the executors (waiting ones included) and joins them.
+    pub fn stop(self) -> anyhow::Result<()> {
+        SHUTDOWN.store(true, Ordering::SeqCst);
+        for handle in self.handles {
+            handle.join().map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
+        }
+        Ok(())
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 pub(crate) fn shutting_down() -> bool {

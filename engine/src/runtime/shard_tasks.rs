@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 
 use ferry_storage::LogConfig;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
@@ -22,6 +22,7 @@ use crate::auth::Users;
 use crate::config::{BrokerConfig, ListenerProto};
 use crate::ids::ShardId;
 use crate::journal::Journal;
+use crate::lease::Activation;
 use crate::shard::msg::ShardMsg;
 use crate::shard::recovery::recover;
 use crate::shard::{Shard, ShardRef};
@@ -31,22 +32,41 @@ type Mesh = MeshBuilder<Vec<ShardMsg>, Full>;
 /// Shards that finished recovering their logs.
 static RECOVERED: AtomicUsize = AtomicUsize::new(0);
 
-pub(super) async fn shard_main(config: Arc<BrokerConfig>, mesh: Mesh, ready: mpsc::Sender<Result<(), String>>) {
+/// How often a shard started by a standby looks whether its process took the lease.
+const ACTIVATION_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+pub(super) async fn shard_main(
+    config: Arc<BrokerConfig>,
+    activation: Arc<OnceLock<Activation>>,
+    mesh: Mesh,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
         let _ = ready.send(Err("joining the shard mesh failed".to_owned()));
         return;
     };
     let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
+    // A standby starts its shards ahead (executor, io_uring, mesh: slow on a busy machine) and
+    // they wait here, logs unopened and listeners closed, until the process holds the lease.
+    let activation = loop {
+        if let Some(activation) = activation.get() {
+            break activation;
+        }
+        if shutting_down() {
+            return;
+        }
+        glommio::timer::sleep(ACTIVATION_POLL).await;
+    };
     let outbox_notify = Rc::new(Notify::default());
     let sync_notify = Rc::new(Notify::default());
     let dir = config.shard_dir(id.0);
     let log = LogConfig {
         segment_size_bytes: config.segment_size_bytes,
-        epoch: config.epoch,
-        fence: config.fence.clone(),
+        epoch: activation.epoch,
+        fence: activation.fence.clone(),
         ..LogConfig::new(dir.clone())
     };
-    let opened = Journal::open_warm(log, config.warm.take(id.0), config.sync, wake_hook(&sync_notify));
+    let opened = Journal::open_warm(log, activation.warm.take(id.0), config.sync, wake_hook(&sync_notify));
     let (journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
