@@ -31,6 +31,9 @@ use ferry_storage::{Epoch, Fence, Tail};
 
 /// How often a standby looks at the lease, and the owner at handover requests.
 pub const POLL: Duration = Duration::from_millis(50);
+/// A standby rewrites its `standby-<host>-<pid>` presence file every this many looks.
+const STANDBY_BEAT_EVERY: u64 = 4;
+
 /// Exit status of an owner that lost its lease (another process holds a newer epoch).
 pub const EXIT_LEASE_LOST: i32 = 75;
 
@@ -121,6 +124,30 @@ impl LeaseDir {
 
     fn sync(&self) -> anyhow::Result<()> {
         File::open(&self.dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync {}", self.dir.display()))
+    }
+
+    /// True when some standby rewrote its presence file within `window`: one would take over
+    /// after a handover. Compares file contents across two reads, never clocks across hosts.
+    pub fn live_standby(&self, window: Duration) -> anyhow::Result<bool> {
+        let read = || -> anyhow::Result<Vec<(std::ffi::OsString, String)>> {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&self.dir)? {
+                let entry = entry?;
+                if entry.file_name().to_str().is_some_and(|n| n.starts_with("standby-")) {
+                    found.push((entry.file_name(), std::fs::read_to_string(entry.path()).unwrap_or_default()));
+                }
+            }
+            Ok(found)
+        };
+        let before = read()?;
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            if read()?.iter().any(|now| before.iter().any(|b| b.0 == now.0 && b.1 != now.1)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// One line describing the lease, for `ferry ctl status` and logs.
@@ -244,8 +271,16 @@ pub fn acquire(
     let claim = owner.to_string();
     let mut watched: Option<(u64, Option<u64>, Instant)> = None;
     let mut announced = false;
-    loop {
+    let presence = dir.dir.join(format!("standby-{}-{}", owner.host, owner.pid));
+    let mut looks = 0u64;
+    let result = loop {
         let now = Instant::now();
+        if looks.is_multiple_of(STANDBY_BEAT_EVERY) {
+            // Proof of life for `ferry ctl handover`, which refuses when no standby would take
+            // over. Not synced: only another reader's view of a changing counter matters.
+            let _ = std::fs::write(&presence, (looks / STANDBY_BEAT_EVERY).to_string());
+        }
+        looks += 1;
         let next = match dir.highest_epoch()? {
             None => Some(1),
             Some(epoch) if dir.exists("released", epoch) => Some(epoch + 1),
@@ -272,7 +307,7 @@ pub fn acquire(
         if let Some(epoch) = next {
             if dir.claim(epoch, &claim)? {
                 tracing::info!(role = "active", epoch, "claimed the lease");
-                return Ok(Waited::Active(ActiveLease::start(dir, epoch, timing)?));
+                break ActiveLease::start(dir.clone(), epoch, timing).map(Waited::Active);
             }
             tracing::info!(epoch, "another process claimed the lease first");
             watched = None;
@@ -281,9 +316,11 @@ pub fn acquire(
             announced = true;
         }
         if stop(POLL) {
-            return Ok(Waited::Stopped);
+            break Ok(Waited::Stopped);
         }
-    }
+    };
+    let _ = std::fs::remove_file(&presence);
+    result
 }
 
 /// Shared between the renew thread and every fence check.

@@ -61,6 +61,9 @@ enum Ctl {
         /// Seconds to wait for a standby to take over.
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
+        /// Hand over even when no live standby is seen (the broker then stops serving).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -123,8 +126,14 @@ fn ctl(data_dir: &Path, action: Ctl) -> anyhow::Result<()> {
     let dir = LeaseDir::new(data_dir)?;
     match action {
         Ctl::Status => println!("{}", dir.describe()?),
-        Ctl::Handover { timeout_s } => {
+        Ctl::Handover { timeout_s, force } => {
             let Some(epoch) = dir.highest_epoch()? else { bail!("no active broker: no epoch was ever claimed") };
+            if !force && !dir.live_standby(Duration::from_secs(2))? {
+                bail!(
+                    "no live standby on {}: nothing would take over (use --force to stop the active anyway)",
+                    data_dir.display()
+                );
+            }
             let asked = Instant::now();
             dir.mark("handover", epoch)?;
             let deadline = asked + Duration::from_secs(timeout_s);
