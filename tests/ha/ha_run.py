@@ -7,7 +7,8 @@ as an application with a host list does). Scenarios:
   kill      kill -9 of the active under confirmed load (4 producers with receipts, 2 consumers
             acking with receipts); the standby takes over. Counts confirmed-but-lost (must be
             0), resurrected (ack confirmed, delivered again) and duplicates, and measures the
-            takeover gap: kill -> the standby answers STOMP CONNECT.
+            takeover gap: kill -> the standby answers a probe's STOMP CONNECT (gap_ms), and
+            kill -> the first load client gets CONNECTED from it (client_gap_ms).
   stop      SIGSTOP the active for 3 x D; the standby takes over; SIGCONT. A client on the old
             active then publishes with receipts: no receipt may come, none of those messages
             may ever be delivered, and the old active must exit (status 75).
@@ -85,6 +86,7 @@ class Client(stomp.ConnectionListener):
         self.receipt_gens = set()   # (receipt id, generation of the connection it came on, when)
         self.messages = []          # (frame, generation, when)
         self.generation = 0
+        self.connected_at = []      # when each generation's CONNECTED arrived
         self.conn = None
         self.port = None
 
@@ -118,6 +120,7 @@ class Client(stomp.ConnectionListener):
                 with self.cond:
                     self.generation += 1
                     self.conn, self.port = conn, port
+                    self.connected_at.append(time.monotonic())
                 if on_connect:
                     on_connect(conn)
                 return True
@@ -201,6 +204,11 @@ class Load:
                          for c in self.consumers]
         for t in self.threads:
             t.start()
+
+    def first_reconnect(self):
+        """When the first client got CONNECTED from the new active (its second connection)."""
+        times = [c.connected_at[1] for c in self.producers + self.consumers if len(c.connected_at) > 1]
+        return min(times) if times else None
 
     def finish(self):
         self.stop.set()
@@ -316,6 +324,8 @@ def run_kill(args, rng, log):
         load.finish()
         result = check(load, drain(b.port))
         result["gap_ms"] = round((served - killed) * 1000)
+        first = load.first_reconnect()
+        result["client_gap_ms"] = round((first - killed) * 1000) if first else None
         result["sent"] = len(load.sent)
         return result
 
@@ -388,7 +398,9 @@ def run_handover(args, rng, log):
         time.sleep(1.0)
         load.finish()
         result = check(load, drain(b.port))
+        first = load.first_reconnect()
         result.update(gap_ms=round((served - last_old) * 1000), old_active_exit=a.proc.wait(10),
+                      client_gap_ms=round((first - last_old) * 1000) if first else None,
                       ctl=out.decode().strip())
         return result
 
@@ -451,12 +463,16 @@ def main():
                 failures += bool(bad(r))
                 print(f"{name} {i + 1}/{args.runs}: {r}", flush=True)
             gaps = [r[k] for r in results for k in ("gap_ms", "takeover_ms") if k in r]
+            client_gaps = [r["client_gap_ms"] for r in results if r.get("client_gap_ms") is not None]
             totals = {k: sum(r.get(k, 0) for r in results) for k in
                       ("confirmed", "lost", "resurrected", "duplicates", "zombie_receipts", "zombie_delivered")}
             line = f"{name}: runs {len(results)} {totals}"
             if gaps:
                 line += (f" gap_ms p50 {statistics.median(gaps):.0f} p99 {percentile(gaps, 99)}"
                          f" max {max(gaps)}")
+            if client_gaps:
+                line += (f"; first client reconnected ms p50 {statistics.median(client_gaps):.0f}"
+                         f" p99 {percentile(client_gaps, 99)} max {max(client_gaps)}")
             print(line, flush=True)
     print(f"seed {args.seed}, shards {args.shards}, lease {args.lease_ms} ms: {failures} failed runs")
     return 1 if failures else 0
