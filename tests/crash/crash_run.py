@@ -50,15 +50,21 @@ def start_broker(binary, data, port, shards, log):
     raise RuntimeError("broker did not listen")
 
 
-def stomp_answers(port, timeout=0.5):
+def stomp_answers(port, timeout=0.5, why=None):
     """Ready means a STOMP broker answered CONNECT: a bare TCP connect can reach something
-    else (a self-connected socket on an unlistened ephemeral port, say)."""
+    else (a self-connected socket on an unlistened ephemeral port, say). `why`, a list, gets
+    the reason of a failure."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.settimeout(2 * timeout)
             s.sendall(b"CONNECT\naccept-version:1.2\n\n\0")
-            return s.recv(9) == b"CONNECTED"
-    except OSError:
+            got = s.recv(9)
+            if why is not None and got != b"CONNECTED":
+                why.append(f"answered {got!r} from {s.getsockname()[1]}")
+            return got == b"CONNECTED"
+    except OSError as e:
+        if why is not None:
+            why.append(type(e).__name__)
         return False
 
 

@@ -50,6 +50,7 @@ WINDOW = 32
 class Broker:
     def __init__(self, binary, data, port, shards, lease_ms, log, extra=()):
         self.port = port
+        self.slow_probes = []       # probes of wait_serving that took long, and why
         self.proc = subprocess.Popen(
             [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"stomp=127.0.0.1:{port}",
              "--lease-duration-ms", str(lease_ms), *extra],
@@ -60,8 +61,11 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker on {self.port} exited with {self.proc.returncode}")
-            if stomp_answers(self.port):
+            why, started = [], time.monotonic()
+            if stomp_answers(self.port, why=why):
                 return time.monotonic()
+            if time.monotonic() - started > 0.3:
+                self.slow_probes.append(f"{why[-1] if why else '?'} after {time.monotonic() - started:.2f} s")
             time.sleep(0.005)
         raise RuntimeError(f"broker on {self.port} did not serve within {timeout} s")
 
@@ -400,7 +404,7 @@ def run_handover(args, rng, log):
         result = check(load, drain(b.port))
         first = load.first_reconnect()
         result.update(gap_ms=round((served - last_old) * 1000), old_active_exit=a.proc.wait(10),
-                      client_gap_ms=round((first - last_old) * 1000) if first else None,
+                      client_gap_ms=round((first - last_old) * 1000) if first else None, slow_probes=b.slow_probes,
                       ctl=out.decode().strip())
         return result
 
