@@ -66,7 +66,9 @@ impl Shard {
         match op {
             MetaOp::DeclareQueue { spec, .. } if spec.shard == self.id && !self.queues.contains_key(&spec.name) => {
                 self.journal.append_queue_declare(spec);
-                self.queues.insert(spec.name.clone(), Queue::new(spec.clone()));
+                let mut queue = Queue::new(spec.clone());
+                queue.touch(self.now_ms());
+                self.queues.insert(spec.name.clone(), queue);
             }
             MetaOp::DeleteQueue { name } => {
                 if let Some(queue) = self.queues.remove(name) {

@@ -42,11 +42,11 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
     for record in recovered.exchanges {
-        if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, .. } = record {
+        if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, arguments } = record {
             let Some(kind) = ExchangeKind::parse(&kind) else {
                 continue;
             };
-            let spec = ExchangeSpec { name, kind, durable, auto_delete, internal };
+            let spec = ExchangeSpec { name, kind, durable, auto_delete, internal, arguments };
             if let Err(e) = meta(shard, MetaOp::DeclareExchange { spec, passive: false }).await {
                 tracing::warn!(shard = %me, "recovering an exchange failed: {e}");
             }

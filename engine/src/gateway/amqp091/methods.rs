@@ -79,8 +79,28 @@ impl AmqpConn {
         match method {
             Method::ExchangeDeclare(m) => self.exchange_declare(m).await,
             Method::ExchangeDelete(m) => {
-                self.meta(MetaOp::DeleteExchange { name: m.exchange.clone() }).await?;
+                self.meta(MetaOp::DeleteExchange { name: m.exchange.clone(), if_unused: m.if_unused }).await?;
                 Ok((!m.nowait).then(|| Method::ExchangeDeleteOk(amqp::ExchangeDeleteOk {})))
+            }
+            Method::ExchangeBind(m) => {
+                let op = MetaOp::BindExchange {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    key: m.routing_key.clone(),
+                    arguments: pairs(&m.arguments),
+                };
+                self.meta(op).await?;
+                Ok((!m.nowait).then(|| Method::ExchangeBindOk(amqp::ExchangeBindOk {})))
+            }
+            Method::ExchangeUnbind(m) => {
+                let op = MetaOp::UnbindExchange {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    key: m.routing_key.clone(),
+                    arguments: pairs(&m.arguments),
+                };
+                self.meta(op).await?;
+                Ok((!m.nowait).then(|| Method::ExchangeUnbindOk(amqp::ExchangeUnbindOk {})))
             }
             Method::QueueDeclare(m) => self.queue_declare(m).await,
             Method::QueueBind(m) => {
@@ -155,6 +175,7 @@ impl AmqpConn {
             durable: m.durable,
             auto_delete: m.auto_delete,
             internal: m.internal,
+            arguments: pairs(&m.arguments),
         };
         if !m.exchange.is_empty() {
             self.meta(MetaOp::DeclareExchange { spec, passive: m.passive }).await?;
@@ -184,24 +205,27 @@ impl AmqpConn {
         if m.exclusive && !self.exclusive_queues.contains(&name) {
             self.exclusive_queues.push(name.clone());
         }
-        if m.nowait {
-            return Ok(None);
-        }
+        // Asked even with nowait: a declaration is a use that restarts the x-expires clock.
         let owner = self.owner_of(&name)?;
-        let (messages, consumers) = match self.request(owner, Request::Stats { queue: name.clone() }).await? {
+        let stats = Request::Stats { queue: name.clone(), declared: true };
+        let (messages, consumers) = match self.request(owner, stats).await? {
             Reply::Stats { messages, consumers } => (messages, consumers),
             _ => (0, 0),
         };
+        if m.nowait {
+            return Ok(None);
+        }
         let ok = amqp::QueueDeclareOk { queue: name, message_count: messages as u32, consumer_count: consumers as u32 };
         Ok(Some(Method::QueueDeclareOk(ok)))
     }
 
     async fn queue_delete(&mut self, m: &amqp::QueueDelete) -> Result<Option<Method>, EngineError> {
         let owner = self.owner_of(&m.queue)?;
-        let (messages, consumers) = match self.request(owner, Request::Stats { queue: m.queue.clone() }).await? {
-            Reply::Stats { messages, consumers } => (messages, consumers),
-            _ => (0, 0),
-        };
+        let (messages, consumers) =
+            match self.request(owner, Request::Stats { queue: m.queue.clone(), declared: false }).await? {
+                Reply::Stats { messages, consumers } => (messages, consumers),
+                _ => (0, 0),
+            };
         if m.if_unused && consumers > 0 {
             return Err(error(ErrorKind::PreconditionFailed, format!("queue '{}' in vhost '/' in use", m.queue)));
         }
