@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_amqp091 as amqp;
-use ferry_amqp091::{BasicProperties, BasicPublish, FieldTable, Method};
+use ferry_amqp091::{BasicProperties, BasicPublish, Method};
 
 use super::AmqpConn;
 use super::PendingConfirm;
 use super::channel::{ChannelConsumer, TxOp};
-use super::mapping::properties_from_amqp;
+use super::mapping::{pairs, properties_from_amqp};
 use crate::error::{EngineError, ErrorKind};
 use crate::ids::{Completion, ShardId};
 use crate::model::exchange::{ExchangeKind, ExchangeSpec};
@@ -24,17 +24,6 @@ use crate::shard::msg::{Reply, Request};
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> EngineError {
     EngineError::new(kind, message)
-}
-
-/// Table entries as the engine's string pairs (binding arguments, x-match).
-fn pairs(table: &FieldTable) -> Vec<(String, String)> {
-    let text = |v: &ferry_amqp091::FieldValue| match (v, v.as_str(), v.as_i64()) {
-        (ferry_amqp091::FieldValue::Bool(b), _, _) => b.to_string(),
-        (_, Some(s), _) => s.to_owned(),
-        (_, None, Some(n)) => n.to_string(),
-        (_, None, None) => format!("{v:?}"),
-    };
-    table.iter().map(|(k, v)| (k.to_owned(), text(v))).collect()
 }
 
 impl AmqpConn {
