@@ -18,39 +18,49 @@ const IO_TICK: Duration = Duration::from_millis(100);
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// The protocol a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Stomp,
+    /// AMQP 0-9-1 (`amqp://`), through [`crate::amqp`].
+    Amqp,
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub protocol: Protocol,
     pub addr: String,
     pub login: Option<String>,
     pub passcode: Option<String>,
 }
 
 impl Target {
-    /// Parses `stomp://host:port` (or bare `host:port`). Other protocols' schemes are
-    /// recognised and refused until ferry-perf speaks them.
+    /// Parses `stomp://host:port`, `amqp://host:port` (or bare `host:port`, STOMP). Other
+    /// protocols' schemes are recognised and refused until ferry-perf speaks them.
     pub fn parse(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
-        let addr = match url.split_once("://") {
-            None => url,
-            Some(("stomp", rest)) => rest,
+        let (protocol, addr) = match url.split_once("://") {
+            None => (Protocol::Stomp, url),
+            Some(("stomp", rest)) => (Protocol::Stomp, rest),
+            Some(("amqp", rest)) => (Protocol::Amqp, rest),
             Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
-                bail!("{scheme}:// is not built into ferry-perf yet (only stomp://host:port): {url:?}")
+                bail!("{scheme}:// is not built into ferry-perf yet (stomp:// and amqp:// are): {url:?}")
             }
-            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://host:port)"),
+            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://, amqp://)"),
         };
         let addr = addr.trim_end_matches('/');
         if addr.is_empty() || !addr.contains(':') {
-            bail!("broker address must look like stomp://host:port, not {url:?}");
+            bail!("broker address must look like stomp://host:port or amqp://host:port, not {url:?}");
         }
-        Ok(Target { addr: addr.to_owned(), login, passcode })
+        Ok(Target { protocol, addr: addr.to_owned(), login, passcode })
     }
 }
 
 /// URL schemes of protocols the broker family speaks that ferry-perf has no client for yet.
-const NOT_YET_BUILT: [&str; 7] = ["amqp", "amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
+const NOT_YET_BUILT: [&str; 6] = ["amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
 
-/// Connects and completes the STOMP handshake before `deadline`.
-pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
+/// A connected socket with nodelay and the short I/O tick set.
+pub fn open_stream(target: &Target, deadline: Instant) -> Result<TcpStream> {
     let addr = target
         .addr
         .to_socket_addrs()
@@ -62,6 +72,12 @@ pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, Frame
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TICK))?;
     stream.set_write_timeout(Some(IO_TICK))?;
+    Ok(stream)
+}
+
+/// Connects and completes the STOMP handshake before `deadline`.
+pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
+    let stream = open_stream(target, deadline)?;
     let mut reader = FrameReader::new(stream.try_clone()?);
     let mut writer = FrameWriter::new(stream);
 
@@ -81,7 +97,7 @@ pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, Frame
         Some(f) if f.command == Command::Connected => Ok((reader, writer)),
         Some(f) if f.command == Command::Error => bail!("CONNECT refused: {}", describe(&f)),
         Some(f) => bail!("expected CONNECTED, got {}", f.command.as_str()),
-        None => bail!("no CONNECTED from {addr} before the deadline"),
+        None => bail!("no CONNECTED from {} before the deadline", target.addr),
     }
 }
 
@@ -191,13 +207,18 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    fn new(stream: TcpStream) -> FrameWriter {
+    pub fn new(stream: TcpStream) -> FrameWriter {
         FrameWriter { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES) }
     }
 
     /// Encodes `frame` into the pending buffer (nothing is written yet).
     pub fn queue(&mut self, frame: &Frame) {
         encode(frame, Version::V1_2, &mut self.buf);
+    }
+
+    /// The pending buffer, for other protocols' encoders to append to.
+    pub fn pending_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
     }
 
     /// Bytes waiting in the buffer.
@@ -226,7 +247,7 @@ impl FrameWriter {
     }
 }
 
-fn is_tick(e: &std::io::Error) -> bool {
+pub fn is_tick(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
@@ -243,8 +264,10 @@ mod tests {
         assert_eq!(Target::parse("localhost:1/", None, None).map(|t| t.addr).ok(), Some("localhost:1".to_owned()));
         assert!(Target::parse("stomp://", None, None).is_err());
         assert!(Target::parse("nohost", None, None).is_err());
-        let amqp = Target::parse("amqp://127.0.0.1:5672", None, None).map(|t| t.addr);
-        assert!(amqp.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
+        let amqp = Target::parse("amqp://127.0.0.1:5672", None, None).expect("amqp");
+        assert_eq!((amqp.protocol, amqp.addr.as_str()), (Protocol::Amqp, "127.0.0.1:5672"));
+        let amqps = Target::parse("amqps://127.0.0.1:5671", None, None).map(|t| t.addr);
+        assert!(amqps.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
         assert!(Target::parse("mqtt://127.0.0.1:1883", None, None).is_err());
         assert!(Target::parse("http://127.0.0.1:80", None, None).is_err_and(|e| e.to_string().contains("unknown")));
     }

@@ -11,7 +11,7 @@ use anyhow::Result;
 use ferry_stomp::{Command, Frame};
 
 use crate::checker::{payload, queue_for};
-use crate::client::{FrameReader, Target, connect, describe};
+use crate::client::{FrameReader, Protocol, Target, connect, describe};
 use crate::shared::Shared;
 
 /// Pending SEND bytes that trigger a socket write.
@@ -45,27 +45,32 @@ pub struct ProducerOutcome {
 }
 
 #[derive(Debug, Default)]
-struct Receipts {
-    count: u64,
-    bye: bool,
-    closed: bool,
+pub(crate) struct Receipts {
+    pub count: u64,
+    pub bye: bool,
+    pub closed: bool,
 }
 
 #[derive(Debug, Default)]
-struct ReceiptBoard {
+pub(crate) struct ReceiptBoard {
     state: Mutex<Receipts>,
     changed: Condvar,
 }
 
 impl ReceiptBoard {
-    fn update(&self, f: impl FnOnce(&mut Receipts)) {
+    /// The current count of receipts (or confirms).
+    pub fn count(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).count
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Receipts)) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut state);
         self.changed.notify_all();
     }
 
     /// Waits until `done(state)` holds, the reader closed, or `deadline`; returns the count.
-    fn wait(&self, deadline: Instant, done: impl Fn(&Receipts) -> bool) -> u64 {
+    pub fn wait(&self, deadline: Instant, done: impl Fn(&Receipts) -> bool) -> u64 {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while !done(&state) && !state.closed {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -86,6 +91,9 @@ pub fn run(
     shared: &Arc<Shared>,
     deadline: Instant,
 ) -> Result<ProducerOutcome> {
+    if target.protocol == Protocol::Amqp {
+        return crate::amqp_load::produce(config, target, shared, deadline);
+    }
     let who = format!("producer {}", config.id);
     let (reader, mut writer) = connect(target, deadline)?;
     let board = Arc::new(ReceiptBoard::default());
@@ -120,10 +128,7 @@ pub fn run(
         writer.queue(&frame);
         sent += 1;
         Shared::add(&shared.sent, 1);
-        let window_full = config.receipts && {
-            let receipted = board.state.lock().unwrap_or_else(|p| p.into_inner()).count;
-            sent - receipted >= config.window
-        };
+        let window_full = config.receipts && { sent - board.count() >= config.window };
         if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
             && let Err(e) = writer.flush(deadline)
         {
