@@ -384,8 +384,10 @@ mod tests {
         assert!(BrokerSpec::parse("=stomp://127.0.0.1:1").is_err());
         assert!(BrokerSpec::parse("x=stomp://127.0.0.1:1,pid=abc").is_err());
         assert!(BrokerSpec::parse("x=stomp://127.0.0.1:1,colour=red").is_err());
-        let amqp = BrokerSpec::parse("rabbit=amqp://127.0.0.1:5672");
-        assert!(amqp.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
+        let amqp = BrokerSpec::parse("rabbit=amqp://127.0.0.1:5672").expect("amqp is built");
+        assert_eq!(amqp.url, "amqp://127.0.0.1:5672");
+        let mqtt = BrokerSpec::parse("mosquitto=mqtt://127.0.0.1:1883");
+        assert!(mqtt.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
     }
 
     #[test]
