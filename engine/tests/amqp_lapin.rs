@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -198,9 +197,8 @@ fn lapin_uses_rabbitmq_exchange_extensions_typed_headers_and_big_messages() {
         assert!(routed.data == big);
         assert_eq!(routed.properties.headers().as_ref(), Some(&headers), "header values keep their AMQP types");
         assert_eq!(got("l-unrouted").await.data, b"to the alternate");
-        let refused = ch
-            .basic_publish("l-back", "", BasicPublishOptions::default(), b"x", BasicProperties::default())
-            .await;
+        let refused =
+            ch.basic_publish("l-back", "", BasicPublishOptions::default(), b"x", BasicProperties::default()).await;
         let refused = match refused {
             Ok(confirm) => confirm.await.map(|_| ()),
             Err(e) => Err(e),

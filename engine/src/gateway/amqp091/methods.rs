@@ -395,13 +395,29 @@ impl AmqpConn {
                 ch.tx.as_mut().ok_or_else(|| error(ErrorKind::PreconditionFailed, "channel is not transactional"))?;
             std::mem::take(ops)
         };
+        // commit-ok goes out once every publish is held and every ack settled, durably where
+        // persistent (one held count keeps it from finishing while the ops are handed out).
+        let token = self.next_token;
+        self.next_token += 1;
+        self.confirms.insert(token, PendingConfirm { channel, seq: None, remaining: 1, failed: false });
+        let mut result = Ok(());
         for op in ops {
-            match op {
-                TxOp::Publish { method, properties, body } => self.route(channel, &method, &properties, body, None)?,
-                TxOp::Settle { tag, multiple, requeue } => self.settle(channel, tag, multiple, requeue, None)?,
+            result = match op {
+                TxOp::Publish { method, properties, body } => {
+                    self.route(channel, &method, &properties, body, Some(token))
+                }
+                TxOp::Settle { tag, multiple, requeue } => self.settle(channel, tag, multiple, requeue, Some(token)),
+            };
+            if result.is_err() {
+                break;
             }
         }
-        Ok(Some(Method::TxCommitOk(amqp::TxCommitOk {})))
+        if let Err(e) = result {
+            self.confirms.remove(&token);
+            return Err(e);
+        }
+        self.confirm(token, Ok(()));
+        Ok(None)
     }
 
     pub(super) async fn publish(
@@ -428,7 +444,7 @@ impl AmqpConn {
         let token = token.map(|seq| {
             let token = self.next_token;
             self.next_token += 1;
-            self.confirms.insert(token, PendingConfirm { channel, seq, remaining: 0, failed: false });
+            self.confirms.insert(token, PendingConfirm { channel, seq: Some(seq), remaining: 0, failed: false });
             token
         });
         if let Err(e) = self.route(channel, &method, &properties, body, token) {
@@ -477,16 +493,11 @@ impl AmqpConn {
             });
             self.conn.send_content(channel, &ret, properties, &body);
         }
-        if let Some(token) = token {
-            match self.confirms.get_mut(&token) {
-                Some(p) if count == 0 => {
-                    let (channel, seq) = (p.channel, p.seq);
-                    self.confirms.remove(&token);
-                    self.send_confirm(channel, seq, false);
-                }
-                Some(p) => p.remaining += count,
-                None => {}
-            }
+        if let Some(token) = token
+            && let Some(p) = self.confirms.get_mut(&token)
+        {
+            p.remaining += count;
+            self.finish_if_done(token);
         }
         Ok(())
     }
