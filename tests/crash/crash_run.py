@@ -35,15 +35,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_broker(binary, data, port, shards, log):
+def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None):
     proc = subprocess.Popen(
-        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"stomp=127.0.0.1:{port}"],
+        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"{protocol}=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=log)
+    answers = answers or stomp_answers
     deadline = time.time() + 15
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.returncode}")
-        if stomp_answers(port):
+        if answers(port):
             return proc
         time.sleep(0.05)
     proc.kill()
