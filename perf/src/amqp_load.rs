@@ -185,6 +185,8 @@ fn read_confirms(
                     s.count = count;
                 });
             }
+            // The broker holds publishers back (a resource alarm); the socket tells the rest.
+            Frame::Method { method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_), .. } => {}
             Frame::Method { method, .. } => {
                 shared.error(who, format!("unexpected {} from broker", describe(&method)));
                 shared.request_stop();
