@@ -8,7 +8,7 @@ import time
 
 import pika
 import pytest
-from pika.exceptions import ChannelClosedByBroker, UnroutableError
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, UnroutableError
 
 from conftest import BOTH_SHARDS, uniq, wait_for
 from test_amqp_pika import amqp
@@ -221,3 +221,37 @@ def test_one_mib_message_is_split_across_frames_both_ways(broker):
     wait_for(lambda: conn.process_data_events(time_limit=0.05) or got, what="the 1 MiB delivery")
     assert got[0][0] == "big" and len(got[0][1]) == len(body) and got[0][1] == body
     conn.close()
+
+
+def test_exclusive_consumers_are_403_as_in_rabbitmq(broker):
+    conn = amqp(broker)
+    ch = conn.channel()
+    q = uniq("excl")
+    ch.queue_declare(q)
+    tag = ch.basic_consume(q, lambda *a: None, exclusive=True)
+    other = conn.channel()
+    closed_with(403, lambda: other.basic_consume(q, lambda *a: None))
+    ch.basic_cancel(tag)
+    ch.basic_consume(q, lambda *a: None)
+    other = conn.channel()
+    closed_with(403, lambda: other.basic_consume(q, lambda *a: None, exclusive=True))
+    conn.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda ch: ch.basic_qos(prefetch_size=1024),
+    lambda ch: ch.basic_recover(requeue=False),
+    lambda ch: ch.flow(False),
+], ids=["qos-prefetch-size", "recover-requeue-false", "channel-flow-off"])
+def test_what_rabbitmq_leaves_out_is_540(broker, call):
+    conn = amqp(broker)
+    with pytest.raises(ConnectionClosedByBroker) as e:
+        call(conn.channel())
+    assert e.value.reply_code == 540
+
+
+def test_unknown_exchange_type_is_503(broker):
+    conn = amqp(broker)
+    with pytest.raises(ConnectionClosedByBroker) as e:
+        conn.channel().exchange_declare(uniq("x"), exchange_type="x-no-such-type")
+    assert e.value.reply_code == 503

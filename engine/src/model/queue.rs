@@ -23,6 +23,8 @@ pub struct Consumer {
     pub no_ack: bool,
     /// AMQP `x-priority`: consumers of higher priority get messages while they have credit.
     pub priority: i32,
+    /// AMQP basic.consume `exclusive`: the only consumer of its queue while it lasts.
+    pub exclusive: bool,
 }
 
 /// One message handed to a consumer.
@@ -192,6 +194,12 @@ impl Queue {
         self.ready.push_back(message);
     }
 
+    /// Whether `consumer` may attach: an exclusive consumer wants the queue to itself, and
+    /// nobody joins a queue that has one (RabbitMQ answers both with 403).
+    pub fn admits(&self, consumer: &Consumer) -> bool {
+        !self.consumers.iter().any(|c| c.exclusive) && !(consumer.exclusive && !self.consumers.is_empty())
+    }
+
     pub fn add_consumer(&mut self, consumer: Consumer) {
         self.had_consumer = true;
         self.consumers.push(consumer);
@@ -344,7 +352,7 @@ mod tests {
 
     fn consumer(local: u32, credit: u32) -> Consumer {
         let key = ConsumerKey { conn: ConnectionId { shard: ShardId(0), local }, tag: 1 };
-        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false, priority: 0 }
+        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false, priority: 0, exclusive: false }
     }
 
     fn bodies(out: &[Delivery]) -> Vec<&[u8]> {

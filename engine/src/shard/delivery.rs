@@ -239,6 +239,10 @@ impl Shard {
             let msg = format!("cannot obtain exclusive access to locked queue '{name}'");
             return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
         }
+        if !queue.admits(&consumer) {
+            let msg = format!("queue '{name}' in vhost '/' in exclusive use");
+            return Err(EngineError::new(ErrorKind::AccessRefused, msg));
+        }
         queue.add_consumer(consumer);
         queue.touch((self.clock)());
         self.dispatch(name);

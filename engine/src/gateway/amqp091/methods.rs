@@ -120,6 +120,7 @@ impl AmqpConn {
                 Ok((!m.nowait).then(|| Method::QueuePurgeOk(amqp::QueuePurgeOk { message_count: n as u32 })))
             }
             Method::QueueDelete(m) => self.queue_delete(m).await,
+            Method::BasicQos(m) if m.prefetch_size != 0 => self.not_implemented("prefetch_size!=0", method),
             Method::BasicQos(m) => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.prefetch = m.prefetch_count;
@@ -132,6 +133,10 @@ impl AmqpConn {
             Method::BasicAck(m) => self.settle_or_buffer(channel, m.delivery_tag, m.multiple, None),
             Method::BasicNack(m) => self.settle_or_buffer(channel, m.delivery_tag, m.multiple, Some(m.requeue)),
             Method::BasicReject(m) => self.settle_or_buffer(channel, m.delivery_tag, false, Some(m.requeue)),
+            Method::BasicRecover(amqp::BasicRecover { requeue: false })
+            | Method::BasicRecoverAsync(amqp::BasicRecoverAsync { requeue: false }) => {
+                self.not_implemented("requeue=false", method)
+            }
             Method::BasicRecover(_) | Method::BasicRecoverAsync(_) => {
                 self.recover(channel);
                 Ok(matches!(method, Method::BasicRecover(_)).then(|| Method::BasicRecoverOk(amqp::BasicRecoverOk {})))
@@ -147,6 +152,7 @@ impl AmqpConn {
                 }
                 Ok(Some(Method::TxRollbackOk(amqp::TxRollbackOk {})))
             }
+            Method::ChannelFlow(amqp::ChannelFlow { active: false }) => self.not_implemented("active=false", method),
             Method::ChannelFlow(m) => Ok(Some(Method::ChannelFlowOk(amqp::ChannelFlowOk { active: m.active }))),
             other => Err(error(
                 ErrorKind::PreconditionFailed,
@@ -155,9 +161,20 @@ impl AmqpConn {
         }
     }
 
+    /// What RabbitMQ does with the parts of AMQP it leaves out: a connection error 540.
+    fn not_implemented(&mut self, what: &str, method: &Method) -> Result<Option<Method>, EngineError> {
+        let text = format!("NOT_IMPLEMENTED - {what}");
+        self.conn.close_connection(amqp::NOT_IMPLEMENTED, &text, method.class_id(), method.method_id());
+        Ok(None)
+    }
+
     async fn exchange_declare(&mut self, m: &amqp::ExchangeDeclare) -> Result<Option<Method>, EngineError> {
-        let kind = ExchangeKind::parse(&m.kind)
-            .ok_or_else(|| error(ErrorKind::PreconditionFailed, format!("invalid exchange type '{}'", m.kind)))?;
+        let Some(kind) = ExchangeKind::parse(&m.kind) else {
+            // RabbitMQ: an unknown exchange type is a connection error 503 COMMAND_INVALID.
+            let text = format!("COMMAND_INVALID - unknown exchange type '{}'", m.kind);
+            self.conn.close_connection(amqp::COMMAND_INVALID, &text, 40, 10);
+            return Ok(None);
+        };
         let spec = ExchangeSpec {
             name: m.exchange.clone(),
             kind,
@@ -267,7 +284,7 @@ impl AmqpConn {
             })
             .transpose()?
             .unwrap_or(0);
-        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack, priority };
+        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack, priority, exclusive: m.exclusive };
         if let Err(e) = self.request(owner, Request::Consume { queue: m.queue.clone(), consumer }).await {
             self.consumers.remove(&key.tag);
             if let Some(ch) = self.channels.get_mut(&channel) {
