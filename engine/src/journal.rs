@@ -18,6 +18,7 @@ use std::sync::Arc;
 use ferry_storage::{CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob};
 
 use crate::ids::Completion;
+use crate::model::exchange::ExchangeSpec;
 use crate::model::message::{Content, NativeHeaders, Properties};
 use crate::model::routing::QueueSpec;
 
@@ -227,6 +228,28 @@ impl Journal {
         }
     }
 
+    /// Records a durable exchange's declaration (no-op for transient ones). Every shard keeps
+    /// its own copy, so its recovery can declare the exchanges its bindings need first.
+    pub fn append_exchange_declare(&mut self, spec: &ExchangeSpec) {
+        if spec.durable {
+            self.append(&Record::ExchangeDeclare {
+                name: spec.name.clone(),
+                kind: spec.kind.as_str().to_owned(),
+                durable: true,
+                auto_delete: spec.auto_delete,
+                internal: spec.internal,
+                arguments: spec.arguments.clone(),
+            });
+        }
+    }
+
+    /// Records a durable exchange's deletion (its bindings as source go with it on recovery).
+    pub fn append_exchange_delete(&mut self, spec: &ExchangeSpec) {
+        if spec.durable {
+            self.append(&Record::ExchangeDelete { name: spec.name.clone() });
+        }
+    }
+
     /// Records a binding of a durable queue (or its removal).
     pub fn append_binding(
         &mut self,
@@ -376,6 +399,10 @@ fn fatal(error: &StorageError) -> ! {
     std::process::exit(70)
 }
 
+/// Prefixes the destination of an exchange-to-exchange binding in a `Record::Bind`'s queue
+/// field (the record names queues; no queue name starts with a control character).
+pub const EXCHANGE_DESTINATION_MARK: &str = "\u{1}exchange:";
+
 /// Marks where neutral properties end and user headers begin in a stored property list.
 const USER_HEADERS_MARK: &str = "\u{1}headers";
 
@@ -389,7 +416,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The bytes of `hex`'s output; `None` for anything else (a damaged record loses only types).
 fn unhex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

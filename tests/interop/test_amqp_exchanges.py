@@ -255,3 +255,32 @@ def test_unknown_exchange_type_is_503(broker):
     with pytest.raises(ConnectionClosedByBroker) as e:
         conn.channel().exchange_declare(uniq("x"), exchange_type="x-no-such-type")
     assert e.value.reply_code == 503
+
+
+@BOTH_SHARDS
+def test_durable_exchanges_and_their_bindings_survive_restart(broker, broker_factory):
+    conn = amqp(broker)
+    ch = conn.channel()
+    front, back, ae, temp = uniq("dfront"), uniq("dback"), uniq("dae"), uniq("temp")
+    ch.exchange_declare(ae, exchange_type="fanout", durable=True)
+    ch.exchange_declare(front, exchange_type="topic", durable=True, arguments={"alternate-exchange": ae})
+    ch.exchange_declare(back, exchange_type="fanout", durable=True, internal=True)
+    ch.exchange_declare(temp, exchange_type="fanout")
+    routed, unrouted = uniq("droutes"), uniq("dunrouted")
+    for q, ex in ((routed, back), (unrouted, ae)):
+        ch.queue_declare(q, durable=True)
+        ch.queue_bind(q, ex, "")
+    ch.exchange_bind(destination=back, source=front, routing_key="a.*")
+    conn.close()
+    broker.stop()
+    b2 = broker_factory(shards=broker.shards, data_dir=broker.data_dir, name="after-restart")
+    conn = amqp(b2)
+    ch = conn.channel()
+    ch.exchange_declare(front, exchange_type="topic", durable=True, arguments={"alternate-exchange": ae})
+    ch.basic_publish(front, "a.b", b"through e2e")
+    ch.basic_publish(front, "z", b"to the alternate")
+    wait_for(lambda: count(ch, routed) == 1 and count(ch, unrouted) == 1, what="routing came back")
+    closed_with(403, lambda: (ch.basic_publish(back, "", b"x"), ch.queue_declare(routed, passive=True)))
+    ch = conn.channel()
+    closed_with(404, lambda: ch.exchange_declare(temp, exchange_type="fanout", passive=True))
+    conn.close()

@@ -197,7 +197,8 @@ impl Queue {
     /// Whether `consumer` may attach: an exclusive consumer wants the queue to itself, and
     /// nobody joins a queue that has one (RabbitMQ answers both with 403).
     pub fn admits(&self, consumer: &Consumer) -> bool {
-        !self.consumers.iter().any(|c| c.exclusive) && !(consumer.exclusive && !self.consumers.is_empty())
+        let taken = self.consumers.iter().any(|c| c.exclusive);
+        !taken && (!consumer.exclusive || self.consumers.is_empty())
     }
 
     pub fn add_consumer(&mut self, consumer: Consumer) {

@@ -311,10 +311,32 @@ impl RoutingTable {
         self.queues.get(name).map(|_| ()).ok_or_else(|| not_found("queue", name))
     }
 
+    /// Every exchange-to-exchange binding, as the `MetaOp::BindExchange`s that would recreate it.
+    pub fn exchange_bindings(&self) -> Vec<MetaOp> {
+        let mut out = Vec::new();
+        for (source, ex) in &self.exchanges {
+            for b in ex.bindings() {
+                if let Destination::Exchange(destination) = &b.destination {
+                    out.push(MetaOp::BindExchange {
+                        source: source.clone(),
+                        destination: destination.clone(),
+                        key: b.key.clone(),
+                        arguments: b.arguments.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn exchanges(&self) -> impl Iterator<Item = &ExchangeSpec> {
+        self.exchanges.values().map(|ex| &ex.spec)
+    }
+
     /// Applies a validated op; every shard calls this in the authority's order. Returns the
     /// auto-delete exchanges that lost their last binding and went with it (RabbitMQ deletes
     /// such an exchange when its last binding is removed, whatever removed it).
-    pub fn apply(&mut self, op: &MetaOp) -> Vec<String> {
+    pub fn apply(&mut self, op: &MetaOp) -> Vec<ExchangeSpec> {
         self.revision += 1;
         let mut unbound: Vec<String> = Vec::new();
         match op {
@@ -373,14 +395,13 @@ impl RoutingTable {
 
     /// Deletes the auto-delete exchanges among `candidates` left without bindings, and those
     /// that this in turn leaves without bindings.
-    fn auto_delete(&mut self, mut candidates: Vec<String>) -> Vec<String> {
+    fn auto_delete(&mut self, mut candidates: Vec<String>) -> Vec<ExchangeSpec> {
         let mut deleted = Vec::new();
         while let Some(name) = candidates.pop() {
             let unused = self.exchanges.get(&name).is_some_and(|ex| ex.spec.auto_delete && ex.bindings().is_empty());
-            if unused {
-                self.exchanges.remove(&name);
-                candidates.extend(self.unbind_everywhere(&Destination::Exchange(name.clone())));
-                deleted.push(name);
+            if unused && let Some(ex) = self.exchanges.remove(&name) {
+                candidates.extend(self.unbind_everywhere(&Destination::Exchange(name)));
+                deleted.push(ex.spec);
             }
         }
         deleted
@@ -560,7 +581,8 @@ mod tests {
         t.apply(&e2e("src", "ad", ""));
         let busy = MetaOp::DeleteExchange { name: "src".into(), if_unused: true };
         assert_eq!(t.validate(&busy, 10).map_err(|e| e.kind), Err(ErrorKind::PreconditionFailed));
-        assert_eq!(t.apply(&MetaOp::DeleteQueue { name: "q".into() }), ["ad"]);
+        let gone = t.apply(&MetaOp::DeleteQueue { name: "q".into() });
+        assert_eq!(gone.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ad"]);
         assert!(t.exchange("ad").is_none());
         assert!(t.exchange("src").expect("not auto-delete").bindings().is_empty(), "bindings into 'ad' went too");
     }

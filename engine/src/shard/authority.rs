@@ -61,8 +61,30 @@ impl Shard {
     }
 
     /// Applies a validated op to this shard's table and, for queues it owns, to the queue set.
+    /// Durable exchanges are journaled on every shard; exchange-to-exchange bindings between
+    /// durable exchanges on the authority's.
     pub(super) fn apply_meta(&mut self, op: &MetaOp) {
-        self.routing.apply(op);
+        let deleted = match op {
+            MetaOp::DeleteExchange { name, .. } => self.routing.exchange(name).map(|ex| ex.spec.clone()),
+            _ => None,
+        };
+        let auto_deleted = self.routing.apply(op);
+        for spec in deleted.iter().chain(&auto_deleted) {
+            self.journal.append_exchange_delete(spec);
+        }
+        match op {
+            MetaOp::DeclareExchange { spec, .. } => self.journal.append_exchange_declare(spec),
+            MetaOp::BindExchange { source, destination, key, arguments }
+            | MetaOp::UnbindExchange { source, destination, key, arguments } => {
+                let durable = |name: &str| self.routing.exchange(name).is_some_and(|ex| ex.spec.durable);
+                if self.id == AUTHORITY && durable(source) && durable(destination) {
+                    let bound = matches!(op, MetaOp::BindExchange { .. });
+                    let to = format!("{}{destination}", crate::journal::EXCHANGE_DESTINATION_MARK);
+                    self.journal.append_binding(source, &to, key, arguments, bound);
+                }
+            }
+            _ => {}
+        }
         match op {
             MetaOp::DeclareQueue { spec, .. } if spec.shard == self.id && !self.queues.contains_key(&spec.name) => {
                 self.journal.append_queue_declare(spec);
