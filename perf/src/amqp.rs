@@ -5,11 +5,10 @@
 //! an idle reader never has to answer. Every blocking call is bounded as in `client`: short
 //! socket timeouts plus the run's deadline. Frames are capped at the negotiated frame-max.
 
-use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use bytes::Bytes;
 use ferry_amqp091::frame::{self, Decoded, Frame};
 use ferry_amqp091::{
@@ -17,7 +16,7 @@ use ferry_amqp091::{
     PROTOCOL_HEADER,
 };
 
-use crate::client::{FrameWriter, Target, is_tick, open_stream};
+use crate::client::{FrameSource, FrameWriter, Target, open_stream, read_some};
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -120,9 +119,12 @@ impl AmqpReader {
     fn new(stream: TcpStream, frame_max: u32) -> AmqpReader {
         AmqpReader { stream, buf: vec![0; READ_CHUNK_BYTES], start: 0, end: 0, frame_max }
     }
+}
 
-    /// A frame already buffered, without touching the socket.
-    pub fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+impl FrameSource for AmqpReader {
+    type Frame = Frame;
+
+    fn buffered_frame(&mut self) -> Result<Option<Frame>> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
             return Ok(None);
@@ -137,8 +139,7 @@ impl AmqpReader {
         }
     }
 
-    /// Reads once from the socket (waiting at most one tick). `Ok(false)` on a timeout tick.
-    pub fn fill(&mut self) -> Result<bool> {
+    fn fill(&mut self) -> Result<bool> {
         if self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
@@ -148,26 +149,8 @@ impl AmqpReader {
                 self.buf.resize(cap, 0);
             }
         }
-        let n = match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => bail!("the broker closed the connection"),
-            Ok(n) => n,
-            Err(e) if is_tick(&e) || e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e).context("read from broker"),
-        };
+        let n = read_some(&mut self.stream, &mut self.buf[self.end..])?;
         self.end += n;
         Ok(n > 0)
-    }
-
-    /// The next frame, or `None` if none arrived before `deadline`.
-    pub fn next_frame(&mut self, deadline: Instant) -> Result<Option<Frame>> {
-        loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Ok(Some(frame));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            self.fill()?;
-        }
     }
 }

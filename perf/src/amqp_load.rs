@@ -22,7 +22,7 @@ use ferry_amqp091::{
 
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
 use crate::checker::{SeqChecker, payload, queue_for};
-use crate::client::{FrameWriter, Target};
+use crate::client::{FrameSource, FrameWriter, Target};
 use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress};
 use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard};
 use crate::shared::Shared;

@@ -108,6 +108,40 @@ pub fn describe(frame: &Frame) -> String {
     format!("{message}: {}", body.trim())
 }
 
+/// A read half of some protocol: frames decoded from what was buffered, and one bounded read.
+pub trait FrameSource {
+    type Frame;
+
+    /// A frame already buffered, without touching the socket.
+    fn buffered_frame(&mut self) -> Result<Option<Self::Frame>>;
+
+    /// Reads once from the socket (waiting at most one tick). `Ok(false)` on a timeout tick.
+    fn fill(&mut self) -> Result<bool>;
+
+    /// The next frame, or `None` if none arrived before `deadline`.
+    fn next_frame(&mut self, deadline: Instant) -> Result<Option<Self::Frame>> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+}
+
+/// One read into `buf`: the byte count, 0 on a timeout tick; an error once the broker closed.
+pub fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
+    match stream.read(buf) {
+        Ok(0) => bail!("the broker closed the connection"),
+        Ok(n) => Ok(n),
+        Err(e) if is_tick(&e) || e.kind() == ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e).context("read from broker"),
+    }
+}
+
 /// The read half: buffers socket bytes in `buf[start..end]` and decodes server frames.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -117,6 +151,21 @@ pub struct FrameReader {
     end: usize,
     decoder: Decoder,
     limits: Limits,
+}
+
+impl FrameSource for FrameReader {
+    type Frame = Frame;
+
+    fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+        FrameReader::buffered(self)
+    }
+
+    fn fill(&mut self) -> Result<bool> {
+        self.make_room();
+        let n = read_some(&mut self.stream, &mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n > 0)
+    }
 }
 
 impl FrameReader {
@@ -131,8 +180,7 @@ impl FrameReader {
         }
     }
 
-    /// A frame already buffered, without touching the socket.
-    pub fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+    fn buffered(&mut self) -> Result<Option<Frame>> {
         while self.start < self.end {
             let decoded = self
                 .decoder
@@ -169,32 +217,6 @@ impl FrameReader {
             let frame_max = self.limits.frame_size_bytes_max + self.limits.frame_header_bytes_max;
             let grown = (self.buf.len() * 2).min(frame_max + READ_CHUNK_BYTES);
             self.buf.resize(grown.max(self.buf.len()), 0);
-        }
-    }
-
-    /// Reads once from the socket (waiting at most one tick). `Ok(false)` on a timeout tick.
-    pub fn fill(&mut self) -> Result<bool> {
-        self.make_room();
-        let n = match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => bail!("the broker closed the connection"),
-            Ok(n) => n,
-            Err(e) if is_tick(&e) || e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e).context("read from broker"),
-        };
-        self.end += n;
-        Ok(n > 0)
-    }
-
-    /// The next frame, or `None` if none arrived before `deadline`.
-    pub fn next_frame(&mut self, deadline: Instant) -> Result<Option<Frame>> {
-        loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Ok(Some(frame));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            self.fill()?;
         }
     }
 }

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use ferry_stomp::{Command, Frame};
 
 use crate::checker::{OrderTracker, Seen, SeqChecker, parse_stamp};
-use crate::client::{FrameReader, FrameWriter, Protocol, Target, connect, describe};
+use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, connect, describe};
 use crate::shared::Shared;
 
 /// Pending ACK bytes that trigger a socket write in the middle of a read batch.

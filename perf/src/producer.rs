@@ -11,7 +11,7 @@ use anyhow::Result;
 use ferry_stomp::{Command, Frame};
 
 use crate::checker::{payload, queue_for};
-use crate::client::{FrameReader, Protocol, Target, connect, describe};
+use crate::client::{FrameReader, FrameSource, Protocol, Target, connect, describe};
 use crate::shared::Shared;
 
 /// Pending SEND bytes that trigger a socket write.

@@ -12,9 +12,6 @@ Only loopback traffic; every wait is bounded.
 Usage: python tests/crash/crash_amqp.py [--runs 20] [--shards 2] [--seed N] [--bin target/debug/ferry]
 Exit status 1 if anything was lost, resurrected or duplicated.
 """
-import argparse
-import os
-import random
 import shutil
 import signal
 import socket
@@ -25,6 +22,7 @@ import time
 
 import pika
 
+import crash_run
 from crash_run import free_port, start_broker
 
 QUEUE = "crash-amqp"
@@ -134,30 +132,6 @@ def one_run(binary, shards, rng, log):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--shards", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=int(time.time()))
-    ap.add_argument("--bin", default=os.environ.get("FERRY_BIN", "target/debug/ferry"))
-    args = ap.parse_args()
-    rng = random.Random(args.seed)
-    totals = dict(runs=0, confirmed=0, committed_acks=0, lost=0, resurrected=0, duplicates=0)
-    with open(os.path.join(tempfile.gettempdir(), "ferry-crash-amqp-broker.log"), "ab") as log:
-        for i in range(args.runs):
-            r = one_run(args.bin, args.shards, rng, log)
-            print(f"run {i + 1}/{args.runs}: {r}", flush=True)
-            totals["runs"] += 1
-            for k in ("confirmed", "committed_acks", "lost", "resurrected", "duplicates"):
-                totals[k] += r[k]
-    print(f"seed {args.seed}, shards {args.shards}: {totals}")
-    bad = totals["lost"] + totals["resurrected"] + totals["duplicates"]
-    if totals["confirmed"] == 0 or totals["committed_acks"] == 0:
-        print("nothing was confirmed or committed: the run proved nothing")
-        bad += 1
-    print(f"{totals['runs'] - (1 if bad else 0)} passed, {1 if bad else 0} failed")
-    return 1 if bad else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(crash_run.main(one_run, runs=20, counted=("confirmed", "committed_acks"),
+                            log_name="ferry-crash-amqp-broker.log"))

@@ -14,6 +14,22 @@ const PAYLOAD_BYTES_MAX: u32 = 131_072;
 /// What a connection writes on its own: start, tune, close, heartbeats.
 const OWN_OUTPUT_BYTES_MAX: usize = 2048;
 
+/// Answers what the connection asks of the engine — logins and opens accepted, every method
+/// answered — and lets its timers run up to a second past `now`.
+pub fn play_engine(conn: &mut Connection, now: Instant) {
+    while let Some(event) = conn.poll_event() {
+        match event {
+            Event::Login { .. } => conn.accept_login(),
+            Event::Open { .. } => conn.accept_open(),
+            Event::Method { channel, .. } => conn.send_method(channel, &QueueDeclareOk::default().into()),
+            _ => {}
+        }
+    }
+    if let Some(at) = conn.poll_timeout() {
+        conn.handle_timeout(at.min(now + Duration::from_secs(1)));
+    }
+}
+
 /// Decodes frames back to back from `data` until it runs out or is malformed.
 pub fn frame_decode(data: &[u8]) {
     let mut rest = data;
@@ -35,17 +51,7 @@ pub fn connection(data: &[u8]) {
     for (step, part) in bytes.chunks(chunk).enumerate() {
         let now = t0 + Duration::from_millis(step as u64 * 100);
         conn.handle_input(part, now);
-        while let Some(event) = conn.poll_event() {
-            match event {
-                Event::Login { .. } => conn.accept_login(),
-                Event::Open { .. } => conn.accept_open(),
-                Event::Method { channel, .. } => conn.send_method(channel, &QueueDeclareOk::default().into()),
-                _ => {}
-            }
-        }
-        if let Some(at) = conn.poll_timeout() {
-            conn.handle_timeout(at.min(now + Duration::from_secs(1)));
-        }
+        play_engine(&mut conn, now);
         let mut out = Vec::new();
         conn.poll_transmit(&mut out);
         written += out.len();
