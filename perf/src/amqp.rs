@@ -91,18 +91,21 @@ pub fn describe(method: &Method) -> String {
     }
 }
 
-/// Sends connection.close and waits briefly for close-ok (best effort).
-pub fn close(reader: &mut AmqpReader, writer: &mut FrameWriter, until: Instant) {
+/// Sends connection.close and waits until `until` for close-ok; whether it came. The broker
+/// answers only after everything sent before the close, so for a publisher without confirms
+/// close-ok is the proof that every publish was taken.
+pub fn close(reader: &mut AmqpReader, writer: &mut FrameWriter, until: Instant) -> bool {
     let close = ConnectionClose { reply_code: 200, reply_text: "bye".to_owned(), class_id: 0, method_id: 0 };
     send(writer, 0, close);
     if writer.flush(until).is_err() {
-        return;
+        return false;
     }
     while let Ok(Some(frame)) = reader.next_frame(until) {
         if let Frame::Method { method: Method::ConnectionCloseOk(_), .. } = frame {
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// The read half: buffers socket bytes in `buf[start..end]` and decodes frames.

@@ -29,8 +29,10 @@ use crate::shared::Shared;
 
 /// Pending bytes that trigger a socket write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// Longest wait for connection.close-ok at the end.
+/// Longest wait for a consumer's connection.close-ok at the end.
 const BYE_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for a producer's close-ok: a busy broker may still be reading its publishes.
+const PRODUCER_BYE_WAIT: Duration = Duration::from_secs(20);
 /// Consumer tags are `perf-<queue index>`, so a delivery names the queue it came from.
 const TAG_PREFIX: &str = "perf-";
 
@@ -138,7 +140,9 @@ pub fn produce(
     }
     if result.is_ok() {
         let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
-        close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
+        if !close(&mut reader, &mut writer, deadline.min(Instant::now() + PRODUCER_BYE_WAIT)) {
+            result = Err(anyhow::anyhow!("no connection.close-ok: the broker may not have taken every publish"));
+        }
     }
     if let Err(e) = &result {
         shared.error(&who, format!("{e:#}"));
@@ -266,7 +270,9 @@ pub fn consume(
         }
     };
     match result {
-        Ok(()) => close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT)),
+        Ok(()) => {
+            close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
+        }
         Err(e) => {
             shared.error(&who, format!("{e:#}"));
             shared.request_stop();
