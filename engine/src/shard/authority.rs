@@ -68,6 +68,17 @@ impl Shard {
             MetaOp::DeleteExchange { name, .. } => self.routing.exchange(name).map(|ex| ex.spec.clone()),
             _ => None,
         };
+        if let Some(spec) = deleted.as_ref().filter(|s| s.durable && self.id == AUTHORITY) {
+            // Bindings into the exchange go with it (those out of it go with its delete record).
+            for op in self.routing.exchange_bindings() {
+                if let MetaOp::BindExchange { source, destination, key, arguments } = op
+                    && destination == spec.name
+                {
+                    let to = format!("{}{destination}", crate::journal::EXCHANGE_DESTINATION_MARK);
+                    self.journal.append_binding(&source, &to, &key, &arguments, false);
+                }
+            }
+        }
         let auto_deleted = self.routing.apply(op);
         for spec in deleted.iter().chain(&auto_deleted) {
             self.journal.append_exchange_delete(spec);

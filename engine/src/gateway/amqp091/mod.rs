@@ -149,6 +149,9 @@ impl AmqpConn {
     /// Gives back everything a channel held: its consumers' and gets' unacked messages.
     fn release_channel(&mut self, channel: u16) {
         let Some(mut ch) = self.channels.remove(&channel) else { return };
+        // Confirms and commit-oks still owed belong to this channel, not to a later one that
+        // reuses its number.
+        self.confirms.retain(|_, p| p.channel != channel);
         let mut shard = self.shard.borrow_mut();
         for c in ch.consumers.values() {
             self.consumers.remove(&c.key.tag);
