@@ -29,7 +29,8 @@ const REPEAT_MIN: u32 = 3;
 /// Options of `ferry-perf compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// A broker: `NAME=stomp://HOST:PORT[,pid=PID][,login=USER][,passcode=PASS][,messages=N]`.
+    /// A broker: `NAME=stomp://HOST:PORT[,pid=PID][,login=USER][,passcode=PASS][,messages=N]`
+    /// (or `amqp://HOST:PORT`).
     /// Repeatable; the first is the baseline the ratios are relative to. `messages` overrides
     /// --messages for that broker (so a slow broker's run does not take minutes).
     #[arg(long = "broker", required = true, value_parser = BrokerSpec::parse)]
@@ -65,7 +66,7 @@ pub struct BrokerSpec {
 
 impl BrokerSpec {
     pub fn parse(text: &str) -> Result<BrokerSpec> {
-        let (name, rest) = text.split_once('=').context("expected NAME=stomp://HOST:PORT[,pid=PID]...")?;
+        let (name, rest) = text.split_once('=').context("expected NAME=stomp://HOST:PORT[,pid=PID]... (or amqp://)")?;
         if name.is_empty() || name.contains(',') {
             bail!("broker name must be non-empty and without commas: {text:?}");
         }

@@ -1,7 +1,8 @@
 //! `ferry-perf`: a black-box load tool that speaks real STOMP and AMQP 0-9-1 (through the pure
 //! `ferry_stomp` and `ferry_amqp091` codecs) over blocking TCP with std threads, so the same
-//! scenario runs against Ferry or any other STOMP or AMQP broker. One thread per producer (plus a receipt reader), one per
-//! consumer, one progress printer. Every loop is bounded by `--timeout-s`.
+//! scenario runs against Ferry or any other STOMP or AMQP broker. One thread per producer
+//! (plus a receipt or confirm reader), one per consumer, one progress printer. Every loop is
+//! bounded by `--timeout-s`.
 //! Exit status: 0 clean, 1 setup error, 2 the run lost/duplicated/reordered or hit errors.
 
 mod amqp;
