@@ -30,18 +30,45 @@ impl Drop for Broker {
     }
 }
 
+/// Starts `ferry` on a free port and waits until it answers the AMQP header with
+/// connection.start. A port picked free can be taken again before the broker binds it (other
+/// processes' outgoing connections share the range): then the broker exits and a new port is
+/// tried, so a busy machine does not fail the test.
 fn start() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ferry");
-    Broker { child, port, _dir: dir }
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferry");
+        let mut broker = Broker { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if broker.child.try_wait().expect("child status").is_some() {
+                break;
+            }
+            if answers_amqp(port) {
+                return broker;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = broker.child.kill();
+    }
+    panic!("ferry did not come up on any of 5 ports");
+}
+
+/// Whether an AMQP 0-9-1 server answers the protocol header on `port` with a method frame.
+fn answers_amqp(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut first = [0u8; 1];
+    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok() && s.read_exact(&mut first).is_ok() && first[0] == 1
 }
 
 async fn connect(port: u16) -> Connection {
