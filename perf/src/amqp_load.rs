@@ -21,14 +21,12 @@ use ferry_amqp091::{
 };
 
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
-use crate::checker::{SeqChecker, payload, queue_for};
+use crate::checker::{SeqChecker, payload};
 use crate::client::{FrameSource, FrameWriter, Target};
 use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress};
-use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard};
+use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
 use crate::shared::Shared;
 
-/// Pending bytes that trigger a socket write.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Longest wait for a consumer's connection.close-ok at the end.
 const BYE_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait for a producer's close-ok: a busy broker may still be reading its publishes.
@@ -104,34 +102,13 @@ pub fn produce(
         })?
     };
     let chunk = (frame_max as usize).saturating_sub(frame::FRAME_OVERHEAD_BYTES).max(1);
-    let mut sent = 0u64;
-    let mut result = Ok(());
-    for seq in 0..config.messages {
-        if shared.stopped() || Instant::now() >= deadline {
-            break;
-        }
-        let queue = queue_for(config.id, seq, config.queues);
+    let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
         let out = writer.pending_mut();
         out.extend_from_slice(&prefixes[queue as usize]);
         for part in payload(config.id, seq, config.size).chunks(chunk) {
             frame::encode_body(CHANNEL, part, out);
         }
-        sent += 1;
-        Shared::add(&shared.sent, 1);
-        let window_full = config.receipts && sent - board.count() >= config.window;
-        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
-            && let Err(e) = writer.flush(deadline)
-        {
-            result = Err(e);
-            break;
-        }
-        if window_full {
-            board.wait(deadline, |s| sent - s.count < config.window);
-        }
-    }
-    if result.is_ok() {
-        result = writer.flush(deadline);
-    }
+    });
     let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
     let finished_at = Instant::now();
     stop.store(true, Ordering::Relaxed);
