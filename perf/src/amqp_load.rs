@@ -23,7 +23,7 @@ use ferry_amqp091::{
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
 use crate::checker::{SeqChecker, payload};
 use crate::client::{FrameSource, FrameWriter, Target};
-use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress};
+use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce};
 use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
 use crate::shared::Shared;
 
@@ -198,16 +198,7 @@ pub fn consume(
     deadline: Instant,
 ) -> Result<ConsumerOutcome> {
     let who = format!("consumer {}", config.id);
-    let (mut reader, mut writer) = match subscribe(config, target, deadline) {
-        Ok(halves) => {
-            let _ = ready.send(Ok(()));
-            halves
-        }
-        Err(e) => {
-            let _ = ready.send(Err(format!("{who}: {e:#}")));
-            return Err(e);
-        }
-    };
+    let (mut reader, mut writer) = announce(ready, &who, subscribe(config, target, deadline))?;
     let mut progress = Progress::new(config);
     let mut incoming: Option<Incoming> = None;
     let mut last_any_at = Instant::now();

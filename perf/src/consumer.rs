@@ -104,16 +104,7 @@ pub fn run(
         return crate::amqp_load::consume(config, target, checker, shared, ready, deadline);
     }
     let who = format!("consumer {}", config.id);
-    let (mut reader, mut writer) = match subscribe_all(config, target, deadline) {
-        Ok(halves) => {
-            let _ = ready.send(Ok(()));
-            halves
-        }
-        Err(e) => {
-            let _ = ready.send(Err(format!("{who}: {e:#}")));
-            return Err(e);
-        }
-    };
+    let (mut reader, mut writer) = announce(ready, &who, subscribe_all(config, target, deadline))?;
     let mut progress = Progress::new(config);
     let mut last_any_at = Instant::now();
     let result = loop {
@@ -141,6 +132,12 @@ pub fn run(
         }
     }
     Ok(progress.outcome())
+}
+
+/// Tells the run whether this consumer is subscribed (it starts producers once all are).
+pub(crate) fn announce<T>(ready: &Sender<Result<(), String>>, who: &str, subscribed: Result<T>) -> Result<T> {
+    let _ = ready.send(subscribed.as_ref().map(|_| ()).map_err(|e| format!("{who}: {e:#}")));
+    subscribed
 }
 
 /// Subscription ids are `perf-<queue index>`, so a MESSAGE names the queue it came from.
