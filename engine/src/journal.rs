@@ -19,7 +19,8 @@ use ferry_storage::{
 };
 
 use crate::ids::Completion;
-use crate::model::message::{Content, Properties};
+use crate::model::exchange::ExchangeSpec;
+use crate::model::message::{Content, NativeHeaders, Properties};
 use crate::model::routing::QueueSpec;
 
 enum Backend {
@@ -237,6 +238,28 @@ impl Journal {
         }
     }
 
+    /// Records a durable exchange's declaration (no-op for transient ones). Every shard keeps
+    /// its own copy, so its recovery can declare the exchanges its bindings need first.
+    pub fn append_exchange_declare(&mut self, spec: &ExchangeSpec) {
+        if spec.durable {
+            self.append(&Record::ExchangeDeclare {
+                name: spec.name.clone(),
+                kind: spec.kind.as_str().to_owned(),
+                durable: true,
+                auto_delete: spec.auto_delete,
+                internal: spec.internal,
+                arguments: spec.arguments.clone(),
+            });
+        }
+    }
+
+    /// Records a durable exchange's deletion (its bindings as source go with it on recovery).
+    pub fn append_exchange_delete(&mut self, spec: &ExchangeSpec) {
+        if spec.durable {
+            self.append(&Record::ExchangeDelete { name: spec.name.clone() });
+        }
+    }
+
     /// Records a binding of a durable queue (or its removal).
     pub fn append_binding(
         &mut self,
@@ -386,8 +409,29 @@ fn fatal(error: &StorageError) -> ! {
     std::process::exit(70)
 }
 
+/// Prefixes the destination of an exchange-to-exchange binding in a `Record::Bind`'s queue
+/// field (the record names queues; no queue name starts with a control character).
+pub const EXCHANGE_DESTINATION_MARK: &str = "\u{1}exchange:";
+
 /// Marks where neutral properties end and user headers begin in a stored property list.
 const USER_HEADERS_MARK: &str = "\u{1}headers";
+
+/// The stored name of a message's AMQP 0-9-1 header table ([`NativeHeaders`]), as hex text.
+const NATIVE_AMQP091: &str = "native-amqp091-headers";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of `hex`'s output; `None` for anything else (a damaged record loses only types).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    digits.chunks(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
+}
 
 fn stored_message(queue: &str, msg_id: u64, content: &Content) -> StoredMessage {
     let p = &content.properties;
@@ -406,6 +450,9 @@ fn stored_message(queue: &str, msg_id: u64, content: &Content) -> StoredMessage 
     }
     if let Some(ms) = p.expiration_ms {
         properties.push(("expiration".to_owned(), ms.to_string()));
+    }
+    if let Some(NativeHeaders::Amqp091(table)) = &p.native_headers {
+        properties.push((NATIVE_AMQP091.to_owned(), hex(table)));
     }
     properties.push((USER_HEADERS_MARK.to_owned(), String::new()));
     properties.extend(p.headers.iter().cloned());
@@ -439,6 +486,7 @@ pub fn recovered_content(stored: &StoredMessage) -> Arc<Content> {
             "reply-to" => props.reply_to = Some(value.clone()),
             "message-id" => props.message_id = Some(value.clone()),
             "expiration" => props.expiration_ms = value.parse().ok(),
+            NATIVE_AMQP091 => props.native_headers = unhex(value).map(|b| NativeHeaders::Amqp091(b.into())),
             _ => {}
         }
     }
@@ -469,12 +517,15 @@ mod tests {
                     ("content-type".into(), "user-header-with-a-reserved-name".into()),
                     ("k".into(), "v".into()),
                 ],
+                native_headers: Some(NativeHeaders::Amqp091(bytes::Bytes::from_static(b"\0\0\0\x05\x01kt\x01\xff"))),
                 ..Properties::default()
             },
             body: bytes::Bytes::from_static(b"\0body"),
         };
         let back = recovered_content(&stored_message("q", 7, &content));
         assert_eq!(*back, content);
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
     }
 
     #[test]

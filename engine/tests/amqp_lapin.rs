@@ -1,6 +1,9 @@
 //! AMQP 0-9-1 with the Rust client `lapin` against a real `ferry` process: declare, bind,
 //! publish with publisher confirms (persistent), consume with manual acks, nack with
 //! requeue (redelivered), and a 404 channel error — what a RabbitMQ application in Rust does.
+//! Also RabbitMQ's extensions as lapin uses them: exchange-to-exchange bindings into an internal
+//! exchange, an alternate exchange, typed header values, a 1 MiB message split across frames,
+//! and the broker cancelling a consumer whose queue was deleted.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -8,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
 struct Broker {
     child: Child,
@@ -27,18 +30,45 @@ impl Drop for Broker {
     }
 }
 
+/// Starts `ferry` on a free port and waits until it answers the AMQP header with
+/// connection.start. A port picked free can be taken again before the broker binds it (other
+/// processes' outgoing connections share the range): then the broker exits and a new port is
+/// tried, so a busy machine does not fail the test.
 fn start() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ferry");
-    Broker { child, port, _dir: dir }
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferry");
+        let mut broker = Broker { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if broker.child.try_wait().expect("child status").is_some() {
+                break;
+            }
+            if answers_amqp(port) {
+                return broker;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = broker.child.kill();
+    }
+    panic!("ferry did not come up on any of 5 ports");
+}
+
+/// Whether an AMQP 0-9-1 server answers the protocol header on `port` with a method frame.
+fn answers_amqp(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut first = [0u8; 1];
+    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok() && s.read_exact(&mut first).is_ok() && first[0] == 1
 }
 
 async fn connect(port: u16) -> Connection {
@@ -124,6 +154,99 @@ fn lapin_publishes_with_confirms_and_consumes_with_acks() {
             .await
             .expect_err("passive declare of a missing queue");
         assert!(err.to_string().contains("404") || err.to_string().contains("NOT_FOUND"), "{err}");
+        conn.close(200, "bye").await.expect("close");
+    });
+}
+
+fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in entries {
+        table.insert(k.into(), v);
+    }
+    table
+}
+
+#[test]
+fn lapin_uses_rabbitmq_exchange_extensions_typed_headers_and_big_messages() {
+    let broker = start();
+    async_global_executor::block_on(async {
+        let conn = connect(broker.port).await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+        let internal = ExchangeDeclareOptions { internal: true, ..Default::default() };
+        ch.exchange_declare("l-back", ExchangeKind::Fanout, internal, FieldTable::default()).await.expect("back");
+        ch.exchange_declare("l-ae", ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("ae");
+        let ae = table(vec![("alternate-exchange", AMQPValue::LongString("l-ae".into()))]);
+        ch.exchange_declare("l-front", ExchangeKind::Topic, ExchangeDeclareOptions::default(), ae)
+            .await
+            .expect("front");
+        ch.exchange_bind("l-back", "l-front", "a.#", ExchangeBindOptions::default(), FieldTable::default())
+            .await
+            .expect("exchange.bind");
+        for (queue, exchange) in [("l-routed", "l-back"), ("l-unrouted", "l-ae")] {
+            ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
+            ch.queue_bind(queue, exchange, "", QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+        }
+        let headers = table(vec![
+            ("n", AMQPValue::LongLongInt(1 << 40)),
+            ("i", AMQPValue::LongInt(-5)),
+            ("b", AMQPValue::Boolean(true)),
+            ("t", AMQPValue::FieldTable(table(vec![("x", AMQPValue::ShortShortUInt(7))]))),
+            ("a", AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString("s".into())]))),
+        ]);
+        let big: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+        for (key, body) in [("a.b", &big[..]), ("z", b"to the alternate".as_slice())] {
+            let props = BasicProperties::default().with_headers(headers.clone()).with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish("l-front", key, BasicPublishOptions::default(), body, props)
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            assert!(confirm.is_ack());
+        }
+        let got = |queue: &'static str| {
+            let ch = ch.clone();
+            async move {
+                for _ in 0..100 {
+                    if let Some(m) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("get") {
+                        return m.delivery;
+                    }
+                    async_io_sleep(Duration::from_millis(20)).await;
+                }
+                panic!("nothing arrived in {queue}");
+            }
+        };
+        let routed = got("l-routed").await;
+        assert_eq!(routed.data.len(), big.len(), "1 MiB split into frames both ways");
+        assert!(routed.data == big);
+        assert_eq!(routed.properties.headers().as_ref(), Some(&headers), "header values keep their AMQP types");
+        assert_eq!(got("l-unrouted").await.data, b"to the alternate");
+        let refused =
+            ch.basic_publish("l-back", "", BasicPublishOptions::default(), b"x", BasicProperties::default()).await;
+        let refused = match refused {
+            Ok(confirm) => confirm.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let closed = ch.queue_declare("l-routed", QueueDeclareOptions::default(), FieldTable::default()).await;
+        assert!(refused.is_err() || closed.is_err(), "an internal exchange refuses publishes (403)");
+
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare("l-doomed", QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
+        let mut consumer = ch
+            .basic_consume("l-doomed", "l-c", BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume");
+        let other = conn.create_channel().await.expect("channel");
+        other.queue_delete("l-doomed", QueueDeleteOptions::default()).await.expect("delete");
+        let ended = futures_lite::future::or(async { consumer.next().await.is_none() }, async {
+            async_io_sleep(Duration::from_secs(5)).await;
+            false
+        })
+        .await;
+        assert!(ended, "the broker's basic.cancel ends lapin's consumer stream");
         conn.close(200, "bye").await.expect("close");
     });
 }

@@ -56,8 +56,14 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
     };
     drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
     let (conn, mailbox) = shard.register_conn(Rc::new(|| {})).expect("conn");
-    let consumer =
-        Consumer { key: ConsumerKey { conn, tag: 1 }, credit_max: 100_000, outstanding: 0, no_ack: false, priority: 0 };
+    let consumer = Consumer {
+        key: ConsumerKey { conn, tag: 1 },
+        credit_max: 100_000,
+        outstanding: 0,
+        no_ack: false,
+        priority: 0,
+        exclusive: false,
+    };
     drop(shard.request(ShardId(0), Request::Consume { queue: "q".into(), consumer }));
 
     let body = Bytes::from(vec![7u8; 1024]);

@@ -105,7 +105,7 @@ fn content(body: &'static str, persistent: bool) -> Arc<Content> {
 
 fn consume(cluster: &mut Cluster, on: u16, owner: ShardId, queue: &str, conn: ConnectionId, tag: u64) -> ConsumerKey {
     let key = ConsumerKey { conn, tag };
-    let consumer = Consumer { key, credit_max: 10, outstanding: 0, no_ack: false, priority: 0 };
+    let consumer = Consumer { key, credit_max: 10, outstanding: 0, no_ack: false, priority: 0, exclusive: false };
     let reply = cluster.request(on, owner, Request::Consume { queue: queue.into(), consumer });
     assert!(matches!(reply, Reply::Consumed), "{reply:?}");
     key

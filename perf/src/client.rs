@@ -18,39 +18,49 @@ const IO_TICK: Duration = Duration::from_millis(100);
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// The protocol a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Stomp,
+    /// AMQP 0-9-1 (`amqp://`), through [`crate::amqp`].
+    Amqp,
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub protocol: Protocol,
     pub addr: String,
     pub login: Option<String>,
     pub passcode: Option<String>,
 }
 
 impl Target {
-    /// Parses `stomp://host:port` (or bare `host:port`). Other protocols' schemes are
-    /// recognised and refused until ferry-perf speaks them.
+    /// Parses `stomp://host:port`, `amqp://host:port` (or bare `host:port`, STOMP). Other
+    /// protocols' schemes are recognised and refused until ferry-perf speaks them.
     pub fn parse(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
-        let addr = match url.split_once("://") {
-            None => url,
-            Some(("stomp", rest)) => rest,
+        let (protocol, addr) = match url.split_once("://") {
+            None => (Protocol::Stomp, url),
+            Some(("stomp", rest)) => (Protocol::Stomp, rest),
+            Some(("amqp", rest)) => (Protocol::Amqp, rest),
             Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
-                bail!("{scheme}:// is not built into ferry-perf yet (only stomp://host:port): {url:?}")
+                bail!("{scheme}:// is not built into ferry-perf yet (stomp:// and amqp:// are): {url:?}")
             }
-            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://host:port)"),
+            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://, amqp://)"),
         };
         let addr = addr.trim_end_matches('/');
         if addr.is_empty() || !addr.contains(':') {
-            bail!("broker address must look like stomp://host:port, not {url:?}");
+            bail!("broker address must look like stomp://host:port or amqp://host:port, not {url:?}");
         }
-        Ok(Target { addr: addr.to_owned(), login, passcode })
+        Ok(Target { protocol, addr: addr.to_owned(), login, passcode })
     }
 }
 
 /// URL schemes of protocols the broker family speaks that ferry-perf has no client for yet.
-const NOT_YET_BUILT: [&str; 7] = ["amqp", "amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
+const NOT_YET_BUILT: [&str; 6] = ["amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
 
-/// Connects and completes the STOMP handshake before `deadline`.
-pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
+/// A connected socket with nodelay and the short I/O tick set.
+pub fn open_stream(target: &Target, deadline: Instant) -> Result<TcpStream> {
     let addr = target
         .addr
         .to_socket_addrs()
@@ -62,6 +72,12 @@ pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, Frame
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TICK))?;
     stream.set_write_timeout(Some(IO_TICK))?;
+    Ok(stream)
+}
+
+/// Connects and completes the STOMP handshake before `deadline`.
+pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
+    let stream = open_stream(target, deadline)?;
     let mut reader = FrameReader::new(stream.try_clone()?);
     let mut writer = FrameWriter::new(stream);
 
@@ -81,7 +97,7 @@ pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, Frame
         Some(f) if f.command == Command::Connected => Ok((reader, writer)),
         Some(f) if f.command == Command::Error => bail!("CONNECT refused: {}", describe(&f)),
         Some(f) => bail!("expected CONNECTED, got {}", f.command.as_str()),
-        None => bail!("no CONNECTED from {addr} before the deadline"),
+        None => bail!("no CONNECTED from {} before the deadline", target.addr),
     }
 }
 
@@ -90,6 +106,40 @@ pub fn describe(frame: &Frame) -> String {
     let message = frame.header("message").unwrap_or("");
     let body = String::from_utf8_lossy(&frame.body);
     format!("{message}: {}", body.trim())
+}
+
+/// A read half of some protocol: frames decoded from what was buffered, and one bounded read.
+pub trait FrameSource {
+    type Frame;
+
+    /// A frame already buffered, without touching the socket.
+    fn buffered_frame(&mut self) -> Result<Option<Self::Frame>>;
+
+    /// Reads once from the socket (waiting at most one tick). `Ok(false)` on a timeout tick.
+    fn fill(&mut self) -> Result<bool>;
+
+    /// The next frame, or `None` if none arrived before `deadline`.
+    fn next_frame(&mut self, deadline: Instant) -> Result<Option<Self::Frame>> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+}
+
+/// One read into `buf`: the byte count, 0 on a timeout tick; an error once the broker closed.
+pub fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
+    match stream.read(buf) {
+        Ok(0) => bail!("the broker closed the connection"),
+        Ok(n) => Ok(n),
+        Err(e) if is_tick(&e) || e.kind() == ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e).context("read from broker"),
+    }
 }
 
 /// The read half: buffers socket bytes in `buf[start..end]` and decodes server frames.
@@ -101,6 +151,21 @@ pub struct FrameReader {
     end: usize,
     decoder: Decoder,
     limits: Limits,
+}
+
+impl FrameSource for FrameReader {
+    type Frame = Frame;
+
+    fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+        FrameReader::buffered(self)
+    }
+
+    fn fill(&mut self) -> Result<bool> {
+        self.make_room();
+        let n = read_some(&mut self.stream, &mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n > 0)
+    }
 }
 
 impl FrameReader {
@@ -115,8 +180,7 @@ impl FrameReader {
         }
     }
 
-    /// A frame already buffered, without touching the socket.
-    pub fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+    fn buffered(&mut self) -> Result<Option<Frame>> {
         while self.start < self.end {
             let decoded = self
                 .decoder
@@ -155,32 +219,6 @@ impl FrameReader {
             self.buf.resize(grown.max(self.buf.len()), 0);
         }
     }
-
-    /// Reads once from the socket (waiting at most one tick). `Ok(false)` on a timeout tick.
-    pub fn fill(&mut self) -> Result<bool> {
-        self.make_room();
-        let n = match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => bail!("the broker closed the connection"),
-            Ok(n) => n,
-            Err(e) if is_tick(&e) || e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e).context("read from broker"),
-        };
-        self.end += n;
-        Ok(n > 0)
-    }
-
-    /// The next frame, or `None` if none arrived before `deadline`.
-    pub fn next_frame(&mut self, deadline: Instant) -> Result<Option<Frame>> {
-        loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Ok(Some(frame));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            self.fill()?;
-        }
-    }
 }
 
 /// The write half: frames are encoded into a buffer and written in batches.
@@ -191,13 +229,18 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    fn new(stream: TcpStream) -> FrameWriter {
+    pub fn new(stream: TcpStream) -> FrameWriter {
         FrameWriter { stream, buf: Vec::with_capacity(READ_CHUNK_BYTES) }
     }
 
     /// Encodes `frame` into the pending buffer (nothing is written yet).
     pub fn queue(&mut self, frame: &Frame) {
         encode(frame, Version::V1_2, &mut self.buf);
+    }
+
+    /// The pending buffer, for other protocols' encoders to append to.
+    pub fn pending_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
     }
 
     /// Bytes waiting in the buffer.
@@ -226,7 +269,7 @@ impl FrameWriter {
     }
 }
 
-fn is_tick(e: &std::io::Error) -> bool {
+pub fn is_tick(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
@@ -243,8 +286,10 @@ mod tests {
         assert_eq!(Target::parse("localhost:1/", None, None).map(|t| t.addr).ok(), Some("localhost:1".to_owned()));
         assert!(Target::parse("stomp://", None, None).is_err());
         assert!(Target::parse("nohost", None, None).is_err());
-        let amqp = Target::parse("amqp://127.0.0.1:5672", None, None).map(|t| t.addr);
-        assert!(amqp.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
+        let amqp = Target::parse("amqp://127.0.0.1:5672", None, None).expect("amqp");
+        assert_eq!((amqp.protocol, amqp.addr.as_str()), (Protocol::Amqp, "127.0.0.1:5672"));
+        let amqps = Target::parse("amqps://127.0.0.1:5671", None, None).map(|t| t.addr);
+        assert!(amqps.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
         assert!(Target::parse("mqtt://127.0.0.1:1883", None, None).is_err());
         assert!(Target::parse("http://127.0.0.1:80", None, None).is_err_and(|e| e.to_string().contains("unknown")));
     }

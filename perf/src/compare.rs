@@ -29,7 +29,8 @@ const REPEAT_MIN: u32 = 3;
 /// Options of `ferry-perf compare`.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
-    /// A broker: `NAME=stomp://HOST:PORT[,pid=PID][,login=USER][,passcode=PASS][,messages=N]`.
+    /// A broker: `NAME=stomp://HOST:PORT[,pid=PID][,login=USER][,passcode=PASS][,messages=N]`
+    /// (or `amqp://HOST:PORT`).
     /// Repeatable; the first is the baseline the ratios are relative to. `messages` overrides
     /// --messages for that broker (so a slow broker's run does not take minutes).
     #[arg(long = "broker", required = true, value_parser = BrokerSpec::parse)]
@@ -65,7 +66,7 @@ pub struct BrokerSpec {
 
 impl BrokerSpec {
     pub fn parse(text: &str) -> Result<BrokerSpec> {
-        let (name, rest) = text.split_once('=').context("expected NAME=stomp://HOST:PORT[,pid=PID]...")?;
+        let (name, rest) = text.split_once('=').context("expected NAME=stomp://HOST:PORT[,pid=PID]... (or amqp://)")?;
         if name.is_empty() || name.contains(',') {
             bail!("broker name must be non-empty and without commas: {text:?}");
         }
@@ -384,8 +385,10 @@ mod tests {
         assert!(BrokerSpec::parse("=stomp://127.0.0.1:1").is_err());
         assert!(BrokerSpec::parse("x=stomp://127.0.0.1:1,pid=abc").is_err());
         assert!(BrokerSpec::parse("x=stomp://127.0.0.1:1,colour=red").is_err());
-        let amqp = BrokerSpec::parse("rabbit=amqp://127.0.0.1:5672");
-        assert!(amqp.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
+        let amqp = BrokerSpec::parse("rabbit=amqp://127.0.0.1:5672").expect("amqp is built");
+        assert_eq!(amqp.url, "amqp://127.0.0.1:5672");
+        let mqtt = BrokerSpec::parse("mosquitto=mqtt://127.0.0.1:1883");
+        assert!(mqtt.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use ferry_stomp::{Command, Frame};
 
 use crate::checker::{OrderTracker, Seen, SeqChecker, parse_stamp};
-use crate::client::{FrameReader, FrameWriter, Target, connect, describe};
+use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, connect, describe};
 use crate::shared::Shared;
 
 /// Pending ACK bytes that trigger a socket write in the middle of a read batch.
@@ -61,9 +61,34 @@ pub struct ConsumerOutcome {
 
 /// Per-consumer bookkeeping while consuming.
 #[derive(Debug)]
-struct Progress {
+pub(crate) struct Progress {
     order: OrderTracker,
     last_new_at: Option<Instant>,
+}
+
+impl Progress {
+    pub fn new(config: &ConsumerConfig) -> Progress {
+        Progress { order: OrderTracker::new(config.producers, config.queue_count), last_new_at: None }
+    }
+
+    /// Checks one received message: from queue index `queue` (if known), with `body`.
+    pub fn record(&mut self, checker: &SeqChecker, queue: Option<u32>, body: &[u8]) {
+        let (Some(queue), Some((producer, seq))) = (queue, parse_stamp(body)) else {
+            checker.record_unexpected();
+            return;
+        };
+        let seen = checker.record(producer, seq, queue);
+        if seen == Seen::First {
+            self.last_new_at = Some(Instant::now());
+        }
+        if seen != Seen::Unexpected {
+            self.order.observe(producer, seq, queue, seen);
+        }
+    }
+
+    pub fn outcome(&self) -> ConsumerOutcome {
+        ConsumerOutcome { reordered: self.order.reordered(), last_new_at: self.last_new_at }
+    }
 }
 
 /// Connects, subscribes, reports readiness on `ready`, then consumes until done.
@@ -75,18 +100,12 @@ pub fn run(
     ready: &Sender<Result<(), String>>,
     deadline: Instant,
 ) -> Result<ConsumerOutcome> {
+    if target.protocol == Protocol::Amqp {
+        return crate::amqp_load::consume(config, target, checker, shared, ready, deadline);
+    }
     let who = format!("consumer {}", config.id);
-    let (mut reader, mut writer) = match subscribe_all(config, target, deadline) {
-        Ok(halves) => {
-            let _ = ready.send(Ok(()));
-            halves
-        }
-        Err(e) => {
-            let _ = ready.send(Err(format!("{who}: {e:#}")));
-            return Err(e);
-        }
-    };
-    let mut progress = Progress { order: OrderTracker::new(config.producers, config.queue_count), last_new_at: None };
+    let (mut reader, mut writer) = announce(ready, &who, subscribe_all(config, target, deadline))?;
+    let mut progress = Progress::new(config);
     let mut last_any_at = Instant::now();
     let result = loop {
         match drain_buffered(config, &mut reader, &mut writer, checker, &mut progress, shared, deadline) {
@@ -112,7 +131,13 @@ pub fn run(
             shared.request_stop();
         }
     }
-    Ok(ConsumerOutcome { reordered: progress.order.reordered(), last_new_at: progress.last_new_at })
+    Ok(progress.outcome())
+}
+
+/// Tells the run whether this consumer is subscribed (it starts producers once all are).
+pub(crate) fn announce<T>(ready: &Sender<Result<(), String>>, who: &str, subscribed: Result<T>) -> Result<T> {
+    let _ = ready.send(subscribed.as_ref().map(|_| ()).map_err(|e| format!("{who}: {e:#}")));
+    subscribed
 }
 
 /// Subscription ids are `perf-<queue index>`, so a MESSAGE names the queue it came from.
@@ -196,17 +221,7 @@ fn ack_for(message: &Frame) -> Result<Frame> {
 fn on_message(frame: &Frame, checker: &SeqChecker, progress: &mut Progress) {
     let queue =
         frame.header("subscription").and_then(|id| id.strip_prefix(SUB_PREFIX)).and_then(|q| q.parse::<u32>().ok());
-    let (Some(queue), Some((producer, seq))) = (queue, parse_stamp(&frame.body)) else {
-        checker.record_unexpected();
-        return;
-    };
-    let seen = checker.record(producer, seq, queue);
-    if seen == Seen::First {
-        progress.last_new_at = Some(Instant::now());
-    }
-    if seen != Seen::Unexpected {
-        progress.order.observe(producer, seq, queue, seen);
-    }
+    progress.record(checker, queue, &frame.body);
 }
 
 /// Flushes, sends DISCONNECT with a receipt and waits briefly for it (best effort).

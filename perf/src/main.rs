@@ -1,9 +1,12 @@
-//! `ferry-perf`: a black-box load tool that speaks real STOMP (through the pure
-//! `ferry_stomp` codec) over blocking TCP with std threads, so the same scenario runs against
-//! Ferry or any other STOMP broker. One thread per producer (plus a receipt reader), one per
-//! consumer, one progress printer. Every loop is bounded by `--timeout-s`.
+//! `ferry-perf`: a black-box load tool that speaks real STOMP and AMQP 0-9-1 (through the pure
+//! `ferry_stomp` and `ferry_amqp091` codecs) over blocking TCP with std threads, so the same
+//! scenario runs against Ferry or any other STOMP or AMQP broker. One thread per producer
+//! (plus a receipt or confirm reader), one per consumer, one progress printer. Every loop is
+//! bounded by `--timeout-s`.
 //! Exit status: 0 clean, 1 setup error, 2 the run lost/duplicated/reordered or hit errors.
 
+mod amqp;
+mod amqp_load;
 mod broker_stats;
 mod checker;
 mod client;
@@ -42,7 +45,7 @@ enum Cmd {
 /// Options of `ferry-perf throughput`.
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
-    /// Broker address (stomp://host:port; amqp:// and mqtt:// are not built yet).
+    /// Broker address: stomp://host:port or amqp://host:port (mqtt:// is not built yet).
     #[arg(long, default_value = "stomp://127.0.0.1:61613")]
     pub url: String,
     #[command(flatten)]

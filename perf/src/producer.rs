@@ -11,7 +11,7 @@ use anyhow::Result;
 use ferry_stomp::{Command, Frame};
 
 use crate::checker::{payload, queue_for};
-use crate::client::{FrameReader, Target, connect, describe};
+use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, connect, describe};
 use crate::shared::Shared;
 
 /// Pending SEND bytes that trigger a socket write.
@@ -45,27 +45,32 @@ pub struct ProducerOutcome {
 }
 
 #[derive(Debug, Default)]
-struct Receipts {
-    count: u64,
-    bye: bool,
-    closed: bool,
+pub(crate) struct Receipts {
+    pub count: u64,
+    pub bye: bool,
+    pub closed: bool,
 }
 
 #[derive(Debug, Default)]
-struct ReceiptBoard {
+pub(crate) struct ReceiptBoard {
     state: Mutex<Receipts>,
     changed: Condvar,
 }
 
 impl ReceiptBoard {
-    fn update(&self, f: impl FnOnce(&mut Receipts)) {
+    /// The current count of receipts (or confirms).
+    pub fn count(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).count
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Receipts)) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut state);
         self.changed.notify_all();
     }
 
     /// Waits until `done(state)` holds, the reader closed, or `deadline`; returns the count.
-    fn wait(&self, deadline: Instant, done: impl Fn(&Receipts) -> bool) -> u64 {
+    pub fn wait(&self, deadline: Instant, done: impl Fn(&Receipts) -> bool) -> u64 {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while !done(&state) && !state.closed {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -86,6 +91,9 @@ pub fn run(
     shared: &Arc<Shared>,
     deadline: Instant,
 ) -> Result<ProducerOutcome> {
+    if target.protocol == Protocol::Amqp {
+        return crate::amqp_load::produce(config, target, shared, deadline);
+    }
     let who = format!("producer {}", config.id);
     let (reader, mut writer) = connect(target, deadline)?;
     let board = Arc::new(ReceiptBoard::default());
@@ -100,13 +108,7 @@ pub fn run(
 
     let destinations: Vec<String> = (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect();
     let content_length = config.size.to_string();
-    let mut sent = 0u64;
-    let mut result = Ok(());
-    for seq in 0..config.messages {
-        if shared.stopped() || Instant::now() >= deadline {
-            break;
-        }
-        let queue = queue_for(config.id, seq, config.queues);
+    let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
         let mut frame = Frame::new(Command::Send)
             .with_header("destination", destinations[queue as usize].as_str())
             .with_header("content-length", content_length.as_str())
@@ -118,25 +120,7 @@ pub fn run(
             frame = frame.with_header("receipt", seq.to_string());
         }
         writer.queue(&frame);
-        sent += 1;
-        Shared::add(&shared.sent, 1);
-        let window_full = config.receipts && {
-            let receipted = board.state.lock().unwrap_or_else(|p| p.into_inner()).count;
-            sent - receipted >= config.window
-        };
-        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
-            && let Err(e) = writer.flush(deadline)
-        {
-            result = Err(e);
-            break;
-        }
-        if window_full {
-            board.wait(deadline, |s| sent - s.count < config.window);
-        }
-    }
-    if result.is_ok() {
-        result = writer.flush(deadline);
-    }
+    });
     let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
     let finished_at = Instant::now();
     if result.is_ok() {
@@ -152,6 +136,39 @@ pub fn run(
         shared.error(&who, format!("{e:#}"));
     }
     Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
+}
+
+/// The send loop every protocol shares: `encode` queues message `seq` for queue index `queue`
+/// on `writer`; writes go out in batches, and with receipts (or confirms) at most
+/// `config.window` wait unanswered on `board`. Returns how many were sent and whether every
+/// write (including the final flush) succeeded.
+pub(crate) fn send_all(
+    config: &ProducerConfig,
+    writer: &mut FrameWriter,
+    board: &ReceiptBoard,
+    shared: &Shared,
+    deadline: Instant,
+    mut encode: impl FnMut(&mut FrameWriter, u32, u64),
+) -> (u64, Result<()>) {
+    let mut sent = 0u64;
+    for seq in 0..config.messages {
+        if shared.stopped() || Instant::now() >= deadline {
+            break;
+        }
+        encode(writer, queue_for(config.id, seq, config.queues), seq);
+        sent += 1;
+        Shared::add(&shared.sent, 1);
+        let window_full = config.receipts && sent - board.count() >= config.window;
+        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
+            && let Err(e) = writer.flush(deadline)
+        {
+            return (sent, Err(e));
+        }
+        if window_full {
+            board.wait(deadline, |s| sent - s.count < config.window);
+        }
+    }
+    (sent, writer.flush(deadline))
 }
 
 fn read_receipts(

@@ -35,15 +35,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_broker(binary, data, port, shards, log):
+def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None):
     proc = subprocess.Popen(
-        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"stomp=127.0.0.1:{port}"],
+        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"{protocol}=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=log)
+    answers = answers or stomp_answers
     deadline = time.time() + 15
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"broker exited with {proc.returncode}")
-        if stomp_answers(port):
+        if answers(port):
             return proc
         time.sleep(0.05)
     proc.kill()
@@ -180,24 +181,32 @@ def one_run(binary, shards, rng, log):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def main():
+def main(run=None, runs=50, counted=("confirmed",), log_name="ferry-crash-broker.log"):
+    """Runs `run` (default: this file's STOMP run) --runs times and sums what it counted;
+    fails when anything was lost, resurrected or duplicated, or when a `counted` total is 0
+    (a run that confirmed nothing proves nothing)."""
+    run = run or one_run
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--bin", default=os.environ.get("FERRY_BIN", "target/debug/ferry"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    totals = dict(runs=0, confirmed=0, lost=0, resurrected=0, duplicates=0)
-    with open(os.path.join(tempfile.gettempdir(), "ferry-crash-broker.log"), "ab") as log:
+    keys = (*counted, "lost", "resurrected", "duplicates")
+    totals = dict(runs=0, **{k: 0 for k in keys})
+    with open(os.path.join(tempfile.gettempdir(), log_name), "ab") as log:
         for i in range(args.runs):
-            r = one_run(args.bin, args.shards, rng, log)
+            r = run(args.bin, args.shards, rng, log)
             print(f"run {i + 1}/{args.runs}: {r}", flush=True)
             totals["runs"] += 1
-            for k in ("confirmed", "lost", "resurrected", "duplicates"):
+            for k in keys:
                 totals[k] += r[k]
     print(f"seed {args.seed}, shards {args.shards}: {totals}")
     bad = totals["lost"] + totals["resurrected"] + totals["duplicates"]
+    if any(totals[k] == 0 for k in counted):
+        print(f"a total of {counted} is 0: the runs proved nothing")
+        bad += 1
     print(f"{totals['runs'] - (1 if bad else 0)} passed, {1 if bad else 0} failed")
     return 1 if bad else 0
 

@@ -27,6 +27,18 @@ pub struct Properties {
     pub message_id: Option<String>,
     pub expiration_ms: Option<u64>,
     pub headers: Vec<(String, String)>,
+    /// The publisher's own encoding of `headers`, kept when their text view loses types.
+    pub native_headers: Option<NativeHeaders>,
+}
+
+/// A header table as its publisher's protocol encoded it, carried beside the text view so a
+/// consumer of the same protocol gets each header back with its type (an AMQP long-int stays
+/// a long-int); consumers of other protocols read the text. Only kept when types would be
+/// lost (a table of plain strings is not stored twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeHeaders {
+    /// An AMQP 0-9-1 field table, encoded with its 4-byte size prefix.
+    Amqp091(Bytes),
 }
 
 impl Content {

@@ -23,6 +23,8 @@ pub struct Consumer {
     pub no_ack: bool,
     /// AMQP `x-priority`: consumers of higher priority get messages while they have credit.
     pub priority: i32,
+    /// AMQP basic.consume `exclusive`: the only consumer of its queue while it lasts.
+    pub exclusive: bool,
 }
 
 /// One message handed to a consumer.
@@ -77,6 +79,11 @@ pub struct Queue {
     next_tag: u64,
     next_msg_id: u64,
     had_consumer: bool,
+    /// Shard time of the last use that counts for `x-expires` (consume, get, redeclare, the
+    /// last consumer leaving).
+    last_used_ms: u64,
+    /// Deletion for `x-expires` was asked for (not asked again while it is in flight).
+    expiry_requested: bool,
 }
 
 impl Queue {
@@ -94,7 +101,30 @@ impl Queue {
             next_tag: 1,
             next_msg_id: 1,
             had_consumer: false,
+            last_used_ms: 0,
+            expiry_requested: false,
         }
+    }
+
+    /// Records a use that restarts the `x-expires` clock.
+    pub fn touch(&mut self, now_ms: u64) {
+        self.last_used_ms = now_ms;
+    }
+
+    /// True once, when the queue has been unused for its `x-expires` (RabbitMQ: no consumers,
+    /// and no basic.get or redeclaration for that long); the caller deletes it.
+    pub fn take_idle_expiry(&mut self, now_ms: u64) -> bool {
+        let due = self.args.expires_ms.is_some_and(|ms| now_ms.saturating_sub(self.last_used_ms) >= ms);
+        if due && self.consumers.is_empty() && !self.expiry_requested {
+            self.expiry_requested = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the queue can expire for being unused (`x-expires`).
+    pub fn expires_when_unused(&self) -> bool {
+        self.args.expires_ms.is_some() && !self.expiry_requested
     }
 
     /// Messages held: ready plus unacknowledged.
@@ -162,6 +192,13 @@ impl Queue {
         message.redelivered = true;
         self.next_msg_id = self.next_msg_id.max(message.msg_id + 1);
         self.ready.push_back(message);
+    }
+
+    /// Whether `consumer` may attach: an exclusive consumer wants the queue to itself, and
+    /// nobody joins a queue that has one (RabbitMQ answers both with 403).
+    pub fn admits(&self, consumer: &Consumer) -> bool {
+        let taken = self.consumers.iter().any(|c| c.exclusive);
+        !taken && (!consumer.exclusive || self.consumers.is_empty())
     }
 
     pub fn add_consumer(&mut self, consumer: Consumer) {
@@ -316,7 +353,7 @@ mod tests {
 
     fn consumer(local: u32, credit: u32) -> Consumer {
         let key = ConsumerKey { conn: ConnectionId { shard: ShardId(0), local }, tag: 1 };
-        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false, priority: 0 }
+        Consumer { key, credit_max: credit, outstanding: 0, no_ack: false, priority: 0, exclusive: false }
     }
 
     fn bodies(out: &[Delivery]) -> Vec<&[u8]> {
@@ -379,5 +416,21 @@ mod tests {
         assert!(matches!(q.settle(out[0].tag, Some(false)), Settled::Dropped(_)));
         assert!(matches!(q.settle(out[0].tag, None), Settled::Unknown));
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn x_expires_counts_from_the_last_use_and_waits_for_consumers_to_leave() {
+        let mut spec = queue().spec;
+        spec.arguments = vec![("x-expires".into(), "100".into())];
+        let mut q = Queue::new(spec);
+        q.touch(1_000);
+        assert!(!q.take_idle_expiry(1_099));
+        q.add_consumer(consumer(1, 1));
+        assert!(!q.take_idle_expiry(5_000), "a consumer keeps it in use");
+        q.remove_consumer(consumer(1, 1).key);
+        q.touch(5_000);
+        assert!(!q.take_idle_expiry(5_050));
+        assert!(q.take_idle_expiry(5_100));
+        assert!(!q.take_idle_expiry(9_000), "asked for once");
     }
 }

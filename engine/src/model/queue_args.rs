@@ -1,8 +1,10 @@
 //! Queue arguments as RabbitMQ defines them, parsed once at declaration: `x-message-ttl`,
 //! `x-max-length`, `x-max-length-bytes`, `x-overflow` (`drop-head`, `reject-publish`),
-//! `x-dead-letter-exchange`, `x-dead-letter-routing-key`, `x-max-priority`. Others (`x-queue-type` classic or
-//! quorum, `x-expires`, ...) are accepted and kept, as RabbitMQ accepts unknown ones; a known
-//! argument with a bad value is a 406 PRECONDITION_FAILED.
+//! `x-dead-letter-exchange`, `x-dead-letter-routing-key`, `x-max-priority`,
+//! `x-single-active-consumer`, `x-expires` and `x-queue-type` (`classic` or `quorum`, both
+//! served by the one queue engine; `stream` is refused, as its consumers expect semantics we do
+//! not have). Unknown arguments are accepted and kept, as RabbitMQ does; a known argument with
+//! a bad value is a 406 PRECONDITION_FAILED.
 
 use crate::error::{EngineError, ErrorKind};
 
@@ -29,6 +31,12 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     /// `x-single-active-consumer`: only the longest-attached consumer receives messages.
     pub single_active_consumer: bool,
+    /// `x-expires`: the queue is deleted after being unused (no consumers, no basic.get, no
+    /// redeclaration) this long. At least 1 ms.
+    pub expires_ms: Option<u64>,
+    /// `x-queue-type: quorum` (RabbitMQ requires such queues durable and not exclusive or
+    /// auto-delete).
+    pub quorum: bool,
 }
 
 fn bad(name: &str, value: &str) -> EngineError {
@@ -67,8 +75,18 @@ impl QueueArgs {
                     let p = number(name, value)?;
                     args.max_priority = Some(u8::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| bad(name, value))?);
                 }
-                "x-queue-type" if !matches!(value.as_str(), "classic" | "quorum" | "stream") => {
-                    return Err(bad(name, value));
+                "x-expires" => {
+                    args.expires_ms = Some(number(name, value)?).filter(|ms| *ms > 0);
+                    if args.expires_ms.is_none() {
+                        return Err(bad(name, value));
+                    }
+                }
+                "x-queue-type" => {
+                    args.quorum = match value.as_str() {
+                        "classic" => false,
+                        "quorum" => true,
+                        _ => return Err(bad(name, value)),
+                    }
                 }
                 _ => {}
             }
@@ -100,11 +118,23 @@ mod tests {
         assert_eq!(args.max_length, Some(10));
         assert_eq!(args.overflow, Overflow::RejectPublish);
         assert_eq!(args.dead_letter_exchange.as_deref(), Some("dlx"));
+        assert!(args.quorum);
+        let args = QueueArgs::parse(&[kv("x-expires", "1500"), kv("x-queue-type", "classic")]).expect("valid");
+        assert_eq!(args.expires_ms, Some(1500));
+        assert!(!args.quorum);
     }
 
     #[test]
     fn bad_values_are_precondition_failed() {
-        for bad in [kv("x-message-ttl", "soon"), kv("x-overflow", "explode"), kv("x-queue-type", "lazy-ish")] {
+        let bad_ones = [
+            kv("x-message-ttl", "soon"),
+            kv("x-overflow", "explode"),
+            kv("x-queue-type", "lazy-ish"),
+            kv("x-queue-type", "stream"),
+            kv("x-expires", "0"),
+            kv("x-expires", "-5"),
+        ];
+        for bad in bad_ones {
             let err = QueueArgs::parse(&[bad]).expect_err("invalid");
             assert_eq!(err.kind, ErrorKind::PreconditionFailed);
         }

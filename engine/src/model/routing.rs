@@ -1,12 +1,14 @@
 //! The routing table: exchanges, bindings and queue metadata (who owns each queue). A full
 //! copy lives on every shard, stamped with a revision; only the metadata authority (shard 0)
 //! validates changes ([`RoutingTable::validate`]) and every shard applies the same validated
-//! [`MetaOp`]s in the same order ([`RoutingTable::apply`]).
+//! [`MetaOp`]s in the same order ([`RoutingTable::apply`]). Routing follows RabbitMQ: a publish
+//! walks exchange-to-exchange bindings (each exchange at most once, so cycles end), and an
+//! exchange that routes a message nowhere hands it to its `alternate-exchange`, if any.
 
 use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
 use crate::ids::{ConnectionId, ShardId};
-use crate::model::exchange::{Exchange, ExchangeKind, ExchangeSpec};
+use crate::model::exchange::{Destination, Exchange, ExchangeKind, ExchangeSpec};
 use crate::model::queue_args::QueueArgs;
 
 /// Declared properties of a queue, as every shard knows them.
@@ -38,8 +40,10 @@ pub enum MetaOp {
         spec: ExchangeSpec,
         passive: bool,
     },
+    /// `if_unused`: refuse (406) while the exchange is the source of any binding.
     DeleteExchange {
         name: String,
+        if_unused: bool,
     },
     Bind {
         exchange: String,
@@ -50,6 +54,19 @@ pub enum MetaOp {
     Unbind {
         exchange: String,
         queue: String,
+        key: String,
+        arguments: Vec<(String, String)>,
+    },
+    /// An exchange-to-exchange binding (`exchange.bind`): `source` routes into `destination`.
+    BindExchange {
+        source: String,
+        destination: String,
+        key: String,
+        arguments: Vec<(String, String)>,
+    },
+    UnbindExchange {
+        source: String,
+        destination: String,
         key: String,
         arguments: Vec<(String, String)>,
     },
@@ -84,7 +101,14 @@ impl Default for RoutingTable {
     fn default() -> Self {
         let mut exchanges = HashMap::default();
         for (name, kind) in STANDARD_EXCHANGES {
-            let spec = ExchangeSpec { name: name.to_owned(), kind, durable: true, auto_delete: false, internal: false };
+            let spec = ExchangeSpec {
+                name: name.to_owned(),
+                kind,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: Vec::new(),
+            };
             exchanges.insert(name.to_owned(), Exchange::new(spec));
         }
         RoutingTable { revision: 0, exchanges, queues: HashMap::default() }
@@ -111,8 +135,9 @@ impl RoutingTable {
     /// Every binding to `queue`, as the `MetaOp::Bind`s that would recreate it.
     pub fn bindings_of(&self, queue: &str) -> Vec<MetaOp> {
         let mut out = Vec::new();
+        let wanted = Destination::Queue(queue.to_owned());
         for (name, ex) in &self.exchanges {
-            for b in ex.bindings().iter().filter(|b| b.queue == queue) {
+            for b in ex.bindings().iter().filter(|b| b.destination == wanted) {
                 let (exchange, key, arguments) = (name.clone(), b.key.clone(), b.arguments.clone());
                 out.push(MetaOp::Bind { exchange, queue: queue.to_owned(), key, arguments });
             }
@@ -121,20 +146,45 @@ impl RoutingTable {
     }
 
     /// Appends to `out` the queues a publish to `exchange` with `key` reaches, deduplicated.
-    /// The default exchange (`""`) routes to the queue named by the key.
+    /// The default exchange (`""`) routes to the queue named by the key. Exchange-to-exchange
+    /// bindings are followed and each exchange routes at most once per message (RabbitMQ's
+    /// rule, which ends cycles); an exchange whose own bindings match nothing passes the
+    /// message to its alternate exchange (a missing alternate is ignored, as in RabbitMQ).
     pub fn route<'a>(&'a self, exchange: &str, key: &str, headers: &[(String, String)], out: &mut Vec<&'a QueueSpec>) {
         if exchange.is_empty() {
             out.extend(self.queues.get(key));
             return;
         }
-        let Some(ex) = self.exchanges.get(exchange) else {
+        let Some(first) = self.exchanges.get(exchange) else {
             return;
         };
-        let mut names = Vec::new();
-        ex.route(key, headers, &mut names);
-        names.sort_unstable();
-        names.dedup();
-        out.extend(names.into_iter().filter_map(|n| self.queues.get(n)));
+        let mut work = vec![first];
+        let mut seen: Vec<&str> = vec![first.spec.name.as_str()];
+        let mut queues: Vec<&str> = Vec::new();
+        let mut dests = Vec::new();
+        while let Some(ex) = work.pop() {
+            dests.clear();
+            ex.route(key, headers, &mut dests);
+            let alternate = if dests.is_empty() { ex.spec.alternate() } else { None };
+            let next = dests.iter().filter_map(|d| match d {
+                Destination::Queue(q) => {
+                    queues.push(q);
+                    None
+                }
+                Destination::Exchange(x) => Some(x.as_str()),
+            });
+            for name in next.chain(alternate) {
+                if !seen.contains(&name)
+                    && let Some(ex) = self.exchanges.get(name)
+                {
+                    seen.push(name);
+                    work.push(ex);
+                }
+            }
+        }
+        queues.sort_unstable();
+        queues.dedup();
+        out.extend(queues.into_iter().filter_map(|n| self.queues.get(n)));
     }
 
     /// Checks `op` against the table as the authority sees it. `Ok(Unchanged)` ops need not be
@@ -144,11 +194,17 @@ impl RoutingTable {
             MetaOp::DeclareQueue { spec, passive, by } => self.validate_queue(spec, *passive, *by, queue_limit),
             MetaOp::DeleteQueue { name } => Ok(outcome(self.queues.contains_key(name))),
             MetaOp::DeclareExchange { spec, passive } => self.validate_exchange(spec, *passive),
-            MetaOp::DeleteExchange { name } => {
+            MetaOp::DeleteExchange { name, if_unused } => {
                 if name.starts_with("amq.") || name.is_empty() {
                     return Err(EngineError::new(ErrorKind::AccessRefused, format!("cannot delete exchange '{name}'")));
                 }
-                Ok(outcome(self.exchanges.contains_key(name)))
+                match self.exchanges.get(name) {
+                    Some(ex) if *if_unused && !ex.bindings().is_empty() => {
+                        let msg = format!("exchange '{name}' in vhost '/' in use");
+                        Err(EngineError::new(ErrorKind::PreconditionFailed, msg))
+                    }
+                    found => Ok(outcome(found.is_some())),
+                }
             }
             MetaOp::Bind { exchange, queue, .. } | MetaOp::Unbind { exchange, queue, .. } => {
                 if exchange.is_empty() {
@@ -156,6 +212,15 @@ impl RoutingTable {
                 }
                 self.require_exchange(exchange)?;
                 self.require_queue(queue)?;
+                Ok(MetaOutcome::Changed)
+            }
+            MetaOp::BindExchange { source, destination, .. } | MetaOp::UnbindExchange { source, destination, .. } => {
+                if source.is_empty() || destination.is_empty() {
+                    let msg = "operation not permitted on the default exchange";
+                    return Err(EngineError::new(ErrorKind::AccessRefused, msg));
+                }
+                self.require_exchange(destination)?;
+                self.require_exchange(source)?;
                 Ok(MetaOutcome::Changed)
             }
         }
@@ -190,15 +255,43 @@ impl RoutingTable {
             None if self.queues.len() >= queue_limit => {
                 Err(EngineError::new(ErrorKind::ResourceError, "queue count limit reached"))
             }
-            None => QueueArgs::parse(&spec.arguments).map(|_| MetaOutcome::Changed),
+            None => {
+                let args = QueueArgs::parse(&spec.arguments)?;
+                // RabbitMQ's rules for quorum queues, kept so applications see the same errors.
+                let invalid = [
+                    ("non-durable", !spec.durable),
+                    ("exclusive-owner", spec.exclusive.is_some()),
+                    ("auto-delete", spec.auto_delete),
+                ];
+                match invalid.iter().find(|(_, bad)| args.quorum && *bad) {
+                    Some((property, _)) => {
+                        let msg = format!("invalid property '{property}' for queue '{}' in vhost '/'", spec.name);
+                        Err(EngineError::new(ErrorKind::PreconditionFailed, msg))
+                    }
+                    None => Ok(MetaOutcome::Changed),
+                }
+            }
         }
     }
 
     fn validate_exchange(&self, spec: &ExchangeSpec, passive: bool) -> Result<MetaOutcome, EngineError> {
         match self.exchanges.get(&spec.name) {
-            Some(existing) if !passive && existing.spec.kind != spec.kind => {
-                let msg = format!("inequivalent arg 'type' for exchange '{}'", spec.name);
-                Err(EngineError::new(ErrorKind::PreconditionFailed, msg))
+            Some(existing) if !passive => {
+                let old = &existing.spec;
+                let differs = [
+                    ("type", old.kind != spec.kind),
+                    ("durable", old.durable != spec.durable),
+                    ("auto_delete", old.auto_delete != spec.auto_delete),
+                    ("internal", old.internal != spec.internal),
+                    ("arguments", old.arguments != spec.arguments),
+                ];
+                match differs.iter().find(|(_, d)| *d) {
+                    Some((arg, _)) => {
+                        let msg = format!("inequivalent arg '{arg}' for exchange '{}' in vhost '/'", spec.name);
+                        Err(EngineError::new(ErrorKind::PreconditionFailed, msg))
+                    }
+                    None => Ok(MetaOutcome::Unchanged),
+                }
             }
             Some(_) => Ok(MetaOutcome::Unchanged),
             None if passive => Err(not_found("exchange", &spec.name)),
@@ -218,36 +311,100 @@ impl RoutingTable {
         self.queues.get(name).map(|_| ()).ok_or_else(|| not_found("queue", name))
     }
 
-    /// Applies a validated op; every shard calls this in the authority's order.
-    pub fn apply(&mut self, op: &MetaOp) {
+    /// Every exchange-to-exchange binding, as the `MetaOp::BindExchange`s that would recreate it.
+    pub fn exchange_bindings(&self) -> Vec<MetaOp> {
+        let mut out = Vec::new();
+        for (source, ex) in &self.exchanges {
+            for b in ex.bindings() {
+                if let Destination::Exchange(destination) = &b.destination {
+                    out.push(MetaOp::BindExchange {
+                        source: source.clone(),
+                        destination: destination.clone(),
+                        key: b.key.clone(),
+                        arguments: b.arguments.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub fn exchanges(&self) -> impl Iterator<Item = &ExchangeSpec> {
+        self.exchanges.values().map(|ex| &ex.spec)
+    }
+
+    /// Applies a validated op; every shard calls this in the authority's order. Returns the
+    /// auto-delete exchanges that lost their last binding and went with it (RabbitMQ deletes
+    /// such an exchange when its last binding is removed, whatever removed it).
+    pub fn apply(&mut self, op: &MetaOp) -> Vec<ExchangeSpec> {
         self.revision += 1;
+        let mut unbound: Vec<String> = Vec::new();
         match op {
             MetaOp::DeclareQueue { spec, .. } => {
                 self.queues.entry(spec.name.clone()).or_insert_with(|| spec.clone());
             }
             MetaOp::DeleteQueue { name } => {
                 self.queues.remove(name);
-                for ex in self.exchanges.values_mut() {
-                    ex.unbind_queue(name);
-                }
+                unbound = self.unbind_everywhere(&Destination::Queue(name.clone()));
             }
             MetaOp::DeclareExchange { spec, .. } => {
                 self.exchanges.entry(spec.name.clone()).or_insert_with(|| Exchange::new(spec.clone()));
             }
-            MetaOp::DeleteExchange { name } => {
+            MetaOp::DeleteExchange { name, .. } => {
                 self.exchanges.remove(name);
+                unbound = self.unbind_everywhere(&Destination::Exchange(name.clone()));
             }
             MetaOp::Bind { exchange, queue, key, arguments } => {
                 if let Some(ex) = self.exchanges.get_mut(exchange) {
-                    ex.bind(queue, key, arguments.clone());
+                    ex.bind(&Destination::Queue(queue.clone()), key, arguments.clone());
+                }
+            }
+            MetaOp::BindExchange { source, destination, key, arguments } => {
+                if let Some(ex) = self.exchanges.get_mut(source) {
+                    ex.bind(&Destination::Exchange(destination.clone()), key, arguments.clone());
                 }
             }
             MetaOp::Unbind { exchange, queue, key, arguments } => {
-                if let Some(ex) = self.exchanges.get_mut(exchange) {
-                    ex.unbind(queue, key, arguments);
+                if let Some(ex) = self.exchanges.get_mut(exchange)
+                    && ex.unbind(&Destination::Queue(queue.clone()), key, arguments)
+                {
+                    unbound.push(exchange.clone());
+                }
+            }
+            MetaOp::UnbindExchange { source, destination, key, arguments } => {
+                if let Some(ex) = self.exchanges.get_mut(source)
+                    && ex.unbind(&Destination::Exchange(destination.clone()), key, arguments)
+                {
+                    unbound.push(source.clone());
                 }
             }
         }
+        self.auto_delete(unbound)
+    }
+
+    /// Removes every binding to `destination`; returns the exchanges that lost one.
+    fn unbind_everywhere(&mut self, destination: &Destination) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (name, ex) in &mut self.exchanges {
+            if ex.unbind_all(destination) {
+                lost.push(name.clone());
+            }
+        }
+        lost
+    }
+
+    /// Deletes the auto-delete exchanges among `candidates` left without bindings, and those
+    /// that this in turn leaves without bindings.
+    fn auto_delete(&mut self, mut candidates: Vec<String>) -> Vec<ExchangeSpec> {
+        let mut deleted = Vec::new();
+        while let Some(name) = candidates.pop() {
+            let unused = self.exchanges.get(&name).is_some_and(|ex| ex.spec.auto_delete && ex.bindings().is_empty());
+            if unused && let Some(ex) = self.exchanges.remove(&name) {
+                candidates.extend(self.unbind_everywhere(&Destination::Exchange(name)));
+                deleted.push(ex.spec);
+            }
+        }
+        deleted
     }
 }
 
@@ -323,5 +480,110 @@ mod tests {
         });
         t.apply(&MetaOp::DeleteQueue { name: "q".into() });
         assert!(t.exchange("amq.fanout").expect("exists").bindings().is_empty());
+    }
+
+    fn exchange(t: &mut RoutingTable, name: &str, kind: ExchangeKind, arguments: Vec<(String, String)>) {
+        let spec =
+            ExchangeSpec { name: name.into(), kind, durable: false, auto_delete: false, internal: false, arguments };
+        let op = MetaOp::DeclareExchange { spec, passive: false };
+        t.validate(&op, 10).expect("valid exchange");
+        t.apply(&op);
+    }
+
+    fn routed(t: &RoutingTable, exchange: &str, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        t.route(exchange, key, &[], &mut out);
+        out.into_iter().map(|q| q.name.clone()).collect()
+    }
+
+    fn e2e(source: &str, destination: &str, key: &str) -> MetaOp {
+        MetaOp::BindExchange {
+            source: source.into(),
+            destination: destination.into(),
+            key: key.into(),
+            arguments: vec![],
+        }
+    }
+
+    fn bind(exchange: &str, queue: &str, key: &str) -> MetaOp {
+        MetaOp::Bind { exchange: exchange.into(), queue: queue.into(), key: key.into(), arguments: vec![] }
+    }
+
+    #[test]
+    fn exchange_to_exchange_bindings_route_once_even_in_cycles() {
+        let mut t = RoutingTable::default();
+        exchange(&mut t, "a", ExchangeKind::Topic, vec![]);
+        exchange(&mut t, "b", ExchangeKind::Fanout, vec![]);
+        t.apply(&MetaOp::DeclareQueue { spec: qspec("q", 0), passive: false, by: None });
+        for op in [e2e("a", "b", "x.*"), e2e("b", "a", ""), bind("b", "q", ""), bind("a", "q", "x.y")] {
+            t.validate(&op, 10).expect("valid");
+            t.apply(&op);
+        }
+        assert_eq!(routed(&t, "a", "x.y"), ["q"], "deduplicated, and the a <-> b cycle ends");
+        assert_eq!(routed(&t, "a", "z"), Vec::<String>::new());
+        assert_eq!(routed(&t, "b", "anything"), ["q"]);
+        t.apply(&MetaOp::UnbindExchange {
+            source: "a".into(),
+            destination: "b".into(),
+            key: "x.*".into(),
+            arguments: vec![],
+        });
+        t.apply(&MetaOp::Unbind { exchange: "a".into(), queue: "q".into(), key: "x.y".into(), arguments: vec![] });
+        assert!(routed(&t, "a", "x.y").is_empty());
+        let missing = e2e("a", "nowhere", "");
+        assert_eq!(t.validate(&missing, 10).map_err(|e| e.kind), Err(ErrorKind::NotFound));
+        assert_eq!(t.validate(&e2e("", "a", ""), 10).map_err(|e| e.kind), Err(ErrorKind::AccessRefused));
+    }
+
+    #[test]
+    fn alternate_exchange_takes_what_routes_nowhere() {
+        let mut t = RoutingTable::default();
+        let ae = vec![("alternate-exchange".to_owned(), "ae".to_owned())];
+        exchange(&mut t, "main", ExchangeKind::Direct, ae.clone());
+        exchange(&mut t, "ae", ExchangeKind::Fanout, vec![("alternate-exchange".to_owned(), "main".to_owned())]);
+        for name in ["known", "unrouted"] {
+            t.apply(&MetaOp::DeclareQueue { spec: qspec(name, 0), passive: false, by: None });
+        }
+        t.apply(&bind("main", "known", "k"));
+        assert!(routed(&t, "main", "other").is_empty(), "empty alternate, and its alternate loops back");
+        t.apply(&bind("ae", "unrouted", ""));
+        assert_eq!(routed(&t, "main", "k"), ["known"]);
+        assert_eq!(routed(&t, "main", "other"), ["unrouted"]);
+        let redeclare = MetaOp::DeclareExchange {
+            spec: ExchangeSpec {
+                name: "main".into(),
+                kind: ExchangeKind::Direct,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments: vec![],
+            },
+            passive: false,
+        };
+        assert_eq!(t.validate(&redeclare, 10).map_err(|e| e.kind), Err(ErrorKind::PreconditionFailed));
+    }
+
+    #[test]
+    fn auto_delete_exchanges_go_with_their_last_binding_and_if_unused_holds() {
+        let mut t = RoutingTable::default();
+        let spec = ExchangeSpec {
+            name: "ad".into(),
+            kind: ExchangeKind::Fanout,
+            durable: false,
+            auto_delete: true,
+            internal: false,
+            arguments: vec![],
+        };
+        t.apply(&MetaOp::DeclareExchange { spec, passive: false });
+        exchange(&mut t, "src", ExchangeKind::Fanout, vec![]);
+        t.apply(&MetaOp::DeclareQueue { spec: qspec("q", 0), passive: false, by: None });
+        t.apply(&bind("ad", "q", ""));
+        t.apply(&e2e("src", "ad", ""));
+        let busy = MetaOp::DeleteExchange { name: "src".into(), if_unused: true };
+        assert_eq!(t.validate(&busy, 10).map_err(|e| e.kind), Err(ErrorKind::PreconditionFailed));
+        let gone = t.apply(&MetaOp::DeleteQueue { name: "q".into() });
+        assert_eq!(gone.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ad"]);
+        assert!(t.exchange("ad").is_none());
+        assert!(t.exchange("src").expect("not auto-delete").bindings().is_empty(), "bindings into 'ad' went too");
     }
 }

@@ -6,14 +6,16 @@
 //! whatever patterns clients subscribe with. Lives inside an `Exchange`; one copy per shard.
 
 use crate::fastmap::HashMap;
+use crate::model::exchange::Destination;
 
 #[derive(Debug, Default, Clone)]
 struct Node {
     literal: HashMap<String, Node>,
     star: Option<Box<Node>>,
     hash: Option<Box<Node>>,
-    /// Queues whose binding key ends here, with how many bindings (keys can repeat via args).
-    queues: Vec<(String, usize)>,
+    /// Destinations whose binding key ends here, with how many bindings (keys can repeat via
+    /// arguments).
+    queues: Vec<(Destination, usize)>,
 }
 
 /// See the module docs.
@@ -35,7 +37,7 @@ fn pattern_words(key: &str) -> Vec<&str> {
 }
 
 impl TopicTrie {
-    pub fn insert(&mut self, key: &str, queue: &str) {
+    pub fn insert(&mut self, key: &str, queue: &Destination) {
         let mut node = &mut self.root;
         for word in pattern_words(key) {
             node = match word {
@@ -46,13 +48,13 @@ impl TopicTrie {
         }
         match node.queues.iter_mut().find(|(q, _)| q == queue) {
             Some((_, n)) => *n += 1,
-            None => node.queues.push((queue.to_owned(), 1)),
+            None => node.queues.push((queue.clone(), 1)),
         }
     }
 
     /// Removes one binding of `queue` with `key` (empty branches are left; they cost nothing
     /// to walk past and are reused by later bindings).
-    pub fn remove(&mut self, key: &str, queue: &str) {
+    pub fn remove(&mut self, key: &str, queue: &Destination) {
         let mut node = &mut self.root;
         for word in pattern_words(key) {
             let next = match word {
@@ -73,8 +75,8 @@ impl TopicTrie {
         }
     }
 
-    /// Appends the queues bound to keys matching `routing_key` (may repeat).
-    pub fn route<'a>(&'a self, routing_key: &str, out: &mut Vec<&'a str>) {
+    /// Appends the destinations bound to keys matching `routing_key` (may repeat).
+    pub fn route<'a>(&'a self, routing_key: &str, out: &mut Vec<&'a Destination>) {
         let words: Vec<&str> = routing_key.split('.').collect();
         let mut visited: Vec<(*const Node, usize)> = Vec::new();
         walk(&self.root, &words, 0, &mut visited, out);
@@ -88,7 +90,7 @@ fn walk<'a>(
     words: &[&str],
     at: usize,
     visited: &mut Vec<(*const Node, usize)>,
-    out: &mut Vec<&'a str>,
+    out: &mut Vec<&'a Destination>,
 ) {
     let mark = (node as *const Node, at);
     if visited.contains(&mark) {
@@ -96,7 +98,7 @@ fn walk<'a>(
     }
     visited.push(mark);
     if at == words.len() {
-        out.extend(node.queues.iter().map(|(q, _)| q.as_str()));
+        out.extend(node.queues.iter().map(|(q, _)| q));
     } else {
         if let Some(child) = node.literal.get(words[at]) {
             walk(child, words, at + 1, visited, out);
@@ -118,10 +120,14 @@ mod tests {
     use crate::model::topic::TopicPattern;
     use proptest::prelude::*;
 
+    fn q(name: &str) -> Destination {
+        Destination::Queue(name.to_owned())
+    }
+
     fn routed(trie: &TopicTrie, key: &str) -> Vec<String> {
         let mut out = Vec::new();
         trie.route(key, &mut out);
-        let mut v: Vec<String> = out.into_iter().map(str::to_owned).collect();
+        let mut v: Vec<String> = out.into_iter().filter_map(|d| d.queue()).map(str::to_owned).collect();
         v.sort();
         v.dedup();
         v
@@ -130,22 +136,22 @@ mod tests {
     #[test]
     fn literal_star_hash() {
         let mut t = TopicTrie::default();
-        t.insert("stock.*.ibm", "a");
-        t.insert("stock.#", "b");
-        t.insert("#", "c");
-        t.insert("#.ibm", "d");
+        t.insert("stock.*.ibm", &q("a"));
+        t.insert("stock.#", &q("b"));
+        t.insert("#", &q("c"));
+        t.insert("#.ibm", &q("d"));
         assert_eq!(routed(&t, "stock.nyse.ibm"), ["a", "b", "c", "d"]);
         assert_eq!(routed(&t, "stock"), ["b", "c"]);
         assert_eq!(routed(&t, "bond.x"), ["c"]);
-        t.remove("#", "c");
+        t.remove("#", &q("c"));
         assert_eq!(routed(&t, "bond.x"), Vec::<String>::new());
     }
 
     #[test]
     fn many_hashes_stay_cheap() {
         let mut t = TopicTrie::default();
-        t.insert(&["#"; 40].join("."), "q");
-        t.insert(&["#", "x"].repeat(20).join("."), "r");
+        t.insert(&["#"; 40].join("."), &q("q"));
+        t.insert(&["#", "x"].repeat(20).join("."), &q("r"));
         let key = ["y"; 64].join(".");
         assert_eq!(routed(&t, &key), ["q"]);
     }
@@ -168,7 +174,7 @@ mod tests {
             let mut trie = TopicTrie::default();
             let patterns: Vec<String> = patterns.iter().map(|p| p.join(".")).collect();
             for (i, p) in patterns.iter().enumerate() {
-                trie.insert(p, &format!("q{i}"));
+                trie.insert(p, &q(&format!("q{i}")));
             }
             for key in keys.iter().map(|k| k.join(".")) {
                 let mut expected: Vec<String> = patterns

@@ -61,12 +61,47 @@ impl Shard {
     }
 
     /// Applies a validated op to this shard's table and, for queues it owns, to the queue set.
+    /// Durable exchanges are journaled on every shard; exchange-to-exchange bindings between
+    /// durable exchanges on the authority's.
     pub(super) fn apply_meta(&mut self, op: &MetaOp) {
-        self.routing.apply(op);
+        let deleted = match op {
+            MetaOp::DeleteExchange { name, .. } => self.routing.exchange(name).map(|ex| ex.spec.clone()),
+            _ => None,
+        };
+        if let Some(spec) = deleted.as_ref().filter(|s| s.durable && self.id == AUTHORITY) {
+            // Bindings into the exchange go with it (those out of it go with its delete record).
+            for op in self.routing.exchange_bindings() {
+                if let MetaOp::BindExchange { source, destination, key, arguments } = op
+                    && destination == spec.name
+                {
+                    let to = format!("{}{destination}", crate::journal::EXCHANGE_DESTINATION_MARK);
+                    self.journal.append_binding(&source, &to, &key, &arguments, false);
+                }
+            }
+        }
+        let auto_deleted = self.routing.apply(op);
+        for spec in deleted.iter().chain(&auto_deleted) {
+            self.journal.append_exchange_delete(spec);
+        }
+        match op {
+            MetaOp::DeclareExchange { spec, .. } => self.journal.append_exchange_declare(spec),
+            MetaOp::BindExchange { source, destination, key, arguments }
+            | MetaOp::UnbindExchange { source, destination, key, arguments } => {
+                let durable = |name: &str| self.routing.exchange(name).is_some_and(|ex| ex.spec.durable);
+                if self.id == AUTHORITY && durable(source) && durable(destination) {
+                    let bound = matches!(op, MetaOp::BindExchange { .. });
+                    let to = format!("{}{destination}", crate::journal::EXCHANGE_DESTINATION_MARK);
+                    self.journal.append_binding(source, &to, key, arguments, bound);
+                }
+            }
+            _ => {}
+        }
         match op {
             MetaOp::DeclareQueue { spec, .. } if spec.shard == self.id && !self.queues.contains_key(&spec.name) => {
                 self.journal.append_queue_declare(spec);
-                self.queues.insert(spec.name.clone(), Queue::new(spec.clone()));
+                let mut queue = Queue::new(spec.clone());
+                queue.touch(self.now_ms());
+                self.queues.insert(spec.name.clone(), queue);
             }
             MetaOp::DeleteQueue { name } => {
                 if let Some(queue) = self.queues.remove(name) {

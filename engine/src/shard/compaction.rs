@@ -1,5 +1,6 @@
 //! Compaction on the shard: when the journal has sealed segments, the declarations of the
-//! durable queues this shard owns (and their bindings) are written again, live persistent
+//! durable queues this shard owns (and their bindings), of every durable exchange and (on the
+//! authority) of exchange-to-exchange bindings between durable exchanges are written again, live persistent
 //! messages in old segments are copied forward (same queue and id; recovery keeps the newest
 //! copy), and once those copies are durable the old segments are deleted off the event loop.
 //! Disk use so follows the live backlog (ARCHITECTURE §4).
@@ -18,10 +19,28 @@ impl Shard {
                 self.journal.append_queue_declare(&spec);
             }
         }
-        let bindings: Vec<MetaOp> = owned.iter().flat_map(|name| self.routing.bindings_of(name)).collect();
+        let exchanges: Vec<_> = self.routing.exchanges().filter(|x| x.durable).cloned().collect();
+        for spec in &exchanges {
+            self.journal.append_exchange_declare(spec);
+        }
+        let mut bindings: Vec<MetaOp> = owned.iter().flat_map(|name| self.routing.bindings_of(name)).collect();
+        if self.id == crate::shard::AUTHORITY {
+            let durable = |name: &str| exchanges.iter().any(|x| x.name == name);
+            let e2e = self.routing.exchange_bindings().into_iter();
+            bindings.extend(e2e.filter(|op| {
+                matches!(op, MetaOp::BindExchange { source, destination, .. } if durable(source) && durable(destination))
+            }));
+        }
         for op in bindings {
-            if let MetaOp::Bind { exchange, queue, key, arguments } = op {
-                self.journal.append_binding(&exchange, &queue, &key, &arguments, true);
+            match op {
+                MetaOp::Bind { exchange, queue, key, arguments } => {
+                    self.journal.append_binding(&exchange, &queue, &key, &arguments, true);
+                }
+                MetaOp::BindExchange { source, destination, key, arguments } => {
+                    let to = format!("{}{destination}", crate::journal::EXCHANGE_DESTINATION_MARK);
+                    self.journal.append_binding(&source, &to, &key, &arguments, true);
+                }
+                _ => {}
             }
         }
         let mut copied = 0usize;

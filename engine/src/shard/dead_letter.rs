@@ -47,13 +47,26 @@ impl Shard {
     }
 
     /// Expires what is due in every queue this shard owns (the runtime calls this a few times
-    /// a second, so messages expire without a consumer looking).
+    /// a second, so messages expire without a consumer looking), and deletes queues unused for
+    /// their `x-expires` (through the authority, like queue.delete; their messages go with
+    /// them, not to a dead-letter exchange, as in RabbitMQ).
     /// Only queues holding messages with an expiry are visited; removing expired messages
     /// never makes a delivery possible, so nothing is re-dispatched.
     pub fn expire_due(&mut self) {
         let due: Vec<String> = self.queues.values().filter(|q| q.has_expiring()).map(|q| q.spec.name.clone()).collect();
         for name in due {
             self.expire(&name);
+        }
+        let now = self.now_ms();
+        let mut unused = Vec::new();
+        for queue in self.queues.values_mut().filter(|q| q.expires_when_unused()) {
+            if queue.take_idle_expiry(now) {
+                unused.push(queue.spec.name.clone());
+            }
+        }
+        for name in unused {
+            tracing::debug!(queue = %name, "queue unused for its x-expires: deleting it");
+            self.meta_nowait(crate::model::routing::MetaOp::DeleteQueue { name });
         }
     }
 

@@ -239,16 +239,23 @@ impl Shard {
             let msg = format!("cannot obtain exclusive access to locked queue '{name}'");
             return Err(EngineError::new(ErrorKind::ResourceLocked, msg));
         }
+        if !queue.admits(&consumer) {
+            let msg = format!("queue '{name}' in vhost '/' in exclusive use");
+            return Err(EngineError::new(ErrorKind::AccessRefused, msg));
+        }
         queue.add_consumer(consumer);
+        queue.touch((self.clock)());
         self.dispatch(name);
         Ok(())
     }
 
     pub(super) fn get_local(&mut self, name: &str, consumer: ConsumerKey, no_ack: bool) -> Result<Reply, EngineError> {
         self.expire(name);
+        let now = self.now_ms();
         let Some(queue) = self.queues.get_mut(name) else {
             return Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{name}' in vhost '/'")));
         };
+        queue.touch(now);
         let durable = queue.spec.durable;
         let delivery = queue.get(consumer, no_ack);
         let remaining = queue.ready_len();
@@ -263,10 +270,13 @@ impl Shard {
     }
 
     pub(super) fn cancel_local(&mut self, name: &str, consumer: ConsumerKey) {
+        let now = self.now_ms();
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };
+        // The x-expires clock runs from when the last consumer left.
         queue.remove_consumer(consumer);
+        queue.touch(now);
         let auto_delete = queue.should_auto_delete();
         self.dispatch(name);
         if auto_delete {

@@ -291,10 +291,16 @@ impl Shard {
                 self.cancel_local(&queue, consumer);
                 self.reply(from, id, Ok(Reply::Cancelled));
             }
-            Request::Stats { queue } => {
+            Request::Stats { queue, declared } => {
                 self.expire(&queue);
-                let result = match self.queues.get(&queue) {
-                    Some(q) => Ok(Reply::Stats { messages: q.ready_len(), consumers: q.consumer_count() }),
+                let now = self.now_ms();
+                let result = match self.queues.get_mut(&queue) {
+                    Some(q) => {
+                        if declared {
+                            q.touch(now);
+                        }
+                        Ok(Reply::Stats { messages: q.ready_len(), consumers: q.consumer_count() })
+                    }
                     None => Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{queue}' in vhost '/'"))),
                 };
                 self.reply(from, id, result);

@@ -22,8 +22,9 @@ pub enum Request {
     Cancel { queue: String, consumer: ConsumerKey },
     /// To the queue's owner: drop ready messages.
     Purge { queue: String },
-    /// To the queue's owner: message and consumer counts.
-    Stats { queue: String },
+    /// To the queue's owner: message and consumer counts. `declared`: this answers a
+    /// queue.declare, which counts as a use for `x-expires`.
+    Stats { queue: String, declared: bool },
     /// To the queue's owner: take one ready message (AMQP basic.get). Unless `no_ack`, it stays
     /// unacked under `consumer` (which need not be attached) until settled or cancelled.
     Get { queue: String, consumer: ConsumerKey, no_ack: bool },

@@ -1,5 +1,6 @@
-//! Start-up recovery of one shard: what its log held (durable exchanges, queues with their
-//! unsettled persistent messages, bindings) is declared again through the metadata authority,
+//! Start-up recovery of one shard: what its log held (durable exchanges — every shard's log
+//! has them all, so its bindings find them —, queues with their unsettled persistent
+//! messages, bindings, exchange-to-exchange bindings) is declared again through the authority,
 //! so every shard's routing table learns it the normal way, and the messages are put back
 //! into their queues marked redelivered. A queue that now places on another shard (the shard
 //! count changed) has its messages re-published there and settled here.
@@ -42,11 +43,11 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
     for record in recovered.exchanges {
-        if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, .. } = record {
+        if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, arguments } = record {
             let Some(kind) = ExchangeKind::parse(&kind) else {
                 continue;
             };
-            let spec = ExchangeSpec { name, kind, durable, auto_delete, internal };
+            let spec = ExchangeSpec { name, kind, durable, auto_delete, internal, arguments };
             if let Err(e) = meta(shard, MetaOp::DeclareExchange { spec, passive: false }).await {
                 tracing::warn!(shard = %me, "recovering an exchange failed: {e}");
             }
@@ -92,7 +93,13 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     }
     for record in recovered.bindings {
         if let Record::Bind { exchange, queue, routing_key, arguments } = record {
-            let op = MetaOp::Bind { exchange, queue, key: routing_key, arguments };
+            let op = match queue.strip_prefix(crate::journal::EXCHANGE_DESTINATION_MARK) {
+                Some(destination) => {
+                    let destination = destination.to_owned();
+                    MetaOp::BindExchange { source: exchange, destination, key: routing_key, arguments }
+                }
+                None => MetaOp::Bind { exchange, queue, key: routing_key, arguments },
+            };
             match meta(shard, op).await {
                 Ok(()) => report.bindings += 1,
                 Err(e) => tracing::warn!(shard = %me, "recovering a binding failed: {e}"),

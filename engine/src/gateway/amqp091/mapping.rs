@@ -3,24 +3,35 @@
 //! `delivery-mode` 2 <-> persistent, `priority`, `content-type`, `content-encoding`,
 //! `correlation-id`, `reply-to`, `message-id`, `expiration` (ms) map one to one; `type`,
 //! `user-id`, `app-id` and `timestamp` travel as headers of those names; header table values
-//! become text (numbers and booleans as their decimal/`true` form; other field types are
-//! carried as text too, so an AMQP-to-AMQP round trip keeps values but not their types).
+//! become text for the neutral view (numbers and booleans as their decimal/`true` form). When a
+//! table holds anything but strings, its encoding also travels as [`NativeHeaders::Amqp091`],
+//! so an AMQP consumer gets every header whose text is unchanged with its original type
+//! (long-int, bool, table, array, ...); headers added on the way (dead-lettering) are strings.
 
+use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, FieldTable, FieldValue};
 
-use crate::model::message::Properties;
+use crate::model::message::{NativeHeaders, Properties};
 
-fn text(value: &FieldValue) -> String {
-    if let FieldValue::Bool(b) = value {
-        return b.to_string();
+/// The text view of a field value (STOMP headers, binding and queue arguments).
+pub fn text(value: &FieldValue) -> String {
+    match value {
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::F32(f) => f.to_string(),
+        FieldValue::F64(f) => f.to_string(),
+        FieldValue::Timestamp(t) => t.to_string(),
+        FieldValue::Void => String::new(),
+        _ => match (value.as_str(), value.as_i64()) {
+            (Some(s), _) => s.to_owned(),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => format!("{value:?}"),
+        },
     }
-    if let Some(s) = value.as_str() {
-        return s.to_owned();
-    }
-    if let Some(n) = value.as_i64() {
-        return n.to_string();
-    }
-    format!("{value:?}")
+}
+
+/// Table entries as text pairs.
+pub fn pairs(table: &FieldTable) -> Vec<(String, String)> {
+    table.iter().map(|(k, v)| (k.to_owned(), text(v))).collect()
 }
 
 pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
@@ -34,9 +45,15 @@ pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
         message_id: p.message_id.clone(),
         expiration_ms: p.expiration.as_deref().and_then(|e| e.parse().ok()),
         headers: Vec::new(),
+        native_headers: None,
     };
     if let Some(table) = &p.headers {
-        props.headers.extend(table.iter().map(|(k, v)| (k.to_owned(), text(v))));
+        props.headers = pairs(table);
+        if table.iter().any(|(_, v)| v.as_str().is_none()) {
+            let mut encoded = Vec::new();
+            table.encode(&mut encoded);
+            props.native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
+        }
     }
     let extra = [("type", p.kind.clone()), ("user-id", p.user_id.clone()), ("app-id", p.app_id.clone())];
     for (name, value) in extra {
@@ -52,6 +69,14 @@ pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
 
 pub fn amqp_properties(props: &Properties) -> BasicProperties {
     let mut headers = FieldTable::new();
+    let typed = match &props.native_headers {
+        Some(NativeHeaders::Amqp091(bytes)) => FieldTable::decode(bytes).ok(),
+        None => None,
+    };
+    let original = |name: &str, value: &str| {
+        let v = typed.as_ref()?.get(name)?;
+        (text(v) == value).then(|| v.clone())
+    };
     let mut p = BasicProperties {
         content_type: props.content_type.clone(),
         content_encoding: props.content_encoding.clone(),
@@ -69,7 +94,7 @@ pub fn amqp_properties(props: &Properties) -> BasicProperties {
             "user-id" => p.user_id = Some(value.clone()),
             "app-id" => p.app_id = Some(value.clone()),
             "timestamp" if value.parse::<u64>().is_ok() => p.timestamp = value.parse().ok(),
-            _ => headers.insert(name.clone(), FieldValue::string(value)),
+            _ => headers.insert(name.clone(), original(name, value).unwrap_or_else(|| FieldValue::string(value))),
         }
     }
     if !headers.is_empty() {
@@ -104,5 +129,31 @@ mod tests {
         assert!(neutral.persistent);
         assert_eq!(neutral.expiration_ms, Some(60_000));
         assert_eq!(amqp_properties(&neutral), p);
+        assert!(neutral.native_headers.is_none(), "strings only: the text view is enough");
+    }
+
+    #[test]
+    fn typed_header_values_come_back_with_their_types() {
+        let nested: FieldTable = [("inner", FieldValue::I32(7))].into_iter().collect();
+        let table: FieldTable = [
+            ("count", FieldValue::I64(42)),
+            ("flag", FieldValue::Bool(true)),
+            ("nested", FieldValue::Table(nested)),
+            ("list", FieldValue::Array(vec![FieldValue::I8(1), FieldValue::string("two")])),
+            ("name", FieldValue::string("n")),
+        ]
+        .into_iter()
+        .collect();
+        let p = BasicProperties { headers: Some(table.clone()), delivery_mode: Some(1), ..BasicProperties::default() };
+        let mut neutral = properties_from_amqp(&p);
+        assert!(neutral.headers.contains(&("count".to_owned(), "42".to_owned())), "text for other protocols");
+        assert_eq!(amqp_properties(&neutral).headers, Some(table));
+        // A header changed on the way (here by hand) is no longer the typed original.
+        neutral.headers[0].1 = "43".into();
+        neutral.headers.push(("x-first-death-reason".into(), "expired".into()));
+        let out = amqp_properties(&neutral).headers.expect("headers");
+        assert_eq!(out.get("count"), Some(&FieldValue::string("43")));
+        assert_eq!(out.get("flag"), Some(&FieldValue::Bool(true)));
+        assert_eq!(out.get("x-first-death-reason"), Some(&FieldValue::string("expired")));
     }
 }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_amqp091 as amqp;
-use ferry_amqp091::{BasicProperties, BasicPublish, FieldTable, Method};
+use ferry_amqp091::{BasicProperties, BasicPublish, Method};
 
 use super::AmqpConn;
 use super::PendingConfirm;
 use super::channel::{ChannelConsumer, TxOp};
-use super::mapping::properties_from_amqp;
+use super::mapping::{pairs, properties_from_amqp};
 use crate::error::{EngineError, ErrorKind};
 use crate::ids::{Completion, ShardId};
 use crate::model::exchange::{ExchangeKind, ExchangeSpec};
@@ -24,17 +24,6 @@ use crate::shard::msg::{Reply, Request};
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> EngineError {
     EngineError::new(kind, message)
-}
-
-/// Table entries as the engine's string pairs (binding arguments, x-match).
-fn pairs(table: &FieldTable) -> Vec<(String, String)> {
-    let text = |v: &ferry_amqp091::FieldValue| match (v, v.as_str(), v.as_i64()) {
-        (ferry_amqp091::FieldValue::Bool(b), _, _) => b.to_string(),
-        (_, Some(s), _) => s.to_owned(),
-        (_, None, Some(n)) => n.to_string(),
-        (_, None, None) => format!("{v:?}"),
-    };
-    table.iter().map(|(k, v)| (k.to_owned(), text(v))).collect()
 }
 
 impl AmqpConn {
@@ -79,8 +68,28 @@ impl AmqpConn {
         match method {
             Method::ExchangeDeclare(m) => self.exchange_declare(m).await,
             Method::ExchangeDelete(m) => {
-                self.meta(MetaOp::DeleteExchange { name: m.exchange.clone() }).await?;
+                self.meta(MetaOp::DeleteExchange { name: m.exchange.clone(), if_unused: m.if_unused }).await?;
                 Ok((!m.nowait).then(|| Method::ExchangeDeleteOk(amqp::ExchangeDeleteOk {})))
+            }
+            Method::ExchangeBind(m) => {
+                let op = MetaOp::BindExchange {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    key: m.routing_key.clone(),
+                    arguments: pairs(&m.arguments),
+                };
+                self.meta(op).await?;
+                Ok((!m.nowait).then(|| Method::ExchangeBindOk(amqp::ExchangeBindOk {})))
+            }
+            Method::ExchangeUnbind(m) => {
+                let op = MetaOp::UnbindExchange {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    key: m.routing_key.clone(),
+                    arguments: pairs(&m.arguments),
+                };
+                self.meta(op).await?;
+                Ok((!m.nowait).then(|| Method::ExchangeUnbindOk(amqp::ExchangeUnbindOk {})))
             }
             Method::QueueDeclare(m) => self.queue_declare(m).await,
             Method::QueueBind(m) => {
@@ -111,6 +120,7 @@ impl AmqpConn {
                 Ok((!m.nowait).then(|| Method::QueuePurgeOk(amqp::QueuePurgeOk { message_count: n as u32 })))
             }
             Method::QueueDelete(m) => self.queue_delete(m).await,
+            Method::BasicQos(m) if m.prefetch_size != 0 => self.not_implemented("prefetch_size!=0", method),
             Method::BasicQos(m) => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.prefetch = m.prefetch_count;
@@ -123,6 +133,10 @@ impl AmqpConn {
             Method::BasicAck(m) => self.settle_or_buffer(channel, m.delivery_tag, m.multiple, None),
             Method::BasicNack(m) => self.settle_or_buffer(channel, m.delivery_tag, m.multiple, Some(m.requeue)),
             Method::BasicReject(m) => self.settle_or_buffer(channel, m.delivery_tag, false, Some(m.requeue)),
+            Method::BasicRecover(amqp::BasicRecover { requeue: false })
+            | Method::BasicRecoverAsync(amqp::BasicRecoverAsync { requeue: false }) => {
+                self.not_implemented("requeue=false", method)
+            }
             Method::BasicRecover(_) | Method::BasicRecoverAsync(_) => {
                 self.recover(channel);
                 Ok(matches!(method, Method::BasicRecover(_)).then(|| Method::BasicRecoverOk(amqp::BasicRecoverOk {})))
@@ -138,6 +152,7 @@ impl AmqpConn {
                 }
                 Ok(Some(Method::TxRollbackOk(amqp::TxRollbackOk {})))
             }
+            Method::ChannelFlow(amqp::ChannelFlow { active: false }) => self.not_implemented("active=false", method),
             Method::ChannelFlow(m) => Ok(Some(Method::ChannelFlowOk(amqp::ChannelFlowOk { active: m.active }))),
             other => Err(error(
                 ErrorKind::PreconditionFailed,
@@ -146,15 +161,27 @@ impl AmqpConn {
         }
     }
 
+    /// What RabbitMQ does with the parts of AMQP it leaves out: a connection error 540.
+    fn not_implemented(&mut self, what: &str, method: &Method) -> Result<Option<Method>, EngineError> {
+        let text = format!("NOT_IMPLEMENTED - {what}");
+        self.conn.close_connection(amqp::NOT_IMPLEMENTED, &text, method.class_id(), method.method_id());
+        Ok(None)
+    }
+
     async fn exchange_declare(&mut self, m: &amqp::ExchangeDeclare) -> Result<Option<Method>, EngineError> {
-        let kind = ExchangeKind::parse(&m.kind)
-            .ok_or_else(|| error(ErrorKind::PreconditionFailed, format!("invalid exchange type '{}'", m.kind)))?;
+        let Some(kind) = ExchangeKind::parse(&m.kind) else {
+            // RabbitMQ: an unknown exchange type is a connection error 503 COMMAND_INVALID.
+            let text = format!("COMMAND_INVALID - unknown exchange type '{}'", m.kind);
+            self.conn.close_connection(amqp::COMMAND_INVALID, &text, 40, 10);
+            return Ok(None);
+        };
         let spec = ExchangeSpec {
             name: m.exchange.clone(),
             kind,
             durable: m.durable,
             auto_delete: m.auto_delete,
             internal: m.internal,
+            arguments: pairs(&m.arguments),
         };
         if !m.exchange.is_empty() {
             self.meta(MetaOp::DeclareExchange { spec, passive: m.passive }).await?;
@@ -184,24 +211,27 @@ impl AmqpConn {
         if m.exclusive && !self.exclusive_queues.contains(&name) {
             self.exclusive_queues.push(name.clone());
         }
-        if m.nowait {
-            return Ok(None);
-        }
+        // Asked even with nowait: a declaration is a use that restarts the x-expires clock.
         let owner = self.owner_of(&name)?;
-        let (messages, consumers) = match self.request(owner, Request::Stats { queue: name.clone() }).await? {
+        let stats = Request::Stats { queue: name.clone(), declared: true };
+        let (messages, consumers) = match self.request(owner, stats).await? {
             Reply::Stats { messages, consumers } => (messages, consumers),
             _ => (0, 0),
         };
+        if m.nowait {
+            return Ok(None);
+        }
         let ok = amqp::QueueDeclareOk { queue: name, message_count: messages as u32, consumer_count: consumers as u32 };
         Ok(Some(Method::QueueDeclareOk(ok)))
     }
 
     async fn queue_delete(&mut self, m: &amqp::QueueDelete) -> Result<Option<Method>, EngineError> {
         let owner = self.owner_of(&m.queue)?;
-        let (messages, consumers) = match self.request(owner, Request::Stats { queue: m.queue.clone() }).await? {
-            Reply::Stats { messages, consumers } => (messages, consumers),
-            _ => (0, 0),
-        };
+        let (messages, consumers) =
+            match self.request(owner, Request::Stats { queue: m.queue.clone(), declared: false }).await? {
+                Reply::Stats { messages, consumers } => (messages, consumers),
+                _ => (0, 0),
+            };
         if m.if_unused && consumers > 0 {
             return Err(error(ErrorKind::PreconditionFailed, format!("queue '{}' in vhost '/' in use", m.queue)));
         }
@@ -254,7 +284,7 @@ impl AmqpConn {
             })
             .transpose()?
             .unwrap_or(0);
-        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack, priority };
+        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: m.no_ack, priority, exclusive: m.exclusive };
         if let Err(e) = self.request(owner, Request::Consume { queue: m.queue.clone(), consumer }).await {
             self.consumers.remove(&key.tag);
             if let Some(ch) = self.channels.get_mut(&channel) {
@@ -382,13 +412,29 @@ impl AmqpConn {
                 ch.tx.as_mut().ok_or_else(|| error(ErrorKind::PreconditionFailed, "channel is not transactional"))?;
             std::mem::take(ops)
         };
+        // commit-ok goes out once every publish is held and every ack settled, durably where
+        // persistent (one held count keeps it from finishing while the ops are handed out).
+        let token = self.next_token;
+        self.next_token += 1;
+        self.confirms.insert(token, PendingConfirm { channel, seq: None, remaining: 1, failed: false });
+        let mut result = Ok(());
         for op in ops {
-            match op {
-                TxOp::Publish { method, properties, body } => self.route(channel, &method, &properties, body, None)?,
-                TxOp::Settle { tag, multiple, requeue } => self.settle(channel, tag, multiple, requeue, None)?,
+            result = match op {
+                TxOp::Publish { method, properties, body } => {
+                    self.route(channel, &method, &properties, body, Some(token))
+                }
+                TxOp::Settle { tag, multiple, requeue } => self.settle(channel, tag, multiple, requeue, Some(token)),
+            };
+            if result.is_err() {
+                break;
             }
         }
-        Ok(Some(Method::TxCommitOk(amqp::TxCommitOk {})))
+        if let Err(e) = result {
+            self.confirms.remove(&token);
+            return Err(e);
+        }
+        self.confirm(token, Ok(()));
+        Ok(None)
     }
 
     pub(super) async fn publish(
@@ -415,7 +461,7 @@ impl AmqpConn {
         let token = token.map(|seq| {
             let token = self.next_token;
             self.next_token += 1;
-            self.confirms.insert(token, PendingConfirm { channel, seq, remaining: 0, failed: false });
+            self.confirms.insert(token, PendingConfirm { channel, seq: Some(seq), remaining: 0, failed: false });
             token
         });
         if let Err(e) = self.route(channel, &method, &properties, body, token) {
@@ -464,16 +510,11 @@ impl AmqpConn {
             });
             self.conn.send_content(channel, &ret, properties, &body);
         }
-        if let Some(token) = token {
-            match self.confirms.get_mut(&token) {
-                Some(p) if count == 0 => {
-                    let (channel, seq) = (p.channel, p.seq);
-                    self.confirms.remove(&token);
-                    self.send_confirm(channel, seq, false);
-                }
-                Some(p) => p.remaining += count,
-                None => {}
-            }
+        if let Some(token) = token
+            && let Some(p) = self.confirms.get_mut(&token)
+        {
+            p.remaining += count;
+            self.finish_if_done(token);
         }
         Ok(())
     }

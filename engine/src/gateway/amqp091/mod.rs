@@ -26,11 +26,14 @@ use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
 use channel::{Channel, Unacked};
 
-/// A publisher confirm waiting for the queues a message reached.
+/// Work the connection answers once the engine has done it: a publisher confirm waiting for
+/// the queues a message reached, or a tx.commit waiting for its publishes and acks (durably
+/// for persistent messages on durable queues, so commit-ok means what a confirm means).
 #[derive(Debug)]
 struct PendingConfirm {
     channel: u16,
-    seq: u64,
+    /// The publish sequence number, or `None` for a tx.commit.
+    seq: Option<u64>,
     remaining: usize,
     failed: bool,
 }
@@ -146,6 +149,9 @@ impl AmqpConn {
     /// Gives back everything a channel held: its consumers' and gets' unacked messages.
     fn release_channel(&mut self, channel: u16) {
         let Some(mut ch) = self.channels.remove(&channel) else { return };
+        // Confirms and commit-oks still owed belong to this channel, not to a later one that
+        // reuses its number.
+        self.confirms.retain(|_, p| p.channel != channel);
         let mut shard = self.shard.borrow_mut();
         for c in ch.consumers.values() {
             self.consumers.remove(&c.key.tag);
@@ -214,20 +220,30 @@ impl AmqpConn {
         let Some(p) = self.confirms.get_mut(&token) else { return };
         p.remaining = p.remaining.saturating_sub(1);
         p.failed |= result.is_err();
-        if p.remaining == 0
-            && let Some(done) = self.confirms.remove(&token)
-        {
-            self.send_confirm(done.channel, done.seq, done.failed);
-        }
+        self.finish_if_done(token);
     }
 
-    fn send_confirm(&mut self, channel: u16, seq: u64, failed: bool) {
-        let method = if failed {
-            Method::BasicNack(BasicNack { delivery_tag: seq, multiple: false, requeue: false })
-        } else {
-            Method::BasicAck(BasicAck { delivery_tag: seq, multiple: false })
+    /// Sends the confirm (ack, or nack when any queue refused) or the commit-ok for `token`
+    /// once nothing it waits on is outstanding.
+    fn finish_if_done(&mut self, token: u64) {
+        if self.confirms.get(&token).is_none_or(|p| p.remaining > 0) {
+            return;
+        }
+        let Some(done) = self.confirms.remove(&token) else { return };
+        let method = match done.seq {
+            Some(seq) if done.failed => {
+                Method::BasicNack(BasicNack { delivery_tag: seq, multiple: false, requeue: false })
+            }
+            Some(seq) => Method::BasicAck(BasicAck { delivery_tag: seq, multiple: false }),
+            None => {
+                if done.failed {
+                    // AMQP 0-9-1 has no partial commit; the refusal was logged where it happened.
+                    tracing::warn!(conn = %self.id, "tx.commit: a queue refused a publish (at its limit)");
+                }
+                Method::TxCommitOk(ferry_amqp091::TxCommitOk {})
+            }
         };
-        self.conn.send_method(channel, &method);
+        self.conn.send_method(done.channel, &method);
     }
 }
 

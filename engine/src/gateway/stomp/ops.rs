@@ -273,7 +273,8 @@ impl StompConn {
         let mut sub = Subscription::new(id.clone(), queue.clone(), owner, key, ack);
         sub.private_queue = private;
         self.subs.insert(sub);
-        let consumer = Consumer { key, credit_max, outstanding: 0, no_ack: ack == AckMode::Auto, priority: 0 };
+        let consumer =
+            Consumer { key, credit_max, outstanding: 0, no_ack: ack == AckMode::Auto, priority: 0, exclusive: false };
         if let Err(e) = self.request(owner, Request::Consume { queue, consumer }).await {
             self.subs.remove(&id);
             return Err(e);

@@ -1,0 +1,315 @@
+//! The throughput scenario over AMQP 0-9-1, the same shape as the STOMP producer and consumer:
+//! queues `perf-amqp-<i>` (durable, declared by both sides, so either may start first) on the
+//! default exchange. A producer publishes round-robin, writing pre-encoded method and header
+//! frames plus the stamped body; with `--receipts` it selects publisher confirms and keeps at
+//! most `window` unconfirmed, counting `basic.ack` (single or `multiple`) on a reader thread
+//! (a `basic.nack` is an error). A consumer sets `basic.qos` to `--prefetch` (if given), consumes
+//! each of its queues with consumer tag `perf-<i>` (`no-ack` under `--ack auto`, else one
+//! `basic.ack` per delivery, pipelined) and checks every body. Bounded by the run's deadline.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use ferry_amqp091::frame::{self, Frame};
+use ferry_amqp091::{
+    BasicAck, BasicConsume, BasicProperties, BasicPublish, BasicQos, ConfirmSelect, ContentHeader, FieldTable, Method,
+    QueueDeclare,
+};
+
+use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
+use crate::checker::{SeqChecker, payload};
+use crate::client::{FrameSource, FrameWriter, Target};
+use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce};
+use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
+use crate::shared::Shared;
+
+/// Longest wait for a consumer's connection.close-ok at the end.
+const BYE_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for a producer's close-ok: a busy broker may still be reading its publishes.
+const PRODUCER_BYE_WAIT: Duration = Duration::from_secs(20);
+/// Consumer tags are `perf-<queue index>`, so a delivery names the queue it came from.
+const TAG_PREFIX: &str = "perf-";
+
+fn queue_name(queue: u32) -> String {
+    format!("perf-amqp-{queue}")
+}
+
+/// Declares `queues` (durable, not exclusive) and waits for each declare-ok.
+fn declare(reader: &mut AmqpReader, writer: &mut FrameWriter, queues: &[u32], deadline: Instant) -> Result<()> {
+    for &q in queues {
+        let declare = QueueDeclare { queue: queue_name(q), durable: true, ..Default::default() };
+        send(writer, CHANNEL, declare);
+    }
+    writer.flush(deadline)?;
+    for _ in queues {
+        expect(reader, deadline, "queue.declare-ok", |m| matches!(m, Method::QueueDeclareOk(_)))?;
+    }
+    Ok(())
+}
+
+/// Publisher confirms seen so far: everything up to `upto`, plus single acks beyond it.
+#[derive(Debug, Default)]
+struct Confirms {
+    upto: u64,
+    beyond: BTreeSet<u64>,
+}
+
+impl Confirms {
+    fn ack(&mut self, tag: u64, multiple: bool) -> u64 {
+        if multiple {
+            self.upto = self.upto.max(tag);
+        } else if tag > self.upto {
+            self.beyond.insert(tag);
+        }
+        self.beyond.retain(|t| *t > self.upto);
+        while self.beyond.remove(&(self.upto + 1)) {
+            self.upto += 1;
+        }
+        self.upto + self.beyond.len() as u64
+    }
+}
+
+/// Runs one AMQP producer to completion (or the deadline).
+pub fn produce(
+    config: &ProducerConfig,
+    target: &Target,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<ProducerOutcome> {
+    let who = format!("producer {}", config.id);
+    let (mut reader, mut writer, frame_max) = connect(target, deadline)?;
+    let queues: Vec<u32> = (0..config.queues).collect();
+    declare(&mut reader, &mut writer, &queues, deadline)?;
+    if config.receipts {
+        send(&mut writer, CHANNEL, ConfirmSelect { nowait: false });
+        writer.flush(deadline)?;
+        expect(&mut reader, deadline, "confirm.select-ok", |m| matches!(m, Method::ConfirmSelectOk(_)))?;
+    }
+    let prefixes: Vec<Vec<u8>> = queues.iter().map(|&q| publish_prefix(q, config)).collect();
+    let board = Arc::new(ReceiptBoard::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = Arc::new(Mutex::new(reader));
+    let reader_thread = {
+        let (board, shared, stop, who, reader) =
+            (Arc::clone(&board), Arc::clone(shared), Arc::clone(&stop), who.clone(), Arc::clone(&reader));
+        std::thread::Builder::new().name(format!("{who} confirms")).spawn(move || {
+            let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+            read_confirms(&mut reader, &board, &shared, &stop, &who, deadline);
+        })?
+    };
+    let chunk = (frame_max as usize).saturating_sub(frame::FRAME_OVERHEAD_BYTES).max(1);
+    let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
+        let out = writer.pending_mut();
+        out.extend_from_slice(&prefixes[queue as usize]);
+        for part in payload(config.id, seq, config.size).chunks(chunk) {
+            frame::encode_body(CHANNEL, part, out);
+        }
+    });
+    let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
+    let finished_at = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    if reader_thread.join().is_err() {
+        shared.error(&who, "confirm reader panicked");
+    }
+    if result.is_ok() {
+        let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !close(&mut reader, &mut writer, deadline.min(Instant::now() + PRODUCER_BYE_WAIT)) {
+            result = Err(anyhow::anyhow!("no connection.close-ok: the broker may not have taken every publish"));
+        }
+    }
+    if let Err(e) = &result {
+        shared.error(&who, format!("{e:#}"));
+    }
+    Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
+}
+
+/// The method and content-header frames of a publish to `queue` (the body is per message).
+fn publish_prefix(queue: u32, config: &ProducerConfig) -> Vec<u8> {
+    let publish = BasicPublish { routing_key: queue_name(queue), ..Default::default() };
+    let properties = BasicProperties { delivery_mode: config.persistent.then_some(2), ..Default::default() };
+    let mut out = Vec::new();
+    frame::encode_method(CHANNEL, &Method::BasicPublish(publish), &mut out);
+    frame::encode_content_header(CHANNEL, &ContentHeader::basic(config.size as u64, properties), &mut out);
+    out
+}
+
+fn read_confirms(
+    reader: &mut AmqpReader,
+    board: &ReceiptBoard,
+    shared: &Shared,
+    stop: &AtomicBool,
+    who: &str,
+    deadline: Instant,
+) {
+    let mut confirms = Confirms::default();
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let frame = match reader.next_frame(Instant::now() + Duration::from_millis(100)) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(e) => {
+                if !stop.load(Ordering::Relaxed) {
+                    shared.error(who, format!("{e:#}"));
+                    shared.request_stop();
+                }
+                break;
+            }
+        };
+        match frame {
+            Frame::Method { method: Method::BasicAck(ack), .. } => {
+                let count = confirms.ack(ack.delivery_tag, ack.multiple);
+                board.update(|s| {
+                    Shared::add(&shared.receipted, count - s.count);
+                    s.count = count;
+                });
+            }
+            // The broker holds publishers back (a resource alarm); the socket tells the rest.
+            Frame::Method { method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_), .. } => {}
+            Frame::Method { method, .. } => {
+                shared.error(who, format!("unexpected {} from broker", describe(&method)));
+                shared.request_stop();
+                break;
+            }
+            _ => {}
+        }
+    }
+    board.update(|s| s.closed = true);
+}
+
+/// A delivery whose content is still arriving.
+#[derive(Debug)]
+struct Incoming {
+    queue: Option<u32>,
+    tag: u64,
+    size: Option<u64>,
+    body: Vec<u8>,
+}
+
+/// Connects, consumes, reports readiness on `ready`, then checks deliveries until done.
+pub fn consume(
+    config: &ConsumerConfig,
+    target: &Target,
+    checker: &SeqChecker,
+    shared: &Arc<Shared>,
+    ready: &Sender<Result<(), String>>,
+    deadline: Instant,
+) -> Result<ConsumerOutcome> {
+    let who = format!("consumer {}", config.id);
+    let (mut reader, mut writer) = announce(ready, &who, subscribe(config, target, deadline))?;
+    let mut progress = Progress::new(config);
+    let mut incoming: Option<Incoming> = None;
+    let mut last_any_at = Instant::now();
+    let result = loop {
+        let mut got = 0u64;
+        let drained = loop {
+            let frame = match reader.buffered_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            match on_frame(frame, &mut incoming) {
+                Ok(Some(done)) => {
+                    got += 1;
+                    Shared::add(&shared.received, 1);
+                    progress.record(checker, done.queue, &done.body);
+                    if config.ack == AckMode::ClientIndividual {
+                        send(&mut writer, CHANNEL, BasicAck { delivery_tag: done.tag, multiple: false });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = drained.and_then(|()| writer.flush(deadline)) {
+            break Err(e);
+        }
+        if got > 0 {
+            last_any_at = Instant::now();
+        }
+        let idle = shared.producers_done.load(Ordering::Relaxed) && last_any_at.elapsed() >= config.drain_idle;
+        if checker.unique() >= checker.expected() || shared.stopped() || Instant::now() >= deadline || idle {
+            break Ok(());
+        }
+        if let Err(e) = reader.fill() {
+            break Err(e);
+        }
+    };
+    match result {
+        Ok(()) => {
+            close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
+        }
+        Err(e) => {
+            shared.error(&who, format!("{e:#}"));
+            shared.request_stop();
+        }
+    }
+    Ok(progress.outcome())
+}
+
+fn subscribe(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Result<(AmqpReader, FrameWriter)> {
+    let (mut reader, mut writer, _) = connect(target, deadline)?;
+    declare(&mut reader, &mut writer, &config.queues, deadline)?;
+    if let Some(prefetch) = config.prefetch {
+        let prefetch_count = u16::try_from(prefetch).unwrap_or(u16::MAX);
+        send(&mut writer, CHANNEL, BasicQos { prefetch_count, ..Default::default() });
+        writer.flush(deadline)?;
+        expect(&mut reader, deadline, "basic.qos-ok", |m| matches!(m, Method::BasicQosOk(_)))?;
+    }
+    for &q in &config.queues {
+        let consume = BasicConsume {
+            queue: queue_name(q),
+            consumer_tag: format!("{TAG_PREFIX}{q}"),
+            no_ack: config.ack == AckMode::Auto,
+            arguments: FieldTable::new(),
+            ..Default::default()
+        };
+        send(&mut writer, CHANNEL, consume);
+    }
+    writer.flush(deadline)?;
+    for _ in &config.queues {
+        expect(&mut reader, deadline, "basic.consume-ok", |m| matches!(m, Method::BasicConsumeOk(_)))?;
+    }
+    Ok((reader, writer))
+}
+
+/// Advances the delivery being assembled; returns it once its body is complete.
+fn on_frame(frame: Frame, incoming: &mut Option<Incoming>) -> Result<Option<Incoming>> {
+    match frame {
+        Frame::Method { method: Method::BasicDeliver(d), .. } => {
+            let queue = d.consumer_tag.strip_prefix(TAG_PREFIX).and_then(|q| q.parse::<u32>().ok());
+            *incoming = Some(Incoming { queue, tag: d.delivery_tag, size: None, body: Vec::new() });
+            Ok(None)
+        }
+        Frame::Header { header, .. } => {
+            let Some(current) = incoming.as_mut() else { bail!("content header without a delivery") };
+            current.size = Some(header.body_size);
+            Ok(if header.body_size == 0 { incoming.take() } else { None })
+        }
+        Frame::Body { body, .. } => {
+            let Some(current) = incoming.as_mut() else { bail!("content body without a delivery") };
+            current.body.extend_from_slice(&body);
+            let complete = current.size.is_some_and(|size| current.body.len() as u64 >= size);
+            Ok(if complete { incoming.take() } else { None })
+        }
+        Frame::Heartbeat { .. } => Ok(None),
+        Frame::Method { method, .. } => bail!("unexpected {} from broker", describe(&method)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_count_single_and_multiple_acks() {
+        let mut c = Confirms::default();
+        assert_eq!(c.ack(2, false), 1);
+        assert_eq!(c.ack(1, false), 2);
+        assert_eq!(c.ack(5, false), 3);
+        assert_eq!(c.ack(4, true), 5, "multiple covers 3 and 4; 5 was already in");
+        assert_eq!(c.ack(6, true), 6);
+    }
+}
