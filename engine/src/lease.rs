@@ -273,8 +273,13 @@ pub fn acquire(
     let mut announced = false;
     let presence = dir.dir.join(format!("standby-{}-{}", owner.host, owner.pid));
     let mut looks = 0u64;
+    let mut last_look = Instant::now();
     let result = loop {
         let now = Instant::now();
+        if now.duration_since(last_look) > POLL * 10 {
+            tracing::warn!(ms = now.duration_since(last_look).as_millis(), "standby looked at the lease late");
+        }
+        last_look = now;
         if looks.is_multiple_of(STANDBY_BEAT_EVERY) {
             // Proof of life for `ferry ctl handover`, which refuses when no standby would take
             // over. Not synced: only another reader's view of a changing counter matters.

@@ -101,10 +101,17 @@ fn main() -> anyhow::Result<()> {
     let timing = config.lease;
     let prepared = ferry_engine::runtime::prepare(config)?;
     let stop = |timeout| {
+        let started = Instant::now();
         for tail in &mut tails {
             if let Err(e) = tail.catch_up() {
                 tracing::warn!(dir = %tail.dir().display(), error = %e, "warm standby could not read the log");
             }
+        }
+        if started.elapsed() > lease::POLL * 4 {
+            tracing::warn!(
+                ms = started.elapsed().as_millis(),
+                "warm standby: reading the logs delayed the look at the lease"
+            );
         }
         ferry_engine::runtime::shutdown_signal_within(&signals, timeout)
     };
