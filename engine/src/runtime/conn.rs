@@ -16,6 +16,7 @@ use super::notify::Notify;
 use crate::auth::Users;
 use crate::gateway::Gateway;
 use crate::gateway::amqp091::AmqpConn;
+use crate::gateway::mqtt::MqttConn;
 use crate::gateway::stomp::StompConn;
 use crate::shard::ShardRef;
 
@@ -48,6 +49,10 @@ pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Us
 
 pub(super) async fn serve_amqp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
     serve::<AmqpConn>(stream, shard, users, AmqpConn::new).await;
+}
+
+pub(super) async fn serve_mqtt(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
+    serve::<MqttConn>(stream, shard, users, MqttConn::new).await;
 }
 
 async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
