@@ -180,6 +180,12 @@ impl Session {
     /// most the maximum size is ever buffered.
     fn parse<'a>(&mut self, mut buf: &'a [u8]) -> &'a [u8] {
         while self.reading && self.connect != ConnectState::Pending && !buf.is_empty() {
+            if matches!(self.connect, ConnectState::Awaiting { .. }) && buf[0] != 0x10 {
+                // Not a CONNECT: no need to wait for the rest of it (§3.1.0-1).
+                let why = "first packet is not CONNECT".to_owned();
+                self.close_with(CloseReason::ProtocolError(ReasonCode::PROTOCOL_ERROR, why));
+                return &[];
+            }
             match decode(buf, self.version, self.max_packet_bytes()) {
                 Ok(Decoded::Incomplete { need }) => {
                     let wanted = buf.len() + need;

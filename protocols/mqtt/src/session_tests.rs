@@ -139,6 +139,10 @@ fn packet_before_connect_closes_silently() {
     assert!(s.is_closed());
     assert!(packets(&mut s).is_empty());
     assert!(matches!(closed(&events(&mut s)), Some(CloseReason::ProtocolError(..))));
+    // Another protocol's greeting is refused from its first byte, without waiting for more.
+    let mut s = Session::new(config(), t0);
+    s.handle_input(b"GET / HTTP/1.1\r\n", t0);
+    assert!(s.is_closed());
 }
 
 #[test]
