@@ -175,11 +175,12 @@ def packet(first_byte, body):
     return bytes([first_byte]) + varint(len(body)) + body
 
 
-def connect_packet(client_id="raw", level=4, clean=True, keepalive=30, user="guest", password="guest"):
+def connect_packet(client_id="raw", level=4, clean=True, keepalive=30, user="guest", password="guest",
+                   session_expiry=None):
     flags = (0x02 if clean else 0) | (0x80 if user else 0) | (0x40 if password else 0)
     body = mqtt_str("MQTT") + bytes([level, flags]) + struct.pack("!H", keepalive)
     if level == 5:
-        body += b"\x00"
+        body += b"\x05\x11" + struct.pack("!I", session_expiry) if session_expiry else b"\x00"
     body += mqtt_str(client_id)
     if user:
         body += mqtt_str(user)

@@ -167,3 +167,27 @@ def test_sys_topics_are_not_matched_by_leading_wildcards(broker):
     assert not [m for m in everything.messages if m.topic.startswith("$")]
     everything.close()
     sys.close()
+
+
+def test_session_expiry(broker):
+    cid, topic = uniq("sx"), uniq("sx")
+    short = props(PacketTypes.CONNECT, SessionExpiryInterval=1)
+    c = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
+    c.subscribe(topic, 1)
+    c.close()
+    again = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
+    assert again.connack[0] is True, "within its expiry the session is present"
+    again.close()
+    time.sleep(1.6)
+    late = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
+    assert late.connack[0] is False, "after its expiry the session is gone"
+    pub = Client(broker.mqtt_port, uniq("p"), V5)
+    pub.publish(topic, b"x")
+    assert not late.quiet_for(0.3)
+    late.close()
+    pub.close()
+    # Expiry 0 (the 5.0 default): the session ends with the connection.
+    c = Client(broker.mqtt_port, cid, V5, clean=False)
+    c.subscribe(topic, 1)
+    c.close()
+    assert Client(broker.mqtt_port, cid, V5, clean=False).connack[0] is False
