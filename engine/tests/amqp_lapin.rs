@@ -2,8 +2,6 @@
 //! publish with publisher confirms (persistent), consume with manual acks, nack with
 //! requeue (redelivered), and a 404 channel error — what a RabbitMQ application in Rust does.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -14,32 +12,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ferry");
-    Broker { child, port, _dir: dir }
-}
+use common::start;
 
 async fn connect(port: u16) -> Connection {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -59,7 +34,7 @@ async fn async_io_sleep(d: Duration) {
 
 #[test]
 fn lapin_publishes_with_confirms_and_consumes_with_acks() {
-    let broker = start();
+    let broker = start("amqp");
     async_global_executor::block_on(async {
         let conn = connect(broker.port).await;
         let ch = conn.create_channel().await.expect("channel");

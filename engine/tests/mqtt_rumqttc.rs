@@ -3,47 +3,51 @@
 //! away, 5.0 publish properties, retained messages and a will — what an IoT service in Rust
 //! does.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--shards", "2", "--listen", &format!("mqtt=127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ferry");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ferry did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
-    Broker { child, port, _dir: dir }
-}
+use common::start;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a client's connection on its own thread, forwarding incoming packets until it ends.
+macro_rules! pump {
+    ($connection:expr, $event:path) => {{
+        let mut connection = $connection;
+        let (tx, rx) = channel();
+        thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok($event(packet)) => {
+                        if tx.send(packet).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        rx
+    }};
+}
+
+/// The next packet `pick` accepts, skipping others; fails after `WAIT`.
+fn next<P, T>(rx: &Receiver<P>, mut pick: impl FnMut(P) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let packet = rx.recv_timeout(left).expect("packet within the deadline");
+        if let Some(found) = pick(packet) {
+            return found;
+        }
+    }
+}
 
 mod v4 {
     use super::*;
@@ -52,34 +56,8 @@ mod v4 {
     pub fn client(port: u16, id: &str, clean: bool) -> (Client, Receiver<Packet>) {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_clean_session(clean).set_credentials("guest", "guest").set_keep_alive(Duration::from_secs(30));
-        let (client, mut connection) = Client::new(options, 64);
-        let (tx, rx) = channel();
-        thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(Event::Incoming(packet)) => {
-                        if tx.send(packet).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Event::Outgoing(_)) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        (client, rx)
-    }
-
-    /// The next packet `pick` accepts, skipping others.
-    pub fn next<T>(rx: &Receiver<Packet>, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let packet = rx.recv_timeout(left).expect("packet within the deadline");
-            if let Some(found) = pick(packet) {
-                return found;
-            }
-        }
+        let (client, connection) = Client::new(options, 64);
+        (client, pump!(connection, Event::Incoming))
     }
 
     pub fn publishes(rx: &Receiver<Packet>, n: usize) -> Vec<(String, Bytes, QoS)> {
@@ -97,11 +75,11 @@ mod v4 {
 #[test]
 fn rumqttc_v311_qos1_qos2_and_a_persistent_session() {
     use rumqttc::{Packet, QoS};
-    let broker = start();
+    let broker = start("mqtt");
     let (sub, sub_rx) = v4::client(broker.port, "rq-sub", false);
-    v4::next(&sub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&sub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     sub.subscribe("plant/+/temp", QoS::ExactlyOnce).expect("subscribe");
-    v4::next(&sub_rx, |p| match p {
+    next(&sub_rx, |p| match p {
         Packet::SubAck(ack) => Some(ack),
         _ => None,
     });
@@ -113,7 +91,7 @@ fn rumqttc_v311_qos1_qos2_and_a_persistent_session() {
     // Every QoS 1 publish gets a PUBACK, every QoS 2 one a PUBCOMP.
     let mut acked = 0;
     while acked < 20 {
-        acked += v4::next(&pub_rx, |p| matches!(p, Packet::PubAck(_) | Packet::PubComp(_)).then_some(1));
+        acked += next(&pub_rx, |p| matches!(p, Packet::PubAck(_) | Packet::PubComp(_)).then_some(1));
     }
     let got = v4::publishes(&sub_rx, 20);
     let mut bodies: Vec<u8> = got.iter().map(|(_, body, _)| body[0]).collect();
@@ -130,10 +108,10 @@ fn rumqttc_v311_qos1_qos2_and_a_persistent_session() {
     }
     let mut acked = 0;
     while acked < 5 {
-        acked += v4::next(&pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(1));
+        acked += next(&pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(1));
     }
     let (_sub, sub_rx) = v4::client(broker.port, "rq-sub", false);
-    let present = v4::next(&sub_rx, |p| match p {
+    let present = next(&sub_rx, |p| match p {
         Packet::ConnAck(ack) => Some(ack.session_present),
         _ => None,
     });
@@ -157,33 +135,8 @@ mod v5 {
         if let Some(will) = will {
             options.set_last_will(will);
         }
-        let (client, mut connection) = Client::new(options, 64);
-        let (tx, rx) = channel();
-        thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(Event::Incoming(packet)) => {
-                        if tx.send(packet).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Event::Outgoing(_)) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        (client, rx)
-    }
-
-    pub fn next<T>(rx: &Receiver<Packet>, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let packet = rx.recv_timeout(left).expect("packet within the deadline");
-            if let Some(found) = pick(packet) {
-                return found;
-            }
-        }
+        let (client, connection) = Client::new(options, 64);
+        (client, pump!(connection, Event::Incoming))
     }
 
     pub fn publish(rx: &Receiver<Packet>) -> Publish {
@@ -198,14 +151,14 @@ mod v5 {
 fn rumqttc_v5_properties_retained_and_will() {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
-    let broker = start();
+    let broker = start("mqtt");
     let (sub, sub_rx) = v5::client(broker.port, "r5-sub", None);
-    v5::next(&sub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&sub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     sub.subscribe("home/#", QoS::AtLeastOnce).expect("subscribe");
-    v5::next(&sub_rx, |p| matches!(p, Packet::SubAck(_)).then_some(()));
+    next(&sub_rx, |p| matches!(p, Packet::SubAck(_)).then_some(()));
 
     let (publisher, pub_rx) = v5::client(broker.port, "r5-pub", None);
-    v5::next(&pub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&pub_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     let props = PublishProperties {
         content_type: Some("application/json".into()),
         response_topic: Some("home/replies".into()),
@@ -226,7 +179,7 @@ fn rumqttc_v5_properties_retained_and_will() {
 
     // A later subscriber gets the retained message, flagged as retained.
     let (late, late_rx) = v5::client(broker.port, "r5-late", None);
-    v5::next(&late_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&late_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     late.subscribe("home/kitchen/+", QoS::AtLeastOnce).expect("subscribe");
     let retained = v5::publish(&late_rx);
     assert!(retained.retain);
@@ -235,10 +188,10 @@ fn rumqttc_v5_properties_retained_and_will() {
     // A client that vanishes without DISCONNECT has its will published.
     let will = LastWill::new("home/status/r5-dying", "offline", QoS::AtLeastOnce, false, None);
     let (dying, dying_rx) = v5::client(broker.port, "r5-dying", Some(will));
-    v5::next(&dying_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&dying_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     // Taking the id over closes the first connection abnormally (a will, not a DISCONNECT).
     let (_taker, taker_rx) = v5::client(broker.port, "r5-dying", None);
-    v5::next(&taker_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    next(&taker_rx, |p| matches!(p, Packet::ConnAck(_)).then_some(()));
     let will = v5::publish(&sub_rx);
     assert_eq!(&will.topic[..], b"home/status/r5-dying");
     assert_eq!(&will.payload[..], b"offline");
