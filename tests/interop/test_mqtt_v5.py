@@ -191,3 +191,26 @@ def test_session_expiry(broker):
     c.subscribe(topic, 1)
     c.close()
     assert Client(broker.mqtt_port, cid, V5, clean=False).connack[0] is False
+
+
+def test_retained_messages_expire(broker):
+    base = uniq("rexp")
+    pub = Client(broker.mqtt_port, uniq("p"), V5)
+    pub.publish(f"{base}/short", b"s", retain=True, properties=props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
+    pub.publish(f"{base}/long", b"l", retain=True, properties=props(PacketTypes.PUBLISH, MessageExpiryInterval=100))
+    time.sleep(1.5)
+    c = Client(broker.mqtt_port, uniq("c"), V5)
+    c.subscribe(f"{base}/#", 1)
+    (m,) = c.wait_messages(1)
+    assert (m.payload, m.retain) == (b"l", True)
+    assert 1 <= m.properties.MessageExpiryInterval <= 99
+    assert not c.quiet_for(0.3), "the expired retained message is gone"
+    c.close()
+    pub.close()
+
+
+def test_server_keep_alive(broker_factory):
+    broker = broker_factory(config="[limits]\nkeep_alive_s_max = 5\n")
+    c = Client(broker.mqtt_port, uniq("ka"), V5, keepalive=60)
+    assert c.connack[2].ServerKeepAlive == 5
+    c.close()

@@ -223,11 +223,11 @@ impl Shard {
         let key = content.routing_key.clone();
         let old = self.mqtt.retained.as_mut().and_then(|index| index.remove(&key));
         let mut settled = false;
-        if let Some(old) = old
-            && let Some(queue) = self.queues.get_mut(RETAINED_QUEUE)
-            && queue.take_ready(old).is_some()
+        let replaced = old.and_then(|old| self.queues.get_mut(RETAINED_QUEUE)?.take_ready(old));
+        if let Some(m) = replaced
+            && m.content.properties.persistent
         {
-            self.journal.append_settle(RETAINED_QUEUE, old);
+            self.journal.append_settle(RETAINED_QUEUE, m.msg_id);
             settled = true;
         }
         if content.body.is_empty() {
@@ -274,8 +274,9 @@ impl Shard {
         self.mqtt.retained = Some(index);
     }
 
-    /// The retained messages whose topics match any of the AMQP `patterns` (unexpired).
-    pub(super) fn retained_matching(&mut self, patterns: &[String]) -> Vec<Arc<Content>> {
+    /// The retained messages whose topics match any of the AMQP `patterns` (unexpired), with
+    /// the milliseconds each has left to live, if it expires.
+    pub(super) fn retained_matching(&mut self, patterns: &[String]) -> Vec<(Arc<Content>, Option<u64>)> {
         self.retained_index();
         let now = self.now_ms();
         let compiled: Vec<(TopicPattern, &str)> = patterns.iter().map(|p| (TopicPattern::new(p), p.as_str())).collect();
@@ -286,7 +287,7 @@ impl Shard {
             .ready_messages()
             .filter(|m| m.expires_at_ms.is_none_or(|at| at > now))
             .filter(|m| compiled.iter().any(|(p, raw)| mqtt_pattern_matches(p, raw, &m.content.routing_key)))
-            .map(|m| m.content.clone())
+            .map(|m| (m.content.clone(), m.expires_at_ms.map(|at| at - now)))
             .collect()
     }
 }

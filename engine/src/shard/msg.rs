@@ -55,7 +55,8 @@ pub enum Reply {
         saved: SavedSession,
         expired: bool,
     },
-    MqttRetained(Vec<Arc<Content>>),
+    /// Retained messages, each with the ms it has left to live (if it expires).
+    MqttRetained(Vec<(Arc<Content>, Option<u64>)>),
 }
 
 /// One cross-shard message.

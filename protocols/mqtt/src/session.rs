@@ -30,13 +30,11 @@ const INPUT_BYTES_KEPT_MAX: usize = 64 * 1024;
 /// Bytes a fixed header takes at most (type byte + 4-byte remaining length).
 const FIXED_HEADER_BYTES_MAX: usize = 5;
 
-/// What a session needs to know about the broker.
+/// What a session needs to know about the broker (`limits.keep_alive_s_max` caps 5.0
+/// clients' keep-alive through Server Keep Alive).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub limits: Limits,
-    /// Longest keep-alive the broker accepts, in seconds; a 5.0 client asking for more (or
-    /// for none) is told this value as Server Keep Alive. 0: whatever the client asks.
-    pub keep_alive_max: u16,
 }
 
 /// Why a session closed itself.
@@ -441,7 +439,7 @@ impl Session {
         let props = &connect.properties;
         self.connect_session_expiry = props.session_expiry_interval.unwrap_or(0);
         self.out.configure(props, &self.config.limits);
-        let max = self.config.keep_alive_max;
+        let max = self.config.limits.keep_alive_s_max;
         self.keep_alive = connect.keep_alive;
         if max > 0 && (connect.keep_alive == 0 || connect.keep_alive > max) && v5 {
             self.keep_alive = max;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 
 fn config() -> SessionConfig {
-    SessionConfig { limits: Limits::test_min(), keep_alive_max: 0 }
+    SessionConfig { limits: Limits::test_min() }
 }
 
 fn events(session: &mut Session) -> Vec<Event> {
@@ -349,4 +349,18 @@ fn broker_disconnect_names_another_server() {
     let Some(Packet::Disconnect(d)) = packets(&mut s).pop() else { panic!("disconnect") };
     assert_eq!(d.reason, ReasonCode::USE_ANOTHER_SERVER);
     assert_eq!(d.properties.server_reference.as_deref(), Some("standby:1883"));
+}
+
+#[test]
+fn server_keep_alive_caps_v5_clients() {
+    let t0 = Instant::now();
+    let limits = Limits { keep_alive_s_max: 20, ..Limits::test_min() };
+    let mut s = Session::new(SessionConfig { limits }, t0);
+    s.handle_input(&connect_packet(Version::V5, "c", true, 0, Properties::default()), t0);
+    assert!(matches!(s.poll_event(), Some(Event::Connect(_))));
+    s.accept_connect(ConnectAnswer::default());
+    let Packet::ConnAck(ack) = packets(&mut s).remove(0) else { panic!("connack") };
+    assert_eq!(ack.properties.server_keep_alive, Some(20));
+    assert_eq!(s.keep_alive(), 20);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
 }

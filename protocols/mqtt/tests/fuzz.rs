@@ -13,7 +13,7 @@ use ferry_wire::Limits;
 use proptest::prelude::*;
 
 fn config() -> SessionConfig {
-    SessionConfig { limits: Limits::test_min(), keep_alive_max: 0 }
+    SessionConfig { limits: Limits::test_min() }
 }
 
 fn connect_bytes(version: Version) -> Vec<u8> {

@@ -53,6 +53,9 @@ pub struct Limits {
     pub topic_level_count_max: usize,
     /// Most topic aliases a client may set per connection (MQTT 5 topic alias maximum).
     pub topic_alias_count_max: u16,
+    /// Longest MQTT keep-alive the broker accepts, in seconds: a 5.0 client asking for more
+    /// (or for none) is told this as Server Keep Alive. 0: whatever the client asks.
+    pub keep_alive_s_max: u16,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             topic_bytes_max: 65_535,
             topic_level_count_max: 128,
             topic_alias_count_max: 64,
+            keep_alive_s_max: 0,
         }
     }
 }
@@ -118,6 +122,7 @@ impl Limits {
             topic_bytes_max: 256,
             topic_level_count_max: 8,
             topic_alias_count_max: 4,
+            keep_alive_s_max: 0,
         }
     }
 

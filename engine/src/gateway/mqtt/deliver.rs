@@ -25,6 +25,8 @@ pub(super) enum Pending {
         content: Arc<Content>,
         qos: QoS,
         id: Option<u32>,
+        /// Seconds the message has left to live, if it expires.
+        expiry_left: Option<u32>,
     },
 }
 
@@ -41,8 +43,8 @@ impl MqttConn {
                 return;
             }
             let (outbound, target) = match &pending {
-                Pending::Retained { content, qos, id } => {
-                    let d = delivered(&content.properties, None);
+                Pending::Retained { content, qos, id, expiry_left } => {
+                    let d = delivered(&content.properties, *expiry_left);
                     let ids = id.iter().copied().collect();
                     (self.outbound(content, (*qos).min(d.qos), true, ids, d.properties, false), None)
                 }

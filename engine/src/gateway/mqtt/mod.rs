@@ -110,7 +110,7 @@ impl MqttConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
     pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
-        let config = SessionConfig { limits, keep_alive_max: 0 };
+        let config = SessionConfig { limits };
         let registry = id.shard;
         Some(MqttConn {
             id,

@@ -245,8 +245,9 @@ impl MqttConn {
         let Ok(Reply::MqttRetained(messages)) = crate::gateway::request(&self.shard, owner, request).await else {
             return;
         };
-        for content in messages {
-            self.backlog.push_back(Pending::Retained { content, qos, id });
+        for (content, left_ms) in messages {
+            let expiry_left = left_ms.map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX));
+            self.backlog.push_back(Pending::Retained { content, qos, id, expiry_left });
         }
         self.flush_backlog();
     }
