@@ -1,5 +1,5 @@
-//! `ferry-perf`: a black-box load tool that speaks real STOMP (through the pure
-//! `ferry_stomp` codec) over blocking TCP with std threads, so the same scenario runs against
+//! `ferry-perf`: a black-box load tool that speaks real STOMP and MQTT (through the pure
+//! `ferry_stomp` and `ferry_mqtt` codecs) over blocking TCP with std threads, so the same scenario runs against
 //! Ferry or any other STOMP broker. One thread per producer (plus a receipt reader), one per
 //! consumer, one progress printer. Every loop is bounded by `--timeout-s`.
 //! Exit status: 0 clean, 1 setup error, 2 the run lost/duplicated/reordered or hit errors.
@@ -9,6 +9,7 @@ mod checker;
 mod client;
 mod compare;
 mod consumer;
+mod mqtt;
 mod producer;
 mod raw_sync;
 mod report;
@@ -37,6 +38,10 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
+    /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
+    Mqtt(mqtt::MqttArgs),
+    /// MQTT: hold C idle connections and report the broker's memory per connection.
+    MqttIdle(mqtt::MqttIdleArgs),
 }
 
 /// Options of `ferry-perf throughput`.
@@ -115,6 +120,21 @@ fn main() -> ExitCode {
         Cmd::Compare(args) => match compare::compare(&args) {
             Ok(summary) if summary.clean() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Mqtt(args) => match mqtt::throughput(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::MqttIdle(args) => match mqtt::idle(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry-perf: {e:#}");
                 ExitCode::from(1)
