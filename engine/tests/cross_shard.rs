@@ -295,23 +295,21 @@ fn a_client_id_claim_takes_over_and_cancels_a_delayed_will() {
     c.shards[1].mqtt_release_to(registry, release(old, 0));
     c.shards[0].mqtt_release_to(registry, release(new, 1000));
     c.pump();
-    now.set(500);
-    c.shards.iter_mut().for_each(Shard::mqtt_tick);
-    c.pump();
-    assert_eq!(c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len(), 0, "will waits");
+    // Moves the shards' clock to `t`, lets them tick, and counts the wills published.
+    let wills_at = |c: &mut Cluster, t: u64| {
+        now.set(t);
+        c.shards.iter_mut().for_each(Shard::mqtt_tick);
+        c.pump();
+        c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len()
+    };
+    assert_eq!(wills_at(&mut c, 500), 0, "the will waits");
     // Reconnecting within the delay cancels the will and gets the saved QoS 2 state back.
     let (again, _) = c.connect(0);
     let Reply::MqttClaimed { saved, expired } = c.request(0, registry, claim(again)) else { panic!("claimed") };
     assert_eq!((saved.inbound_received, expired), (vec![3], false));
-    now.set(2000);
-    c.shards.iter_mut().for_each(Shard::mqtt_tick);
-    c.pump();
-    assert_eq!(c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len(), 0, "cancelled");
+    assert_eq!(wills_at(&mut c, 2000), 0, "cancelled");
     // Released again with a delay: published once it is due.
     c.shards[0].mqtt_release_to(registry, release(again, 1000));
     c.pump();
-    now.set(3500);
-    c.shards.iter_mut().for_each(Shard::mqtt_tick);
-    c.pump();
-    assert_eq!(c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len(), 1, "published");
+    assert_eq!(wills_at(&mut c, 3500), 1, "published once due");
 }
