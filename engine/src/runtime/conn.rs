@@ -22,6 +22,9 @@ use crate::shard::ShardRef;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Read buffer of a connection whose peer is not sending much (an idle connection holds
+/// only this; reads that fill it grow it towards `READ_CHUNK_BYTES`).
+const READ_CHUNK_BYTES_MIN: usize = 2 * 1024;
 /// Chunks buffered between the reader and the gateway.
 const READ_QUEUE_CHUNKS: usize = 2;
 /// Pause while this shard's outboxes are over their bound.
@@ -72,13 +75,25 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(READ_QUEUE_CHUNKS);
     let reader_task = spawn_local(async move {
-        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        let mut buf = vec![0u8; READ_CHUNK_BYTES_MIN];
         loop {
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if tx.send(buf[..n].to_vec()).await.is_err() {
                         break;
+                    }
+                    // A full read means more is waiting: read in bigger chunks while the peer
+                    // is busy; back to the small buffer once it goes quiet.
+                    let size = if n == buf.len() {
+                        (buf.len() * 4).min(READ_CHUNK_BYTES)
+                    } else if n <= READ_CHUNK_BYTES_MIN / 2 {
+                        READ_CHUNK_BYTES_MIN
+                    } else {
+                        buf.len()
+                    };
+                    if size != buf.len() {
+                        buf = vec![0u8; size];
                     }
                 }
             }
