@@ -205,9 +205,14 @@ impl Session {
         buf
     }
 
-    /// The next event for the engine.
+    /// The next event for the engine. Once drained, the event queue's memory is released
+    /// (an event holds a whole packet; idle connections should not keep room for several).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Appends every pending output byte to `out`.
