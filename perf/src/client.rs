@@ -33,6 +33,7 @@ impl Target {
         let addr = match url.split_once("://") {
             None => url,
             Some(("stomp", rest)) => rest,
+            Some(("mqtt", _)) => bail!("this scenario speaks STOMP; for MQTT use `ferry-perf mqtt --url {url}`"),
             Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
                 bail!("{scheme}:// is not built into ferry-perf yet (only stomp://host:port): {url:?}")
             }
@@ -47,7 +48,7 @@ impl Target {
 }
 
 /// URL schemes of protocols the broker family speaks that ferry-perf has no client for yet.
-const NOT_YET_BUILT: [&str; 7] = ["amqp", "amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
+const NOT_YET_BUILT: [&str; 6] = ["amqp", "amqps", "mqtts", "stomp+ssl", "openwire", "ws"];
 
 /// Connects and completes the STOMP handshake before `deadline`.
 pub fn connect(target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {

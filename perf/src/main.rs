@@ -1,6 +1,6 @@
 //! `ferry-perf`: a black-box load tool that speaks real STOMP and MQTT (through the pure
-//! `ferry_stomp` and `ferry_mqtt` codecs) over blocking TCP with std threads, so the same scenario runs against
-//! Ferry or any other STOMP broker. One thread per producer (plus a receipt reader), one per
+//! `ferry_stomp` and `ferry_mqtt` codecs) over blocking TCP with std threads, so the same
+//! scenario runs against Ferry or any other STOMP or MQTT broker. One thread per producer (plus a receipt reader), one per
 //! consumer, one progress printer. Every loop is bounded by `--timeout-s`.
 //! Exit status: 0 clean, 1 setup error, 2 the run lost/duplicated/reordered or hit errors.
 
@@ -47,7 +47,7 @@ enum Cmd {
 /// Options of `ferry-perf throughput`.
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
-    /// Broker address (stomp://host:port; amqp:// and mqtt:// are not built yet).
+    /// Broker address (stomp://host:port; amqp:// is not built yet, MQTT has `ferry-perf mqtt`).
     #[arg(long, default_value = "stomp://127.0.0.1:61613")]
     pub url: String,
     #[command(flatten)]
