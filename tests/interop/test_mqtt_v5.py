@@ -3,10 +3,11 @@ subscription options (no-local, retain-as-published, retain handling), message e
 request/response, user properties, topic aliases both ways, the limits the CONNACK
 announces, maximum packet size, and `$SYS/` topics hidden from leading wildcards."""
 
+import struct
 import time
 
 from conftest import uniq
-from mqtt_util import V5, Client, props
+from mqtt_util import V5, Client, Raw, mqtt_str, packet, props, publish_packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -214,3 +215,45 @@ def test_server_keep_alive(broker_factory):
     c = Client(broker.mqtt_port, uniq("ka"), V5, keepalive=60)
     assert c.connack[2].ServerKeepAlive == 5
     c.close()
+
+
+def test_reason_codes_on_acknowledgements(broker):
+    raw = Raw(broker.mqtt_port)
+    raw.connect(level=5)
+    # PUBACK 0x10: no subscriber matched.
+    raw.send(publish_packet(uniq("nobody"), qos=1, packet_id=3, level=5))
+    assert raw.read_packet() == (4, 0, b"\x00\x03\x10")
+    # SUBACK: granted QoS per filter, 0x8F for an invalid filter.
+    body = struct.pack("!H", 4) + b"\x00" + mqtt_str("ok/+") + b"\x02" + mqtt_str("bad/#/x") + b"\x01"
+    raw.send(packet(0x82, body))
+    assert raw.read_packet() == (9, 0, b"\x00\x04\x00\x02\x8f")
+    # UNSUBACK: 0x00 for a subscription that existed, 0x11 for one that did not.
+    body = struct.pack("!H", 5) + b"\x00" + mqtt_str("ok/+") + mqtt_str("never")
+    raw.send(packet(0xA2, body))
+    assert raw.read_packet() == (11, 0, b"\x00\x05\x00\x00\x11")
+    raw.close()
+
+
+def test_mqtt_3_1_and_3_1_1_suback_failure(broker):
+    raw = Raw(broker.mqtt_port)
+    # MQTT 3.1: protocol name MQIsdp, level 3.
+    body = mqtt_str("MQIsdp") + bytes([3, 0xC2]) + struct.pack("!H", 30) + mqtt_str("old") + mqtt_str("guest") + mqtt_str("guest")
+    raw.send(packet(0x10, body))
+    assert raw.read_packet() == (2, 0, b"\x00\x00")
+    raw.send(packet(0x82, struct.pack("!H", 1) + mqtt_str("a/#/b") + b"\x01"))
+    assert raw.read_packet() == (9, 0, b"\x00\x01\x80"), "3.x failure return code"
+    raw.close()
+
+
+def test_topic_limits(broker_factory):
+    broker = broker_factory(config="[limits]\ntopic_level_count_max = 3\ntopic_bytes_max = 32\nsubscription_count_max = 2\n")
+    raw = Raw(broker.mqtt_port)
+    raw.connect(level=5)
+    raw.send(packet(0x82, struct.pack("!H", 1) + b"\x00" + mqtt_str("a/b/c/d") + b"\x01"
+                    + mqtt_str("x" * 40) + b"\x01" + mqtt_str("a") + b"\x01" + mqtt_str("b") + b"\x01"
+                    + mqtt_str("c") + b"\x01"))
+    assert raw.read_packet() == (9, 0, b"\x00\x01\x00\x8f\x8f\x01\x01\x97"), "levels, length, then quota"
+    raw.send(publish_packet("a/b/c/d", level=5))
+    kind, _, body = raw.read_packet()
+    assert (kind, body[:1]) == (14, b"\x90"), "a topic over the level limit is refused"
+    assert raw.closed_within(2)
