@@ -91,18 +91,18 @@ def test_will_delay_is_cancelled_by_reconnect(broker):
     watcher = Client(broker.mqtt_port, uniq("watch"), V5)
     watcher.subscribe(topic, 1)
     cid = uniq("delayed")
-    will_props = props(PacketTypes.WILLMESSAGE, WillDelayInterval=1)
+    will_props = props(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
     session = props(PacketTypes.CONNECT, SessionExpiryInterval=60)
     will = dict(topic=topic, payload=b"late", qos=1, properties=will_props)
     c = Client(broker.mqtt_port, cid, V5, will=will, connect_props=session)
     c.drop()
-    assert not watcher.quiet_for(0.5), "the will waits for its delay"
-    (m,) = watcher.wait_messages(1, timeout=3)
+    assert not watcher.quiet_for(1.0), "the will waits for its delay"
+    (m,) = watcher.wait_messages(1, timeout=5)
     assert m.payload == b"late"
     c2 = Client(broker.mqtt_port, cid, V5, will=will, connect_props=session, clean=False)
     c2.drop()
     c3 = Client(broker.mqtt_port, cid, V5, connect_props=session, clean=False)
-    assert not watcher.quiet_for(2.0), "reconnecting within the delay cancels the will"
+    assert not watcher.quiet_for(3.0), "reconnecting within the delay cancels the will"
     c3.close()
     watcher.close()
 
@@ -172,7 +172,7 @@ def test_keep_alive_closes_after_one_and_a_half_periods(broker):
     raw.connect(keepalive=1)
     started = time.monotonic()
     assert raw.closed_within(3), "silent client closed"
-    assert 1.4 <= time.monotonic() - started <= 2.5
+    assert 1.4 <= time.monotonic() - started <= 3.0
     raw5 = Raw(broker.mqtt_port)
     raw5.connect(level=5, keepalive=1)
     kind, _, body = raw5.read_packet(timeout=3)

@@ -172,14 +172,14 @@ def test_sys_topics_are_not_matched_by_leading_wildcards(broker):
 
 def test_session_expiry(broker):
     cid, topic = uniq("sx"), uniq("sx")
-    short = props(PacketTypes.CONNECT, SessionExpiryInterval=1)
+    short = props(PacketTypes.CONNECT, SessionExpiryInterval=2)
     c = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
     c.subscribe(topic, 1)
     c.close()
     again = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
     assert again.connack[0] is True, "within its expiry the session is present"
     again.close()
-    time.sleep(1.6)
+    time.sleep(2.6)
     late = Client(broker.mqtt_port, cid, V5, clean=False, connect_props=short)
     assert late.connack[0] is False, "after its expiry the session is gone"
     pub = Client(broker.mqtt_port, uniq("p"), V5)
