@@ -24,7 +24,7 @@ use crate::shard::ShardRef;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Read buffer of a connection whose peer is not sending much (an idle connection holds
 /// only this; reads that fill it grow it towards `READ_CHUNK_BYTES`).
-const READ_CHUNK_BYTES_MIN: usize = 2 * 1024;
+const READ_CHUNK_BYTES_MIN: usize = 512;
 /// Chunks buffered between the reader and the gateway.
 const READ_QUEUE_CHUNKS: usize = 2;
 /// Pause while this shard's outboxes are over their bound.
