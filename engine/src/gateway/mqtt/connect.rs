@@ -38,7 +38,7 @@ impl MqttConn {
         };
         self.credit = u32::from(connect.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(u32::from(self.shard.borrow().limits().inflight_count_max));
-        self.will = connect.will;
+        self.will = connect.will.map(Box::new);
         match self.resume(&client_id, connect.clean_start).await {
             Ok((present, saved)) => {
                 let answer = ConnectAnswer {
@@ -142,6 +142,7 @@ impl MqttConn {
         let will_delay = self.will.as_ref().and_then(|w| w.properties.will_delay_interval).unwrap_or(0);
         let will = self.will.take().map(|will| {
             let client_id = self.client_id.clone().unwrap_or_default();
+            let will = *will;
             let props = properties_from_publish(will.qos, will.retain, &client_id, will.properties);
             let content = Arc::new(Content {
                 exchange: "amq.topic".to_owned(),

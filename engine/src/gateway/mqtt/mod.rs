@@ -82,7 +82,8 @@ pub struct MqttConn {
     client_id: Option<String>,
     /// The shard that registers this client id.
     registry: ShardId,
-    will: Option<Will>,
+    /// Boxed: a will carries a whole property set; most connections have none.
+    will: Option<Box<Will>>,
     /// Seconds the session outlives the connection: `None` forever, `Some(0)` not at all.
     session_expiry: Option<u32>,
     queue: Option<SessionQueue>,
