@@ -35,6 +35,7 @@ use crate::placement::Placement;
 pub enum ListenerProto {
     Stomp,
     Amqp,
+    Mqtt,
 }
 
 impl ListenerProto {
@@ -42,6 +43,7 @@ impl ListenerProto {
         match self {
             ListenerProto::Stomp => "stomp",
             ListenerProto::Amqp => "amqp",
+            ListenerProto::Mqtt => "mqtt",
         }
     }
 
@@ -50,12 +52,13 @@ impl ListenerProto {
         match self {
             ListenerProto::Stomp => 61613,
             ListenerProto::Amqp => 5672,
+            ListenerProto::Mqtt => 1883,
         }
     }
 }
 
 /// Protocols named in ARCHITECTURE §6 that this build does not serve yet.
-const NOT_YET_BUILT: [&str; 4] = ["mqtt", "openwire", "ws", "admin"];
+const NOT_YET_BUILT: [&str; 3] = ["openwire", "ws", "admin"];
 
 /// One `--listen PROTO=HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +73,9 @@ impl ListenerSpec {
         let proto = match proto {
             "stomp" => ListenerProto::Stomp,
             "amqp" => ListenerProto::Amqp,
+            "mqtt" => ListenerProto::Mqtt,
             p if NOT_YET_BUILT.contains(&p) => {
-                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp, amqp)")
+                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp, amqp, mqtt)")
             }
             p => bail!("unknown protocol '{p}' (known: stomp, amqp, mqtt, openwire, ws, admin)"),
         };
@@ -158,7 +162,7 @@ impl BrokerConfig {
         }
         let listen = if flags.listen.is_empty() { file.listen } else { flags.listen };
         let listeners = if listen.is_empty() {
-            [ListenerProto::Stomp, ListenerProto::Amqp]
+            [ListenerProto::Stomp, ListenerProto::Amqp, ListenerProto::Mqtt]
                 .into_iter()
                 .map(|proto| ListenerSpec { proto, addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())) })
                 .collect()
@@ -247,8 +251,10 @@ mod tests {
 
     #[test]
     fn rejects_unbuilt_protocols_unknown_keys_and_bad_placement() {
-        let err = ListenerSpec::parse("mqtt=127.0.0.1:1883").expect_err("not built");
+        let err = ListenerSpec::parse("openwire=127.0.0.1:61616").expect_err("not built");
         assert!(err.to_string().contains("not built yet"));
+        let mqtt = ListenerSpec::parse("mqtt=127.0.0.1:1883").expect("mqtt is built");
+        assert_eq!((mqtt.proto, mqtt.addr.port()), (ListenerProto::Mqtt, 1883));
         assert!(BrokerConfig::build(Some("bogus = 1"), Overrides::default(), 1).is_err());
         assert!(BrokerConfig::build(Some("[limits]\nbogus_max = 1"), Overrides::default(), 1).is_err());
         let file = "shards = 2\n[[placement]]\nqueue = \"q\"\nshard = 5\n";

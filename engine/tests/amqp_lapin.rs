@@ -5,8 +5,6 @@
 //! exchange, an alternate exchange, typed header values, a 1 MiB message split across frames,
 //! and the broker cancelling a consumer whose queue was deleted.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -17,59 +15,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ferry` on a free port and waits until it answers the AMQP header with
-/// connection.start. A port picked free can be taken again before the broker binds it (other
-/// processes' outgoing connections share the range): then the broker exits and a new port is
-/// tried, so a busy machine does not fail the test.
-fn start() -> Broker {
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--shards", "2", "--listen", &format!("amqp=127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ferry");
-        let mut broker = Broker { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if broker.child.try_wait().expect("child status").is_some() {
-                break;
-            }
-            if answers_amqp(port) {
-                return broker;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = broker.child.kill();
-    }
-    panic!("ferry did not come up on any of 5 ports");
-}
-
-/// Whether an AMQP 0-9-1 server answers the protocol header on `port` with a method frame.
-fn answers_amqp(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut first = [0u8; 1];
-    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok() && s.read_exact(&mut first).is_ok() && first[0] == 1
-}
+use common::start;
 
 async fn connect(port: u16) -> Connection {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -89,7 +37,7 @@ async fn async_io_sleep(d: Duration) {
 
 #[test]
 fn lapin_publishes_with_confirms_and_consumes_with_acks() {
-    let broker = start();
+    let broker = start("amqp");
     async_global_executor::block_on(async {
         let conn = connect(broker.port).await;
         let ch = conn.create_channel().await.expect("channel");
@@ -168,7 +116,7 @@ fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
 
 #[test]
 fn lapin_uses_rabbitmq_exchange_extensions_typed_headers_and_big_messages() {
-    let broker = start();
+    let broker = start("amqp");
     async_global_executor::block_on(async {
         let conn = connect(broker.port).await;
         let ch = conn.create_channel().await.expect("channel");

@@ -222,3 +222,94 @@ fn declarations_are_validated_once_and_seen_everywhere() {
     let err = rx.try_recv().expect("not cancelled").expect("answered").expect_err("inequivalent durable flag");
     assert_eq!(err.kind.amqp_code(), 406);
 }
+
+// ----- MQTT state kept by shards ------------------------------------------------------------
+
+fn topic_content(key: &str, body: &'static str) -> Arc<Content> {
+    Arc::new(Content {
+        exchange: "amq.topic".into(),
+        routing_key: key.into(),
+        properties: Properties { persistent: true, ..Properties::default() },
+        body: Bytes::from_static(body.as_bytes()),
+    })
+}
+
+fn retained(c: &mut Cluster, owner: ShardId, pattern: &str) -> Vec<(String, Bytes)> {
+    let request = Request::MqttRetained { patterns: vec![pattern.into()] };
+    let Reply::MqttRetained(found) = c.request(0, owner, request) else { panic!("retained reply") };
+    let mut out: Vec<(String, Bytes)> =
+        found.into_iter().map(|(m, _)| (m.routing_key.clone(), m.body.clone())).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn retained_messages_replace_clear_and_hide_dollar_topics() {
+    use ferry_engine::shard::mqtt::RETAINED_QUEUE;
+    let mut c = Cluster::new(&[(RETAINED_QUEUE, 1)]);
+    let owner = c.declare(0, RETAINED_QUEUE, true);
+    for (key, body) in [("a.b", "v1"), ("a.b", "v2"), ("a.c", "c"), ("$SYS.x", "sys")] {
+        c.shards[0].retain(topic_content(key, body), None);
+    }
+    c.pump();
+    assert_eq!(retained(&mut c, owner, "a.*"), [("a.b".into(), Bytes::from("v2")), ("a.c".into(), Bytes::from("c"))]);
+    assert_eq!(retained(&mut c, owner, "#").len(), 2, "a leading wildcard does not match $ topics");
+    assert_eq!(retained(&mut c, owner, "$SYS.#").len(), 1);
+    let conn = c.connect(0).0;
+    c.shards[0].retain(topic_content("a.b", ""), Some(Completion { conn, token: 1 }));
+    c.pump();
+    assert_eq!(retained(&mut c, owner, "a.*"), [("a.c".into(), Bytes::from("c"))], "an empty payload clears");
+    assert_eq!(c.shards[1].owned_queue(RETAINED_QUEUE).expect("queue").len(), 2, "one message per topic");
+}
+
+#[test]
+fn a_client_id_claim_takes_over_and_cancels_a_delayed_will() {
+    use ferry_engine::shard::mqtt::{DelayedWill, MqttRelease, SavedSession};
+    let mut c = Cluster::new(&[("will-watch", 1)]);
+    let now = Rc::new(std::cell::Cell::new(0u64));
+    for shard in &mut c.shards {
+        let now = now.clone();
+        shard.set_clock(Rc::new(move || now.get()));
+    }
+    let watch = c.declare(0, "will-watch", false);
+    let bind =
+        MetaOp::Bind { exchange: "amq.topic".into(), queue: "will-watch".into(), key: "w.#".into(), arguments: vec![] };
+    c.request(0, AUTHORITY, Request::Meta(bind));
+    let registry = c.shards[0].placement().place("/", "mqtt-client/dev", 0);
+    let (old, old_mail) = c.connect(1);
+    let claim = |conn| Request::MqttClaim { client_id: "dev".into(), conn, clean: false };
+    c.request(1, registry, claim(old));
+    let (new, _) = c.connect(0);
+    c.request(0, registry, claim(new));
+    assert!(old_mail.borrow().taken_over, "the older connection is told to close");
+
+    let release = |conn, delay_ms| MqttRelease {
+        client_id: "dev".into(),
+        conn,
+        saved: SavedSession { inbound_received: vec![3], pending_releases: vec![] },
+        will: Some(DelayedWill { delay_ms, content: topic_content("w.dev", "gone"), retain: false }),
+        session_expiry_ms: None,
+        session_queue: None,
+    };
+    // The taken-over connection's release is ignored: the newer one owns the id.
+    c.shards[1].mqtt_release_to(registry, release(old, 0));
+    c.shards[0].mqtt_release_to(registry, release(new, 1000));
+    c.pump();
+    // Moves the shards' clock to `t`, lets them tick, and counts the wills published.
+    let wills_at = |c: &mut Cluster, t: u64| {
+        now.set(t);
+        c.shards.iter_mut().for_each(Shard::mqtt_tick);
+        c.pump();
+        c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len()
+    };
+    assert_eq!(wills_at(&mut c, 500), 0, "the will waits");
+    // Reconnecting within the delay cancels the will and gets the saved QoS 2 state back.
+    let (again, _) = c.connect(0);
+    let Reply::MqttClaimed { saved, expired } = c.request(0, registry, claim(again)) else { panic!("claimed") };
+    assert_eq!((saved.inbound_received, expired), (vec![3], false));
+    assert_eq!(wills_at(&mut c, 2000), 0, "cancelled");
+    // Released again with a delay: published once it is due.
+    c.shards[0].mqtt_release_to(registry, release(again, 1000));
+    c.pump();
+    assert_eq!(wills_at(&mut c, 3500), 1, "published once due");
+}

@@ -97,7 +97,7 @@ fn unbuilt_protocols_and_bad_config_are_refused_with_a_message() {
     let out = Command::new(bin)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "mqtt=127.0.0.1:1883"])
+        .args(["--listen", "openwire=127.0.0.1:61616"])
         .output()
         .expect("run");
     assert!(!out.status.success());

@@ -43,6 +43,9 @@ impl Target {
             None => (Protocol::Stomp, url),
             Some(("stomp", rest)) => (Protocol::Stomp, rest),
             Some(("amqp", rest)) => (Protocol::Amqp, rest),
+            Some(("mqtt", _)) => {
+                bail!("this scenario speaks STOMP and AMQP; for MQTT use `ferry-perf mqtt --url {url}`")
+            }
             Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
                 bail!("{scheme}:// is not built into ferry-perf yet (stomp:// and amqp:// are): {url:?}")
             }
@@ -57,7 +60,7 @@ impl Target {
 }
 
 /// URL schemes of protocols the broker family speaks that ferry-perf has no client for yet.
-const NOT_YET_BUILT: [&str; 6] = ["amqps", "mqtt", "mqtts", "stomp+ssl", "openwire", "ws"];
+const NOT_YET_BUILT: [&str; 5] = ["amqps", "mqtts", "stomp+ssl", "openwire", "ws"];
 
 /// A connected socket with nodelay and the short I/O tick set.
 pub fn open_stream(target: &Target, deadline: Instant) -> Result<TcpStream> {

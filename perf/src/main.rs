@@ -1,8 +1,8 @@
-//! `ferry-perf`: a black-box load tool that speaks real STOMP and AMQP 0-9-1 (through the pure
-//! `ferry_stomp` and `ferry_amqp091` codecs) over blocking TCP with std threads, so the same
-//! scenario runs against Ferry or any other STOMP or AMQP broker. One thread per producer
-//! (plus a receipt or confirm reader), one per consumer, one progress printer. Every loop is
-//! bounded by `--timeout-s`.
+//! `ferry-perf`: a black-box load tool that speaks real STOMP, AMQP 0-9-1 and MQTT (through the
+//! pure `ferry_stomp`, `ferry_amqp091` and `ferry_mqtt` codecs) over blocking TCP with std
+//! threads, so the same scenario runs against Ferry or any other broker of those protocols. One
+//! thread per producer (plus a receipt or confirm reader), one per consumer, one progress
+//! printer. Every loop is bounded by `--timeout-s`.
 //! Exit status: 0 clean, 1 setup error, 2 the run lost/duplicated/reordered or hit errors.
 
 mod amqp;
@@ -12,6 +12,7 @@ mod checker;
 mod client;
 mod compare;
 mod consumer;
+mod mqtt;
 mod producer;
 mod raw_sync;
 mod report;
@@ -40,12 +41,16 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
+    /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
+    Mqtt(mqtt::MqttArgs),
+    /// MQTT: hold C idle connections and report the broker's memory per connection.
+    MqttIdle(mqtt::MqttIdleArgs),
 }
 
 /// Options of `ferry-perf throughput`.
 #[derive(Debug, Clone, Args)]
 pub struct ThroughputArgs {
-    /// Broker address: stomp://host:port or amqp://host:port (mqtt:// is not built yet).
+    /// Broker address: stomp://host:port or amqp://host:port (MQTT has `ferry-perf mqtt`).
     #[arg(long, default_value = "stomp://127.0.0.1:61613")]
     pub url: String,
     #[command(flatten)]
@@ -118,6 +123,21 @@ fn main() -> ExitCode {
         Cmd::Compare(args) => match compare::compare(&args) {
             Ok(summary) if summary.clean() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Mqtt(args) => match mqtt::throughput(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("ferry-perf: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::MqttIdle(args) => match mqtt::idle(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry-perf: {e:#}");
                 ExitCode::from(1)

@@ -116,6 +116,7 @@ class Broker:
         self.host = HOST
         self.port = free_port()
         self.amqp_port = free_port()
+        self.mqtt_port = free_port()
         # Each broker gets its own data dir: a data dir belongs to one live process.
         self.data_dir = Path(data_dir) if data_dir else self.workdir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,7 @@ class Broker:
             "--shards", str(self.shards),
             "--listen", f"stomp={self.host}:{self.port}",
             "--listen", f"amqp={self.host}:{self.amqp_port}",
+            "--listen", f"mqtt={self.host}:{self.mqtt_port}",
         ]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]

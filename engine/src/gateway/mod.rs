@@ -4,6 +4,7 @@
 //! [`Gateway`] is the one shape the runtime's connection loop drives.
 
 pub mod amqp091;
+pub mod mqtt;
 pub mod stomp;
 
 use std::cell::RefCell;

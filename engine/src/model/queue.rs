@@ -319,6 +319,16 @@ impl Queue {
             .or_else(|| self.unacked.values().map(|u| &u.message).find(|m| m.msg_id == msg_id))
     }
 
+    /// The ready messages, highest priority first, oldest first.
+    pub fn ready_messages(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.ready.iter()
+    }
+
+    /// Takes a ready message out by id (MQTT's retained store replaces messages by topic).
+    pub fn take_ready(&mut self, msg_id: u64) -> Option<QueuedMessage> {
+        self.ready.remove(msg_id)
+    }
+
     /// Consumers currently attached (for cancellation when the queue is deleted).
     pub fn consumer_keys(&self) -> Vec<ConsumerKey> {
         self.consumers.iter().map(|c| c.key).collect()

@@ -110,6 +110,16 @@ impl Ready {
     pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
         self.levels.iter().flat_map(|l| l.iter())
     }
+
+    /// Takes one message out by id, wherever it sits (linear; for MQTT's retained store).
+    pub fn remove(&mut self, msg_id: u64) -> Option<QueuedMessage> {
+        let m = self.levels.iter_mut().find_map(|level| {
+            let at = level.iter().position(|m| m.msg_id == msg_id)?;
+            level.remove(at)
+        })?;
+        self.count_out(&m);
+        Some(m)
+    }
 }
 
 #[cfg(test)]

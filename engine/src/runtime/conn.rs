@@ -16,11 +16,15 @@ use super::notify::Notify;
 use crate::auth::Users;
 use crate::gateway::Gateway;
 use crate::gateway::amqp091::AmqpConn;
+use crate::gateway::mqtt::MqttConn;
 use crate::gateway::stomp::StompConn;
 use crate::shard::ShardRef;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Read buffer of a connection whose peer is not sending much (an idle connection holds
+/// only this; reads that fill it grow it towards `READ_CHUNK_BYTES`).
+const READ_CHUNK_BYTES_MIN: usize = 512;
 /// Chunks buffered between the reader and the gateway.
 const READ_QUEUE_CHUNKS: usize = 2;
 /// Pause while this shard's outboxes are over their bound.
@@ -50,6 +54,10 @@ pub(super) async fn serve_amqp(stream: TcpStream, shard: ShardRef, users: Rc<Use
     serve::<AmqpConn>(stream, shard, users, AmqpConn::new).await;
 }
 
+pub(super) async fn serve_mqtt(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
+    serve::<MqttConn>(stream, shard, users, MqttConn::new).await;
+}
+
 async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
@@ -67,13 +75,25 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(READ_QUEUE_CHUNKS);
     let reader_task = spawn_local(async move {
-        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        let mut buf = vec![0u8; READ_CHUNK_BYTES_MIN];
         loop {
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if tx.send(buf[..n].to_vec()).await.is_err() {
                         break;
+                    }
+                    // A full read means more is waiting: read in bigger chunks while the peer
+                    // is busy; back to the small buffer once it goes quiet.
+                    let size = if n == buf.len() {
+                        (buf.len() * 4).min(READ_CHUNK_BYTES)
+                    } else if n <= READ_CHUNK_BYTES_MIN / 2 {
+                        READ_CHUNK_BYTES_MIN
+                    } else {
+                        buf.len()
+                    };
+                    if size != buf.len() {
+                        buf = vec![0u8; size];
                     }
                 }
             }

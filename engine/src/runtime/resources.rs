@@ -72,6 +72,7 @@ pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerCon
         shard.borrow_mut().set_disk_alarm(alarm);
         // Messages expire (and dead-letter) even when no consumer looks at their queue.
         shard.borrow_mut().expire_due();
+        shard.borrow_mut().mqtt_tick();
         glommio::timer::sleep(CHECK_EVERY).await;
     }
 }

@@ -15,7 +15,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::TcpListener;
 use glommio::{executor, spawn_local};
 
-use super::conn::{serve_amqp, serve_stomp};
+use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
 use super::notify::Notify;
 use super::{SHUTDOWN_POLL, shutting_down};
 use crate::auth::Users;
@@ -144,6 +144,7 @@ async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRe
         match proto {
             ListenerProto::Stomp => spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach(),
             ListenerProto::Amqp => spawn_local(serve_amqp(stream, shard.clone(), users.clone())).detach(),
+            ListenerProto::Mqtt => spawn_local(serve_mqtt(stream, shard.clone(), users.clone())).detach(),
         };
     }
 }

@@ -50,21 +50,21 @@ impl Shard {
     /// Enqueues on the owner. Past the soft limit (`queue_message_count_max`) publishers are
     /// held back by the runtime's resource alarm; a message that still arrives past twice the
     /// limit is refused — reported to its completion or, without one, to its publisher's
-    /// connection — never dropped silently.
+    /// connection — never dropped silently. Returns the message's id in the queue, if admitted.
     pub(super) fn enqueue_local(
         &mut self,
         name: &str,
         content: Arc<Content>,
         completion: Option<Completion>,
         publisher: Option<ConnectionId>,
-    ) {
+    ) -> Option<u64> {
         let limit = self.limits.queue_message_count_max.saturating_mul(QUEUE_HARD_LIMIT_FACTOR);
         let Some(queue) = self.queues.get_mut(name) else {
             // Deleted while the publish was in flight: dropped, as if unroutable.
             if let Some(c) = completion {
                 self.complete(c, Ok(()));
             }
-            return;
+            return None;
         };
         assert_eq!(queue.spec.shard, self.id, "enqueue reached the queue's owner");
         if queue.len() >= limit {
@@ -80,7 +80,7 @@ impl Shard {
                 (None, Some(conn)) => self.send(conn.shard, ShardMsg::PublishRejected { conn, queue: name.to_owned() }),
                 (None, None) => {}
             }
-            return;
+            return None;
         }
         let durable = queue.spec.durable && content.properties.persistent;
         let now = (self.clock)();
@@ -98,7 +98,7 @@ impl Shard {
                     let msg = format!("queue '{name}' is at its x-max-length (reject-publish)");
                     self.complete(c, Err(EngineError::new(ErrorKind::ResourceError, msg)));
                 }
-                return;
+                return None;
             }
         };
         match (durable, completion) {
@@ -112,6 +112,7 @@ impl Shard {
             (false, None) => {}
         }
         self.dispatch(name);
+        Some(msg_id)
     }
 
     /// Hands ready messages of queue `name` to its consumers (expired ones are

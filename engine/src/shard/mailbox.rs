@@ -19,6 +19,8 @@ pub struct Mailbox {
     pub cancelled: Vec<(ConsumerKey, String)>,
     /// Queues that refused a publish of this connection (at their hard limit).
     pub rejected: Vec<String>,
+    /// MQTT: another connection took this one's client id over.
+    pub taken_over: bool,
 }
 
 impl Mailbox {
@@ -27,6 +29,7 @@ impl Mailbox {
             && self.completions.is_empty()
             && self.cancelled.is_empty()
             && self.rejected.is_empty()
+            && !self.taken_over
     }
 }
 

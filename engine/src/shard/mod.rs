@@ -10,6 +10,7 @@ mod compaction;
 pub mod dead_letter;
 mod delivery;
 pub mod mailbox;
+pub mod mqtt;
 pub mod msg;
 pub mod recovery;
 
@@ -56,6 +57,8 @@ pub struct Shard {
     disk_alarm: bool,
     /// The shard's clock in ms (injected: tests and simulations set their own).
     clock: Rc<dyn Fn() -> u64>,
+    /// MQTT client ids placed here, and the retained store when its queue lives here.
+    mqtt: mqtt::MqttRegistry,
 }
 
 impl std::fmt::Debug for Shard {
@@ -95,6 +98,7 @@ impl Shard {
             name_seed: u64::from(id.0) << 48,
             disk_alarm: false,
             clock: Rc::new(monotonic_ms),
+            mqtt: mqtt::MqttRegistry::default(),
         }
     }
 
@@ -252,7 +256,7 @@ impl Shard {
     fn handle_msg(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
             ShardMsg::Enqueue { queue, content, completion, publisher } => {
-                self.enqueue_local(&queue, content, completion, publisher)
+                self.enqueue_local(&queue, content, completion, publisher);
             }
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
@@ -277,6 +281,11 @@ impl Shard {
             ShardMsg::ConsumerCancelled { consumer, queue } => {
                 self.with_conn(consumer.conn, |m| m.cancelled.push((consumer, queue)));
             }
+            ShardMsg::MqttTakeover { conn } => {
+                self.with_conn(conn, |m| m.taken_over = true);
+            }
+            ShardMsg::MqttRelease(release) => self.mqtt_release(*release),
+            ShardMsg::Retain { content, completion } => self.retain_local(content, completion),
         }
     }
 
@@ -308,6 +317,14 @@ impl Shard {
             Request::Get { queue, consumer, no_ack } => {
                 let result = self.get_local(&queue, consumer, no_ack);
                 self.reply(from, id, result);
+            }
+            Request::MqttClaim { client_id, conn, clean } => {
+                let (saved, expired) = self.mqtt_claim(client_id, conn, clean);
+                self.reply(from, id, Ok(Reply::MqttClaimed { saved, expired }));
+            }
+            Request::MqttRetained { patterns } => {
+                let messages = self.retained_matching(&patterns);
+                self.reply(from, id, Ok(Reply::MqttRetained(messages)));
             }
             Request::Purge { queue } => {
                 let result = match self.queues.get_mut(&queue) {

@@ -10,6 +10,7 @@ use crate::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, RequestId, 
 use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery};
 use crate::model::routing::{MetaOp, MetaOutcome};
+use crate::shard::mqtt::{MqttRelease, SavedSession};
 
 /// A request that wants a reply (control operations; rare, so they may wait).
 #[derive(Debug, Clone)]
@@ -28,6 +29,10 @@ pub enum Request {
     /// To the queue's owner: take one ready message (AMQP basic.get). Unless `no_ack`, it stays
     /// unacked under `consumer` (which need not be attached) until settled or cancelled.
     Get { queue: String, consumer: ConsumerKey, no_ack: bool },
+    /// To a client id's registry shard: `conn` is now that MQTT client (older one taken over).
+    MqttClaim { client_id: String, conn: ConnectionId, clean: bool },
+    /// To the retained store's owner: retained messages matching these topic patterns.
+    MqttRetained { patterns: Vec<String> },
 }
 
 /// A successful reply.
@@ -46,6 +51,13 @@ pub enum Reply {
         delivery: Option<Delivery>,
         remaining: usize,
     },
+    /// The session's saved packet-id state; `expired`: its session had expired.
+    MqttClaimed {
+        saved: SavedSession,
+        expired: bool,
+    },
+    /// Retained messages, each with the ms it has left to live (if it expires).
+    MqttRetained(Vec<(Arc<Content>, Option<u64>)>),
 }
 
 /// One cross-shard message.
@@ -104,5 +116,16 @@ pub enum ShardMsg {
     ConsumerCancelled {
         consumer: ConsumerKey,
         queue: String,
+    },
+    /// Another connection claimed this MQTT connection's client id: it must close.
+    MqttTakeover {
+        conn: ConnectionId,
+    },
+    /// An MQTT connection closed: what its client id's registry shard keeps.
+    MqttRelease(Box<MqttRelease>),
+    /// Store (or clear, with an empty body) a retained message on the store's owner.
+    Retain {
+        content: Arc<Content>,
+        completion: Option<Completion>,
     },
 }

@@ -44,6 +44,18 @@ pub struct Limits {
     pub connect_timeout_ms: u32,
     /// Capacity of each cross-shard channel, in messages.
     pub shard_channel_count_max: usize,
+    /// Most QoS 1/2 publishes a client may have unacknowledged towards the broker (the MQTT
+    /// receive maximum the broker announces).
+    pub inflight_count_max: u16,
+    /// Longest topic name or filter (MQTT), in bytes.
+    pub topic_bytes_max: usize,
+    /// Most `/`-separated levels in a topic name or filter (MQTT).
+    pub topic_level_count_max: usize,
+    /// Most topic aliases a client may set per connection (MQTT 5 topic alias maximum).
+    pub topic_alias_count_max: u16,
+    /// Longest MQTT keep-alive the broker accepts, in seconds: a 5.0 client asking for more
+    /// (or for none) is told this as Server Keep Alive. 0: whatever the client asks.
+    pub keep_alive_s_max: u16,
 }
 
 impl Default for Limits {
@@ -65,6 +77,11 @@ impl Default for Limits {
             heartbeat_ms_min: 100,
             connect_timeout_ms: 10_000,
             shard_channel_count_max: 4096,
+            inflight_count_max: 1024,
+            topic_bytes_max: 65_535,
+            topic_level_count_max: 128,
+            topic_alias_count_max: 64,
+            keep_alive_s_max: 0,
         }
     }
 }
@@ -101,6 +118,11 @@ impl Limits {
             heartbeat_ms_min: 10,
             connect_timeout_ms: 1_000,
             shard_channel_count_max: 16,
+            inflight_count_max: 4,
+            topic_bytes_max: 256,
+            topic_level_count_max: 8,
+            topic_alias_count_max: 4,
+            keep_alive_s_max: 0,
         }
     }
 
@@ -122,6 +144,9 @@ impl Limits {
         )?;
         check(self.shard_channel_count_max > 0, "shard_channel_count_max must be > 0")?;
         check(self.connection_output_bytes_max > 0, "connection_output_bytes_max must be > 0")?;
+        check(self.inflight_count_max > 0, "inflight_count_max must be > 0")?;
+        check(self.topic_bytes_max > 0 && self.topic_bytes_max <= 65_535, "topic_bytes_max must be 1..=65535")?;
+        check(self.topic_level_count_max > 0, "topic_level_count_max must be > 0")?;
         Ok(())
     }
 }

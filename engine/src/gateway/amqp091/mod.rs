@@ -166,7 +166,7 @@ impl AmqpConn {
     }
 
     fn drain_mailbox_inner(&mut self) {
-        let Mailbox { deliveries, completions, cancelled, rejected } = crate::gateway::take_mail(&self.mailbox);
+        let Mailbox { deliveries, completions, cancelled, rejected, .. } = crate::gateway::take_mail(&self.mailbox);
         if let Some(queue) = rejected.first() {
             // Without confirms there is no per-message refusal in AMQP: close with 506.
             let text = format!("RESOURCE_ERROR - queue '{queue}' is full: a message was not accepted");

@@ -164,7 +164,7 @@ impl StompConn {
 
     /// Moves what the engine has for this connection into the session's output.
     pub fn drain_mailbox(&mut self) {
-        let Mailbox { deliveries, completions, cancelled, rejected } = crate::gateway::take_mail(&self.mailbox);
+        let Mailbox { deliveries, completions, cancelled, rejected, .. } = crate::gateway::take_mail(&self.mailbox);
         if let Some(queue) = rejected.first() {
             // STOMP: a SEND the broker cannot take gets an ERROR and the connection closes.
             let detail = format!("queue '{queue}' is full: a message was not accepted");

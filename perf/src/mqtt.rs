@@ -1,0 +1,364 @@
+//! `ferry-perf mqtt` and `ferry-perf mqtt-idle`: MQTT scenarios over blocking TCP with std
+//! threads, built on the pure `ferry_mqtt` codec, so they run against Ferry, Mosquitto or any
+//! MQTT broker. `mqtt`: one publisher sends N stamped messages (QoS 0/1/2, a bounded window
+//! in flight) to one topic that S subscribers receive; each subscriber checks it got every
+//! message once, in order. `mqtt-idle`: opens C connections, holds them idle and reports the
+//! broker's resident memory per connection. Every loop is bounded by `--timeout-s`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use clap::Args;
+use ferry_mqtt::{
+    AckKind, Connect, Decoded, Packet, Properties, PubResp, Publish, QoS, ReasonCode, SubOptions, Subscribe, Version,
+    decode, encode,
+};
+
+/// Socket timeout: how often blocked reads wake to check deadlines.
+const IO_TICK: Duration = Duration::from_millis(100);
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+const PACKET_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Options of `ferry-perf mqtt`.
+#[derive(Debug, Clone, Args)]
+pub struct MqttArgs {
+    /// Broker address: mqtt://host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub url: String,
+    /// Subscriber connections (fan-out).
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: u32,
+    /// Messages published.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Payload bytes (at least 8: the sequence stamp).
+    #[arg(long, default_value_t = 16)]
+    pub size: usize,
+    /// QoS of the publishes and subscriptions.
+    #[arg(long, default_value_t = 1)]
+    pub qos: u8,
+    /// Most unacknowledged QoS 1/2 publishes in flight.
+    #[arg(long, default_value_t = 1000)]
+    pub window: u32,
+    /// Speak MQTT 5.0 (default 3.1.1).
+    #[arg(long)]
+    pub v5: bool,
+    #[arg(long, default_value = "guest")]
+    pub username: String,
+    #[arg(long, default_value = "guest")]
+    pub password: String,
+    /// Hard limit on the run.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+    /// Broker process id, for CPU time and memory (same machine, Linux).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
+/// Options of `ferry-perf mqtt-idle`.
+#[derive(Debug, Clone, Args)]
+pub struct MqttIdleArgs {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub url: String,
+    /// Idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: u32,
+    /// Broker process id (its VmRSS is read before and after).
+    #[arg(long)]
+    pub broker_pid: u32,
+    /// Seconds to hold the connections before measuring.
+    #[arg(long, default_value_t = 3)]
+    pub hold_s: u64,
+    #[arg(long, default_value = "guest")]
+    pub username: String,
+    #[arg(long, default_value = "guest")]
+    pub password: String,
+    #[arg(long)]
+    pub v5: bool,
+}
+
+fn addr_of(url: &str) -> Result<String> {
+    let addr = url.strip_prefix("mqtt://").ok_or_else(|| anyhow!("expected mqtt://host:port, not {url:?}"))?;
+    if !addr.contains(':') {
+        bail!("expected mqtt://host:port, not {url:?}");
+    }
+    Ok(addr.trim_end_matches('/').to_owned())
+}
+
+/// A blocking MQTT connection: packets out through a buffer, packets in through the codec.
+struct Conn {
+    stream: TcpStream,
+    version: Version,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: &str, id: &str, v5: bool, user: &str, password: &str, deadline: Instant) -> Result<Conn> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TICK))?;
+        let version = if v5 { Version::V5 } else { Version::V3_1_1 };
+        let mut conn = Conn { stream, version, input: Vec::new(), output: Vec::new() };
+        let connect = Connect {
+            version,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties::default(),
+            client_id: id.to_owned(),
+            will: None,
+            username: Some(user.to_owned()),
+            password: Some(Bytes::from(password.to_owned())),
+        };
+        conn.queue(&Packet::Connect(Box::new(connect)));
+        conn.flush()?;
+        match conn.next(deadline)? {
+            Packet::ConnAck(ack) if ack.code == ReasonCode::SUCCESS => Ok(conn),
+            other => bail!("CONNECT refused: {other:?}"),
+        }
+    }
+
+    fn queue(&mut self, packet: &Packet) {
+        encode(packet, self.version, &mut self.output);
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.stream.write_all(&self.output).context("write")?;
+        self.output.clear();
+        Ok(())
+    }
+
+    /// The next packet, waiting until `deadline`.
+    fn next(&mut self, deadline: Instant) -> Result<Packet> {
+        loop {
+            if let Some(packet) = self.try_decode()? {
+                return Ok(packet);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for a packet");
+            }
+            self.read_some()?;
+        }
+    }
+
+    fn try_decode(&mut self) -> Result<Option<Packet>> {
+        match decode(&self.input, self.version, PACKET_BYTES_MAX).map_err(|e| anyhow!("bad packet: {e}"))? {
+            Decoded::Packet { packet, consumed } => {
+                self.input.drain(..consumed);
+                Ok(Some(packet))
+            }
+            Decoded::Incomplete { .. } => Ok(None),
+        }
+    }
+
+    fn read_some(&mut self) -> Result<()> {
+        let mut buf = vec![0u8; READ_CHUNK_BYTES];
+        match self.stream.read(&mut buf) {
+            Ok(0) => bail!("the broker closed the connection"),
+            Ok(n) => {
+                self.input.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            Err(e) => Err(e).context("read"),
+        }
+    }
+}
+
+fn ack(kind: AckKind, packet_id: u16) -> Packet {
+    Packet::PubResp(PubResp { kind, packet_id, reason: ReasonCode::SUCCESS, properties: Properties::default() })
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+struct Seen {
+    received: u64,
+    duplicates: u64,
+    out_of_order: u64,
+}
+
+/// Connects and subscribes one subscriber.
+fn subscribed(args: &MqttArgs, addr: &str, topic: &str, i: u32, deadline: Instant) -> Result<Conn> {
+    let mut conn =
+        Conn::open(addr, &format!("perf-sub-{i}-{topic}"), args.v5, &args.username, &args.password, deadline)?;
+    let qos = QoS::from_u8(args.qos).ok_or_else(|| anyhow!("--qos must be 0, 1 or 2"))?;
+    let options = SubOptions { qos, no_local: false, retain_as_published: false, retain_handling: 0 };
+    let subscribe =
+        Subscribe { packet_id: 1, properties: Properties::default(), filters: vec![(topic.to_owned(), options)] };
+    conn.queue(&Packet::Subscribe(subscribe));
+    conn.flush()?;
+    while !matches!(conn.next(deadline)?, Packet::SubAck(_)) {}
+    Ok(conn)
+}
+
+fn subscriber(args: &MqttArgs, addr: &str, topic: &str, i: u32, ready: &Barrier) -> Result<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    // Pass the barrier either way, so a failed subscriber cannot hang the publisher.
+    let setup = subscribed(args, addr, topic, i, deadline);
+    ready.wait();
+    let mut conn = setup?;
+    let mut seen = Seen::default();
+    let mut next_seq = 0u64;
+    let mut got = vec![false; usize::try_from(args.messages).unwrap_or(usize::MAX)];
+    while seen.received < args.messages && Instant::now() < deadline {
+        while let Some(packet) = conn.try_decode()? {
+            match packet {
+                Packet::Publish(p) => {
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => conn.queue(&ack(AckKind::PubAck, id)),
+                        (QoS::ExactlyOnce, Some(id)) => conn.queue(&ack(AckKind::PubRec, id)),
+                        _ => {}
+                    }
+                    let seq =
+                        p.payload.get(..8).map_or(u64::MAX, |b| u64::from_be_bytes(b.try_into().unwrap_or([0xFF; 8])));
+                    match got.get_mut(usize::try_from(seq).unwrap_or(usize::MAX)) {
+                        Some(slot) if *slot => seen.duplicates += 1,
+                        Some(slot) => {
+                            *slot = true;
+                            seen.received += 1;
+                            seen.out_of_order += u64::from(seq != next_seq);
+                            next_seq = seq + 1;
+                        }
+                        None => seen.duplicates += 1,
+                    }
+                }
+                Packet::PubResp(r) if r.kind == AckKind::PubRel => conn.queue(&ack(AckKind::PubComp, r.packet_id)),
+                _ => {}
+            }
+        }
+        conn.flush()?;
+        if seen.received < args.messages {
+            conn.read_some()?;
+        }
+    }
+    Ok(seen)
+}
+
+fn publisher(args: &MqttArgs, addr: &str, topic: &str) -> Result<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut conn = Conn::open(addr, &format!("perf-pub-{topic}"), args.v5, &args.username, &args.password, deadline)?;
+    let qos = QoS::from_u8(args.qos).ok_or_else(|| anyhow!("--qos must be 0, 1 or 2"))?;
+    let window = u64::from(args.window.clamp(1, 65_000));
+    let started = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut body = vec![0u8; args.size.max(8)];
+    while acked < args.messages || (qos == QoS::AtMostOnce && sent < args.messages) {
+        if Instant::now() > deadline {
+            bail!("publisher timed out with {acked} of {} acknowledged", args.messages);
+        }
+        while sent < args.messages && (qos == QoS::AtMostOnce || sent - acked < window) {
+            body[..8].copy_from_slice(&sent.to_be_bytes());
+            let packet_id = (qos != QoS::AtMostOnce).then(|| u16::try_from(sent % 65_000 + 1).unwrap_or(1));
+            let publish = Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: topic.to_owned(),
+                packet_id,
+                properties: Properties::default(),
+                payload: Bytes::copy_from_slice(&body),
+            };
+            conn.queue(&Packet::Publish(publish));
+            sent += 1;
+            if conn.output.len() > 64 * 1024 {
+                conn.flush()?;
+            }
+        }
+        conn.flush()?;
+        if qos == QoS::AtMostOnce {
+            acked = sent;
+            continue;
+        }
+        conn.read_some()?;
+        while let Some(packet) = conn.try_decode()? {
+            match packet {
+                Packet::PubResp(r) if r.kind == AckKind::PubAck => acked += 1,
+                Packet::PubResp(r) if r.kind == AckKind::PubRec => conn.queue(&ack(AckKind::PubRel, r.packet_id)),
+                Packet::PubResp(r) if r.kind == AckKind::PubComp => acked += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs `ferry-perf mqtt`; returns whether every subscriber got every message exactly once.
+pub fn throughput(args: &MqttArgs) -> Result<bool> {
+    let addr = addr_of(&args.url)?;
+    if args.size < 8 {
+        bail!("--size must be at least 8 (the sequence stamp)");
+    }
+    let topic = format!("perf/{}/{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let before = args.broker_pid.map(crate::broker_stats::sample).transpose()?;
+    let ready = Arc::new(Barrier::new(usize::try_from(args.subscribers).unwrap_or(1) + 1));
+    let subs: Vec<_> = (0..args.subscribers)
+        .map(|i| {
+            let (args, addr, topic, ready) = (args.clone(), addr.clone(), topic.clone(), ready.clone());
+            thread::spawn(move || subscriber(&args, &addr, &topic, i, &ready))
+        })
+        .collect();
+    ready.wait();
+    let started = Instant::now();
+    let publish_time = publisher(args, &addr, &topic)?;
+    let mut seen = Vec::new();
+    for handle in subs {
+        seen.push(handle.join().map_err(|_| anyhow!("subscriber panicked"))??);
+    }
+    let elapsed = started.elapsed();
+    let after = args.broker_pid.map(crate::broker_stats::sample).transpose()?;
+    let received: u64 = seen.iter().map(|s| s.received).sum();
+    let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
+    let out_of_order: u64 = seen.iter().map(|s| s.out_of_order).sum();
+    let expected = args.messages * u64::from(args.subscribers);
+    println!(
+        "mqtt {} qos {} size {} subscribers {} messages {}",
+        args.url, args.qos, args.size, args.subscribers, args.messages
+    );
+    println!("publish rate      {:>12.0} msg/s (acknowledged)", args.messages as f64 / publish_time.as_secs_f64());
+    println!("delivery rate     {:>12.0} msg/s (all subscribers)", received as f64 / elapsed.as_secs_f64());
+    println!("per subscriber    {:>12.0} msg/s", args.messages as f64 / elapsed.as_secs_f64());
+    println!("received {received} of {expected}, duplicates {duplicates}, out of order {out_of_order}");
+    if let (Some(b), Some(a)) = (before, after) {
+        println!("broker cpu        {:>12.2} s, peak rss {} KiB", a.cpu_s - b.cpu_s, a.peak_rss_kib);
+    }
+    Ok(received == expected && duplicates == 0)
+}
+
+/// Resident memory of `pid` now, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Runs `ferry-perf mqtt-idle`.
+pub fn idle(args: &MqttIdleArgs) -> Result<()> {
+    let addr = addr_of(&args.url)?;
+    let before = rss_kib(args.broker_pid)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut conns = Vec::with_capacity(usize::try_from(args.connections).unwrap_or(0));
+    for i in 0..args.connections {
+        let conn = Conn::open(&addr, &format!("perf-idle-{i}"), args.v5, &args.username, &args.password, deadline)
+            .with_context(|| format!("connection {i}"))?;
+        conns.push(conn);
+    }
+    thread::sleep(Duration::from_secs(args.hold_s));
+    let after = rss_kib(args.broker_pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / f64::from(args.connections.max(1));
+    println!(
+        "idle connections {} rss before {before} KiB, after {after} KiB, {per:.0} bytes per connection",
+        args.connections
+    );
+    drop(conns);
+    Ok(())
+}

@@ -1,0 +1,66 @@
+"""What MQTT keeps: persistent sessions (subscriptions and queued QoS 1/2 messages) and
+retained messages survive a broker restart on the same data directory, and the QoS 2
+exactly-once handshake survives a reconnect (a re-sent PUBLISH is not delivered twice)."""
+
+import pytest
+
+from conftest import uniq
+from mqtt_util import V5, V311, Client, Raw, packet, props, publish_packet
+from paho.mqtt.packettypes import PacketTypes
+
+
+@pytest.mark.parametrize("proto", [V311, V5], ids=["v311", "v5"])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_session_and_retained_survive_restart(broker_factory, tmp_path, proto, shards):
+    data = tmp_path / "data"
+    broker = broker_factory(shards=shards, data_dir=data, name="first")
+    cid, topic = uniq("durable"), uniq("dur")
+    session = props(PacketTypes.CONNECT, SessionExpiryInterval=3600) if proto == V5 else None
+    c = Client(broker.mqtt_port, cid, proto, clean=False, connect_props=session)
+    c.subscribe(f"{topic}/+", 2)
+    c.close()
+    pub = Client(broker.mqtt_port, uniq("pub"), proto)
+    for i in range(5):
+        pub.publish(f"{topic}/q", f"m{i}".encode(), qos=1 + i % 2)
+    pub.publish(f"{topic}/state", b"retained-v1", qos=1, retain=True)
+    pub.close()
+    broker.kill()  # acknowledged means durable: no clean shutdown needed
+
+    broker = broker_factory(shards=shards, data_dir=data, name="second")
+    back = Client(broker.mqtt_port, cid, proto, clean=False, connect_props=session)
+    assert back.connack[0] is True, "session present after restart"
+    got = back.wait_messages(6)
+    assert sorted(m.payload for m in got) == sorted([f"m{i}".encode() for i in range(5)] + [b"retained-v1"])
+    back.close()
+    late = Client(broker.mqtt_port, uniq("late"), proto)
+    late.subscribe(f"{topic}/state", 1)
+    (m,) = late.wait_messages(1)
+    assert (m.payload, m.retain) == (b"retained-v1", True), "retained message survived"
+    late.close()
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_qos2_resend_after_reconnect_is_delivered_once(broker, level):
+    topic = uniq("eo")
+    sub = Client(broker.mqtt_port, uniq("sub"), V5)
+    sub.subscribe(topic, 2)
+    cid = uniq("eo-pub")
+    raw = Raw(broker.mqtt_port)
+    raw.connect(level=level, client_id=cid, clean=False, session_expiry=60)
+    raw.send(publish_packet(topic, b"once", qos=2, packet_id=7, level=level))
+    kind, _, body = raw.read_packet()
+    assert (kind, body[:2]) == (5, b"\x00\x07"), "PUBREC"
+    raw.close()  # PUBREL never sent: the client will re-send the PUBLISH
+    raw = Raw(broker.mqtt_port)
+    raw.connect(level=level, client_id=cid, clean=False, session_expiry=60)
+    raw.send(publish_packet(topic, b"once", qos=2, packet_id=7, level=level, dup=True))
+    kind, _, body = raw.read_packet()
+    assert (kind, body[:2]) == (5, b"\x00\x07"), "PUBREC again"
+    raw.send(packet(0x62, b"\x00\x07"))  # PUBREL
+    kind, _, body = raw.read_packet()
+    assert (kind, body[:2]) == (7, b"\x00\x07"), "PUBCOMP"
+    (m,) = sub.wait_messages(1)
+    assert m.payload == b"once"
+    assert not sub.quiet_for(0.5), "delivered exactly once"
+    raw.close()
+    sub.close()
