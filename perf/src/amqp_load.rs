@@ -21,7 +21,7 @@ use ferry_amqp091::{
 };
 
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
-use crate::checker::{SeqChecker, payload};
+use crate::checker::SeqChecker;
 use crate::client::{FrameSource, FrameWriter, Target};
 use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce};
 use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
@@ -105,7 +105,7 @@ pub fn produce(
     let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
         let out = writer.pending_mut();
         out.extend_from_slice(&prefixes[queue as usize]);
-        for part in payload(config.id, seq, config.size).chunks(chunk) {
+        for part in config.body(seq).chunks(chunk) {
             frame::encode_body(CHANNEL, part, out);
         }
     });

@@ -5,16 +5,18 @@
 //! every expected message has arrived, when the producers are done and nothing arrived for
 //! `drain_idle`, on `stop`, or at the deadline.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use ferry_stomp::{Command, Frame};
+use hdrhistogram::Histogram;
 
 use crate::checker::{OrderTracker, Seen, SeqChecker, parse_stamp};
 use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, connect, describe};
+use crate::pace;
 use crate::shared::Shared;
 
 /// Pending ACK bytes that trigger a socket write in the middle of a read batch.
@@ -49,14 +51,19 @@ pub struct ConsumerConfig {
     pub ack: AckMode,
     pub prefetch: Option<u32>,
     pub drain_idle: Duration,
+    /// The paced producers' schedule start (set once they start): record each message's
+    /// latency against it.
+    pub latency_base: Option<Arc<OnceLock<Instant>>>,
 }
 
 /// What one consumer saw.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConsumerOutcome {
     pub reordered: u64,
     /// When this consumer received its last first-copy message.
     pub last_new_at: Option<Instant>,
+    /// Latencies of first copies, in ns (with `latency_base`).
+    pub latency: Option<Histogram<u64>>,
 }
 
 /// Per-consumer bookkeeping while consuming.
@@ -64,11 +71,16 @@ pub struct ConsumerOutcome {
 pub(crate) struct Progress {
     order: OrderTracker,
     last_new_at: Option<Instant>,
+    latency: Option<(Arc<OnceLock<Instant>>, Histogram<u64>)>,
 }
 
 impl Progress {
     pub fn new(config: &ConsumerConfig) -> Progress {
-        Progress { order: OrderTracker::new(config.producers, config.queue_count), last_new_at: None }
+        Progress {
+            order: OrderTracker::new(config.producers, config.queue_count),
+            last_new_at: None,
+            latency: config.latency_base.clone().map(|base| (base, pace::histogram())),
+        }
     }
 
     /// Checks one received message: from queue index `queue` (if known), with `body`.
@@ -79,7 +91,11 @@ impl Progress {
         };
         let seen = checker.record(producer, seq, queue);
         if seen == Seen::First {
-            self.last_new_at = Some(Instant::now());
+            let now = Instant::now();
+            self.last_new_at = Some(now);
+            if let Some((Some(base), hist)) = self.latency.as_mut().map(|(b, h)| (b.get(), h)) {
+                pace::record(hist, *base, now, body);
+            }
         }
         if seen != Seen::Unexpected {
             self.order.observe(producer, seq, queue, seen);
@@ -87,7 +103,11 @@ impl Progress {
     }
 
     pub fn outcome(&self) -> ConsumerOutcome {
-        ConsumerOutcome { reordered: self.order.reordered(), last_new_at: self.last_new_at }
+        ConsumerOutcome {
+            reordered: self.order.reordered(),
+            last_new_at: self.last_new_at,
+            latency: self.latency.as_ref().map(|(_, hist)| hist.clone()),
+        }
     }
 }
 

@@ -12,7 +12,10 @@ mod checker;
 mod client;
 mod compare;
 mod consumer;
+mod latency;
 mod mqtt;
+mod pace;
+mod plot;
 mod producer;
 mod raw_sync;
 mod report;
@@ -39,6 +42,8 @@ enum Cmd {
     Throughput(ThroughputArgs),
     /// The same throughput scenario against several brokers, interleaved, with medians and ratios.
     Compare(compare::CompareArgs),
+    /// One producer paced at a fixed rate, one consumer: latency percentiles (HDR histogram).
+    Latency(latency::LatencyArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
     /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
@@ -111,44 +116,24 @@ pub struct ScenarioArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Cmd::Throughput(args) => match run::throughput(&args) {
-            Ok(report) if report.clean() => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::from(2),
-            Err(e) => {
-                eprintln!("ferry-perf: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Cmd::Compare(args) => match compare::compare(&args) {
-            Ok(summary) if summary.clean() => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::from(2),
-            Err(e) => {
-                eprintln!("ferry-perf: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Cmd::Mqtt(args) => match mqtt::throughput(&args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(2),
-            Err(e) => {
-                eprintln!("ferry-perf: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Cmd::MqttIdle(args) => match mqtt::idle(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ferry-perf: {e:#}");
-                ExitCode::from(1)
-            }
-        },
-        Cmd::RawSync(args) => match raw_sync::raw_sync(&args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ferry-perf: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+    exit(match cli.command {
+        Cmd::Throughput(args) => run::throughput(&args).map(|report| report.clean()),
+        Cmd::Compare(args) => compare::compare(&args).map(|summary| summary.clean()),
+        Cmd::Latency(args) => latency::latency(&args),
+        Cmd::Mqtt(args) => mqtt::throughput(&args),
+        Cmd::MqttIdle(args) => mqtt::idle(&args).map(|()| true),
+        Cmd::RawSync(args) => raw_sync::raw_sync(&args).map(|_| true),
+    })
+}
+
+/// Exit status 0 for a clean run, 2 for a run that found problems, 1 for a setup error.
+fn exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("ferry-perf: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

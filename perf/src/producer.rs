@@ -12,6 +12,7 @@ use ferry_stomp::{Command, Frame};
 
 use crate::checker::{payload, queue_for};
 use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, connect, describe};
+use crate::pace::{Pace, stamp_time};
 use crate::shared::Shared;
 
 /// Pending SEND bytes that trigger a socket write.
@@ -31,6 +32,19 @@ pub struct ProducerConfig {
     pub persistent: bool,
     pub receipts: bool,
     pub window: u64,
+    /// Send at a fixed rate, stamping each payload with its intended send time (latency runs).
+    pub pace: Option<Pace>,
+}
+
+impl ProducerConfig {
+    /// The payload of message `seq`: the stamp, plus the intended send time when paced.
+    pub fn body(&self, seq: u64) -> Vec<u8> {
+        let mut body = payload(self.id, seq, self.size);
+        if let Some(pace) = &self.pace {
+            stamp_time(&mut body, pace.intended_ns(seq));
+        }
+        body
+    }
 }
 
 /// What one producer did.
@@ -112,7 +126,7 @@ pub fn run(
         let mut frame = Frame::new(Command::Send)
             .with_header("destination", destinations[queue as usize].as_str())
             .with_header("content-length", content_length.as_str())
-            .with_body(payload(config.id, seq, config.size));
+            .with_body(config.body(seq));
         if config.persistent {
             frame = frame.with_header("persistent", "true");
         }
@@ -140,7 +154,8 @@ pub fn run(
 
 /// The send loop every protocol shares: `encode` queues message `seq` for queue index `queue`
 /// on `writer`; writes go out in batches, and with receipts (or confirms) at most
-/// `config.window` wait unanswered on `board`. Returns how many were sent and whether every
+/// `config.window` wait unanswered on `board`; a paced producer waits for each message's
+/// intended time and writes it at once. Returns how many were sent and whether every
 /// write (including the final flush) succeeded.
 pub(crate) fn send_all(
     config: &ProducerConfig,
@@ -155,11 +170,14 @@ pub(crate) fn send_all(
         if shared.stopped() || Instant::now() >= deadline {
             break;
         }
+        if let Some(pace) = &config.pace {
+            pace.wait(seq, deadline);
+        }
         encode(writer, queue_for(config.id, seq, config.queues), seq);
         sent += 1;
         Shared::add(&shared.sent, 1);
         let window_full = config.receipts && sent - board.count() >= config.window;
-        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full)
+        if (writer.pending_bytes() >= WRITE_BATCH_BYTES || window_full || config.pace.is_some())
             && let Err(e) = writer.flush(deadline)
         {
             return (sent, Err(e));

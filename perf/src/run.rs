@@ -3,18 +3,20 @@
 //! (one stderr line a second), joins everything (all bounded by the deadline), then builds
 //! the [`Report`]. Limits: threads = producers * 2 + consumers + 1.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use hdrhistogram::Histogram;
 
 use crate::broker_stats::{self, BrokerSample};
 use crate::checker::{PRODUCER_COUNT_MAX, SEQ_MAX, STAMP_BYTES, SeqChecker};
 use crate::client::Target;
 use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
+use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
 use crate::report::{BrokerUse, Rate, Report, Scenario};
 use crate::shared::Shared;
@@ -73,6 +75,18 @@ pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
 /// on stdout (a progress line a second on stderr when `progress`). `broker_pid` adds the
 /// broker's CPU and RSS. Errors only for setup failures; delivery problems are in the report.
 pub fn measure(url: &str, scenario: &ScenarioArgs, broker_pid: Option<u32>, progress: bool) -> Result<Report> {
+    Ok(measure_paced(url, scenario, broker_pid, progress, None)?.0)
+}
+
+/// [`measure`], with every producer paced at `rate` msg/s when given; then the consumers'
+/// latency histograms come back merged.
+pub fn measure_paced(
+    url: &str,
+    scenario: &ScenarioArgs,
+    broker_pid: Option<u32>,
+    progress: bool,
+    rate: Option<u64>,
+) -> Result<(Report, Option<Histogram<u64>>)> {
     let args = scenario;
     validate(args)?;
     let target = Target::parse(url, args.login.clone(), args.passcode.clone())?;
@@ -82,9 +96,14 @@ pub fn measure(url: &str, scenario: &ScenarioArgs, broker_pid: Option<u32>, prog
     let shared = Arc::new(Shared::default());
     let before = broker_pid.map(broker_stats::sample).transpose()?;
 
-    let consumers = start_consumers(args, &target, &checker, &shared, deadline)?;
+    let base = rate.map(|_| Arc::new(OnceLock::new()));
+    let consumers = start_consumers(args, &target, &checker, &shared, base.clone(), deadline)?;
     let send_start = Instant::now();
-    let producers = start_producers(args, &target, &shared, deadline)?;
+    let pace = rate.map(|rate| Pace { base: send_start, rate });
+    if let Some(base) = &base {
+        let _ = base.set(send_start);
+    }
+    let producers = start_producers(args, &target, &shared, pace, deadline)?;
     let progress = progress.then(|| start_progress(&shared, &checker, send_start));
 
     let produced: Vec<ProducerOutcome> = join_all(producers, &shared, "producer");
@@ -97,7 +116,20 @@ pub fn measure(url: &str, scenario: &ScenarioArgs, broker_pid: Option<u32>, prog
     }
     let after = broker_pid.map(broker_stats::sample).transpose()?;
     let run = RunFacts { url, broker_pid, send_start, timed_out };
-    Ok(build_report(args, &run, &checker, &shared, &produced, &consumed, before.zip(after)))
+    let latency = merge_latency(&consumed);
+    Ok((build_report(args, &run, &checker, &shared, &produced, &consumed, before.zip(after)), latency))
+}
+
+/// The consumers' latency histograms added together (`None` when none kept one).
+fn merge_latency(consumed: &[ConsumerOutcome]) -> Option<Histogram<u64>> {
+    let mut merged: Option<Histogram<u64>> = None;
+    for hist in consumed.iter().filter_map(|c| c.latency.as_ref()) {
+        match &mut merged {
+            Some(m) => m.add(hist).ok()?,
+            None => merged = Some(hist.clone()),
+        }
+    }
+    merged
 }
 
 /// What `build_report` needs to know about the run besides the scenario and the outcomes.
@@ -113,6 +145,7 @@ fn start_consumers(
     target: &Target,
     checker: &Arc<SeqChecker>,
     shared: &Arc<Shared>,
+    latency_base: Option<Arc<OnceLock<Instant>>>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<Result<ConsumerOutcome>>>> {
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -126,6 +159,7 @@ fn start_consumers(
             ack: args.ack,
             prefetch: args.prefetch,
             drain_idle: Duration::from_secs(args.drain_idle_s),
+            latency_base: latency_base.clone(),
         };
         let (target, checker, shared, ready) =
             (target.clone(), Arc::clone(checker), Arc::clone(shared), ready_tx.clone());
@@ -154,6 +188,7 @@ fn start_producers(
     args: &ScenarioArgs,
     target: &Target,
     shared: &Arc<Shared>,
+    pace: Option<Pace>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<Result<ProducerOutcome>>>> {
     let mut handles = Vec::new();
@@ -166,6 +201,7 @@ fn start_producers(
             persistent: args.persistent,
             receipts: args.receipts,
             window: args.receipt_window,
+            pace,
         };
         let (target, shared) = (target.clone(), Arc::clone(shared));
         let handle = std::thread::Builder::new()
