@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use ferry_amqp091::frame::{self, Frame};
 use ferry_amqp091::{
     BasicAck, BasicConsume, BasicProperties, BasicPublish, BasicQos, ConfirmSelect, ContentHeader, FieldTable, Method,
-    QueueDeclare,
+    QueueBind, QueueDeclare,
 };
 
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
@@ -36,6 +36,37 @@ const TAG_PREFIX: &str = "perf-";
 
 fn queue_name(queue: u32) -> String {
     format!("perf-amqp-{queue}")
+}
+
+/// The exchange fan-out runs publish to.
+const TOPIC_EXCHANGE: &str = "amq.topic";
+
+/// Fan-out subscriber `id`'s own queue (exclusive, auto-delete).
+fn fanout_queue(id: u32) -> String {
+    format!("perf-fanout-{}-{id}", std::process::id())
+}
+
+/// Declares subscriber `id`'s exclusive queue and binds it to `amq.topic` with `key`.
+fn bind_fanout_queue(
+    reader: &mut AmqpReader,
+    writer: &mut FrameWriter,
+    id: u32,
+    key: &str,
+    deadline: Instant,
+) -> Result<()> {
+    let queue = fanout_queue(id);
+    send(
+        writer,
+        CHANNEL,
+        QueueDeclare { queue: queue.clone(), exclusive: true, auto_delete: true, ..Default::default() },
+    );
+    let bind =
+        QueueBind { queue, exchange: TOPIC_EXCHANGE.to_owned(), routing_key: key.to_owned(), ..Default::default() };
+    send(writer, CHANNEL, bind);
+    writer.flush(deadline)?;
+    expect(reader, deadline, "queue.declare-ok", |m| matches!(m, Method::QueueDeclareOk(_)))?;
+    expect(reader, deadline, "queue.bind-ok", |m| matches!(m, Method::QueueBindOk(_)))?;
+    Ok(())
 }
 
 /// Declares `queues` (durable, not exclusive) and waits for each declare-ok.
@@ -83,7 +114,9 @@ pub fn produce(
     let who = format!("producer {}", config.id);
     let (mut reader, mut writer, frame_max) = connect(target, deadline)?;
     let queues: Vec<u32> = (0..config.queues).collect();
-    declare(&mut reader, &mut writer, &queues, deadline)?;
+    if config.topic.is_none() {
+        declare(&mut reader, &mut writer, &queues, deadline)?;
+    }
     if config.receipts {
         send(&mut writer, CHANNEL, ConfirmSelect { nowait: false });
         writer.flush(deadline)?;
@@ -129,7 +162,12 @@ pub fn produce(
 
 /// The method and content-header frames of a publish to `queue` (the body is per message).
 fn publish_prefix(queue: u32, config: &ProducerConfig) -> Vec<u8> {
-    let publish = BasicPublish { routing_key: queue_name(queue), ..Default::default() };
+    let publish = match &config.topic {
+        Some(key) => {
+            BasicPublish { exchange: TOPIC_EXCHANGE.to_owned(), routing_key: key.clone(), ..Default::default() }
+        }
+        None => BasicPublish { routing_key: queue_name(queue), ..Default::default() },
+    };
     let properties = BasicProperties { delivery_mode: config.persistent.then_some(2), ..Default::default() };
     let mut out = Vec::new();
     frame::encode_method(CHANNEL, &Method::BasicPublish(publish), &mut out);
@@ -251,7 +289,14 @@ pub fn consume(
 
 fn subscribe(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Result<(AmqpReader, FrameWriter)> {
     let (mut reader, mut writer, _) = connect(target, deadline)?;
-    declare(&mut reader, &mut writer, &config.queues, deadline)?;
+    let consumed_queue = |q: u32| match &config.topic {
+        Some(_) => fanout_queue(config.id),
+        None => queue_name(q),
+    };
+    match &config.topic {
+        Some(key) => bind_fanout_queue(&mut reader, &mut writer, config.id, key, deadline)?,
+        None => declare(&mut reader, &mut writer, &config.queues, deadline)?,
+    }
     if let Some(prefetch) = config.prefetch {
         let prefetch_count = u16::try_from(prefetch).unwrap_or(u16::MAX);
         send(&mut writer, CHANNEL, BasicQos { prefetch_count, ..Default::default() });
@@ -260,7 +305,7 @@ fn subscribe(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Res
     }
     for &q in &config.queues {
         let consume = BasicConsume {
-            queue: queue_name(q),
+            queue: consumed_queue(q),
             consumer_tag: format!("{TAG_PREFIX}{q}"),
             no_ack: config.ack == AckMode::Auto,
             arguments: FieldTable::new(),

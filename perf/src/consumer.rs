@@ -54,6 +54,9 @@ pub struct ConsumerConfig {
     /// The paced producers' schedule start (set once they start): record each message's
     /// latency against it.
     pub latency_base: Option<Arc<OnceLock<Instant>>>,
+    /// Subscribe to `amq.topic` with this binding key (STOMP: `/topic/KEY`) instead of the
+    /// queues; deliveries count as queue 0.
+    pub topic: Option<String>,
 }
 
 /// What one consumer saw.
@@ -166,9 +169,13 @@ const SUB_PREFIX: &str = "perf-";
 fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
     let (mut reader, mut writer) = connect(target, deadline)?;
     for &queue in &config.queues {
+        let destination = match &config.topic {
+            Some(key) => format!("/topic/{key}"),
+            None => format!("/queue/perf-{queue}"),
+        };
         let mut frame = Frame::new(Command::Subscribe)
             .with_header("id", format!("{SUB_PREFIX}{queue}"))
-            .with_header("destination", format!("/queue/perf-{queue}"))
+            .with_header("destination", destination)
             .with_header("ack", config.ack.header())
             .with_header("receipt", format!("sub-{queue}"));
         if let Some(prefetch) = config.prefetch {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::BrokerArgs;
+
 use crate::consumer::AckMode;
 use crate::pace::{LatencySummary, TIMED_PAYLOAD_BYTES};
 use crate::{ScenarioArgs, plot, run};
@@ -17,9 +19,8 @@ use crate::{ScenarioArgs, plot, run};
 /// Options of `ferry-perf latency`.
 #[derive(Debug, Clone, Args)]
 pub struct LatencyArgs {
-    /// Broker address: stomp://host:port or amqp://host:port.
-    #[arg(long, default_value = "stomp://127.0.0.1:61613")]
-    pub url: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Messages a second the producer sends, on a fixed schedule.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
@@ -38,16 +39,6 @@ pub struct LatencyArgs {
     /// Consumer acknowledgement mode.
     #[arg(long, value_enum, default_value_t = AckMode::ClientIndividual)]
     pub ack: AckMode,
-    #[arg(long)]
-    pub login: Option<String>,
-    #[arg(long)]
-    pub passcode: Option<String>,
-    /// Hard limit on the whole run.
-    #[arg(long, default_value_t = 120)]
-    pub timeout_s: u64,
-    /// Broker process id, for CPU-per-message and peak RSS.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
     /// Write the latency-percentile curve here as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -75,21 +66,22 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
         receipt_window: 1 << 20,
         ack: args.ack,
         prefetch: None,
-        login: args.login.clone(),
-        passcode: args.passcode.clone(),
-        timeout_s: args.timeout_s,
+        login: args.broker.login.clone(),
+        passcode: args.broker.passcode.clone(),
+        timeout_s: args.broker.timeout_s,
         drain_idle_s: 5,
     };
-    let (report, hist) = run::measure_paced(&args.url, &scenario, args.broker_pid, true, Some(args.rate))?;
+    let (report, hist) =
+        run::measure_paced(&args.broker.url, &scenario, args.broker.broker_pid, true, Some(args.rate))?;
     let summary = hist.as_ref().map(LatencySummary::of);
-    println!("ferry-perf latency {}: {} msg/s for {} s, {} B", args.url, args.rate, args.seconds, args.size);
+    println!("ferry-perf latency {}: {} msg/s for {} s, {} B", args.broker.url, args.rate, args.seconds, args.size);
     print!("{}", report.table());
     match &summary {
         Some(s) => println!("{}", s.line()),
         None => println!("latency: no message arrived"),
     }
     if let (Some(path), Some(hist)) = (&args.plot, &hist) {
-        let title = format!("{} at {} msg/s, {} B", args.url, args.rate, args.size);
+        let title = format!("{} at {} msg/s, {} B", args.broker.url, args.rate, args.size);
         std::fs::write(path, plot::percentile_svg(hist, &title))
             .with_context(|| format!("write {}", path.display()))?;
     }

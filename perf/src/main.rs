@@ -12,6 +12,7 @@ mod checker;
 mod client;
 mod compare;
 mod consumer;
+mod fanout;
 mod latency;
 mod mqtt;
 mod pace;
@@ -44,6 +45,8 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// One producer paced at a fixed rate, one consumer: latency percentiles (HDR histogram).
     Latency(latency::LatencyArgs),
+    /// One publisher to a topic, K subscribers that must each get every message once, in order.
+    Fanout(fanout::FanoutArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
     /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
@@ -64,6 +67,25 @@ pub struct ThroughputArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Broker process id, for CPU-per-message and peak RSS (same machine, Linux).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
+/// Where the broker is, as whom to connect, how long a run may take, and the broker's pid:
+/// shared by `latency`, `fanout` and `storm`.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Broker address: stomp://host:port or amqp://host:port.
+    #[arg(long, default_value = "stomp://127.0.0.1:61613")]
+    pub url: String,
+    #[arg(long)]
+    pub login: Option<String>,
+    #[arg(long)]
+    pub passcode: Option<String>,
+    /// Hard limit on the whole run.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+    /// Broker process id, for the broker's CPU and memory (same machine, Linux).
     #[arg(long)]
     pub broker_pid: Option<u32>,
 }
@@ -120,6 +142,7 @@ fn main() -> ExitCode {
         Cmd::Throughput(args) => run::throughput(&args).map(|report| report.clean()),
         Cmd::Compare(args) => compare::compare(&args).map(|summary| summary.clean()),
         Cmd::Latency(args) => latency::latency(&args),
+        Cmd::Fanout(args) => fanout::fanout(&args),
         Cmd::Mqtt(args) => mqtt::throughput(&args),
         Cmd::MqttIdle(args) => mqtt::idle(&args).map(|()| true),
         Cmd::RawSync(args) => raw_sync::raw_sync(&args).map(|_| true),

@@ -34,6 +34,8 @@ pub struct ProducerConfig {
     pub window: u64,
     /// Send at a fixed rate, stamping each payload with its intended send time (latency runs).
     pub pace: Option<Pace>,
+    /// Publish to `amq.topic` with this routing key (STOMP: `/topic/KEY`) instead of queues.
+    pub topic: Option<String>,
 }
 
 impl ProducerConfig {
@@ -120,7 +122,10 @@ pub fn run(
             .spawn(move || read_receipts(reader, &board, &shared, &stop, &who, deadline))?
     };
 
-    let destinations: Vec<String> = (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect();
+    let destinations: Vec<String> = match &config.topic {
+        Some(key) => vec![format!("/topic/{key}")],
+        None => (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect(),
+    };
     let content_length = config.size.to_string();
     let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
         let mut frame = Frame::new(Command::Send)

@@ -148,9 +148,7 @@ fn start_consumers(
     latency_base: Option<Arc<OnceLock<Instant>>>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<Result<ConsumerOutcome>>>> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::new();
-    for id in 0..args.consumers {
+    let consumers = (0..args.consumers).map(|id| {
         let config = ConsumerConfig {
             id,
             queues: queues_of(id, args.consumers, args.queues),
@@ -160,16 +158,32 @@ fn start_consumers(
             prefetch: args.prefetch,
             drain_idle: Duration::from_secs(args.drain_idle_s),
             latency_base: latency_base.clone(),
+            topic: None,
         };
-        let (target, checker, shared, ready) =
-            (target.clone(), Arc::clone(checker), Arc::clone(shared), ready_tx.clone());
+        (config, Arc::clone(checker))
+    });
+    spawn_consumers(consumers.collect(), target, shared, deadline)
+}
+
+/// Starts one thread per consumer (each checking against its own `SeqChecker` handle) and
+/// waits until every one has subscribed; on a failure stops and joins them all.
+pub(crate) fn spawn_consumers(
+    consumers: Vec<(ConsumerConfig, Arc<SeqChecker>)>,
+    target: &Target,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<Vec<JoinHandle<Result<ConsumerOutcome>>>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (config, checker) in consumers {
+        let (target, shared, ready) = (target.clone(), Arc::clone(shared), ready_tx.clone());
         let handle = std::thread::Builder::new()
-            .name(format!("consumer {id}"))
+            .name(format!("consumer {}", config.id))
             .spawn(move || consumer::run(&config, &target, &checker, &shared, &ready, deadline))?;
         handles.push(handle);
     }
     drop(ready_tx);
-    for _ in 0..args.consumers {
+    for _ in 0..handles.len() {
         let wait = deadline.saturating_duration_since(Instant::now());
         let outcome =
             ready_rx.recv_timeout(wait).map_err(|_| anyhow!("consumers were not subscribed before the deadline"));
@@ -191,21 +205,32 @@ fn start_producers(
     pace: Option<Pace>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<Result<ProducerOutcome>>>> {
+    let producers = (0..args.producers).map(|id| ProducerConfig {
+        id,
+        messages: args.messages,
+        queues: args.queues,
+        size: args.size,
+        persistent: args.persistent,
+        receipts: args.receipts,
+        window: args.receipt_window,
+        pace,
+        topic: None,
+    });
+    spawn_producers(producers.collect(), target, shared, deadline)
+}
+
+/// Starts one thread per producer.
+pub(crate) fn spawn_producers(
+    producers: Vec<ProducerConfig>,
+    target: &Target,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<Vec<JoinHandle<Result<ProducerOutcome>>>> {
     let mut handles = Vec::new();
-    for id in 0..args.producers {
-        let config = ProducerConfig {
-            id,
-            messages: args.messages,
-            queues: args.queues,
-            size: args.size,
-            persistent: args.persistent,
-            receipts: args.receipts,
-            window: args.receipt_window,
-            pace,
-        };
+    for config in producers {
         let (target, shared) = (target.clone(), Arc::clone(shared));
         let handle = std::thread::Builder::new()
-            .name(format!("producer {id}"))
+            .name(format!("producer {}", config.id))
             .spawn(move || producer::run(&config, &target, &shared, deadline))?;
         handles.push(handle);
     }
@@ -213,7 +238,7 @@ fn start_producers(
 }
 
 /// Joins every worker; failures are recorded in `shared` and left out of the result.
-fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, kind: &str) -> Vec<T> {
+pub(crate) fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, kind: &str) -> Vec<T> {
     let mut out = Vec::new();
     for (i, handle) in handles.into_iter().enumerate() {
         match handle.join() {

@@ -1,0 +1,177 @@
+//! `ferry-perf fanout`: one publisher to a topic (`amq.topic` with routing key
+//! `perf.fanout.<pid>`; STOMP `/topic/perf.fanout.<pid>`), K subscribers each with its own
+//! subscription (AMQP: an exclusive queue bound to it). Every subscriber must get every
+//! message exactly once, in order: each has its own [`SeqChecker`]. Reports the publish rate
+//! and the delivery rate (deliveries to all subscribers a second). Bounded by `--timeout-s`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::BrokerArgs;
+
+use crate::broker_stats;
+use crate::checker::{STAMP_BYTES, SeqChecker, Verdict};
+use crate::client::Target;
+use crate::consumer::{AckMode, ConsumerConfig};
+use crate::producer::ProducerConfig;
+use crate::report::Rate;
+use crate::run::{join_all, spawn_consumers, spawn_producers};
+use crate::shared::Shared;
+
+/// Most subscribers one run opens.
+const SUBSCRIBER_COUNT_MAX: u32 = 1024;
+
+/// Options of `ferry-perf fanout`.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Subscriber connections, each receiving every message.
+    #[arg(long, default_value_t = 8)]
+    pub subscribers: u32,
+    /// Messages published.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Payload bytes (at least 16: the stamp).
+    #[arg(long, default_value_t = 16)]
+    pub size: usize,
+    /// Ask for a receipt (AMQP: a publisher confirm) on every publish.
+    #[arg(long)]
+    pub receipts: bool,
+    /// Subscriber acknowledgement mode.
+    #[arg(long, value_enum, default_value_t = AckMode::Auto)]
+    pub ack: AckMode,
+}
+
+/// Runs `ferry-perf fanout`; whether every subscriber got every message once, in order.
+pub fn fanout(args: &FanoutArgs) -> Result<bool> {
+    if args.subscribers == 0 || args.subscribers > SUBSCRIBER_COUNT_MAX {
+        bail!("--subscribers must be in 1..={SUBSCRIBER_COUNT_MAX}");
+    }
+    if args.size < STAMP_BYTES || args.messages == 0 || args.broker.timeout_s == 0 {
+        bail!("--size must be at least {STAMP_BYTES}, --messages and --timeout-s at least 1");
+    }
+    let target = Target::parse(&args.broker.url, args.broker.login.clone(), args.broker.passcode.clone())?;
+    let key = format!("perf.fanout.{}", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(args.broker.timeout_s);
+    let shared = Arc::new(Shared::default());
+    let checkers: Vec<Arc<SeqChecker>> =
+        (0..args.subscribers).map(|_| Arc::new(SeqChecker::new(1, args.messages, 1))).collect();
+    let before = args.broker.broker_pid.map(broker_stats::sample).transpose()?;
+    let subscribers = checkers.iter().enumerate().map(|(id, checker)| {
+        let config = ConsumerConfig {
+            id: u32::try_from(id).expect("at most SUBSCRIBER_COUNT_MAX"),
+            queues: vec![0],
+            producers: 1,
+            queue_count: 1,
+            ack: args.ack,
+            prefetch: None,
+            drain_idle: Duration::from_secs(5),
+            latency_base: None,
+            topic: Some(key.clone()),
+        };
+        (config, Arc::clone(checker))
+    });
+    let consumers = spawn_consumers(subscribers.collect(), &target, &shared, deadline)?;
+    let started = Instant::now();
+    let publisher = ProducerConfig {
+        id: 0,
+        messages: args.messages,
+        queues: 1,
+        size: args.size,
+        persistent: false,
+        receipts: args.receipts,
+        window: 256,
+        pace: None,
+        topic: Some(key),
+    };
+    let produced = join_all(spawn_producers(vec![publisher], &target, &shared, deadline)?, &shared, "publisher");
+    shared.producers_done.store(true, Ordering::Relaxed);
+    let consumed = join_all(consumers, &shared, "subscriber");
+    let timed_out = Instant::now() >= deadline;
+    shared.request_stop();
+    let after = args.broker.broker_pid.map(broker_stats::sample).transpose()?;
+
+    let secs = |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(started).as_secs_f64());
+    let sent = produced.first().map_or(0, |p| p.sent);
+    let publish = Rate::new(sent, secs(produced.first().map(|p| p.finished_at)), args.size);
+    let verdicts: Vec<Verdict> =
+        checkers.iter().zip(&consumed).map(|(checker, c)| checker.verdict(c.reordered, &[sent])).collect();
+    let total = sum_verdicts(&verdicts);
+    let deliver =
+        Rate::new(total.received_unique, secs(consumed.iter().filter_map(|c| c.last_new_at).max()), args.size);
+    let (errors, error_count) = shared.errors();
+    println!(
+        "ferry-perf fanout {}: 1 publisher x {} msgs -> {} subscribers, {} B, receipts={}, ack={}",
+        args.broker.url,
+        args.messages,
+        args.subscribers,
+        args.size,
+        args.receipts,
+        args.ack.header()
+    );
+    println!("{:<10} {:>12} {:>9} {:>12} {:>9}", "", "messages", "seconds", "msg/s", "MB/s");
+    for (name, r) in [("published", &publish), ("delivered", &deliver)] {
+        println!("{name:<10} {:>12} {:>9.3} {:>12.0} {:>9.2}", r.messages, r.seconds, r.msg_per_s, r.mb_per_s);
+    }
+    println!(
+        "check (all subscribers): expected {} unique {} lost {} duplicated {} reordered {} unexpected {}; subscribers complete {}/{}",
+        total.expected,
+        total.received_unique,
+        total.lost,
+        total.duplicated,
+        total.reordered,
+        total.unexpected,
+        verdicts.iter().filter(|v| v.lost == 0 && v.received_unique == sent).count(),
+        args.subscribers
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        let cpu_s = a.cpu_s - b.cpu_s;
+        let per_million = cpu_s * 1e6 / total.received_unique.max(1) as f64;
+        println!(
+            "broker: cpu {cpu_s:.2} s ({per_million:.2} s per 1M deliveries), peak rss {:.1} MiB",
+            a.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    for e in &errors {
+        println!("error: {e}");
+    }
+    let clean = error_count == 0
+        && !timed_out
+        && consumed.len() == verdicts.len()
+        && sent == args.messages
+        && total.lost + total.duplicated + total.reordered + total.unexpected == 0;
+    println!("result: {}", if clean { "OK" } else { "FAILED" });
+    Ok(clean)
+}
+
+/// The subscribers' verdicts added up.
+fn sum_verdicts(verdicts: &[Verdict]) -> Verdict {
+    verdicts.iter().fold(Verdict::default(), |t, v| Verdict {
+        expected: t.expected + v.expected,
+        not_sent: t.not_sent + v.not_sent,
+        received_unique: t.received_unique + v.received_unique,
+        lost: t.lost + v.lost,
+        duplicated: t.duplicated + v.duplicated,
+        reordered: t.reordered + v.reordered,
+        unexpected: t.unexpected + v.unexpected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_add_up() {
+        let one = Verdict { expected: 10, received_unique: 9, lost: 1, ..Verdict::default() };
+        let two = Verdict { expected: 10, received_unique: 10, duplicated: 2, ..Verdict::default() };
+        let sum = sum_verdicts(&[one, two]);
+        assert_eq!((sum.expected, sum.received_unique, sum.lost, sum.duplicated), (20, 19, 1, 2));
+        assert_eq!(sum_verdicts(&[]), Verdict::default());
+    }
+}
