@@ -22,6 +22,18 @@ pub fn sample(pid: u32) -> Result<BrokerSample> {
     Ok(BrokerSample { cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks_per_s(), peak_rss_kib: vm_hwm_kib(&status)? })
 }
 
+/// Resident memory of `pid` now, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks.
 fn cpu_ticks(stat: &str) -> Result<u64> {
     // The command name (field 2) is in parentheses and may hold spaces: split after it.

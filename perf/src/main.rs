@@ -22,6 +22,7 @@ mod raw_sync;
 mod report;
 mod run;
 mod shared;
+mod storm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Cmd {
     Latency(latency::LatencyArgs),
     /// One publisher to a topic, K subscribers that must each get every message once, in order.
     Fanout(fanout::FanoutArgs),
+    /// Open N connections (full handshake), hold them, close them: connect latency, broker RSS.
+    Storm(storm::StormArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
     /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Cmd::Compare(args) => compare::compare(&args).map(|summary| summary.clean()),
         Cmd::Latency(args) => latency::latency(&args),
         Cmd::Fanout(args) => fanout::fanout(&args),
+        Cmd::Storm(args) => storm::storm(&args),
         Cmd::Mqtt(args) => mqtt::throughput(&args),
         Cmd::MqttIdle(args) => mqtt::idle(&args).map(|()| true),
         Cmd::RawSync(args) => raw_sync::raw_sync(&args).map(|_| true),

@@ -329,22 +329,10 @@ pub fn throughput(args: &MqttArgs) -> Result<bool> {
     Ok(received == expected && duplicates == 0)
 }
 
-/// Resident memory of `pid` now, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("read /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
-}
-
 /// Runs `ferry-perf mqtt-idle`.
 pub fn idle(args: &MqttIdleArgs) -> Result<()> {
     let addr = addr_of(&args.url)?;
-    let before = rss_kib(args.broker_pid)?;
+    let before = crate::broker_stats::rss_kib(args.broker_pid)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut conns = Vec::with_capacity(usize::try_from(args.connections).unwrap_or(0));
     for i in 0..args.connections {
@@ -353,7 +341,7 @@ pub fn idle(args: &MqttIdleArgs) -> Result<()> {
         conns.push(conn);
     }
     thread::sleep(Duration::from_secs(args.hold_s));
-    let after = rss_kib(args.broker_pid)?;
+    let after = crate::broker_stats::rss_kib(args.broker_pid)?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / f64::from(args.connections.max(1));
     println!(
         "idle connections {} rss before {before} KiB, after {after} KiB, {per:.0} bytes per connection",

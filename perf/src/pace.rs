@@ -109,9 +109,14 @@ impl LatencySummary {
         }
     }
 
-    /// One line: `count N mean X us p50 X us ... max X us`.
+    /// One line: `latency (us): count N mean X p50 X ... max X`.
     pub fn line(&self) -> String {
-        let mut out = format!("latency (us): count {} mean {:.1}", self.count, self.mean_us);
+        self.labelled("latency")
+    }
+
+    /// [`LatencySummary::line`] naming what was measured.
+    pub fn labelled(&self, what: &str) -> String {
+        let mut out = format!("{what} (us): count {} mean {:.1}", self.count, self.mean_us);
         for (label, value) in &self.percentiles_us {
             let _ = write!(out, " {label} {value:.1}");
         }

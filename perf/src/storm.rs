@@ -1,0 +1,179 @@
+//! `ferry-perf storm`: opens `--connections` N connections (STOMP CONNECT/CONNECTED or the
+//! AMQP 0-9-1 handshake up to channel.open-ok) from `--threads` threads, as fast as they go or
+//! paced at `--rate` connections a second (connection i is due at start + i/rate and its
+//! latency counts from then), holds them `--hold-s`, then closes them all. Reports how many
+//! succeeded, connect-latency percentiles, and with `--broker-pid` the broker's resident
+//! memory growth per held connection. Only the write half of each connection is kept (one
+//! descriptor each). Bounded by `--timeout-s`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+
+use crate::BrokerArgs;
+use crate::broker_stats::rss_kib;
+use crate::client::{FrameWriter, Protocol, Target};
+use crate::pace::{self, LatencySummary, Pace};
+use crate::shared::Shared;
+
+/// Longest a single connection's handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections one storm opens.
+const CONNECTION_COUNT_MAX: u64 = 1_000_000;
+
+/// Options of `ferry-perf storm`.
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Connections to open (each completes the protocol handshake).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Connections a second, on a fixed schedule (default: as fast as the threads go).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Threads opening connections.
+    #[arg(long, default_value_t = 8)]
+    pub threads: u32,
+    /// Seconds to hold every connection open before closing them.
+    #[arg(long, default_value_t = 2)]
+    pub hold_s: u64,
+}
+
+/// What one opening thread did.
+struct Opened {
+    writers: Vec<FrameWriter>,
+    latency: Histogram<u64>,
+}
+
+/// Runs `ferry-perf storm`; whether every connection was opened.
+pub fn storm(args: &StormArgs) -> Result<bool> {
+    if args.connections == 0 || args.connections > CONNECTION_COUNT_MAX || args.threads == 0 {
+        bail!("--connections must be in 1..={CONNECTION_COUNT_MAX} and --threads at least 1");
+    }
+    let b = &args.broker;
+    let target = Target::parse(&b.url, b.login.clone(), b.passcode.clone())?;
+    let deadline = Instant::now() + Duration::from_secs(b.timeout_s);
+    let rss_before = b.broker_pid.map(rss_kib).transpose()?;
+    let shared = Arc::new(Shared::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let pace = args.rate.map(|rate| Pace { base: started, rate });
+    let workers: Vec<_> = (0..args.threads)
+        .map(|i| {
+            let (target, shared, next, total) =
+                (target.clone(), Arc::clone(&shared), Arc::clone(&next), args.connections);
+            thread::Builder::new()
+                .name(format!("storm {i}"))
+                .spawn(move || open_many(&target, &shared, &next, total, pace, deadline))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut writers = Vec::new();
+    let mut latency = pace::histogram();
+    for worker in workers {
+        let opened = worker.join().map_err(|_| anyhow!("storm thread panicked"))?;
+        writers.extend(opened.writers);
+        latency.add(&opened.latency).map_err(|e| anyhow!("merge histograms: {e:?}"))?;
+    }
+    let open_s = started.elapsed().as_secs_f64();
+    let succeeded = writers.len() as u64;
+    thread::sleep(Duration::from_secs(args.hold_s).min(deadline.saturating_duration_since(Instant::now())));
+    let rss_held = b.broker_pid.map(rss_kib).transpose()?;
+    let closing = Instant::now();
+    drop(writers);
+    let close_s = closing.elapsed().as_secs_f64();
+    let (errors, error_count) = shared.errors();
+
+    println!(
+        "ferry-perf storm {}: {} connections from {} threads, rate {}",
+        b.url,
+        args.connections,
+        args.threads,
+        args.rate.map_or_else(|| "unpaced".to_owned(), |r| format!("{r}/s"))
+    );
+    println!(
+        "opened {succeeded} of {} in {open_s:.3} s ({:.0}/s), failed {error_count}",
+        args.connections,
+        succeeded as f64 / open_s.max(1e-9)
+    );
+    println!("{}", LatencySummary::of(&latency).labelled("connect latency"));
+    if let (Some(before), Some(held)) = (rss_before, rss_held) {
+        println!(
+            "broker rss before {before} KiB, holding {held} KiB: {:.0} bytes per connection",
+            growth_per_connection(before, held, succeeded)
+        );
+    }
+    println!("closed {succeeded} connections in {close_s:.3} s");
+    for e in &errors {
+        println!("error: {e}");
+    }
+    let clean = succeeded == args.connections;
+    println!("result: {}", if clean { "OK" } else { "FAILED" });
+    Ok(clean)
+}
+
+/// Broker memory growth per connection in bytes (0 for no connections; negative if it shrank).
+pub fn growth_per_connection(before_kib: u64, after_kib: u64, connections: u64) -> f64 {
+    if connections == 0 {
+        return 0.0;
+    }
+    (after_kib as f64 - before_kib as f64) * 1024.0 / connections as f64
+}
+
+/// Takes connection indices from `next` until `total`, opening each (paced when `pace` is set).
+fn open_many(
+    target: &Target,
+    shared: &Shared,
+    next: &AtomicU64,
+    total: u64,
+    pace: Option<Pace>,
+    deadline: Instant,
+) -> Opened {
+    let mut opened = Opened { writers: Vec::new(), latency: pace::histogram() };
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total || Instant::now() >= deadline {
+            return opened;
+        }
+        let from = match &pace {
+            Some(pace) => {
+                pace.wait(i, deadline);
+                pace.base + Duration::from_nanos(pace.intended_ns(i))
+            }
+            None => Instant::now(),
+        };
+        match open_one(target, deadline.min(Instant::now() + CONNECT_TIMEOUT)) {
+            Ok(writer) => {
+                let ns = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                opened.latency.saturating_record(ns.max(1));
+                opened.writers.push(writer);
+            }
+            Err(e) => shared.error(&format!("connection {i}"), format!("{e:#}")),
+        }
+    }
+}
+
+/// Opens one connection through the protocol handshake; keeps only its write half.
+fn open_one(target: &Target, deadline: Instant) -> Result<FrameWriter> {
+    Ok(match target.protocol {
+        Protocol::Stomp => crate::client::connect(target, deadline)?.1,
+        Protocol::Amqp => crate::amqp::connect(target, deadline)?.1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_per_connection_in_bytes() {
+        assert_eq!(growth_per_connection(1000, 2000, 1024), 1000.0);
+        assert_eq!(growth_per_connection(1000, 2000, 0), 0.0);
+        assert_eq!(growth_per_connection(2000, 1000, 1024), -1000.0);
+    }
+}
