@@ -23,6 +23,7 @@ mod report;
 mod run;
 mod shared;
 mod storm;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Cmd {
     Fanout(fanout::FanoutArgs),
     /// Open N connections (full handshake), hold them, close them: connect latency, broker RSS.
     Storm(storm::StormArgs),
+    /// Start a ferry binary once per value of one tuning knob and run one throughput scenario each.
+    Sweep(sweep::SweepArgs),
     /// Baseline for durable throughput: pwrite a batch + fdatasync in a loop, no broker.
     RawSync(raw_sync::RawSyncArgs),
     /// MQTT: one publisher to S subscribers on one topic; checks every message arrives once.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Cmd::Latency(args) => latency::latency(&args),
         Cmd::Fanout(args) => fanout::fanout(&args),
         Cmd::Storm(args) => storm::storm(&args),
+        Cmd::Sweep(args) => sweep::sweep(&args),
         Cmd::Mqtt(args) => mqtt::throughput(&args),
         Cmd::MqttIdle(args) => mqtt::idle(&args).map(|()| true),
         Cmd::RawSync(args) => raw_sync::raw_sync(&args).map(|_| true),
