@@ -1,5 +1,6 @@
 //! `ferry-perf latency`: one producer paced at `--rate` msg/s for `--seconds`, one consumer,
-//! over STOMP or AMQP 0-9-1 through the throughput scenario's producer and consumer. Each
+//! over STOMP or AMQP 0-9-1 through the throughput scenario's producer and consumer (MQTT:
+//! through `ferry-perf mqtt --rate`, QoS 1 with `--receipts` or `--persistent`, else QoS 0). Each
 //! payload carries its intended send time; latency = receive time - intended send time (no
 //! coordinated omission), collected in an HDR histogram and printed as p50 .. p99.99 and max,
 //! next to the usual exactly-once / in-order check. `--plot FILE.svg` draws the percentile
@@ -9,10 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use hdrhistogram::Histogram;
 
 use crate::BrokerArgs;
 
 use crate::consumer::AckMode;
+use crate::mqtt::{self, MqttArgs};
 use crate::pace::{LatencySummary, TIMED_PAYLOAD_BYTES};
 use crate::{ScenarioArgs, plot, run};
 
@@ -55,30 +58,58 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be at least 1");
     }
+    let b = &args.broker;
+    let messages = args.rate.saturating_mul(args.seconds);
+    println!("ferry-perf latency {}: {} msg/s for {} s, {} B", b.url, args.rate, args.seconds, args.size);
+    if b.url.starts_with("mqtt://") {
+        // QoS 1 when the publisher wants receipts or persistence, else QoS 0.
+        let mqtt = MqttArgs {
+            url: b.url.clone(),
+            subscribers: 1,
+            messages,
+            size: args.size,
+            qos: u8::from(args.receipts || args.persistent),
+            window: 1000,
+            v5: false,
+            username: b.login.clone().unwrap_or_else(|| "guest".to_owned()),
+            password: b.passcode.clone().unwrap_or_else(|| "guest".to_owned()),
+            timeout_s: b.timeout_s,
+            broker_pid: b.broker_pid,
+            rate: Some(args.rate),
+        };
+        let (clean, hist) = mqtt::measure(&mqtt)?;
+        return finish(args, clean, hist, serde_json::Value::Null);
+    }
     let scenario = ScenarioArgs {
         producers: 1,
         consumers: 1,
         queues: 1,
-        messages: args.rate.saturating_mul(args.seconds),
+        messages,
         size: args.size,
         persistent: args.persistent,
         receipts: args.receipts,
         receipt_window: 1 << 20,
         ack: args.ack,
         prefetch: None,
-        login: args.broker.login.clone(),
-        passcode: args.broker.passcode.clone(),
-        timeout_s: args.broker.timeout_s,
+        login: b.login.clone(),
+        passcode: b.passcode.clone(),
+        timeout_s: b.timeout_s,
         drain_idle_s: 5,
     };
-    let (report, hist) =
-        run::measure_paced(&args.broker.url, &scenario, args.broker.broker_pid, true, Some(args.rate))?;
-    let summary = hist.as_ref().map(LatencySummary::of);
-    println!("ferry-perf latency {}: {} msg/s for {} s, {} B", args.broker.url, args.rate, args.seconds, args.size);
+    let (report, hist) = run::measure_paced(&b.url, &scenario, b.broker_pid, true, Some(args.rate))?;
     print!("{}", report.table());
-    match &summary {
-        Some(s) => println!("{}", s.line()),
-        None => println!("latency: no message arrived"),
+    let summary = hist.as_ref().map(LatencySummary::of);
+    if let Some(s) = &summary {
+        println!("{}", s.line());
+    }
+    finish(args, report.clean(), hist, serde_json::to_value(&report)?)
+}
+
+/// Writes the plot and JSON of a finished run; whether it was clean and measured anything.
+fn finish(args: &LatencyArgs, clean: bool, hist: Option<Histogram<u64>>, report: serde_json::Value) -> Result<bool> {
+    let summary = hist.as_ref().map(LatencySummary::of);
+    if summary.is_none() {
+        println!("latency: no message arrived");
     }
     if let (Some(path), Some(hist)) = (&args.plot, &hist) {
         let title = format!("{} at {} msg/s, {} B", args.broker.url, args.rate, args.size);
@@ -90,5 +121,5 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
         std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
             .with_context(|| format!("write {}", path.display()))?;
     }
-    Ok(report.clean() && summary.is_some())
+    Ok(clean && summary.is_some())
 }

@@ -7,7 +7,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,9 @@ use ferry_mqtt::{
     AckKind, Connect, Decoded, Packet, Properties, PubResp, Publish, QoS, ReasonCode, SubOptions, Subscribe, Version,
     decode, encode,
 };
+use hdrhistogram::Histogram;
+
+use crate::pace::{LatencySummary, Pace};
 
 /// Socket timeout: how often blocked reads wake to check deadlines.
 const IO_TICK: Duration = Duration::from_millis(100);
@@ -58,6 +61,10 @@ pub struct MqttArgs {
     /// Broker process id, for CPU time and memory (same machine, Linux).
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// Publish at this many msg/s on a fixed schedule, one message per write, and report
+    /// latency from each message's intended send time (needs --size 16 or more).
+    #[arg(long)]
+    pub rate: Option<u64>,
 }
 
 /// Options of `ferry-perf mqtt-idle`.
@@ -180,6 +187,13 @@ struct Seen {
     received: u64,
     duplicates: u64,
     out_of_order: u64,
+    /// Latencies of first copies in ns (paced runs).
+    latency: Option<Histogram<u64>>,
+}
+
+/// Bytes 8..16 of a paced payload: the intended send time, ns after the schedule's start.
+fn intended_ns_of(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?))
 }
 
 /// Connects and subscribes one subscriber.
@@ -196,13 +210,20 @@ fn subscribed(args: &MqttArgs, addr: &str, topic: &str, i: u32, deadline: Instan
     Ok(conn)
 }
 
-fn subscriber(args: &MqttArgs, addr: &str, topic: &str, i: u32, ready: &Barrier) -> Result<Seen> {
+fn subscriber(
+    args: &MqttArgs,
+    addr: &str,
+    topic: &str,
+    i: u32,
+    ready: &Barrier,
+    base: &OnceLock<Instant>,
+) -> Result<Seen> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     // Pass the barrier either way, so a failed subscriber cannot hang the publisher.
     let setup = subscribed(args, addr, topic, i, deadline);
     ready.wait();
     let mut conn = setup?;
-    let mut seen = Seen::default();
+    let mut seen = Seen { latency: args.rate.map(|_| crate::pace::histogram()), ..Seen::default() };
     let mut next_seq = 0u64;
     let mut got = vec![false; usize::try_from(args.messages).unwrap_or(usize::MAX)];
     while seen.received < args.messages && Instant::now() < deadline {
@@ -220,6 +241,12 @@ fn subscriber(args: &MqttArgs, addr: &str, topic: &str, i: u32, ready: &Barrier)
                         Some(slot) if *slot => seen.duplicates += 1,
                         Some(slot) => {
                             *slot = true;
+                            if let (Some(hist), Some(base), Some(intended)) =
+                                (&mut seen.latency, base.get(), intended_ns_of(&p.payload))
+                            {
+                                let at = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                                hist.saturating_record(at.saturating_sub(intended).max(1));
+                            }
                             seen.received += 1;
                             seen.out_of_order += u64::from(seq != next_seq);
                             next_seq = seq + 1;
@@ -239,7 +266,7 @@ fn subscriber(args: &MqttArgs, addr: &str, topic: &str, i: u32, ready: &Barrier)
     Ok(seen)
 }
 
-fn publisher(args: &MqttArgs, addr: &str, topic: &str) -> Result<Duration> {
+fn publisher(args: &MqttArgs, addr: &str, topic: &str, pace: Option<Pace>) -> Result<Duration> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let mut conn = Conn::open(addr, &format!("perf-pub-{topic}"), args.v5, &args.username, &args.password, deadline)?;
     let qos = QoS::from_u8(args.qos).ok_or_else(|| anyhow!("--qos must be 0, 1 or 2"))?;
@@ -253,6 +280,10 @@ fn publisher(args: &MqttArgs, addr: &str, topic: &str) -> Result<Duration> {
         }
         while sent < args.messages && (qos == QoS::AtMostOnce || sent - acked < window) {
             body[..8].copy_from_slice(&sent.to_be_bytes());
+            if let Some(pace) = &pace {
+                pace.wait(sent, deadline);
+                body[8..16].copy_from_slice(&pace.intended_ns(sent).to_be_bytes());
+            }
             let packet_id = (qos != QoS::AtMostOnce).then(|| u16::try_from(sent % 65_000 + 1).unwrap_or(1));
             let publish = Publish {
                 dup: false,
@@ -268,13 +299,27 @@ fn publisher(args: &MqttArgs, addr: &str, topic: &str) -> Result<Duration> {
             if conn.output.len() > 64 * 1024 {
                 conn.flush()?;
             }
+            if pace.is_some() {
+                break;
+            }
         }
         conn.flush()?;
         if qos == QoS::AtMostOnce {
             acked = sent;
             continue;
         }
-        conn.read_some()?;
+        match &pace {
+            // Read acks only until the next message is due.
+            Some(pace) if sent < args.messages => {
+                let due = pace.base + Duration::from_nanos(pace.intended_ns(sent));
+                let left = due.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    conn.stream.set_read_timeout(Some(left.clamp(Duration::from_micros(1), IO_TICK)))?;
+                    conn.read_some()?;
+                }
+            }
+            _ => conn.read_some()?,
+        }
         while let Some(packet) = conn.try_decode()? {
             match packet {
                 Packet::PubResp(r) if r.kind == AckKind::PubAck => acked += 1,
@@ -289,22 +334,30 @@ fn publisher(args: &MqttArgs, addr: &str, topic: &str) -> Result<Duration> {
 
 /// Runs `ferry-perf mqtt`; returns whether every subscriber got every message exactly once.
 pub fn throughput(args: &MqttArgs) -> Result<bool> {
+    Ok(measure(args)?.0)
+}
+
+/// [`throughput`], also returning the merged latency histogram of a paced (`--rate`) run.
+pub fn measure(args: &MqttArgs) -> Result<(bool, Option<Histogram<u64>>)> {
     let addr = addr_of(&args.url)?;
-    if args.size < 8 {
-        bail!("--size must be at least 8 (the sequence stamp)");
+    if args.size < 8 || (args.rate.is_some() && args.size < 16) {
+        bail!("--size must be at least 8 (the sequence stamp), 16 with --rate (and the send time)");
     }
     let topic = format!("perf/{}/{}", std::process::id(), Instant::now().elapsed().as_nanos());
     let before = args.broker_pid.map(crate::broker_stats::sample).transpose()?;
+    let base = Arc::new(OnceLock::new());
     let ready = Arc::new(Barrier::new(usize::try_from(args.subscribers).unwrap_or(1) + 1));
     let subs: Vec<_> = (0..args.subscribers)
         .map(|i| {
-            let (args, addr, topic, ready) = (args.clone(), addr.clone(), topic.clone(), ready.clone());
-            thread::spawn(move || subscriber(&args, &addr, &topic, i, &ready))
+            let (args, addr, topic, ready, base) =
+                (args.clone(), addr.clone(), topic.clone(), ready.clone(), base.clone());
+            thread::spawn(move || subscriber(&args, &addr, &topic, i, &ready, &base))
         })
         .collect();
     ready.wait();
     let started = Instant::now();
-    let publish_time = publisher(args, &addr, &topic)?;
+    let _ = base.set(started);
+    let publish_time = publisher(args, &addr, &topic, args.rate.map(|rate| Pace { base: started, rate }))?;
     let mut seen = Vec::new();
     for handle in subs {
         seen.push(handle.join().map_err(|_| anyhow!("subscriber panicked"))??);
@@ -326,7 +379,16 @@ pub fn throughput(args: &MqttArgs) -> Result<bool> {
     if let (Some(b), Some(a)) = (before, after) {
         println!("broker cpu        {:>12.2} s, peak rss {} KiB", a.cpu_s - b.cpu_s, a.peak_rss_kib);
     }
-    Ok(received == expected && duplicates == 0)
+    let mut latency = seen.iter().filter_map(|s| s.latency.clone());
+    let merged = latency.next();
+    if let Some(mut merged) = merged.clone() {
+        for hist in latency {
+            merged.add(&hist).map_err(|e| anyhow!("merge histograms: {e:?}"))?;
+        }
+        println!("{}", LatencySummary::of(&merged).line());
+        return Ok((received == expected && duplicates == 0, Some(merged)));
+    }
+    Ok((received == expected && duplicates == 0, merged))
 }
 
 /// Runs `ferry-perf mqtt-idle`.
@@ -349,4 +411,19 @@ pub fn idle(args: &MqttIdleArgs) -> Result<()> {
     );
     drop(conns);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_payload_carries_the_send_time_after_the_seq() {
+        let mut body = vec![0u8; 16];
+        body[..8].copy_from_slice(&7u64.to_be_bytes());
+        body[8..16].copy_from_slice(&123_456u64.to_be_bytes());
+        assert_eq!(intended_ns_of(&body), Some(123_456));
+        assert_eq!(intended_ns_of(&body[..12]), None);
+        assert!(addr_of("mqtt://127.0.0.1:1883").is_ok() && addr_of("stomp://x:1").is_err());
+    }
 }
