@@ -51,6 +51,7 @@ class Broker:
     def __init__(self, binary, data, port, shards, lease_ms, log, extra=()):
         self.port = port
         self.slow_probes = []       # probes of wait_serving that took long, and why
+        self.log_path = getattr(log, "name", None)
         self.proc = subprocess.Popen(
             [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"stomp=127.0.0.1:{port}",
              "--lease-duration-ms", str(lease_ms), *extra],
@@ -60,14 +61,25 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"broker on {self.port} exited with {self.proc.returncode}")
+                raise RuntimeError(f"broker on {self.port} exited with {self.proc.returncode}; its log ends:\n"
+                                   f"{self.log_tail()}")
             why, started = [], time.monotonic()
             if stomp_answers(self.port, why=why):
                 return time.monotonic()
             if time.monotonic() - started > 0.3:
                 self.slow_probes.append(f"{why[-1] if why else '?'} after {time.monotonic() - started:.2f} s")
             time.sleep(0.005)
-        raise RuntimeError(f"broker on {self.port} did not serve within {timeout} s")
+        raise RuntimeError(f"broker on {self.port} did not serve within {timeout} s; slow probes "
+                           f"{self.slow_probes[-5:]}; its log ends:\n{self.log_tail()}")
+
+    def log_tail(self, lines=40):
+        """The end of the log file the brokers write to (shared by the pair)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        except (OSError, TypeError):
+            return "(no log)"
 
     def stop(self):
         if self.proc.poll() is None:

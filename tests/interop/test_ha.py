@@ -32,7 +32,8 @@ def args():
 
 @pytest.fixture
 def log():
-    with tempfile.TemporaryFile() as f:
+    """The brokers' stderr, in a named file so that a failure can show its end."""
+    with tempfile.NamedTemporaryFile(prefix="ferry-ha-test-", suffix=".log") as f:
         yield f
 
 
