@@ -28,6 +28,10 @@ pub use memlock::{has_ipc_lock, io_memory_for, memlock_limit_bytes};
 /// Set once SIGINT/SIGTERM arrives; every shard polls it and winds down.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
+/// A shard that has not opened its log and listeners after this long is reported and the
+/// process stops (rather than hold the lease without serving).
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How often idle shards look at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
@@ -90,11 +94,14 @@ impl Prepared {
     pub fn run(self, activation: Activation) -> anyhow::Result<()> {
         let signals = block_shutdown_signals()?;
         let _ = self.activation.set(activation);
-        for _ in 0..self.shards {
-            match self.ready.recv() {
+        for started in 0..self.shards {
+            match self.ready.recv_timeout(START_TIMEOUT) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => bail!("{e}"),
-                Err(_) => bail!("a shard exited during start-up"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("only {started} of {} shards started within {START_TIMEOUT:?}", self.shards)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a shard exited during start-up"),
             }
         }
         tracing::info!(shards = self.shards, io_memory = self.io_memory, "ferry is ready");

@@ -48,6 +48,9 @@ pub(super) async fn shard_main(
     let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
     // A standby starts its shards ahead (executor, io_uring, mesh: slow on a busy machine) and
     // they wait here, logs unopened and listeners closed, until the process holds the lease.
+    if activation.get().is_none() {
+        tracing::debug!(shard = %id, "shard started, waiting for the lease");
+    }
     let activation = loop {
         if let Some(activation) = activation.get() {
             break activation;
