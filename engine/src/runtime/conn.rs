@@ -13,6 +13,7 @@ use glommio::net::TcpStream;
 use glommio::spawn_local;
 
 use super::notify::Notify;
+use super::reactor_turn;
 use crate::auth::Users;
 use crate::gateway::Gateway;
 use crate::gateway::amqp091::AmqpConn;
@@ -85,7 +86,8 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
                     }
                     // A full read means more is waiting: read in bigger chunks while the peer
                     // is busy; back to the small buffer once it goes quiet.
-                    let size = if n == buf.len() {
+                    let full = n == buf.len();
+                    let size = if full {
                         (buf.len() * 4).min(READ_CHUNK_BYTES)
                     } else if n <= READ_CHUNK_BYTES_MIN / 2 {
                         READ_CHUNK_BYTES_MIN
@@ -94,6 +96,11 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
                     };
                     if size != buf.len() {
                         buf = vec![0u8; size];
+                    }
+                    // A full read came without the reactor and so will the next one: let the
+                    // shard's other sockets be polled first (see `reactor_turn`).
+                    if full {
+                        reactor_turn::now().await;
                     }
                 }
             }

@@ -7,6 +7,7 @@
 mod conn;
 mod memlock;
 mod notify;
+mod reactor_turn;
 mod resources;
 mod shard_tasks;
 

@@ -17,6 +17,7 @@ use glommio::{executor, spawn_local};
 
 use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
 use super::notify::Notify;
+use super::reactor_turn;
 use super::{SHUTDOWN_POLL, shutting_down};
 use crate::auth::Users;
 use crate::config::{BrokerConfig, ListenerProto};
@@ -87,6 +88,8 @@ pub(super) async fn shard_main(
         tasks.push(spawn_local(async move {
             while let Some(batch) = receiver.recv().await {
                 shard.borrow_mut().handle_batch(from, batch);
+                // A busy peer keeps this channel non-empty: let this shard's sockets be polled.
+                reactor_turn::if_due().await;
             }
         }));
     }
