@@ -1,6 +1,7 @@
 //! The `ferry` binary as an operator starts it: without CAP_IPC_LOCK under the machine's
-//! memlock limit, with more shards than CPUs, stopping cleanly on SIGTERM, and refusing
-//! listeners for protocols this build does not serve. Real processes, loopback only, every
+//! memlock limit, with more shards than CPUs, stopping cleanly on SIGTERM, refusing
+//! listeners for protocols this build does not serve, and refusing a port another broker
+//! already listens on. Real processes, loopback only, every
 //! wait bounded.
 
 use std::io::{Read, Write};
@@ -111,4 +112,19 @@ fn unbuilt_protocols_and_bad_config_are_refused_with_a_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_second_broker_on_a_port_in_use_is_refused_and_the_first_keeps_serving() {
+    let (first_dir, second_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let port = free_port();
+    let first = ferry(first_dir.path(), port, "2", false);
+    assert!(stomp_roundtrip(port).contains("CONNECTED"));
+    let second = ferry(second_dir.path(), port, "2", false);
+    let out = second.wait_with_output().expect("second broker exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second broker on the same port must not start");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stomp_roundtrip(port).contains("CONNECTED"), "the first broker still serves");
+    assert!(stop(first).success());
 }

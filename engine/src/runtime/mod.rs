@@ -39,6 +39,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// Executors started ahead of the lease: each has joined the mesh and waits, logs unopened
 /// and listeners closed, for [`Prepared::run`] (or [`Prepared::stop`]).
 pub struct Prepared {
+    config: Arc<BrokerConfig>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     ready: mpsc::Receiver<Result<(), String>>,
     activation: Arc<OnceLock<Activation>>,
@@ -80,7 +81,7 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
             .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }
-    Ok(Prepared { handles, ready, activation, shards, io_memory })
+    Ok(Prepared { config, handles, ready, activation, shards, io_memory })
 }
 
 impl std::fmt::Debug for Prepared {
@@ -94,6 +95,12 @@ impl Prepared {
     /// returns after every shard stopped (final syncs done).
     pub fn run(self, activation: Activation) -> anyhow::Result<()> {
         let signals = block_shutdown_signals()?;
+        for listener in &self.config.listeners {
+            if let Err(e) = ensure_unused(listener.addr) {
+                self.stop()?;
+                return Err(e);
+            }
+        }
         let _ = self.activation.set(activation);
         for started in 0..self.shards {
             match self.ready.recv_timeout(START_TIMEOUT) {
@@ -120,6 +127,20 @@ impl Prepared {
             handle.join().map_err(|e| anyhow::anyhow!("shard failed: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// Refuses a listen address another process already listens on. The shards bind with
+/// SO_REUSEPORT, which would otherwise let a second broker (any process of the same user) join
+/// the port and silently take a share of its connections. A plain bind fails while anyone
+/// listens there; a port held only by closing connections is fine.
+fn ensure_unused(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("{addr} is already in use by another process (another broker?): refusing to share it")
+        }
+        Err(e) => bail!("cannot listen on {addr}: {e}"),
     }
 }
 
