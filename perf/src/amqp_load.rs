@@ -23,7 +23,7 @@ use ferry_amqp091::{
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
 use crate::checker::SeqChecker;
 use crate::client::{FrameSource, FrameWriter, Target};
-use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce};
+use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce, consumer_done};
 use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
 use crate::shared::Shared;
 
@@ -267,8 +267,7 @@ pub fn consume(
         if got > 0 {
             last_any_at = Instant::now();
         }
-        let idle = shared.producers_done.load(Ordering::Relaxed) && last_any_at.elapsed() >= config.drain_idle;
-        if checker.unique() >= checker.expected() || shared.stopped() || Instant::now() >= deadline || idle {
+        if consumer_done(shared, checker, last_any_at, config.drain_idle, deadline) {
             break Ok(());
         }
         if let Err(e) = reader.fill() {

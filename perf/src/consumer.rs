@@ -139,8 +139,7 @@ pub fn run(
         if let Err(e) = writer.flush(deadline) {
             break Err(e);
         }
-        let idle = shared.producers_done.load(Ordering::Relaxed) && last_any_at.elapsed() >= config.drain_idle;
-        if checker.unique() >= checker.expected() || shared.stopped() || Instant::now() >= deadline || idle {
+        if consumer_done(shared, checker, last_any_at, config.drain_idle, deadline) {
             break Ok(());
         }
         if let Err(e) = reader.fill() {
@@ -165,6 +164,19 @@ pub(crate) fn announce<T>(ready: &Sender<Result<(), String>>, who: &str, subscri
 
 /// Subscription ids are `perf-<queue index>`, so a MESSAGE names the queue it came from.
 const SUB_PREFIX: &str = "perf-";
+
+/// A consumer is done once every expected message arrived, the run stopped or reached its
+/// deadline, or the producers finished and nothing arrived for `drain_idle`.
+pub(crate) fn consumer_done(
+    shared: &Shared,
+    checker: &SeqChecker,
+    last_any_at: Instant,
+    drain_idle: Duration,
+    deadline: Instant,
+) -> bool {
+    let idle = shared.producers_done.load(Ordering::Relaxed) && last_any_at.elapsed() >= drain_idle;
+    checker.unique() >= checker.expected() || shared.stopped() || Instant::now() >= deadline || idle
+}
 
 fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) -> Result<(FrameReader, FrameWriter)> {
     let (mut reader, mut writer) = connect(target, deadline)?;
