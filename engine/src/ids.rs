@@ -2,6 +2,25 @@
 //! completion tokens. No `Deref`, no tuples as domain types. Plain data, used on every shard.
 
 use std::fmt;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A number that differs between broker processes (pid and start time mixed), for ids a client
+/// may carry from one connection to another: an ack id handed out by a broker that has since
+/// been restarted or failed over must never name a delivery of its successor.
+pub fn instance_tag() -> u32 {
+    static TAG: OnceLock<u32> = OnceLock::new();
+    *TAG.get_or_init(|| {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+        // One round of a 64-bit finaliser (splitmix64) so that close start times differ in
+        // every bit.
+        let mut z = mixed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as u32
+    })
+}
 
 /// One shard: one pinned executor thread owning its queues and connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -192,3 +192,31 @@ def test_prefetch_with_cumulative_client_ack(stomp_client):
     _ack(c, lis, got[3])
     lis.wait_messages(6)
     assert [m.body for m in lis.quiet_for(0.2)] == [f"p{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("mode", ["client", "client-individual"])
+def test_ack_id_of_another_connection_is_an_error(stomp_client, mode):
+    """A client that reconnects and replays an ack id from its previous connection gets an ERROR;
+    the new connection's delivery with the same sequence number stays unacked. (Before the fix
+    only the id's last number was read, so the stale ack settled the wrong message: after a
+    failover this showed up as messages delivered again after their ack was confirmed.)"""
+    q = f"/queue/{uniq('q')}"
+    _fill(stomp_client, q, ["x1", "x2"])
+    c1, l1 = stomp_client()
+    subscribe_sync(c1, l1, q, ack=mode, headers={"prefetch-count": "1"})
+    (first,) = l1.wait_messages(1)
+    c2, l2 = stomp_client()
+    subscribe_sync(c2, l2, q, ack=mode, headers={"prefetch-count": "1"})
+    (second,) = l2.wait_messages(1)
+    assert {first.body, second.body} == {"x1", "x2"}
+    stale = uniq("stale")
+    c2.ack(first.headers["ack"], receipt=stale)
+    err = l2.wait_error()
+    assert "no unacknowledged delivery" in err.body, (err.headers, err.body)
+    assert stale not in l2.receipts, "a stale ack id must not be receipted"
+    close_conn(c1)
+    c3, l3 = stomp_client()
+    subscribe_sync(c3, l3, q, ack=mode)
+    l3.wait_messages(2)
+    got = l3.quiet_for(0.3)
+    assert sorted(m.body for m in got) == ["x1", "x2"], "the stale ack settled a delivery"

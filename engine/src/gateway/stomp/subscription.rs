@@ -1,15 +1,20 @@
 //! A STOMP connection's subscriptions and the deliveries it still owes acks for. Each
 //! subscription consumes exactly one queue; each delivery gets a connection-unique ack id
-//! (`ferry-<shard>-<conn>-<seq>`, used as `message-id` and, on 1.2, `ack`). `client` acks are
-//! cumulative within the subscription, `client-individual` acks one delivery, `auto` needs none.
-//! Bounded by `Limits::subscription_count_max` and each subscription's prefetch.
+//! (`ferry-<instance>-<shard>-<conn>-<seq>`, used as `message-id` and, on 1.2, `ack`). `client`
+//! acks are cumulative within the subscription, `client-individual` acks one delivery, `auto`
+//! needs none. Bounded by `Limits::subscription_count_max` and each subscription's prefetch.
+//!
+//! An ack id is only valid on the connection that received it. The whole prefix is checked, not
+//! just the sequence number: a client that reconnects (to this broker, or to the standby that
+//! took over) and replays an ack id from its previous connection must get an ERROR, never settle
+//! whichever delivery of the new connection happens to have the same sequence number.
 
 use crate::fastmap::HashMap;
 use std::collections::BTreeMap;
 
 use ferry_stomp::AckMode;
 
-use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag, ShardId};
+use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag, ShardId, instance_tag};
 
 /// One SUBSCRIBE.
 #[derive(Debug)]
@@ -44,6 +49,8 @@ pub struct AckTarget {
 #[derive(Debug)]
 pub struct Subscriptions {
     conn: ConnectionId,
+    /// `ferry-<instance>-<shard>-<conn>-`: what every ack id of this connection starts with.
+    ack_prefix: String,
     by_id: HashMap<String, Subscription>,
     by_tag: HashMap<u64, String>,
     ack_index: HashMap<u64, String>,
@@ -53,8 +60,13 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     pub fn new(conn: ConnectionId) -> Self {
+        Subscriptions::with_instance(conn, instance_tag())
+    }
+
+    fn with_instance(conn: ConnectionId, instance: u32) -> Self {
         Subscriptions {
             conn,
+            ack_prefix: format!("ferry-{instance:08x}-{}-{}-", conn.shard.0, conn.local),
             by_id: HashMap::default(),
             by_tag: HashMap::default(),
             ack_index: HashMap::default(),
@@ -110,7 +122,6 @@ impl Subscriptions {
     pub fn record_delivery(&mut self, consumer_tag: u64, tag: DeliveryTag) -> Option<String> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let conn = self.conn;
         let sub = self.by_consumer(consumer_tag)?;
         if sub.ack == AckMode::Auto {
             sub.credit_due += 1;
@@ -119,21 +130,22 @@ impl Subscriptions {
             let id = sub.id.clone();
             self.ack_index.insert(seq, id);
         }
-        Some(format!("ferry-{}-{}-{seq}", conn.shard.0, conn.local))
+        Some(format!("{}{seq}", self.ack_prefix))
+    }
+
+    /// The sequence number of an ack id this connection handed out, if it is one.
+    fn own_seq(&self, ack_id: &str) -> Option<u64> {
+        ack_id.strip_prefix(self.ack_prefix.as_str())?.parse().ok()
     }
 
     /// Whether `ack_id` names an unacked delivery of this connection.
     pub fn knows_ack(&self, ack_id: &str) -> bool {
-        ack_id
-            .rsplit('-')
-            .next()
-            .and_then(|seq| seq.parse::<u64>().ok())
-            .is_some_and(|seq| self.ack_index.contains_key(&seq))
+        self.own_seq(ack_id).is_some_and(|seq| self.ack_index.contains_key(&seq))
     }
 
     /// Resolves an ACK/NACK id to the deliveries it settles (cumulative for `client`).
     pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget> {
-        let seq: u64 = ack_id.rsplit('-').next()?.parse().ok()?;
+        let seq = self.own_seq(ack_id)?;
         let sub_id = self.ack_index.get(&seq)?.clone();
         let sub = self.by_id.get_mut(&sub_id)?;
         let taken: Vec<(u64, DeliveryTag)> = match sub.ack {
@@ -188,5 +200,29 @@ mod tests {
         assert!(s.take_acks(&id).is_none());
         assert!(s.take_acks("garbage").is_none());
         assert_eq!(s.by_consumer(tag).expect("sub").credit_due, 1);
+    }
+
+    /// A client that reconnects and replays an ack id of its previous connection (same shard and
+    /// connection number after a restart or failover, same sequence number) must not settle
+    /// the new connection's delivery with that sequence number.
+    #[test]
+    fn ack_ids_of_another_connection_or_process_name_nothing() {
+        let conn = ConnectionId { shard: ShardId(0), local: 7 };
+        let ids_of = |s: &mut Subscriptions| {
+            let consumer = s.next_consumer();
+            s.insert(Subscription::new("s".into(), "q".into(), ShardId(0), consumer, AckMode::ClientIndividual));
+            s.record_delivery(consumer.tag, DeliveryTag(1)).expect("sub")
+        };
+        let mut before = Subscriptions::with_instance(conn, 1);
+        let mut after = Subscriptions::with_instance(conn, 2);
+        let mut other = Subscriptions::with_instance(ConnectionId { shard: ShardId(0), local: 8 }, 2);
+        let (old_id, new_id, other_id) = (ids_of(&mut before), ids_of(&mut after), ids_of(&mut other));
+        assert_ne!(old_id, new_id);
+        for stale in [&old_id, &other_id] {
+            assert!(!after.knows_ack(stale), "{stale} accepted by {new_id}'s connection");
+            assert!(after.take_acks(stale).is_none());
+        }
+        assert!(!after.knows_ack(&format!("{new_id}x")));
+        assert_eq!(after.take_acks(&new_id).expect("own id").tags, [DeliveryTag(1)]);
     }
 }
