@@ -192,10 +192,12 @@ def consume(client, stop, acked):
             if handled >= len(client.messages):
                 client.cond.wait(0.05)
                 continue
-            frame = client.messages[handled][0]
+            frame, frame_generation = client.messages[handled][:2]
             conn, generation = client.conn, client.generation
         handled += 1
-        if conn is None:
+        # An ack id is only valid on the connection that delivered it; the new connection will
+        # deliver the message again.
+        if conn is None or frame_generation != generation:
             continue
         key = frame.headers["key"]
         try:
@@ -280,9 +282,25 @@ def check(load, drained, old=1):
     resurrected = sorted(after_set & ack_confirmed)
     # Delivered again after the new active had confirmed its ack (a consumer whose connection
     # dropped before its ack was confirmed legitimately sees the message again).
+    duplicated = sorted({k for k, t in after if k in ack_confirmed_new and ack_confirmed_new[k] < t})
     duplicates = sum(1 for k, t in after if k in ack_confirmed_new and ack_confirmed_new[k] < t)
     return dict(confirmed=len(confirmed), lost=len(lost), resurrected=len(resurrected), duplicates=duplicates,
-                lost_sample=lost[:5], resurrected_sample=resurrected[:5])
+                lost_sample=lost[:5], resurrected_sample=resurrected[:5],
+                duplicates_sample=[history(load, k) for k in duplicated[:3]])
+
+
+def history(load, key):
+    """Everything the clients saw of `key`, for a failure report: deliveries and ack receipts
+    as (client, generation, what, ack id or receipt, seconds since the first event)."""
+    events = []
+    for c in load.consumers:
+        with c.cond:
+            events += [(t, c.name, g, "MESSAGE", f.headers.get("ack")) for f, g, t in c.messages
+                       if f.headers.get("key") == key]
+            events += [(t, c.name, g, "RECEIPT", r) for r, g, t in c.receipt_gens if r == f"ack-{key}"]
+    events.sort()
+    t0 = events[0][0] if events else 0
+    return [(name, g, what, ident, round(t - t0, 3)) for t, name, g, what, ident in events]
 
 
 class Pair:
