@@ -5,6 +5,7 @@
 //! connection's gateway from a short read/handle/poll/write loop ([`conn`]).
 
 mod conn;
+mod listeners;
 mod memlock;
 mod notify;
 mod reactor_turn;
@@ -33,8 +34,8 @@ static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// process stops (rather than hold the lease without serving).
 const START_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How often idle shards look at the shutdown flag.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How often idle shards look at the shutdown flag (a clean stop or handover waits for it).
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
 /// Executors started ahead of the lease: each has joined the mesh and waits, logs unopened
 /// and listeners closed, for [`Prepared::run`] (or [`Prepared::stop`]).
@@ -96,7 +97,7 @@ impl Prepared {
     pub fn run(self, activation: Activation) -> anyhow::Result<()> {
         let signals = block_shutdown_signals()?;
         for listener in &self.config.listeners {
-            if let Err(e) = ensure_unused(listener.addr) {
+            if let Err(e) = listeners::ensure_unused(listener.addr) {
                 self.stop()?;
                 return Err(e);
             }
@@ -128,40 +129,6 @@ impl Prepared {
         }
         Ok(())
     }
-}
-
-/// Refuses a listen address another process already listens on. The shards bind with
-/// SO_REUSEPORT, which would otherwise let a second broker (any process of the same user) join
-/// the port and silently take a share of its connections. Looks for a LISTEN socket in
-/// `/proc/net/tcp{,6}`: a trial bind would also trip over connections a killed broker left
-/// closing on the port, which must not stop its restart.
-fn ensure_unused(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        if text.lines().skip(1).any(|line| listens_on(line, addr)) {
-            bail!("{addr} is already in use by another process (another broker?): refusing to share it");
-        }
-    }
-    Ok(())
-}
-
-/// Whether a `/proc/net/tcp{,6}` line is a LISTEN socket (state `0A`) on `addr`'s port whose
-/// address overlaps `addr`'s (equal, or either side the wildcard).
-fn listens_on(line: &str, addr: std::net::SocketAddr) -> bool {
-    let mut fields = line.split_whitespace();
-    let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next()) else {
-        return false;
-    };
-    let Some((ip_hex, port_hex)) = local.split_once(':') else { return false };
-    if state != "0A" || u16::from_str_radix(port_hex, 16).ok() != Some(addr.port()) {
-        return false;
-    }
-    let wildcard = ip_hex.bytes().all(|b| b == b'0');
-    let ours = match addr.ip() {
-        std::net::IpAddr::V4(ip) => format!("{:08X}", u32::from_le_bytes(ip.octets())),
-        std::net::IpAddr::V6(_) => String::new(),
-    };
-    wildcard || addr.ip().is_unspecified() || ours.is_empty() || ip_hex.eq_ignore_ascii_case(&ours)
 }
 
 pub(crate) fn shutting_down() -> bool {
@@ -216,30 +183,5 @@ fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
         if rc == 0 {
             return if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::listens_on;
-
-    #[test]
-    fn only_a_listening_socket_on_an_overlapping_address_counts() {
-        let listen_any =
-            "   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
-        let listen_lo =
-            "   1: 0100007F:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1";
-        let closing = "   2: 0100007F:07E8 0100007F:C9D8 04 00000000:00000000 00:00000000 00000000     0        0 0 3";
-        let port = 0x07E8;
-        assert!(listens_on(listen_any, format!("127.0.0.1:{port}").parse().expect("addr")));
-        assert!(listens_on(listen_lo, format!("127.0.0.1:{port}").parse().expect("addr")));
-        assert!(listens_on(listen_lo, format!("0.0.0.0:{port}").parse().expect("addr")));
-        assert!(!listens_on(listen_lo, format!("127.0.0.2:{port}").parse().expect("addr")));
-        assert!(!listens_on(listen_lo, "127.0.0.1:1".parse().expect("addr")));
-        assert!(
-            !listens_on(closing, format!("127.0.0.1:{port}").parse().expect("addr")),
-            "a closing connection is no listener"
-        );
-        assert!(!listens_on("garbage", "127.0.0.1:1".parse().expect("addr")));
     }
 }
