@@ -29,8 +29,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ferry_storage::{Epoch, Fence, Tail};
 
-/// How often a standby looks at the lease, and the owner at handover requests.
+/// How often a standby looks at the lease, and the owner at handover requests, when nothing
+/// wakes it sooner: where the file system reports changes (inotify; not NFS, where the poll is
+/// what notices), a new marker or claim is seen at once.
 pub const POLL: Duration = Duration::from_millis(50);
+/// While waiting on directory changes, how often a standby checks for a shutdown signal.
+const SIGNAL_CHECK: Duration = Duration::from_millis(10);
 /// A standby rewrites its `standby-<host>-<pid>` presence file every this many looks.
 const STANDBY_BEAT_EVERY: u64 = 4;
 
@@ -260,8 +264,73 @@ pub enum Waited {
     Stopped,
 }
 
-/// Waits as a standby until this process claims an epoch. `stop` is polled between looks
-/// (it returns true when the process should exit instead).
+/// Wakes a waiter when a name is created in the lease directory (a claim, `released-N`,
+/// `handover-N`). Local file systems only: NFS clients are not told of another host's changes,
+/// so every waiter still looks at least every [`POLL`].
+#[derive(Debug)]
+struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> Option<DirWatch> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: plain syscalls; the fd is owned (and closed) by `OwnedFd` from here on.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            if fd < 0 {
+                return None;
+            }
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mask = libc::IN_CREATE | libc::IN_MOVED_TO;
+            if libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask) < 0 {
+                return None;
+            }
+            Some(DirWatch { fd })
+        }
+    }
+
+    /// Waits up to `timeout` for a change; true when one came (its events are consumed).
+    fn wait(&self, timeout: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = self.fd.as_raw_fd();
+        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut poll, 1, ms) } <= 0 {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a local buffer of the given length; the fd is non-blocking.
+        while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        true
+    }
+}
+
+/// Waits until the next look at the lease: [`POLL`], or less when the lease directory changes.
+/// True when `stop` says the process should exit.
+fn wait_for_next_look(watch: Option<&DirWatch>, stop: &mut impl FnMut(Duration) -> bool) -> bool {
+    let Some(watch) = watch else { return stop(POLL) };
+    let deadline = Instant::now() + POLL;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let changed = watch.wait(left.min(SIGNAL_CHECK));
+        if stop(Duration::ZERO) {
+            return true;
+        }
+        if changed {
+            return false;
+        }
+    }
+}
+
+/// Waits as a standby until this process claims an epoch. `stop` is called between looks,
+/// at least every [`SIGNAL_CHECK`] (it returns true when the process should exit instead).
 pub fn acquire(
     dir: LeaseDir,
     timing: LeaseTiming,
@@ -269,6 +338,7 @@ pub fn acquire(
     mut stop: impl FnMut(Duration) -> bool,
 ) -> anyhow::Result<Waited> {
     let claim = owner.to_string();
+    let watch = DirWatch::new(&dir.dir);
     let mut watched: Option<(u64, Option<u64>, Instant)> = None;
     let mut announced = false;
     let presence = dir.dir.join(format!("standby-{}-{}", owner.host, owner.pid));
@@ -320,7 +390,7 @@ pub fn acquire(
             tracing::info!(role = "standby", lease = %dir.describe()?, "waiting as standby: clients are refused until this process takes over");
             announced = true;
         }
-        if stop(POLL) {
+        if wait_for_next_look(watch.as_ref(), &mut stop) {
             break Ok(Waited::Stopped);
         }
     };
@@ -450,8 +520,15 @@ fn renew_loop(held: &Held, file: &File) {
     let mut counter = 0u64;
     let mut handover_asked = false;
     let mut next_renew = Instant::now();
+    let watch = DirWatch::new(&held.dir.dir);
     loop {
-        std::thread::sleep(POLL.min(every));
+        match &watch {
+            // Woken early by a new claim or a handover request; renewals keep their schedule.
+            Some(watch) => {
+                watch.wait(POLL.min(every));
+            }
+            None => std::thread::sleep(POLL.min(every)),
+        }
         if held.stopping.load(Ordering::SeqCst) {
             return;
         }

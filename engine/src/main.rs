@@ -100,8 +100,15 @@ fn main() -> anyhow::Result<()> {
     let mut tails: Vec<Tail> = (0..config.shards).map(|i| Tail::new(config.shard_dir(i))).collect();
     let timing = config.lease;
     let prepared = ferry_engine::runtime::prepare(config)?;
+    // Called every few milliseconds while the lease directory is watched: the logs are read
+    // once per lease poll.
+    let mut last_read: Option<Instant> = None;
     let stop = |timeout| {
         let started = Instant::now();
+        if last_read.is_some_and(|at| started.duration_since(at) < lease::POLL) {
+            return ferry_engine::runtime::shutdown_signal_within(&signals, timeout);
+        }
+        last_read = Some(started);
         for tail in &mut tails {
             if let Err(e) = tail.catch_up() {
                 tracing::warn!(dir = %tail.dir().display(), error = %e, "warm standby could not read the log");

@@ -471,7 +471,8 @@ def percentile(values, p):
 
 
 def bad(result):
-    return (result.get("lost", 0) + result.get("resurrected", 0) + result.get("zombie_receipts", 0)
+    return (result.get("lost", 0) + result.get("resurrected", 0) + result.get("duplicates", 0)
+            + result.get("zombie_receipts", 0)
             + result.get("zombie_delivered", 0) + (result.get("old_active_exit", 75) not in (0, 75))
             + (result.get("serving", 1) != 1))
 

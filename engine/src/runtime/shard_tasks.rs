@@ -35,6 +35,9 @@ static RECOVERED: AtomicUsize = AtomicUsize::new(0);
 
 /// How often a shard started by a standby looks whether its process took the lease.
 const ACTIVATION_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long a stopping shard waits for its outstanding blocking jobs (a sync of a large batch
+/// on a slow disk); past it, the process stops regardless and recovery handles the rest.
+const STOP_JOBS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) async fn shard_main(
     config: Arc<BrokerConfig>,
@@ -94,7 +97,6 @@ pub(super) async fn shard_main(
         }));
     }
     tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, outbox_notify)));
-    prepare_next_segment(&shard).await;
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
     tasks.push(spawn_local(super::resources::watch_disk(shard.clone(), config.clone())));
 
@@ -125,11 +127,41 @@ pub(super) async fn shard_main(
         tasks.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone())));
     }
     let _ = ready.send(Ok(()));
+    // The spare segment is made after the listeners open: a takeover serves without waiting
+    // for a 64 MiB preallocation (a roll before it is ready creates its segment itself).
+    let spare_for = shard.clone();
+    tasks.push(spawn_local(async move { prepare_next_segment(&spare_for).await }));
     while !shutting_down() {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
     final_sync(&shard).await;
     drop(tasks);
+}
+
+thread_local! {
+    /// Blocking-pool jobs of this shard not yet returned to it.
+    static BLOCKING_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `job` on the blocking pool, counted so that a stopping shard can wait for it.
+async fn run_blocking<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> R {
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            BLOCKING_IN_FLIGHT.with(|n| n.set(n.get() - 1));
+        }
+    }
+    BLOCKING_IN_FLIGHT.with(|n| n.set(n.get() + 1));
+    let _counted = Counted;
+    executor().spawn_blocking(job).await
+}
+
+/// Waits (up to `limit`) until no blocking job of this shard is outstanding.
+async fn blocking_jobs_done(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while BLOCKING_IN_FLIGHT.with(std::cell::Cell::get) > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 fn wake_hook(notify: &Rc<Notify>) -> Rc<dyn Fn()> {
@@ -180,17 +212,22 @@ async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, notify
     }
 }
 
+/// Syncs what was appended, compacts, prepares the next segment; once the shard is stopping,
+/// starts nothing new ([`final_sync`] makes the last sync).
 async fn commit_journal(shard: ShardRef, notify: Rc<Notify>) {
-    loop {
+    while !shutting_down() {
         notify.wait().await;
-        sync_pending(&shard).await;
+        sync_pending(&shard, false).await;
     }
 }
 
-async fn sync_pending(shard: &ShardRef) {
+async fn sync_pending(shard: &ShardRef, last: bool) {
     loop {
+        if shutting_down() && !last {
+            return;
+        }
         let Some(work) = shard.borrow_mut().journal_mut().sync_work() else { break };
-        let result = executor().spawn_blocking(move || work.run()).await;
+        let result = run_blocking(move || work.run()).await;
         let mut s = shard.borrow_mut();
         if let Err(e) = s.journal_mut().complete_sync(result) {
             // A failed sync is fatal: never retry and acknowledge (ARCHITECTURE §4). So is a
@@ -204,11 +241,19 @@ async fn sync_pending(shard: &ShardRef) {
         }
         s.journal_synced();
         s.maybe_compact();
+        if last {
+            // Covers everything appended before it was cut; clients still sending while the
+            // shard stops would keep a loop going forever, and get no receipt anyway.
+            return;
+        }
+    }
+    if last || shutting_down() {
+        return;
     }
     prepare_next_segment(shard).await;
     let job = shard.borrow_mut().journal_mut().compact_job();
     if let Some(job) = job {
-        match executor().spawn_blocking(move || job.run()).await {
+        match run_blocking(move || job.run()).await {
             Ok(report) => {
                 tracing::debug!(deleted = report.segments_deleted, bytes = report.bytes_freed, "compaction done")
             }
@@ -223,11 +268,17 @@ async fn sync_pending(shard: &ShardRef) {
 async fn prepare_next_segment(shard: &ShardRef) {
     let job = shard.borrow_mut().journal_mut().spare_job();
     if let Some(job) = job {
-        let result = executor().spawn_blocking(move || job.run()).await;
+        let result = run_blocking(move || job.run()).await;
         shard.borrow_mut().journal_mut().install_spare(result);
     }
 }
 
+/// The last sync of a clean stop. A sync, compaction or spare started by another task may
+/// still be running: wait for those first (a sync in flight means the next one has more to
+/// cover), and again after, so that the lease is released, and the executor dropped, only once
+/// no job of this shard runs any more.
 async fn final_sync(shard: &ShardRef) {
-    sync_pending(shard).await;
+    blocking_jobs_done(STOP_JOBS_WAIT).await;
+    sync_pending(shard, true).await;
+    blocking_jobs_done(STOP_JOBS_WAIT).await;
 }
