@@ -117,15 +117,17 @@ def test_request_response(broker):
     server.subscribe(f"{base}/requests", 1)
     client = Client(broker.mqtt_port, uniq("cli"), V5)
     client.subscribe(f"{base}/replies/me", 1)
-    req = props(PacketTypes.PUBLISH, ResponseTopic=f"{base}/replies/me", CorrelationData=b"req-42")
+    # Binary correlation data (a UUID's bytes, say) must come back exactly, not as UTF-8 text.
+    correlation = b"req-42\x00\xff\xfe"
+    req = props(PacketTypes.PUBLISH, ResponseTopic=f"{base}/replies/me", CorrelationData=correlation)
     client.publish(f"{base}/requests", b"ping", properties=req)
     (r,) = server.wait_messages(1)
     assert r.properties.ResponseTopic == f"{base}/replies/me"
-    assert r.properties.CorrelationData == b"req-42"
+    assert r.properties.CorrelationData == correlation
     server.publish(r.properties.ResponseTopic, b"pong",
                    properties=props(PacketTypes.PUBLISH, CorrelationData=r.properties.CorrelationData))
     (reply,) = client.wait_messages(1)
-    assert (reply.payload, reply.properties.CorrelationData) == (b"pong", b"req-42")
+    assert (reply.payload, reply.properties.CorrelationData) == (b"pong", correlation)
     server.close()
     client.close()
 

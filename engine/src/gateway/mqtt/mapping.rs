@@ -4,6 +4,11 @@
 //! and User Properties map to their neutral fields. Three `x-mqtt-` headers carry what only
 //! MQTT needs back: the publish QoS, the retain flag (retain-as-published) and the publishing
 //! client id (no-local). They are stripped again on MQTT delivery.
+//!
+//! Correlation Data is binary in MQTT and a string in the neutral view (AMQP 0-9-1's
+//! `correlation-id`, STOMP's header): UTF-8 data maps to it as is; other bytes travel in the
+//! `x-mqtt-correlation-hex` header instead, so an MQTT requester gets back exactly the bytes it
+//! sent (a reply from another protocol can echo the header).
 
 use bytes::Bytes;
 use ferry_mqtt::{Properties as MqttProps, QoS};
@@ -15,6 +20,7 @@ pub const HEADER_QOS: &str = "x-mqtt-publish-qos";
 pub const HEADER_RETAIN: &str = "x-mqtt-retain";
 pub const HEADER_PUBLISHER: &str = "x-mqtt-publisher";
 pub const HEADER_PAYLOAD_FORMAT: &str = "x-mqtt-payload-format";
+pub const HEADER_CORRELATION_HEX: &str = "x-mqtt-correlation-hex";
 
 /// The neutral properties of an MQTT publish.
 pub fn properties_from_publish(qos: QoS, retain: bool, client_id: &str, props: MqttProps) -> Properties {
@@ -27,10 +33,17 @@ pub fn properties_from_publish(qos: QoS, retain: bool, client_id: &str, props: M
     if props.payload_format_indicator == Some(1) {
         headers.push((HEADER_PAYLOAD_FORMAT.to_owned(), "1".to_owned()));
     }
+    let correlation_id = props.correlation_data.and_then(|data| match String::from_utf8(data.to_vec()) {
+        Ok(text) => Some(text),
+        Err(_) => {
+            headers.push((HEADER_CORRELATION_HEX.to_owned(), to_hex(&data)));
+            None
+        }
+    });
     Properties {
         persistent: qos != QoS::AtMostOnce,
         content_type: props.content_type,
-        correlation_id: props.correlation_data.map(|d| String::from_utf8_lossy(&d).into_owned()),
+        correlation_id,
         reply_to: props.response_topic.as_deref().map(topic_to_key),
         expiration_ms: props.message_expiry_interval.map(|s| u64::from(s) * 1000),
         headers,
@@ -67,7 +80,10 @@ pub fn delivered(props: &Properties, expiry_left_s: Option<u32>) -> Delivered {
             payload_format_indicator: header(HEADER_PAYLOAD_FORMAT).map(|_| 1),
             content_type: props.content_type.clone(),
             response_topic: props.reply_to.as_deref().map(key_to_topic),
-            correlation_data: props.correlation_id.as_ref().map(|c| Bytes::from(c.clone().into_bytes())),
+            correlation_data: header(HEADER_CORRELATION_HEX)
+                .and_then(from_hex)
+                .map(Bytes::from)
+                .or_else(|| props.correlation_id.as_ref().map(|c| Bytes::from(c.clone().into_bytes()))),
             message_expiry_interval: expiry_left_s,
             user_properties,
             ..MqttProps::default()
@@ -75,9 +91,35 @@ pub fn delivered(props: &Properties, expiry_left_s: Option<u32>) -> Delivered {
     }
 }
 
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `None` for anything but an even number of hex digits (a header another client set).
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_correlation_data_comes_back_byte_for_byte() {
+        let data = Bytes::from_static(&[0x00, 0xff, 0xfe, b'a', 0x80]);
+        let props = MqttProps { correlation_data: Some(data.clone()), ..MqttProps::default() };
+        let neutral = properties_from_publish(QoS::AtLeastOnce, false, "c1", props);
+        assert_eq!(neutral.correlation_id, None, "not UTF-8: no lossy string for other protocols");
+        assert_eq!(delivered(&neutral, None).properties.correlation_data, Some(data));
+        let mut odd = Properties::default();
+        odd.headers.push((HEADER_CORRELATION_HEX.to_owned(), "abc".to_owned()));
+        odd.correlation_id = Some("fallback".to_owned());
+        assert_eq!(delivered(&odd, None).properties.correlation_data, Some(Bytes::from_static(b"fallback")));
+        assert_eq!(from_hex("zz"), None);
+    }
 
     #[test]
     fn publish_properties_round_trip() {
