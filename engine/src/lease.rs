@@ -114,6 +114,20 @@ impl LeaseDir {
         Ok(won)
     }
 
+    /// The address the current owner listens on for `proto` (as `Owner` records it: `Mqtt`,
+    /// `Stomp`, `Amqp`), with its host name in place of a wildcard address.
+    pub fn active_listener(&self, proto: &str) -> Option<String> {
+        let owner = self.owner(self.highest_epoch().ok()??)?;
+        let addr: std::net::SocketAddr =
+            owner.listen.split(',').find_map(|entry| entry.strip_prefix(proto)?.strip_prefix('=')?.parse().ok())?;
+        Some(if addr.ip().is_unspecified() { format!("{}:{}", owner.host, addr.port()) } else { addr.to_string() })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn claim_for_test(&self, epoch: u64, owner: &str) {
+        assert!(self.claim(epoch, owner).expect("claim"), "epoch {epoch} already claimed");
+    }
+
     /// Who claimed `epoch`, when its claim file is readable.
     fn owner(&self, epoch: u64) -> Option<Owner> {
         Owner::parse(&std::fs::read_to_string(self.path("epoch", epoch)).ok()?)

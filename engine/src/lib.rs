@@ -14,3 +14,4 @@ pub mod model;
 pub mod placement;
 pub mod runtime;
 pub mod shard;
+pub mod standby;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use ferry_engine::config::{BrokerConfig, Overrides};
+use ferry_engine::config::{BrokerConfig, ListenerProto, Overrides};
 use ferry_engine::lease::{self, Activation, LeaseDir, Waited, WarmLogs};
+use ferry_engine::standby::Redirector;
 use ferry_storage::Tail;
 
 // Every message allocates a few small buffers on some shard and frees them on another;
@@ -103,7 +104,16 @@ fn main() -> anyhow::Result<()> {
     // Called every few milliseconds while the lease directory is watched: the logs are read
     // once per lease poll.
     let mut last_read: Option<Instant> = None;
+    // Once this process is standby (it looked and did not claim), MQTT clients are told where
+    // the active is; stopped before the shards bind the port.
+    let mqtt = prepared.listener(ListenerProto::Mqtt);
+    let mut redirector: Option<Redirector> = None;
+    let mut redirect_tried = false;
     let stop = |timeout| {
+        if !redirect_tried {
+            redirect_tried = true;
+            redirector = mqtt.and_then(|addr| Redirector::start(addr, dir.clone()));
+        }
         let started = Instant::now();
         if last_read.is_some_and(|at| started.duration_since(at) < lease::POLL) {
             return ferry_engine::runtime::shutdown_signal_within(&signals, timeout);
@@ -122,7 +132,11 @@ fn main() -> anyhow::Result<()> {
         }
         ferry_engine::runtime::shutdown_signal_within(&signals, timeout)
     };
-    let lease = match lease::acquire(dir, timing, &owner, stop)? {
+    let waited = lease::acquire(dir.clone(), timing, &owner, stop);
+    if let Some(redirector) = redirector.take() {
+        redirector.stop();
+    }
+    let lease = match waited? {
         Waited::Active(lease) => lease,
         Waited::Stopped => {
             tracing::info!("stopped while standby");

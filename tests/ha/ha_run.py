@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -77,7 +78,9 @@ class Broker:
         try:
             with open(self.log_path, "rb") as f:
                 text = f.read().decode(errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
+            # Backtrace frames (RUST_BACKTRACE set) would push the error itself out of view.
+            kept = [line for line in text.splitlines() if not re.match(r"\s+(\d+: |at )", line)]
+            return "\n".join(kept[-lines:])
         except (OSError, TypeError):
             return "(no log)"
 

@@ -115,3 +115,64 @@ def test_pika_reconnects_through_its_host_list_to_the_new_active(args, log):
         for b in brokers:
             b.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def paho_connack(port, protocol):
+    """Connects with paho-mqtt (blocking, no network thread) and returns the CONNACK's reason
+    code and properties, or raises when the port is closed."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    got = {}
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ha-probe", protocol=protocol)
+    c.username_pw_set("guest", "guest")
+    c.on_connect = lambda client, userdata, flags, reason, properties: got.update(reason=reason, props=properties)
+    c.connect("127.0.0.1", port, keepalive=10)
+    deadline = time.monotonic() + 5
+    while "reason" not in got and time.monotonic() < deadline:
+        c.loop(timeout=0.1)
+    c.disconnect()
+    assert "reason" in got, f"no CONNACK from {port}"
+    return got["reason"], got["props"]
+
+
+def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args, log):
+    """MQTT 5 clients reaching the standby get CONNACK 'Use another server' naming the active's
+    MQTT address (3.1.1 clients: 'Server unavailable'); after the active dies the same port
+    accepts them."""
+    import paho.mqtt.client as mqtt
+    data = tempfile.mkdtemp(prefix="ferry-ha-mqtt-")
+    mqtt_ports = [ha_run.free_port(), ha_run.free_port()]
+    brokers = []
+    try:
+        for port in mqtt_ports:
+            brokers.append(ha_run.Broker(args.bin, data, ha_run.free_port(), 1, LEASE_MS, log,
+                                         extra=["--listen", f"mqtt=127.0.0.1:{port}"]))
+            brokers[0].wait_serving()
+        active, standby = mqtt_ports
+        assert paho_connack(active, mqtt.MQTTv5)[0] == "Success"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reason, props = paho_connack(standby, mqtt.MQTTv5)
+                break
+            except (ConnectionRefusedError, AssertionError):
+                assert time.monotonic() < deadline, "the standby never answered MQTT"
+                time.sleep(0.1)
+        assert reason == "Use another server", reason
+        assert props.ServerReference == f"127.0.0.1:{active}", props
+        reason, _ = paho_connack(standby, mqtt.MQTTv311)
+        assert reason == "Server unavailable", f"3.1.1 CONNACK return code {reason}"   # 3 on the wire
+        brokers[0].proc.send_signal(signal.SIGKILL)
+        brokers[0].proc.wait(5)
+        brokers[1].wait_serving()
+        deadline = time.monotonic() + 10
+        while True:
+            reason, _ = paho_connack(standby, mqtt.MQTTv5)
+            if reason == "Success":
+                break
+            assert time.monotonic() < deadline, f"the new active still redirects: {reason}"
+            time.sleep(0.05)
+    finally:
+        for b in brokers:
+            b.stop()
+        shutil.rmtree(data, ignore_errors=True)

@@ -92,6 +92,11 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
+    /// The address this process will listen on for `proto`, if configured.
+    pub fn listener(&self, proto: crate::config::ListenerProto) -> Option<std::net::SocketAddr> {
+        self.config.listeners.iter().find(|l| l.proto == proto).map(|l| l.addr)
+    }
+
     /// Opens the logs with `activation`'s epoch and fence, serves until SIGINT or SIGTERM, and
     /// returns after every shard stopped (final syncs done).
     pub fn run(self, activation: Activation) -> anyhow::Result<()> {
