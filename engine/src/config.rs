@@ -36,6 +36,8 @@ pub enum ListenerProto {
     Stomp,
     Amqp,
     Mqtt,
+    /// The admin HTTP endpoint (served by its own thread, not the shards).
+    Admin,
 }
 
 impl ListenerProto {
@@ -44,6 +46,7 @@ impl ListenerProto {
             ListenerProto::Stomp => "stomp",
             ListenerProto::Amqp => "amqp",
             ListenerProto::Mqtt => "mqtt",
+            ListenerProto::Admin => "admin",
         }
     }
 
@@ -53,12 +56,13 @@ impl ListenerProto {
             ListenerProto::Stomp => 61613,
             ListenerProto::Amqp => 5672,
             ListenerProto::Mqtt => 1883,
+            ListenerProto::Admin => 8161,
         }
     }
 }
 
 /// Protocols named in ARCHITECTURE §6 that this build does not serve yet.
-const NOT_YET_BUILT: [&str; 3] = ["openwire", "ws", "admin"];
+const NOT_YET_BUILT: [&str; 2] = ["openwire", "ws"];
 
 /// One `--listen PROTO=HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +78,9 @@ impl ListenerSpec {
             "stomp" => ListenerProto::Stomp,
             "amqp" => ListenerProto::Amqp,
             "mqtt" => ListenerProto::Mqtt,
+            "admin" => ListenerProto::Admin,
             p if NOT_YET_BUILT.contains(&p) => {
-                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp, amqp, mqtt)")
+                bail!("protocol '{p}' is not built yet in this version of ferry (available: stomp, amqp, mqtt, admin)")
             }
             p => bail!("unknown protocol '{p}' (known: stomp, amqp, mqtt, openwire, ws, admin)"),
         };
@@ -162,9 +167,13 @@ impl BrokerConfig {
         }
         let listen = if flags.listen.is_empty() { file.listen } else { flags.listen };
         let listeners = if listen.is_empty() {
-            [ListenerProto::Stomp, ListenerProto::Amqp, ListenerProto::Mqtt]
+            [ListenerProto::Stomp, ListenerProto::Amqp, ListenerProto::Mqtt, ListenerProto::Admin]
                 .into_iter()
-                .map(|proto| ListenerSpec { proto, addr: SocketAddr::from(([0, 0, 0, 0], proto.default_port())) })
+                .map(|proto| {
+                    // The admin endpoint has no authentication yet: loopback unless configured.
+                    let ip = if proto == ListenerProto::Admin { [127, 0, 0, 1] } else { [0, 0, 0, 0] };
+                    ListenerSpec { proto, addr: SocketAddr::from((ip, proto.default_port())) }
+                })
                 .collect()
         } else {
             listen.iter().map(|l| ListenerSpec::parse(l)).collect::<anyhow::Result<_>>()?
@@ -228,6 +237,12 @@ mod tests {
         assert_eq!(c.shards, 4);
         assert_eq!(c.listeners[0].addr.port(), 61613);
         assert_eq!(c.data_dir, PathBuf::from("./ferry-data"));
+        let admin = c.listeners.iter().find(|l| l.proto == ListenerProto::Admin).expect("admin by default");
+        assert_eq!(
+            admin.addr,
+            "127.0.0.1:8161".parse::<SocketAddr>().expect("addr"),
+            "admin is loopback-only by default"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! every shard, protocol gateways, and the glommio runtime that drives them (ARCHITECTURE §2).
 //! Everything but `runtime` is runtime-free and can be driven directly by tests.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;

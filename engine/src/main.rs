@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use ferry_engine::admin::{self, Role};
 use ferry_engine::config::{BrokerConfig, ListenerProto, Overrides};
 use ferry_engine::lease::{self, Activation, LeaseDir, Waited, WarmLogs};
 use ferry_engine::standby::Redirector;
@@ -100,6 +101,10 @@ fn main() -> anyhow::Result<()> {
     // what the active appended to each log.
     let mut tails: Vec<Tail> = (0..config.shards).map(|i| Tail::new(config.shard_dir(i))).collect();
     let timing = config.lease;
+    let status = admin::Status::new(dir.clone(), config.shards, listeners.join(","));
+    if let Some(spec) = config.listeners.iter().find(|l| l.proto == ListenerProto::Admin) {
+        admin::start(spec.addr, status.clone())?;
+    }
     let prepared = ferry_engine::runtime::prepare(config)?;
     // Called every few milliseconds while the lease directory is watched: the logs are read
     // once per lease poll.
@@ -112,6 +117,7 @@ fn main() -> anyhow::Result<()> {
     let stop = |timeout| {
         if !redirect_tried {
             redirect_tried = true;
+            status.set(Role::Standby, None);
             redirector = mqtt.and_then(|addr| Redirector::start(addr, dir.clone()));
         }
         let started = Instant::now();
@@ -137,7 +143,10 @@ fn main() -> anyhow::Result<()> {
         redirector.stop();
     }
     let lease = match waited? {
-        Waited::Active(lease) => lease,
+        Waited::Active(lease) => {
+            status.set(Role::Active, Some(lease.epoch().0));
+            lease
+        }
         Waited::Stopped => {
             tracing::info!("stopped while standby");
             return prepared.stop();
@@ -145,6 +154,7 @@ fn main() -> anyhow::Result<()> {
     };
     let activation = Activation { epoch: lease.epoch(), fence: Some(lease.fence()), warm: WarmLogs::new(tails) };
     let result = prepared.run(activation);
+    status.set(Role::Stopping, None);
     // After the final sync (or a failed start): a standby may take over at once.
     lease.release()?;
     result

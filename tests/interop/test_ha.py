@@ -117,6 +117,20 @@ def test_pika_reconnects_through_its_host_list_to_the_new_active(args, log):
         shutil.rmtree(data, ignore_errors=True)
 
 
+def admin_status(port):
+    """(HTTP status of /healthz, role and epoch from /api/status) of a broker's admin endpoint."""
+    import json
+    import urllib.error
+    import urllib.request
+    try:
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
+    except urllib.error.HTTPError as e:
+        health = e.code
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+        status = json.load(r)
+    return health, status["role"], status["epoch"]
+
+
 def paho_connack(port, protocol):
     """Connects with paho-mqtt (blocking, no network thread) and returns the CONNACK's reason
     code and properties, or raises when the port is closed."""
@@ -138,18 +152,21 @@ def paho_connack(port, protocol):
 def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args, log):
     """MQTT 5 clients reaching the standby get CONNACK 'Use another server' naming the active's
     MQTT address (3.1.1 clients: 'Server unavailable'); after the active dies the same port
-    accepts them."""
+    accepts them. The admin endpoint reports each process's role and epoch throughout."""
     import paho.mqtt.client as mqtt
     data = tempfile.mkdtemp(prefix="ferry-ha-mqtt-")
     mqtt_ports = [ha_run.free_port(), ha_run.free_port()]
+    admin_ports = [ha_run.free_port(), ha_run.free_port()]
     brokers = []
     try:
-        for port in mqtt_ports:
+        for port, admin in zip(mqtt_ports, admin_ports):
             brokers.append(ha_run.Broker(args.bin, data, ha_run.free_port(), 1, LEASE_MS, log,
-                                         extra=["--listen", f"mqtt=127.0.0.1:{port}"]))
+                                         extra=["--listen", f"mqtt=127.0.0.1:{port}",
+                                                "--listen", f"admin=127.0.0.1:{admin}"]))
             brokers[0].wait_serving()
         active, standby = mqtt_ports
         assert paho_connack(active, mqtt.MQTTv5)[0] == "Success"
+        assert admin_status(admin_ports[0]) == (200, "active", 1)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -160,6 +177,7 @@ def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args
                 time.sleep(0.1)
         assert reason == "Use another server", reason
         assert props.ServerReference == f"127.0.0.1:{active}", props
+        assert admin_status(admin_ports[1]) == (503, "standby", 0)
         reason, _ = paho_connack(standby, mqtt.MQTTv311)
         assert reason == "Server unavailable", f"3.1.1 CONNACK return code {reason}"   # 3 on the wire
         brokers[0].proc.send_signal(signal.SIGKILL)
@@ -172,6 +190,7 @@ def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args
                 break
             assert time.monotonic() < deadline, f"the new active still redirects: {reason}"
             time.sleep(0.05)
+        assert admin_status(admin_ports[1]) == (200, "active", 2)
     finally:
         for b in brokers:
             b.stop()

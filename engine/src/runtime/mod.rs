@@ -101,7 +101,8 @@ impl Prepared {
     /// returns after every shard stopped (final syncs done).
     pub fn run(self, activation: Activation) -> anyhow::Result<()> {
         let signals = block_shutdown_signals()?;
-        for listener in &self.config.listeners {
+        // The admin endpoint is this process's own (bound since start-up).
+        for listener in self.config.listeners.iter().filter(|l| l.proto != crate::config::ListenerProto::Admin) {
             if let Err(e) = listeners::ensure_unused(listener.addr) {
                 self.stop()?;
                 return Err(e);

@@ -111,7 +111,7 @@ pub(super) async fn shard_main(
     }
 
     let users = Rc::new(Users::new(&config.users));
-    for listener in &config.listeners {
+    for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {
             Ok(bound) => bound,
             Err(e) => {
@@ -183,6 +183,8 @@ async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRe
             ListenerProto::Stomp => spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach(),
             ListenerProto::Amqp => spawn_local(serve_amqp(stream, shard.clone(), users.clone())).detach(),
             ListenerProto::Mqtt => spawn_local(serve_mqtt(stream, shard.clone(), users.clone())).detach(),
+            // Served by its own thread (`admin`); never bound by a shard.
+            ListenerProto::Admin => continue,
         };
     }
 }
