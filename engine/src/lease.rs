@@ -128,6 +128,25 @@ impl LeaseDir {
         assert!(self.claim(epoch, owner).expect("claim"), "epoch {epoch} already claimed");
     }
 
+    /// Deletes the files of epochs below `keep` (claims, heartbeats, markers), so the
+    /// directory stays small across many takeovers. Safe: a writer of such an old epoch has
+    /// been silent for longer than D twice over, so it waits at its renew deadline, and a late
+    /// renewal looks for any higher epoch with a full listing, which still finds the newer
+    /// claims. Failures only leave files behind.
+    fn prune_before(&self, keep: u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let old = ["epoch-", "heartbeat-", "released-", "handover-"]
+                .iter()
+                .any(|prefix| name.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok()).is_some_and(|e| e < keep));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Who claimed `epoch`, when its claim file is readable.
     fn owner(&self, epoch: u64) -> Option<Owner> {
         Owner::parse(&std::fs::read_to_string(self.path("epoch", epoch)).ok()?)
@@ -474,6 +493,7 @@ pub struct ActiveLease {
 
 impl ActiveLease {
     fn start(dir: LeaseDir, epoch: u64, timing: LeaseTiming) -> anyhow::Result<ActiveLease> {
+        dir.prune_before(epoch.saturating_sub(1));
         let anchor = Instant::now();
         let held = Arc::new(Held {
             dir,
@@ -636,6 +656,34 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "no waiting for expiry after a release");
         lease.release().expect("release");
         assert!(dir.describe().expect("describe").contains("epoch 2 released"));
+    }
+
+    #[test]
+    fn a_new_owner_keeps_only_the_previous_epoch_s_files() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        for epoch in 1..=4 {
+            assert!(dir.claim(epoch, "owner").expect("claim"));
+            dir.mark("released", epoch).expect("release");
+        }
+        let timing = LeaseTiming { duration: Duration::from_secs(60), margin: Duration::from_secs(60) };
+        let Waited::Active(lease) = acquire(dir.clone(), timing, &Owner::this("next"), |_| false).expect("acquire")
+        else {
+            panic!("expected to become active");
+        };
+        assert_eq!(lease.epoch(), Epoch(5));
+        let mut names: Vec<String> = std::fs::read_dir(&dir.dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .filter(|n| !n.starts_with("standby-"))
+            .collect();
+        names.sort();
+        let expected = ["epoch-4", "epoch-5", "heartbeat-5", "released-4"].map(|n| {
+            let (what, epoch) = n.split_once('-').expect("dash");
+            format!("{what}-{:020}", epoch.parse::<u64>().expect("number"))
+        });
+        assert_eq!(names, expected);
+        lease.release().expect("release");
     }
 
     #[test]
