@@ -375,6 +375,9 @@ pub fn acquire(
     let mut watched: Option<(u64, Option<u64>, Instant)> = None;
     let mut announced = false;
     let presence = dir.dir.join(format!("standby-{}-{}", owner.host, owner.pid));
+    // Rewritten in place at a fixed width (no truncation: ext4 flushes a truncated-and-rewritten
+    // file on close, which stalled the standby for seconds behind the active's syncs).
+    let presence_file = OpenOptions::new().create(true).truncate(false).write(true).open(&presence).ok();
     let mut looks = 0u64;
     let mut last_look = Instant::now();
     let result = loop {
@@ -386,7 +389,9 @@ pub fn acquire(
         if looks.is_multiple_of(STANDBY_BEAT_EVERY) {
             // Proof of life for `ferry ctl handover`, which refuses when no standby would take
             // over. Not synced: only another reader's view of a changing counter matters.
-            let _ = std::fs::write(&presence, (looks / STANDBY_BEAT_EVERY).to_string());
+            if let Some(file) = &presence_file {
+                let _ = file.write_all_at(format!("{:020}\n", looks / STANDBY_BEAT_EVERY).as_bytes(), 0);
+            }
         }
         looks += 1;
         let next = match dir.highest_epoch()? {
@@ -492,8 +497,10 @@ pub struct ActiveLease {
 }
 
 impl ActiveLease {
+    /// Claiming was the first renewal; the heartbeat file is created and old epochs pruned
+    /// on the lease thread, so that a takeover does not wait for that file system work (under
+    /// heavy fsync traffic on the same disk it took hundreds of milliseconds).
     fn start(dir: LeaseDir, epoch: u64, timing: LeaseTiming) -> anyhow::Result<ActiveLease> {
-        dir.prune_before(epoch.saturating_sub(1));
         let anchor = Instant::now();
         let held = Arc::new(Held {
             dir,
@@ -504,19 +511,23 @@ impl ActiveLease {
             lost: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         });
-        let path = held.dir.path("heartbeat", epoch);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        write_beat(&file, 0).with_context(|| format!("writing {}", path.display()))?;
-        held.dir.sync()?;
         let renewer = held.clone();
         std::thread::Builder::new()
             .name("ferry-lease".to_owned())
-            .spawn(move || renew_loop(&renewer, &file))
+            .spawn(move || {
+                let path = renewer.dir.path("heartbeat", renewer.epoch);
+                let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+                let file = match file.and_then(|f| write_beat(&f, 0).map(|()| f)) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "cannot write the heartbeat");
+                        // Without a heartbeat a standby takes over after D: stop now.
+                        renewer.lose("the heartbeat file cannot be written");
+                    }
+                };
+                renewer.dir.prune_before(renewer.epoch.saturating_sub(1));
+                renew_loop(&renewer, &file);
+            })
             .context("starting the lease thread")?;
         Ok(ActiveLease { held })
     }
@@ -672,17 +683,25 @@ mod tests {
             panic!("expected to become active");
         };
         assert_eq!(lease.epoch(), Epoch(5));
-        let mut names: Vec<String> = std::fs::read_dir(&dir.dir)
-            .expect("list")
-            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-            .filter(|n| !n.starts_with("standby-"))
-            .collect();
-        names.sort();
         let expected = ["epoch-4", "epoch-5", "heartbeat-5", "released-4"].map(|n| {
             let (what, epoch) = n.split_once('-').expect("dash");
             format!("{what}-{:020}", epoch.parse::<u64>().expect("number"))
         });
-        assert_eq!(names, expected);
+        // The lease thread writes the heartbeat and prunes after the claim.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut names: Vec<String> = std::fs::read_dir(&dir.dir)
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+                .filter(|n| !n.starts_with("standby-"))
+                .collect();
+            names.sort();
+            if names == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lease directory holds {names:?}, expected {expected:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         lease.release().expect("release");
     }
 
