@@ -96,6 +96,40 @@ def test_reject_without_requeue_dead_letters(broker):
     conn.close()
 
 
+@BOTH_SHARDS
+def test_a_retry_loop_through_a_wait_queue_counts_deaths_in_x_death(broker):
+    """The usual RabbitMQ retry pattern: a rejected message waits in a TTL queue that
+    dead-letters it back to the work queue; the consumer reads x-death to count attempts."""
+    conn = amqp(broker)
+    ch = conn.channel()
+    work, wait = uniq("work"), uniq("wait")
+    ch.queue_declare(work, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": wait})
+    ch.queue_declare(wait, arguments={"x-message-ttl": 50, "x-dead-letter-exchange": "",
+                                      "x-dead-letter-routing-key": work})
+    ch.basic_publish("", work, b"job", pika.BasicProperties(delivery_mode=2, headers={"k": "v"}))
+    attempts = []
+    deadline = time.monotonic() + 10
+    while len(attempts) < 3:
+        assert time.monotonic() < deadline, f"retry loop stalled after {attempts}"
+        method, props, _ = ch.basic_get(work)
+        if method is None:
+            time.sleep(0.02)
+            continue
+        deaths = (props.headers or {}).get("x-death", [])
+        attempts.append({(d["queue"], d["reason"]): d["count"] for d in deaths})
+        if len(attempts) < 3:
+            ch.basic_reject(method.delivery_tag, requeue=False)
+        else:
+            ch.basic_ack(method.delivery_tag)
+    assert attempts == [{}, {(work, "rejected"): 1, (wait, "expired"): 1},
+                        {(work, "rejected"): 2, (wait, "expired"): 2}], attempts
+    first = props.headers["x-death"][0]
+    assert first["queue"] == wait and first["reason"] == "expired"   # most recent first
+    assert first["routing-keys"] == [wait] and first["exchange"] == ""
+    assert props.headers["k"] == "v" and props.headers["x-first-death-reason"] == "rejected"
+    conn.close()
+
+
 def test_bad_and_inequivalent_arguments_are_406(broker):
     conn = amqp(broker)
     ch = conn.channel()

@@ -2,11 +2,13 @@
 //! expiration), dropped by `x-max-length` (drop-head), or rejected without requeue — are
 //! settled in the journal and, when the queue has `x-dead-letter-exchange`, republished there
 //! from the owning shard with the dead-letter routing key (or their own) and RabbitMQ's
-//! `x-first-death-reason`/`-queue`/`-exchange` headers. The expiration is removed, as RabbitMQ
-//! does, so a dead-lettered message does not expire again at once.
+//! `x-first-death-reason`/`-queue`/`-exchange` headers and its `x-death` array (one entry per
+//! queue and reason, with a count). The expiration is removed, as RabbitMQ does, so a
+//! dead-lettered message does not expire again at once.
 
 use std::sync::Arc;
 
+use crate::gateway::amqp091::mapping::{Death, record_death};
 use crate::model::message::{Content, QueuedMessage};
 use crate::shard::Shard;
 
@@ -90,6 +92,14 @@ impl Shard {
                 headers.push(("x-first-death-queue".to_owned(), queue.to_owned()));
                 headers.push(("x-first-death-exchange".to_owned(), original.exchange.clone()));
             }
+            let death = Death {
+                queue,
+                reason: reason.as_str(),
+                exchange: &original.exchange,
+                routing_key: &original.routing_key,
+                time_s: self.now_ms() / 1000,
+            };
+            record_death(&mut content.properties, &death);
             let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
             if let Err(e) = self.publish(&exchange, &key, Arc::new(content), None, || None) {
                 tracing::warn!(queue, exchange, "dead-lettering failed: {e}");

@@ -103,9 +103,88 @@ pub fn amqp_properties(props: &Properties) -> BasicProperties {
     p
 }
 
+/// One dead-lettering, as RabbitMQ records it in the `x-death` header: an array of tables,
+/// most recent first, one per (queue, reason) with a `count` that grows each time the message
+/// dies there again (a retry loop through a DLX reads it). Kept typed in the native AMQP
+/// table (so an AMQP consumer gets the array of tables) and as text for other protocols.
+pub struct Death<'a> {
+    pub queue: &'a str,
+    pub reason: &'a str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub time_s: u64,
+}
+
+pub fn record_death(props: &mut Properties, death: &Death<'_>) {
+    let mut table = match &props.native_headers {
+        Some(NativeHeaders::Amqp091(bytes)) => FieldTable::decode(bytes).unwrap_or_default(),
+        None => FieldTable::new(),
+    };
+    let current = props.headers.iter().find(|(k, _)| k == "x-death").map(|(_, v)| v.clone());
+    // The typed array counts only while its text is what the message carries.
+    let mut deaths = match table.get("x-death") {
+        Some(v @ FieldValue::Array(items)) if current.as_deref() == Some(text(v).as_str()) => items.clone(),
+        _ => Vec::new(),
+    };
+    let same = |entry: &FieldValue| {
+        let FieldValue::Table(t) = entry else { return false };
+        t.get("queue").and_then(FieldValue::as_str) == Some(death.queue)
+            && t.get("reason").and_then(FieldValue::as_str) == Some(death.reason)
+    };
+    let count = match deaths.iter().position(same) {
+        Some(at) => {
+            let FieldValue::Table(t) = deaths.remove(at) else { unreachable!("matched a table") };
+            t.get("count").and_then(FieldValue::as_i64).unwrap_or(0) + 1
+        }
+        None => 1,
+    };
+    let mut entry = FieldTable::new();
+    entry.insert("count", FieldValue::I64(count));
+    entry.insert("reason", FieldValue::string(death.reason));
+    entry.insert("queue", FieldValue::string(death.queue));
+    entry.insert("time", FieldValue::Timestamp(death.time_s));
+    entry.insert("exchange", FieldValue::string(death.exchange));
+    entry.insert("routing-keys", FieldValue::Array(vec![FieldValue::string(death.routing_key)]));
+    deaths.insert(0, FieldValue::Table(entry));
+    let value = FieldValue::Array(deaths);
+    let rendered = text(&value);
+    table.insert("x-death", value);
+    match props.headers.iter_mut().find(|(k, _)| k == "x-death") {
+        Some(header) => header.1 = rendered,
+        None => props.headers.push(("x-death".to_owned(), rendered)),
+    }
+    let mut encoded = Vec::new();
+    table.encode(&mut encoded);
+    props.native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x_death_counts_each_queue_and_reason_most_recent_first() {
+        let mut props = Properties::default();
+        let death = |queue, reason| Death { queue, reason, exchange: "", routing_key: "work", time_s: 1_700_000_000 };
+        record_death(&mut props, &death("work", "rejected"));
+        record_death(&mut props, &death("wait", "expired"));
+        record_death(&mut props, &death("work", "rejected"));
+        let headers = amqp_properties(&props).headers.expect("headers");
+        let Some(FieldValue::Array(deaths)) = headers.get("x-death") else { panic!("x-death: {headers:?}") };
+        let summary: Vec<(String, String, i64)> = deaths
+            .iter()
+            .map(|d| {
+                let FieldValue::Table(t) = d else { panic!("entry {d:?}") };
+                let s = |k| t.get(k).and_then(FieldValue::as_str).expect(k).to_owned();
+                (s("queue"), s("reason"), t.get("count").and_then(FieldValue::as_i64).expect("count"))
+            })
+            .collect();
+        assert_eq!(summary, [("work".into(), "rejected".into(), 2), ("wait".into(), "expired".into(), 1)]);
+        let FieldValue::Table(first) = &deaths[0] else { unreachable!() };
+        assert_eq!(first.get("time"), Some(&FieldValue::Timestamp(1_700_000_000)));
+        assert_eq!(first.get("routing-keys"), Some(&FieldValue::Array(vec![FieldValue::string("work")])));
+        assert!(props.headers.iter().any(|(k, _)| k == "x-death"), "a text view for other protocols");
+    }
 
     #[test]
     fn amqp_properties_survive_the_neutral_view() {

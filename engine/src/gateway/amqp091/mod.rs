@@ -7,7 +7,7 @@
 //! order, as RabbitMQ's channels are synchronous; publishes and acks never wait.
 
 mod channel;
-mod mapping;
+pub(crate) mod mapping;
 mod methods;
 
 use std::cell::RefCell;
