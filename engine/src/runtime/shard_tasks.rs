@@ -111,6 +111,7 @@ pub(super) async fn shard_main(
     }
 
     let users = Rc::new(Users::new(&config.users));
+    let mut accepting = Vec::new();
     for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {
             Ok(bound) => bound,
@@ -124,7 +125,7 @@ pub(super) async fn shard_main(
             tracing::info!(proto = listener.proto.name(), addr = %listener.addr, "listening");
         }
         let proto = listener.proto;
-        tasks.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone())));
+        accepting.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone())));
     }
     let _ = ready.send(Ok(()));
     // The spare segment is made after the listeners open: a takeover serves without waiting
@@ -134,6 +135,10 @@ pub(super) async fn shard_main(
     while !shutting_down() {
         glommio::timer::sleep(SHUTDOWN_POLL).await;
     }
+    // Close the listening sockets first: a client connecting now is refused and moves on to
+    // the standby, instead of being accepted by the kernel into a backlog nobody serves any
+    // more (its CONNECT would wait for a timeout).
+    drop(accepting);
     final_sync(&shard).await;
     drop(tasks);
 }
