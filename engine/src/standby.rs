@@ -25,6 +25,8 @@ use crate::lease::LeaseDir;
 const CONNECT_BYTES_MAX: usize = 64 * 1024;
 /// How long a client gets to send its CONNECT.
 const CONNECT_WAIT: Duration = Duration::from_millis(500);
+/// How long the active's address, once read from the lease directory, is reused.
+const REFERENCE_TTL: Duration = Duration::from_millis(500);
 /// How often an idle accept loop looks at its stop flag.
 const IDLE_POLL: Duration = Duration::from_millis(10);
 
@@ -120,11 +122,18 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 }
 
 fn serve(listener: &TcpListener, lease: &LeaseDir, stop: &AtomicBool) {
+    // Where the active is, read from the lease directory at most every REFERENCE_TTL: a crowd
+    // of clients reconnecting at once must not turn into as many directory listings (NFS).
+    let mut reference: Option<(Instant, Option<String>)> = None;
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
-                let reference = lease.active_listener("Mqtt");
-                if let Err(e) = redirect(stream, reference.as_deref()) {
+                let now = Instant::now();
+                if reference.as_ref().is_none_or(|(at, _)| now.duration_since(*at) > REFERENCE_TTL) {
+                    reference = Some((now, lease.active_listener("Mqtt")));
+                }
+                let active = reference.as_ref().and_then(|(_, r)| r.as_deref());
+                if let Err(e) = redirect(stream, active) {
                     tracing::debug!(error = %e, "standby MQTT redirect");
                 }
             }
