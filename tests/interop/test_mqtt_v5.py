@@ -6,6 +6,8 @@ announces, maximum packet size, and `$SYS/` topics hidden from leading wildcards
 import struct
 import time
 
+import pytest
+
 from conftest import uniq
 from mqtt_util import V5, Client, Raw, mqtt_str, packet, props, publish_packet
 from paho.mqtt.packettypes import PacketTypes
@@ -170,6 +172,24 @@ def test_sys_topics_are_not_matched_by_leading_wildcards(broker):
     assert not [m for m in everything.messages if m.topic.startswith("$")]
     everything.close()
     sys.close()
+
+
+@pytest.mark.ferry(shards=2)
+def test_sys_broker_totals_count_clients_on_every_shard(broker):
+    """Mosquitto's $SYS/broker/clients/connected and /total sum every shard's clients (each
+    client id has one registry shard): with 2 shards some of these clients live on each."""
+    clients = [Client(broker.mqtt_port, uniq(f"c{i}"), V5) for i in range(6)]
+    kept = Client(broker.mqtt_port, uniq("kept"), V5, clean=False,
+                  connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=300))
+    kept.close()   # a kept session counts in total, not in connected
+    sys = Client(broker.mqtt_port, uniq("sys"), V5)
+    sys.subscribe("$SYS/broker/clients/+", 0)
+    # Figures are published every 10 s; each shard's may be one period old at the authority.
+    want = {"$SYS/broker/clients/connected": b"7", "$SYS/broker/clients/total": b"8"}
+    sys.wait(lambda: {m.topic: m.payload for m in sys.messages}.items() >= want.items(), 35,
+             f"$SYS totals {want}")
+    for c in clients + [sys]:
+        c.close()
 
 
 def test_session_expiry(broker):

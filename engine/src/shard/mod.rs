@@ -286,6 +286,7 @@ impl Shard {
             }
             ShardMsg::MqttRelease(release) => self.mqtt_release(*release),
             ShardMsg::Retain { content, completion } => self.retain_local(content, completion),
+            ShardMsg::SysStats(stats) => self.mqtt_sys_stats(from, stats),
         }
     }
 

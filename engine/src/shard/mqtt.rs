@@ -69,6 +69,21 @@ pub struct MqttRegistry {
     retained: Option<HashMap<String, u64>>,
     sys_next_ms: u64,
     started_ms: Option<u64>,
+    /// On the authority: the latest `$SYS` figures of every shard (its own included).
+    sys_shards: HashMap<u16, SysStats>,
+}
+
+/// One shard's `$SYS` figures. Each client id has one registry shard, so summing shards
+/// counts every client once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SysStats {
+    pub connections: u64,
+    pub clients_connected: u64,
+    /// Connected clients and disconnected sessions still kept.
+    pub clients_total: u64,
+    pub queues: u64,
+    /// Retained messages (only the retained store's owner has any).
+    pub retained: u64,
 }
 
 /// Whether an AMQP topic pattern matches `key` the MQTT way: as the topic exchange does, but
@@ -180,15 +195,39 @@ impl Shard {
         }
         self.mqtt.sys_next_ms = now + SYS_EVERY_MS;
         let shard = self.id.0;
-        let clients = self.mqtt.clients.values().filter(|c| c.conn.is_some()).count();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let own = SysStats {
+            connections: count(self.connection_count()),
+            clients_connected: count(self.mqtt.clients.values().filter(|c| c.conn.is_some()).count()),
+            clients_total: count(self.mqtt.clients.len()),
+            queues: count(self.queues.len()),
+            retained: count(self.mqtt.retained.as_ref().map_or(0, HashMap::len)),
+        };
         let mut stats = vec![
-            (format!("$SYS.broker.shard.{shard}.connections"), self.connection_count().to_string()),
-            (format!("$SYS.broker.shard.{shard}.clients.connected"), clients.to_string()),
-            (format!("$SYS.broker.shard.{shard}.queues"), self.queues.len().to_string()),
+            (format!("$SYS.broker.shard.{shard}.connections"), own.connections.to_string()),
+            (format!("$SYS.broker.shard.{shard}.clients.connected"), own.clients_connected.to_string()),
+            (format!("$SYS.broker.shard.{shard}.queues"), own.queues.to_string()),
         ];
         if self.id == crate::shard::AUTHORITY {
+            self.mqtt.sys_shards.insert(shard, own);
+            // Mosquitto's names, summed over the latest figures of every shard (each at most
+            // one period old).
+            let total = self.mqtt.sys_shards.values().fold(SysStats::default(), |sum, s| SysStats {
+                connections: sum.connections + s.connections,
+                clients_connected: sum.clients_connected + s.clients_connected,
+                clients_total: sum.clients_total + s.clients_total,
+                queues: sum.queues + s.queues,
+                retained: sum.retained + s.retained,
+            });
             stats.push(("$SYS.broker.version".to_owned(), format!("ferry {}", env!("CARGO_PKG_VERSION"))));
             stats.push(("$SYS.broker.uptime".to_owned(), format!("{} seconds", (now - started) / 1000)));
+            stats.push(("$SYS.broker.clients.connected".to_owned(), total.clients_connected.to_string()));
+            stats.push(("$SYS.broker.clients.total".to_owned(), total.clients_total.to_string()));
+            stats.push(("$SYS.broker.connections".to_owned(), total.connections.to_string()));
+            stats.push(("$SYS.broker.queues".to_owned(), total.queues.to_string()));
+            stats.push(("$SYS.broker.retained messages.count".to_owned(), total.retained.to_string()));
+        } else {
+            self.send(crate::shard::AUTHORITY, ShardMsg::SysStats(own));
         }
         for (key, value) in stats {
             let content = Arc::new(Content {
@@ -200,6 +239,11 @@ impl Shard {
             self.retain(content.clone(), None);
             let _ = self.publish("amq.topic", &content.routing_key.clone(), content, None, || None);
         }
+    }
+
+    /// On the authority: another shard's latest `$SYS` figures.
+    pub(super) fn mqtt_sys_stats(&mut self, from: ShardId, stats: SysStats) {
+        self.mqtt.sys_shards.insert(from.0, stats);
     }
 
     /// Stores (or, with an empty body, clears) the retained message of its routing key on

@@ -10,7 +10,7 @@ use crate::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, RequestId, 
 use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery};
 use crate::model::routing::{MetaOp, MetaOutcome};
-use crate::shard::mqtt::{MqttRelease, SavedSession};
+use crate::shard::mqtt::{MqttRelease, SavedSession, SysStats};
 
 /// A request that wants a reply (control operations; rare, so they may wait).
 #[derive(Debug, Clone)]
@@ -123,6 +123,8 @@ pub enum ShardMsg {
     },
     /// An MQTT connection closed: what its client id's registry shard keeps.
     MqttRelease(Box<MqttRelease>),
+    /// A shard's `$SYS` figures, for the authority's broker-wide totals.
+    SysStats(SysStats),
     /// Store (or clear, with an empty body) a retained message on the store's owner.
     Retain {
         content: Arc<Content>,
