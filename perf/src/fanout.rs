@@ -1,11 +1,13 @@
 //! `ferry-perf fanout`: one publisher to a topic (`amq.topic` with routing key
 //! `perf.fanout.<pid>`; STOMP `/topic/perf.fanout.<pid>`), K subscribers each with its own
 //! subscription (AMQP: an exclusive queue bound to it). Every subscriber must get every
-//! message exactly once, in order: each has its own [`SeqChecker`]. Reports the publish rate
-//! and the delivery rate (deliveries to all subscribers a second). Bounded by `--timeout-s`.
+//! message exactly once, in order: each has its own [`SeqChecker`]. Prints a progress line a
+//! second on stderr; reports the publish rate and the delivery rate (deliveries to all
+//! subscribers a second). Bounded by `--timeout-s`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -18,6 +20,7 @@ use crate::checker::{STAMP_BYTES, SeqChecker, Verdict};
 use crate::client::Target;
 use crate::consumer::{AckMode, ConsumerConfig};
 use crate::producer::ProducerConfig;
+use crate::progress::{self, PerSecond};
 use crate::report::Rate;
 use crate::run::{join_all, spawn_consumers, spawn_producers};
 use crate::shared::Shared;
@@ -78,6 +81,7 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     });
     let consumers = spawn_consumers(subscribers.collect(), &target, &shared, deadline)?;
     let started = Instant::now();
+    let progress = Some(start_progress(&shared, &checkers, started));
     let publisher = ProducerConfig {
         id: 0,
         messages: args.messages,
@@ -94,6 +98,7 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     let consumed = join_all(consumers, &shared, "subscriber");
     let timed_out = Instant::now() >= deadline;
     shared.request_stop();
+    progress::join(progress, &shared);
     let after = args.broker.broker_pid.map(broker_stats::sample).transpose()?;
 
     let secs = |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(started).as_secs_f64());
@@ -147,6 +152,23 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
         && total.lost + total.duplicated + total.reordered + total.unexpected == 0;
     println!("result: {}", if clean { "OK" } else { "FAILED" });
     Ok(clean)
+}
+
+/// The fan-out's progress line: messages published and first copies delivered (all
+/// subscribers together) so far, each with its rate.
+fn start_progress(shared: &Arc<Shared>, checkers: &[Arc<SeqChecker>], since: Instant) -> JoinHandle<()> {
+    let (counters, checkers) = (Arc::clone(shared), checkers.to_vec());
+    let expected: u64 = checkers.iter().map(|c| c.expected()).sum();
+    let (mut published_rate, mut delivered_rate) = (PerSecond::default(), PerSecond::default());
+    progress::every_second(shared, since, move |secs| {
+        let published = Shared::get(&counters.sent);
+        let delivered: u64 = checkers.iter().map(|c| c.unique()).sum();
+        format!(
+            "[{secs:>4.0}s] published {published} ({}/s) delivered {delivered} ({}/s) of {expected}",
+            published_rate.step(published),
+            delivered_rate.step(delivered),
+        )
+    })
 }
 
 /// The subscribers' verdicts added up.

@@ -18,6 +18,7 @@ mod mqtt;
 mod pace;
 mod plot;
 mod producer;
+mod progress;
 mod raw_sync;
 mod report;
 mod run;

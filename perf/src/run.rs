@@ -18,6 +18,7 @@ use crate::client::Target;
 use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
+use crate::progress::{self, PerSecond};
 use crate::report::{BrokerUse, Rate, Report, Scenario};
 use crate::shared::Shared;
 use crate::{ScenarioArgs, ThroughputArgs};
@@ -111,9 +112,7 @@ pub fn measure_paced(
     let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
     let timed_out = Instant::now() >= deadline;
     shared.request_stop();
-    if progress.is_some_and(|p| p.join().is_err()) {
-        shared.error("progress", "thread panicked");
-    }
+    progress::join(progress, &shared);
     let after = broker_pid.map(broker_stats::sample).transpose()?;
     let run = RunFacts { url, broker_pid, send_start, timed_out };
     let latency = merge_latency(&consumed);
@@ -250,31 +249,21 @@ pub(crate) fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, 
     out
 }
 
-/// Prints one progress line a second to stderr until the run stops.
+/// The throughput scenario's progress line (see [`progress::every_second`]).
 fn start_progress(shared: &Arc<Shared>, checker: &Arc<SeqChecker>, since: Instant) -> JoinHandle<()> {
-    let (shared, checker) = (Arc::clone(shared), Arc::clone(checker));
-    std::thread::spawn(move || {
-        let (mut last_sent, mut last_received) = (0, 0);
-        let mut next = since + Duration::from_secs(1);
-        while !shared.stopped() {
-            std::thread::sleep(Duration::from_millis(50));
-            if Instant::now() < next {
-                continue;
-            }
-            next += Duration::from_secs(1);
-            let sent = Shared::get(&shared.sent);
-            let received = Shared::get(&shared.received);
-            eprintln!(
-                "[{:>4.0}s] sent {sent} ({}/s) receipted {} received {received} ({}/s) unique {}/{}",
-                since.elapsed().as_secs_f64(),
-                sent - last_sent,
-                Shared::get(&shared.receipted),
-                received - last_received,
-                checker.unique(),
-                checker.expected(),
-            );
-            (last_sent, last_received) = (sent, received);
-        }
+    let (counters, checker) = (Arc::clone(shared), Arc::clone(checker));
+    let (mut sent_rate, mut received_rate) = (PerSecond::default(), PerSecond::default());
+    progress::every_second(shared, since, move |secs| {
+        let sent = Shared::get(&counters.sent);
+        let received = Shared::get(&counters.received);
+        format!(
+            "[{secs:>4.0}s] sent {sent} ({}/s) receipted {} received {received} ({}/s) unique {}/{}",
+            sent_rate.step(sent),
+            Shared::get(&counters.receipted),
+            received_rate.step(received),
+            checker.unique(),
+            checker.expected(),
+        )
     })
 }
 
