@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use crate::broker_stats::{self, BrokerSample};
 use crate::checker::{PRODUCER_COUNT_MAX, SEQ_MAX, STAMP_BYTES, SeqChecker};
-use crate::client::Target;
+use crate::client::{Protocol, Target};
 use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
@@ -61,6 +61,16 @@ fn queues_of(id: u32, consumers: u32, queues: u32) -> Vec<u32> {
     if consumers <= queues { (id..queues).step_by(consumers as usize).collect() } else { vec![id % queues] }
 }
 
+/// The broker at `url` for the queue scenario: STOMP or AMQP; MQTT (no queues) is refused
+/// with a pointer to `ferry-perf mqtt`.
+pub(crate) fn queue_target(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
+    let target = Target::parse(url, login, passcode)?;
+    if target.protocol == Protocol::Mqtt {
+        bail!("the throughput scenario speaks STOMP and AMQP (MQTT has no queues): use `ferry-perf mqtt --url {url}`");
+    }
+    Ok(target)
+}
+
 /// Runs the scenario and prints the report (stdout, and JSON with `--json`).
 pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
     let report = measure(&args.url, &args.scenario, args.broker_pid, true)?;
@@ -90,7 +100,7 @@ pub fn measure_paced(
 ) -> Result<(Report, Option<Histogram<u64>>)> {
     let args = scenario;
     validate(args)?;
-    let target = Target::parse(url, args.login.clone(), args.passcode.clone())?;
+    let target = queue_target(url, args.login.clone(), args.passcode.clone())?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_s);
     let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
@@ -335,5 +345,12 @@ mod tests {
         assert_eq!(queues_of(1, 2, 5), vec![1, 3]);
         assert_eq!(queues_of(3, 4, 2), vec![1]);
         assert_eq!(queues_of(0, 1, 1), vec![0]);
+    }
+
+    #[test]
+    fn the_queue_scenario_refuses_mqtt() {
+        assert!(queue_target("amqp://127.0.0.1:5672", None, None).is_ok());
+        let mqtt = queue_target("mqtt://127.0.0.1:1883", None, None);
+        assert!(mqtt.is_err_and(|e| e.to_string().contains("ferry-perf mqtt")));
     }
 }

@@ -1,5 +1,5 @@
-//! `ferry-perf storm`: opens `--connections` N connections (STOMP CONNECT/CONNECTED or the
-//! AMQP 0-9-1 handshake up to channel.open-ok) from `--threads` threads, as fast as they go or
+//! `ferry-perf storm`: opens `--connections` N connections (STOMP CONNECT/CONNECTED, the
+//! AMQP 0-9-1 handshake up to channel.open-ok, or MQTT CONNECT/CONNACK) from `--threads` threads, as fast as they go or
 //! paced at `--rate` connections a second (connection i is due at start + i/rate and its
 //! latency counts from then), holds them `--hold-s`, then closes them all. Reports how many
 //! succeeded, connect-latency percentiles, and with `--broker-pid` the broker's resident
@@ -165,7 +165,7 @@ fn open_many(
             }
             None => Instant::now(),
         };
-        match open_one(target, deadline.min(Instant::now() + CONNECT_TIMEOUT)) {
+        match open_one(target, i, deadline.min(Instant::now() + CONNECT_TIMEOUT)) {
             Ok(writer) => {
                 let ns = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 opened.latency.saturating_record(ns.max(1));
@@ -177,11 +177,16 @@ fn open_many(
     }
 }
 
-/// Opens one connection through the protocol handshake; keeps only its write half.
-fn open_one(target: &Target, deadline: Instant) -> Result<FrameWriter> {
+/// Opens connection `i` through the protocol handshake; keeps only its write half.
+fn open_one(target: &Target, i: u64, deadline: Instant) -> Result<FrameWriter> {
     Ok(match target.protocol {
         Protocol::Stomp => crate::client::connect(target, deadline)?.1,
         Protocol::Amqp => crate::amqp::connect(target, deadline)?.1,
+        Protocol::Mqtt => {
+            // Client ids must differ: a second CONNECT with the same id takes the session over.
+            let client_id = format!("perf-storm-{}-{i}", std::process::id());
+            FrameWriter::new(crate::mqtt::connect(target, &client_id, deadline)?.stream().try_clone()?)
+        }
     })
 }
 
