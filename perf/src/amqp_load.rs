@@ -240,7 +240,7 @@ pub fn consume(
     let mut progress = Progress::new(config);
     let mut incoming: Option<Incoming> = None;
     let connection = (&mut reader, &mut writer);
-    let result = receive_until_done(config, checker, shared, connection, deadline, |frame, writer| {
+    let clean = receive_until_done(config, checker, (shared, &who), connection, deadline, |frame, writer| {
         let Some(done) = on_frame(frame, &mut incoming)? else { return Ok(false) };
         Shared::add(&shared.received, 1);
         progress.record(checker, done.queue, &done.body);
@@ -249,14 +249,8 @@ pub fn consume(
         }
         Ok(true)
     });
-    match result {
-        Ok(()) => {
-            close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
-        }
-        Err(e) => {
-            shared.error(&who, format!("{e:#}"));
-            shared.request_stop();
-        }
+    if clean {
+        close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
     }
     Ok(progress.outcome())
 }

@@ -132,15 +132,11 @@ pub fn run(
     let (mut reader, mut writer) = announce(ready, &who, subscribe_all(config, target, deadline))?;
     let mut progress = Progress::new(config);
     let connection = (&mut reader, &mut writer);
-    let result = receive_until_done(config, checker, shared, connection, deadline, |frame, writer| {
+    let clean = receive_until_done(config, checker, (shared, &who), connection, deadline, |frame, writer| {
         on_frame(config, frame, writer, checker, &mut progress, shared)
     });
-    match result {
-        Ok(()) => disconnect(&mut reader, &mut writer, deadline),
-        Err(e) => {
-            shared.error(&who, format!("{e:#}"));
-            shared.request_stop();
-        }
+    if clean {
+        disconnect(&mut reader, &mut writer, deadline);
     }
     Ok(progress.outcome())
 }
@@ -204,8 +200,26 @@ fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) ->
 
 /// The receive loop every protocol's consumer shares: hands each buffered frame to
 /// `on_frame` (which checks it, queues any acknowledgement on the writer and says whether it
-/// was a delivery), writes in batches, and reads again until [`consumer_done`] or an error.
+/// was a delivery), writes in batches, and reads again until [`consumer_done`]. Returns
+/// whether it ended cleanly (then the caller says goodbye); an error is recorded as `who`'s
+/// and stops the run.
 pub(crate) fn receive_until_done<R: FrameSource>(
+    config: &ConsumerConfig,
+    checker: &SeqChecker,
+    (shared, who): (&Shared, &str),
+    connection: (&mut R, &mut FrameWriter),
+    deadline: Instant,
+    on_frame: impl FnMut(R::Frame, &mut FrameWriter) -> Result<bool>,
+) -> bool {
+    let result = receive(config, checker, shared, connection, deadline, on_frame);
+    if let Err(e) = &result {
+        shared.error(who, format!("{e:#}"));
+        shared.request_stop();
+    }
+    result.is_ok()
+}
+
+fn receive<R: FrameSource>(
     config: &ConsumerConfig,
     checker: &SeqChecker,
     shared: &Shared,
