@@ -23,7 +23,7 @@ use ferry_amqp091::{
 use crate::amqp::{AmqpReader, CHANNEL, close, connect, describe, expect, send};
 use crate::checker::SeqChecker;
 use crate::client::{FrameSource, FrameWriter, Target};
-use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce, consumer_done};
+use crate::consumer::{AckMode, ConsumerConfig, ConsumerOutcome, Progress, announce, receive_until_done};
 use crate::producer::{ProducerConfig, ProducerOutcome, ReceiptBoard, send_all};
 use crate::shared::Shared;
 
@@ -239,49 +239,18 @@ pub fn consume(
     let (mut reader, mut writer) = announce(ready, &who, subscribe(config, target, deadline))?;
     let mut progress = Progress::new(config);
     let mut incoming: Option<Incoming> = None;
-    let mut last_any_at = Instant::now();
-    let result = loop {
-        let mut got = 0u64;
-        let drained = loop {
-            let frame = match reader.buffered_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            };
-            match on_frame(frame, &mut incoming) {
-                Ok(Some(done)) => {
-                    got += 1;
-                    Shared::add(&shared.received, 1);
-                    progress.record(checker, done.queue, &done.body);
-                    if config.ack == AckMode::ClientIndividual {
-                        send(&mut writer, CHANNEL, BasicAck { delivery_tag: done.tag, multiple: false });
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = drained.and_then(|()| writer.flush(deadline)) {
-            break Err(e);
+    let connection = (&mut reader, &mut writer);
+    let clean = receive_until_done(config, checker, (shared, &who), connection, deadline, |frame, writer| {
+        let Some(done) = on_frame(frame, &mut incoming)? else { return Ok(false) };
+        Shared::add(&shared.received, 1);
+        progress.record(checker, done.queue, &done.body);
+        if config.ack == AckMode::ClientIndividual {
+            send(writer, CHANNEL, BasicAck { delivery_tag: done.tag, multiple: false });
         }
-        if got > 0 {
-            last_any_at = Instant::now();
-        }
-        if consumer_done(shared, checker, last_any_at, config.drain_idle, deadline) {
-            break Ok(());
-        }
-        if let Err(e) = reader.fill() {
-            break Err(e);
-        }
-    };
-    match result {
-        Ok(()) => {
-            close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
-        }
-        Err(e) => {
-            shared.error(&who, format!("{e:#}"));
-            shared.request_stop();
-        }
+        Ok(true)
+    });
+    if clean {
+        close(&mut reader, &mut writer, deadline.min(Instant::now() + BYE_WAIT));
     }
     Ok(progress.outcome())
 }

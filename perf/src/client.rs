@@ -10,6 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use ferry_mqtt::QoS;
 use ferry_stomp::{Command, Decoded, Decoder, Frame, Version, encode};
 use ferry_wire::Limits;
 
@@ -24,6 +25,8 @@ pub enum Protocol {
     Stomp,
     /// AMQP 0-9-1 (`amqp://`), through [`crate::amqp`].
     Amqp,
+    /// MQTT 3.1.1 (`mqtt://`), through [`crate::mqtt`]: fan-out (a topic) and storm only.
+    Mqtt,
 }
 
 /// Where and as whom to connect.
@@ -33,29 +36,32 @@ pub struct Target {
     pub addr: String,
     pub login: Option<String>,
     pub passcode: Option<String>,
+    /// QoS of MQTT publishes and subscriptions (0 or 1; `parse` sets 1).
+    pub mqtt_qos: QoS,
 }
 
 impl Target {
-    /// Parses `stomp://host:port`, `amqp://host:port` (or bare `host:port`, STOMP). Other
-    /// protocols' schemes are recognised and refused until ferry-perf speaks them.
+    /// Parses `stomp://host:port`, `amqp://host:port`, `mqtt://host:port` (or bare
+    /// `host:port`, STOMP). Other protocols' schemes are recognised and refused until
+    /// ferry-perf speaks them.
     pub fn parse(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
         let (protocol, addr) = match url.split_once("://") {
             None => (Protocol::Stomp, url),
             Some(("stomp", rest)) => (Protocol::Stomp, rest),
             Some(("amqp", rest)) => (Protocol::Amqp, rest),
-            Some(("mqtt", _)) => {
-                bail!("this scenario speaks STOMP and AMQP; for MQTT use `ferry-perf mqtt --url {url}`")
-            }
+            Some(("mqtt", rest)) => (Protocol::Mqtt, rest),
             Some((scheme, _)) if NOT_YET_BUILT.contains(&scheme) => {
-                bail!("{scheme}:// is not built into ferry-perf yet (stomp:// and amqp:// are): {url:?}")
+                bail!("{scheme}:// is not built into ferry-perf yet (stomp://, amqp:// and mqtt:// are): {url:?}")
             }
-            Some((scheme, _)) => bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://, amqp://)"),
+            Some((scheme, _)) => {
+                bail!("unknown scheme {scheme}:// in {url:?} (ferry-perf speaks stomp://, amqp://, mqtt://)")
+            }
         };
         let addr = addr.trim_end_matches('/');
         if addr.is_empty() || !addr.contains(':') {
-            bail!("broker address must look like stomp://host:port or amqp://host:port, not {url:?}");
+            bail!("broker address must look like stomp://host:port, amqp://host:port or mqtt://host:port, not {url:?}");
         }
-        Ok(Target { protocol, addr: addr.to_owned(), login, passcode })
+        Ok(Target { protocol, addr: addr.to_owned(), login, passcode, mqtt_qos: QoS::AtLeastOnce })
     }
 }
 
@@ -293,7 +299,12 @@ mod tests {
         assert_eq!((amqp.protocol, amqp.addr.as_str()), (Protocol::Amqp, "127.0.0.1:5672"));
         let amqps = Target::parse("amqps://127.0.0.1:5671", None, None).map(|t| t.addr);
         assert!(amqps.is_err_and(|e| e.to_string().contains("not built into ferry-perf yet")));
-        assert!(Target::parse("mqtt://127.0.0.1:1883", None, None).is_err());
+        let mqtt = Target::parse("mqtt://127.0.0.1:1883", None, None).expect("mqtt");
+        assert_eq!(
+            (mqtt.protocol, mqtt.addr.as_str(), mqtt.mqtt_qos),
+            (Protocol::Mqtt, "127.0.0.1:1883", QoS::AtLeastOnce)
+        );
+        assert!(Target::parse("mqtts://127.0.0.1:8883", None, None).is_err());
         assert!(Target::parse("http://127.0.0.1:80", None, None).is_err_and(|e| e.to_string().contains("unknown")));
     }
 }

@@ -15,7 +15,6 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::ScenarioArgs;
-use crate::client::Target;
 use crate::report::Report;
 use crate::run;
 
@@ -72,7 +71,7 @@ impl BrokerSpec {
         }
         let mut parts = rest.split(',');
         let url = parts.next().unwrap_or_default().to_owned();
-        Target::parse(&url, None, None)?;
+        crate::run::queue_target(&url, None, None)?;
         let mut spec =
             BrokerSpec { name: name.to_owned(), url, pid: None, login: None, passcode: None, messages: None };
         for part in parts {

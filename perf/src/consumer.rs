@@ -19,7 +19,7 @@ use crate::client::{FrameReader, FrameSource, FrameWriter, Protocol, Target, con
 use crate::pace;
 use crate::shared::Shared;
 
-/// Pending ACK bytes that trigger a socket write in the middle of a read batch.
+/// Pending acknowledgement bytes that trigger a socket write in the middle of a read batch.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Longest wait for the DISCONNECT receipt.
 const BYE_WAIT: Duration = Duration::from_secs(2);
@@ -123,35 +123,20 @@ pub fn run(
     ready: &Sender<Result<(), String>>,
     deadline: Instant,
 ) -> Result<ConsumerOutcome> {
-    if target.protocol == Protocol::Amqp {
-        return crate::amqp_load::consume(config, target, checker, shared, ready, deadline);
+    match target.protocol {
+        Protocol::Stomp => {}
+        Protocol::Amqp => return crate::amqp_load::consume(config, target, checker, shared, ready, deadline),
+        Protocol::Mqtt => return crate::mqtt_load::consume(config, target, checker, shared, ready, deadline),
     }
     let who = format!("consumer {}", config.id);
     let (mut reader, mut writer) = announce(ready, &who, subscribe_all(config, target, deadline))?;
     let mut progress = Progress::new(config);
-    let mut last_any_at = Instant::now();
-    let result = loop {
-        match drain_buffered(config, &mut reader, &mut writer, checker, &mut progress, shared, deadline) {
-            Ok(0) => {}
-            Ok(_) => last_any_at = Instant::now(),
-            Err(e) => break Err(e),
-        }
-        if let Err(e) = writer.flush(deadline) {
-            break Err(e);
-        }
-        if consumer_done(shared, checker, last_any_at, config.drain_idle, deadline) {
-            break Ok(());
-        }
-        if let Err(e) = reader.fill() {
-            break Err(e);
-        }
-    };
-    match result {
-        Ok(()) => disconnect(&mut reader, &mut writer, deadline),
-        Err(e) => {
-            shared.error(&who, format!("{e:#}"));
-            shared.request_stop();
-        }
+    let connection = (&mut reader, &mut writer);
+    let clean = receive_until_done(config, checker, (shared, &who), connection, deadline, |frame, writer| {
+        on_frame(config, frame, writer, checker, &mut progress, shared)
+    });
+    if clean {
+        disconnect(&mut reader, &mut writer, deadline);
     }
     Ok(progress.outcome())
 }
@@ -213,34 +198,75 @@ fn subscribe_all(config: &ConsumerConfig, target: &Target, deadline: Instant) ->
     Ok((reader, writer))
 }
 
-/// Handles every frame already buffered; returns how many MESSAGEs it saw.
-fn drain_buffered(
+/// The receive loop every protocol's consumer shares: hands each buffered frame to
+/// `on_frame` (which checks it, queues any acknowledgement on the writer and says whether it
+/// was a delivery), writes in batches, and reads again until [`consumer_done`]. Returns
+/// whether it ended cleanly (then the caller says goodbye); an error is recorded as `who`'s
+/// and stops the run.
+pub(crate) fn receive_until_done<R: FrameSource>(
     config: &ConsumerConfig,
-    reader: &mut FrameReader,
-    writer: &mut FrameWriter,
     checker: &SeqChecker,
-    progress: &mut Progress,
-    shared: &Shared,
+    (shared, who): (&Shared, &str),
+    connection: (&mut R, &mut FrameWriter),
     deadline: Instant,
-) -> Result<u64> {
-    let mut messages = 0;
-    while let Some(frame) = reader.buffered_frame()? {
-        match frame.command {
-            Command::Message => {}
-            Command::Error => bail!("ERROR from broker: {}", describe(&frame)),
-            other => bail!("unexpected {} frame", other.as_str()),
-        }
-        messages += 1;
-        Shared::add(&shared.received, 1);
-        on_message(&frame, checker, progress);
-        if config.ack == AckMode::ClientIndividual {
-            writer.queue(&ack_for(&frame)?);
+    on_frame: impl FnMut(R::Frame, &mut FrameWriter) -> Result<bool>,
+) -> bool {
+    let result = receive(config, checker, shared, connection, deadline, on_frame);
+    if let Err(e) = &result {
+        shared.error(who, format!("{e:#}"));
+        shared.request_stop();
+    }
+    result.is_ok()
+}
+
+fn receive<R: FrameSource>(
+    config: &ConsumerConfig,
+    checker: &SeqChecker,
+    shared: &Shared,
+    (reader, writer): (&mut R, &mut FrameWriter),
+    deadline: Instant,
+    mut on_frame: impl FnMut(R::Frame, &mut FrameWriter) -> Result<bool>,
+) -> Result<()> {
+    let mut last_any_at = Instant::now();
+    loop {
+        let mut delivered = false;
+        while let Some(frame) = reader.buffered_frame()? {
+            delivered |= on_frame(frame, writer)?;
             if writer.pending_bytes() >= WRITE_BATCH_BYTES {
                 writer.flush(deadline)?;
             }
         }
+        writer.flush(deadline)?;
+        if delivered {
+            last_any_at = Instant::now();
+        }
+        if consumer_done(shared, checker, last_any_at, config.drain_idle, deadline) {
+            return Ok(());
+        }
+        reader.fill()?;
     }
-    Ok(messages)
+}
+
+/// Checks one STOMP frame (a MESSAGE, else an error) and queues its ACK if the mode wants one.
+fn on_frame(
+    config: &ConsumerConfig,
+    frame: Frame,
+    writer: &mut FrameWriter,
+    checker: &SeqChecker,
+    progress: &mut Progress,
+    shared: &Shared,
+) -> Result<bool> {
+    match frame.command {
+        Command::Message => {}
+        Command::Error => bail!("ERROR from broker: {}", describe(&frame)),
+        other => bail!("unexpected {} frame", other.as_str()),
+    }
+    Shared::add(&shared.received, 1);
+    on_message(&frame, checker, progress);
+    if config.ack == AckMode::ClientIndividual {
+        writer.queue(&ack_for(&frame)?);
+    }
+    Ok(true)
 }
 
 /// The ACK for `message`: STOMP 1.2 names it by the MESSAGE's `ack` header; a broker that

@@ -1,23 +1,27 @@
 //! `ferry-perf fanout`: one publisher to a topic (`amq.topic` with routing key
-//! `perf.fanout.<pid>`; STOMP `/topic/perf.fanout.<pid>`), K subscribers each with its own
-//! subscription (AMQP: an exclusive queue bound to it). Every subscriber must get every
-//! message exactly once, in order: each has its own [`SeqChecker`]. Reports the publish rate
-//! and the delivery rate (deliveries to all subscribers a second). Bounded by `--timeout-s`.
+//! `perf.fanout.<pid>`; STOMP `/topic/perf.fanout.<pid>`; MQTT `perf/fanout/<pid>` at `--qos`),
+//! K subscribers each with its own subscription (AMQP: an exclusive queue bound to it). Every subscriber must get every
+//! message exactly once, in order: each has its own [`SeqChecker`]. Prints a progress line a
+//! second on stderr; reports the publish rate and the delivery rate (deliveries to all
+//! subscribers a second). Bounded by `--timeout-s`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
+use ferry_mqtt::QoS;
 
 use crate::BrokerArgs;
 
 use crate::broker_stats;
 use crate::checker::{STAMP_BYTES, SeqChecker, Verdict};
-use crate::client::Target;
+use crate::client::{Protocol, Target};
 use crate::consumer::{AckMode, ConsumerConfig};
 use crate::producer::ProducerConfig;
+use crate::progress::{self, PerSecond};
 use crate::report::Rate;
 use crate::run::{join_all, spawn_consumers, spawn_producers};
 use crate::shared::Shared;
@@ -39,12 +43,33 @@ pub struct FanoutArgs {
     /// Payload bytes (at least 16: the stamp).
     #[arg(long, default_value_t = 16)]
     pub size: usize,
-    /// Ask for a receipt (AMQP: a publisher confirm) on every publish.
+    /// Ask for a receipt (AMQP: a publisher confirm) on every publish. MQTT: QoS 1 publishes
+    /// are always acknowledged (PUBACK), QoS 0 ones never.
     #[arg(long)]
     pub receipts: bool,
-    /// Subscriber acknowledgement mode.
+    /// Subscriber acknowledgement mode. MQTT: QoS 1 deliveries are always acknowledged.
     #[arg(long, value_enum, default_value_t = AckMode::Auto)]
     pub ack: AckMode,
+    /// MQTT only: QoS of the publishes and subscriptions (0 or 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+}
+
+/// Refuses options that mean nothing to the protocol: over MQTT the acknowledgements
+/// follow from `--qos`, not from `--receipts` and `--ack`.
+fn check_protocol_options(args: &FanoutArgs, protocol: Protocol) -> Result<()> {
+    if protocol == Protocol::Mqtt && (args.receipts || args.ack != AckMode::Auto) {
+        bail!("over MQTT, --qos 1 acknowledges every publish and delivery: leave out --receipts and --ack");
+    }
+    Ok(())
+}
+
+/// The scenario line's tail: how messages are acknowledged.
+fn acks_of(args: &FanoutArgs, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Mqtt => format!("qos={}", args.qos),
+        Protocol::Stomp | Protocol::Amqp => format!("receipts={}, ack={}", args.receipts, args.ack.header()),
+    }
 }
 
 /// Runs `ferry-perf fanout`; whether every subscriber got every message once, in order.
@@ -55,7 +80,9 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     if args.size < STAMP_BYTES || args.messages == 0 || args.broker.timeout_s == 0 {
         bail!("--size must be at least {STAMP_BYTES}, --messages and --timeout-s at least 1");
     }
-    let target = Target::parse(&args.broker.url, args.broker.login.clone(), args.broker.passcode.clone())?;
+    let mut target = Target::parse(&args.broker.url, args.broker.login.clone(), args.broker.passcode.clone())?;
+    check_protocol_options(args, target.protocol)?;
+    target.mqtt_qos = QoS::from_u8(args.qos).ok_or_else(|| anyhow!("--qos must be 0 or 1"))?;
     let key = format!("perf.fanout.{}", std::process::id());
     let deadline = Instant::now() + Duration::from_secs(args.broker.timeout_s);
     let shared = Arc::new(Shared::default());
@@ -78,6 +105,7 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     });
     let consumers = spawn_consumers(subscribers.collect(), &target, &shared, deadline)?;
     let started = Instant::now();
+    let progress = Some(start_progress(&shared, &checkers, started));
     let publisher = ProducerConfig {
         id: 0,
         messages: args.messages,
@@ -94,6 +122,7 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     let consumed = join_all(consumers, &shared, "subscriber");
     let timed_out = Instant::now() >= deadline;
     shared.request_stop();
+    progress::join(progress, &shared);
     let after = args.broker.broker_pid.map(broker_stats::sample).transpose()?;
 
     let secs = |at: Option<Instant>| at.map_or(0.0, |t| t.duration_since(started).as_secs_f64());
@@ -106,13 +135,12 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
         Rate::new(total.received_unique, secs(consumed.iter().filter_map(|c| c.last_new_at).max()), args.size);
     let (errors, error_count) = shared.errors();
     println!(
-        "ferry-perf fanout {}: 1 publisher x {} msgs -> {} subscribers, {} B, receipts={}, ack={}",
+        "ferry-perf fanout {}: 1 publisher x {} msgs -> {} subscribers, {} B, {}",
         args.broker.url,
         args.messages,
         args.subscribers,
         args.size,
-        args.receipts,
-        args.ack.header()
+        acks_of(args, target.protocol)
     );
     println!("{:<10} {:>12} {:>9} {:>12} {:>9}", "", "messages", "seconds", "msg/s", "MB/s");
     for (name, r) in [("published", &publish), ("delivered", &deliver)] {
@@ -149,6 +177,23 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     Ok(clean)
 }
 
+/// The fan-out's progress line: messages published and first copies delivered (all
+/// subscribers together) so far, each with its rate.
+fn start_progress(shared: &Arc<Shared>, checkers: &[Arc<SeqChecker>], since: Instant) -> JoinHandle<()> {
+    let (counters, checkers) = (Arc::clone(shared), checkers.to_vec());
+    let expected: u64 = checkers.iter().map(|c| c.expected()).sum();
+    let (mut published_rate, mut delivered_rate) = (PerSecond::default(), PerSecond::default());
+    progress::every_second(shared, since, move |secs| {
+        let published = Shared::get(&counters.sent);
+        let delivered: u64 = checkers.iter().map(|c| c.unique()).sum();
+        format!(
+            "[{secs:>4.0}s] published {published} ({}/s) delivered {delivered} ({}/s) of {expected}",
+            published_rate.step(published),
+            delivered_rate.step(delivered),
+        )
+    })
+}
+
 /// The subscribers' verdicts added up.
 fn sum_verdicts(verdicts: &[Verdict]) -> Verdict {
     verdicts.iter().fold(Verdict::default(), |t, v| Verdict {
@@ -165,6 +210,38 @@ fn sum_verdicts(verdicts: &[Verdict]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<FanoutArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            fanout: FanoutArgs,
+        }
+        let argv = std::iter::once("fanout").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|cli| cli.fanout)
+    }
+
+    #[test]
+    fn mqtt_qos_defaults_to_1_and_takes_0_or_1() {
+        let args = parse(&["--url", "mqtt://127.0.0.1:1883"]).expect("defaults");
+        assert_eq!(args.qos, 1);
+        assert_eq!(acks_of(&args, Protocol::Mqtt), "qos=1");
+        assert_eq!(acks_of(&args, Protocol::Stomp), "receipts=false, ack=auto");
+        assert_eq!(parse(&["--qos", "0"]).map(|a| a.qos).ok(), Some(0));
+        assert!(parse(&["--qos", "2"]).is_err(), "QoS 2 is refused, not silently lowered");
+    }
+
+    #[test]
+    fn mqtt_refuses_stomp_and_amqp_acknowledgement_flags() {
+        let plain = parse(&[]).expect("defaults");
+        assert!(check_protocol_options(&plain, Protocol::Mqtt).is_ok());
+        let receipts = parse(&["--receipts"]).expect("receipts");
+        assert!(check_protocol_options(&receipts, Protocol::Mqtt).is_err());
+        assert!(check_protocol_options(&receipts, Protocol::Amqp).is_ok());
+        let acks = parse(&["--ack", "client-individual"]).expect("ack");
+        assert!(check_protocol_options(&acks, Protocol::Mqtt).is_err());
+        assert!(check_protocol_options(&acks, Protocol::Stomp).is_ok());
+    }
 
     #[test]
     fn verdicts_add_up() {

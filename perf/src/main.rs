@@ -15,9 +15,11 @@ mod consumer;
 mod fanout;
 mod latency;
 mod mqtt;
+mod mqtt_load;
 mod pace;
 mod plot;
 mod producer;
+mod progress;
 mod raw_sync;
 mod report;
 mod run;
@@ -47,9 +49,11 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// One producer paced at a fixed rate, one consumer: latency percentiles (HDR histogram).
     Latency(latency::LatencyArgs),
-    /// One publisher to a topic, K subscribers that must each get every message once, in order.
+    /// One publisher to a topic, K subscribers that must each get every message once, in order
+    /// (STOMP, AMQP 0-9-1 or MQTT).
     Fanout(fanout::FanoutArgs),
-    /// Open N connections (full handshake), hold them, close them: connect latency, broker RSS.
+    /// Open N connections (full handshake: STOMP, AMQP 0-9-1 or MQTT), hold them, close them:
+    /// connect latency, broker RSS.
     Storm(storm::StormArgs),
     /// Start a ferry binary once per value of one tuning knob and run one throughput scenario each.
     Sweep(sweep::SweepArgs),
@@ -81,11 +85,13 @@ pub struct ThroughputArgs {
 /// shared by `latency`, `fanout` and `storm`.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// Broker address: stomp://host:port or amqp://host:port.
+    /// Broker address: stomp://host:port, amqp://host:port or mqtt://host:port.
     #[arg(long, default_value = "stomp://127.0.0.1:61613")]
     pub url: String,
+    /// Login (MQTT: the username; guest when absent).
     #[arg(long)]
     pub login: Option<String>,
+    /// Passcode (MQTT: the password; guest when absent).
     #[arg(long)]
     pub passcode: Option<String>,
     /// Hard limit on the whole run.

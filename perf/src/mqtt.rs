@@ -20,6 +20,7 @@ use ferry_mqtt::{
 };
 use hdrhistogram::Histogram;
 
+use crate::client::{FrameSource, Target, open_stream};
 use crate::pace::{LatencySummary, Pace};
 
 /// Socket timeout: how often blocked reads wake to check deadlines.
@@ -97,12 +98,23 @@ fn addr_of(url: &str) -> Result<String> {
     Ok(addr.trim_end_matches('/').to_owned())
 }
 
-/// A blocking MQTT connection: packets out through a buffer, packets in through the codec.
-struct Conn {
+/// A blocking MQTT connection: packets out through a buffer, packets in through the codec
+/// (decoded from `input[start..]`, so a read of many small packets is not shifted once each).
+pub(crate) struct Conn {
     stream: TcpStream,
     version: Version,
     input: Vec<u8>,
+    start: usize,
+    chunk: Vec<u8>,
     output: Vec<u8>,
+}
+
+/// Connects to `target` (MQTT 3.1.1, clean session, no keep-alive) as `client_id` with
+/// `--login`/`--passcode` (else guest/guest) and waits for a successful CONNACK.
+pub(crate) fn connect(target: &Target, client_id: &str, deadline: Instant) -> Result<Conn> {
+    let user = target.login.as_deref().unwrap_or("guest");
+    let password = target.passcode.as_deref().unwrap_or("guest");
+    Conn::handshake(open_stream(target, deadline)?, client_id, false, user, password, deadline)
 }
 
 impl Conn {
@@ -110,8 +122,14 @@ impl Conn {
         let stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TICK))?;
+        Conn::handshake(stream, id, v5, user, password, deadline)
+    }
+
+    /// Sends CONNECT on a connected `stream` and waits for a successful CONNACK.
+    fn handshake(stream: TcpStream, id: &str, v5: bool, user: &str, password: &str, deadline: Instant) -> Result<Conn> {
         let version = if v5 { Version::V5 } else { Version::V3_1_1 };
-        let mut conn = Conn { stream, version, input: Vec::new(), output: Vec::new() };
+        let mut conn =
+            Conn { stream, version, input: Vec::new(), start: 0, chunk: vec![0; READ_CHUNK_BYTES], output: Vec::new() };
         let connect = Connect {
             version,
             clean_start: true,
@@ -130,6 +148,15 @@ impl Conn {
         }
     }
 
+    /// The socket, for a second handle (a [`FrameWriter`] on another thread) or to keep open.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub(crate) fn version(&self) -> Version {
+        self.version
+    }
+
     fn queue(&mut self, packet: &Packet) {
         encode(packet, self.version, &mut self.output);
     }
@@ -141,7 +168,7 @@ impl Conn {
     }
 
     /// The next packet, waiting until `deadline`.
-    fn next(&mut self, deadline: Instant) -> Result<Packet> {
+    pub(crate) fn next(&mut self, deadline: Instant) -> Result<Packet> {
         loop {
             if let Some(packet) = self.try_decode()? {
                 return Ok(packet);
@@ -153,27 +180,44 @@ impl Conn {
         }
     }
 
-    fn try_decode(&mut self) -> Result<Option<Packet>> {
-        match decode(&self.input, self.version, PACKET_BYTES_MAX).map_err(|e| anyhow!("bad packet: {e}"))? {
+    /// A packet already buffered, without touching the socket.
+    pub(crate) fn try_decode(&mut self) -> Result<Option<Packet>> {
+        let pending = &self.input[self.start..];
+        match decode(pending, self.version, PACKET_BYTES_MAX).map_err(|e| anyhow!("bad packet: {e}"))? {
             Decoded::Packet { packet, consumed } => {
-                self.input.drain(..consumed);
+                self.start += consumed;
                 Ok(Some(packet))
             }
             Decoded::Incomplete { .. } => Ok(None),
         }
     }
 
-    fn read_some(&mut self) -> Result<()> {
-        let mut buf = vec![0u8; READ_CHUNK_BYTES];
-        match self.stream.read(&mut buf) {
+    /// Reads once from the socket (waiting at most one tick; `false` then); fails once the
+    /// broker closed.
+    pub(crate) fn read_some(&mut self) -> Result<bool> {
+        self.input.drain(..self.start);
+        self.start = 0;
+        match self.stream.read(&mut self.chunk) {
             Ok(0) => bail!("the broker closed the connection"),
             Ok(n) => {
-                self.input.extend_from_slice(&buf[..n]);
-                Ok(())
+                self.input.extend_from_slice(&self.chunk[..n]);
+                Ok(true)
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
             Err(e) => Err(e).context("read"),
         }
+    }
+}
+
+impl FrameSource for Conn {
+    type Frame = Packet;
+
+    fn buffered_frame(&mut self) -> Result<Option<Packet>> {
+        self.try_decode()
+    }
+
+    fn fill(&mut self) -> Result<bool> {
+        self.read_some()
     }
 }
 
@@ -318,7 +362,9 @@ fn publisher(args: &MqttArgs, addr: &str, topic: &str, pace: Option<Pace>) -> Re
                     conn.read_some()?;
                 }
             }
-            _ => conn.read_some()?,
+            _ => {
+                conn.read_some()?;
+            }
         }
         while let Some(packet) = conn.try_decode()? {
             match packet {
@@ -376,6 +422,8 @@ pub fn measure(args: &MqttArgs) -> Result<(bool, Option<Histogram<u64>>)> {
     println!("delivery rate     {:>12.0} msg/s (all subscribers)", received as f64 / elapsed.as_secs_f64());
     println!("per subscriber    {:>12.0} msg/s", args.messages as f64 / elapsed.as_secs_f64());
     println!("received {received} of {expected}, duplicates {duplicates}, out of order {out_of_order}");
+    // Exactly once and in order: one publisher's messages on one topic keep their order.
+    let clean = received == expected && duplicates == 0 && out_of_order == 0;
     if let (Some(b), Some(a)) = (before, after) {
         println!("broker cpu        {:>12.2} s, peak rss {} KiB", a.cpu_s - b.cpu_s, a.peak_rss_kib);
     }
@@ -386,9 +434,9 @@ pub fn measure(args: &MqttArgs) -> Result<(bool, Option<Histogram<u64>>)> {
             merged.add(&hist).map_err(|e| anyhow!("merge histograms: {e:?}"))?;
         }
         println!("{}", LatencySummary::of(&merged).line());
-        return Ok((received == expected && duplicates == 0, Some(merged)));
+        return Ok((clean, Some(merged)));
     }
-    Ok((received == expected && duplicates == 0, merged))
+    Ok((clean, merged))
 }
 
 /// Runs `ferry-perf mqtt-idle`.

@@ -107,8 +107,10 @@ pub fn run(
     shared: &Arc<Shared>,
     deadline: Instant,
 ) -> Result<ProducerOutcome> {
-    if target.protocol == Protocol::Amqp {
-        return crate::amqp_load::produce(config, target, shared, deadline);
+    match target.protocol {
+        Protocol::Stomp => {}
+        Protocol::Amqp => return crate::amqp_load::produce(config, target, shared, deadline),
+        Protocol::Mqtt => return crate::mqtt_load::produce(config, target, shared, deadline),
     }
     let who = format!("producer {}", config.id);
     let (reader, mut writer) = connect(target, deadline)?;

@@ -14,10 +14,11 @@ use hdrhistogram::Histogram;
 
 use crate::broker_stats::{self, BrokerSample};
 use crate::checker::{PRODUCER_COUNT_MAX, SEQ_MAX, STAMP_BYTES, SeqChecker};
-use crate::client::Target;
+use crate::client::{Protocol, Target};
 use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
+use crate::progress::{self, PerSecond};
 use crate::report::{BrokerUse, Rate, Report, Scenario};
 use crate::shared::Shared;
 use crate::{ScenarioArgs, ThroughputArgs};
@@ -60,6 +61,16 @@ fn queues_of(id: u32, consumers: u32, queues: u32) -> Vec<u32> {
     if consumers <= queues { (id..queues).step_by(consumers as usize).collect() } else { vec![id % queues] }
 }
 
+/// The broker at `url` for the queue scenario: STOMP or AMQP; MQTT (no queues) is refused
+/// with a pointer to `ferry-perf mqtt`.
+pub(crate) fn queue_target(url: &str, login: Option<String>, passcode: Option<String>) -> Result<Target> {
+    let target = Target::parse(url, login, passcode)?;
+    if target.protocol == Protocol::Mqtt {
+        bail!("the throughput scenario speaks STOMP and AMQP (MQTT has no queues): use `ferry-perf mqtt --url {url}`");
+    }
+    Ok(target)
+}
+
 /// Runs the scenario and prints the report (stdout, and JSON with `--json`).
 pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
     let report = measure(&args.url, &args.scenario, args.broker_pid, true)?;
@@ -89,7 +100,7 @@ pub fn measure_paced(
 ) -> Result<(Report, Option<Histogram<u64>>)> {
     let args = scenario;
     validate(args)?;
-    let target = Target::parse(url, args.login.clone(), args.passcode.clone())?;
+    let target = queue_target(url, args.login.clone(), args.passcode.clone())?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_s);
     let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
@@ -111,9 +122,7 @@ pub fn measure_paced(
     let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
     let timed_out = Instant::now() >= deadline;
     shared.request_stop();
-    if progress.is_some_and(|p| p.join().is_err()) {
-        shared.error("progress", "thread panicked");
-    }
+    progress::join(progress, &shared);
     let after = broker_pid.map(broker_stats::sample).transpose()?;
     let run = RunFacts { url, broker_pid, send_start, timed_out };
     let latency = merge_latency(&consumed);
@@ -250,31 +259,21 @@ pub(crate) fn join_all<T>(handles: Vec<JoinHandle<Result<T>>>, shared: &Shared, 
     out
 }
 
-/// Prints one progress line a second to stderr until the run stops.
+/// The throughput scenario's progress line (see [`progress::every_second`]).
 fn start_progress(shared: &Arc<Shared>, checker: &Arc<SeqChecker>, since: Instant) -> JoinHandle<()> {
-    let (shared, checker) = (Arc::clone(shared), Arc::clone(checker));
-    std::thread::spawn(move || {
-        let (mut last_sent, mut last_received) = (0, 0);
-        let mut next = since + Duration::from_secs(1);
-        while !shared.stopped() {
-            std::thread::sleep(Duration::from_millis(50));
-            if Instant::now() < next {
-                continue;
-            }
-            next += Duration::from_secs(1);
-            let sent = Shared::get(&shared.sent);
-            let received = Shared::get(&shared.received);
-            eprintln!(
-                "[{:>4.0}s] sent {sent} ({}/s) receipted {} received {received} ({}/s) unique {}/{}",
-                since.elapsed().as_secs_f64(),
-                sent - last_sent,
-                Shared::get(&shared.receipted),
-                received - last_received,
-                checker.unique(),
-                checker.expected(),
-            );
-            (last_sent, last_received) = (sent, received);
-        }
+    let (counters, checker) = (Arc::clone(shared), Arc::clone(checker));
+    let (mut sent_rate, mut received_rate) = (PerSecond::default(), PerSecond::default());
+    progress::every_second(shared, since, move |secs| {
+        let sent = Shared::get(&counters.sent);
+        let received = Shared::get(&counters.received);
+        format!(
+            "[{secs:>4.0}s] sent {sent} ({}/s) receipted {} received {received} ({}/s) unique {}/{}",
+            sent_rate.step(sent),
+            Shared::get(&counters.receipted),
+            received_rate.step(received),
+            checker.unique(),
+            checker.expected(),
+        )
     })
 }
 
@@ -346,5 +345,12 @@ mod tests {
         assert_eq!(queues_of(1, 2, 5), vec![1, 3]);
         assert_eq!(queues_of(3, 4, 2), vec![1]);
         assert_eq!(queues_of(0, 1, 1), vec![0]);
+    }
+
+    #[test]
+    fn the_queue_scenario_refuses_mqtt() {
+        assert!(queue_target("amqp://127.0.0.1:5672", None, None).is_ok());
+        let mqtt = queue_target("mqtt://127.0.0.1:1883", None, None);
+        assert!(mqtt.is_err_and(|e| e.to_string().contains("ferry-perf mqtt")));
     }
 }

@@ -1,14 +1,15 @@
-//! `ferry-perf storm`: opens `--connections` N connections (STOMP CONNECT/CONNECTED or the
-//! AMQP 0-9-1 handshake up to channel.open-ok) from `--threads` threads, as fast as they go or
+//! `ferry-perf storm`: opens `--connections` N connections (STOMP CONNECT/CONNECTED, the
+//! AMQP 0-9-1 handshake up to channel.open-ok, or MQTT CONNECT/CONNACK) from `--threads` threads, as fast as they go or
 //! paced at `--rate` connections a second (connection i is due at start + i/rate and its
 //! latency counts from then), holds them `--hold-s`, then closes them all. Reports how many
 //! succeeded, connect-latency percentiles, and with `--broker-pid` the broker's resident
-//! memory growth per held connection. Only the write half of each connection is kept (one
-//! descriptor each). Bounded by `--timeout-s`.
+//! memory growth per held connection, with a progress line a second on stderr while it opens
+//! and holds. Only the write half of each connection is kept (one descriptor each). Bounded
+//! by `--timeout-s`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -19,6 +20,7 @@ use crate::BrokerArgs;
 use crate::broker_stats::rss_kib;
 use crate::client::{FrameWriter, Protocol, Target};
 use crate::pace::{self, LatencySummary, Pace};
+use crate::progress::{self, PerSecond};
 use crate::shared::Shared;
 
 /// Longest a single connection's handshake may take.
@@ -62,15 +64,17 @@ pub fn storm(args: &StormArgs) -> Result<bool> {
     let rss_before = b.broker_pid.map(rss_kib).transpose()?;
     let shared = Arc::new(Shared::default());
     let next = Arc::new(AtomicU64::new(0));
+    let opened = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let progress = Some(start_progress(&shared, &opened, args.connections, started));
     let pace = args.rate.map(|rate| Pace { base: started, rate });
     let workers: Vec<_> = (0..args.threads)
         .map(|i| {
-            let (target, shared, next, total) =
-                (target.clone(), Arc::clone(&shared), Arc::clone(&next), args.connections);
+            let (target, shared, next, opened, total) =
+                (target.clone(), Arc::clone(&shared), Arc::clone(&next), Arc::clone(&opened), args.connections);
             thread::Builder::new()
                 .name(format!("storm {i}"))
-                .spawn(move || open_many(&target, &shared, &next, total, pace, deadline))
+                .spawn(move || open_many(&target, &shared, (&next, &opened), total, pace, deadline))
         })
         .collect::<std::io::Result<_>>()?;
     let mut writers = Vec::new();
@@ -87,6 +91,8 @@ pub fn storm(args: &StormArgs) -> Result<bool> {
     let closing = Instant::now();
     drop(writers);
     let close_s = closing.elapsed().as_secs_f64();
+    shared.request_stop();
+    progress::join(progress, &shared);
     let (errors, error_count) = shared.errors();
 
     println!(
@@ -125,11 +131,23 @@ pub fn growth_per_connection(before_kib: u64, after_kib: u64, connections: u64) 
     (after_kib as f64 - before_kib as f64) * 1024.0 / connections as f64
 }
 
-/// Takes connection indices from `next` until `total`, opening each (paced when `pace` is set).
+/// The storm's progress line: connections opened so far, their rate, and failures; it goes
+/// on through the hold and stops once the connections are closed.
+fn start_progress(shared: &Arc<Shared>, opened: &Arc<AtomicU64>, total: u64, since: Instant) -> JoinHandle<()> {
+    let (counters, opened) = (Arc::clone(shared), Arc::clone(opened));
+    let mut opened_rate = PerSecond::default();
+    progress::every_second(shared, since, move |secs| {
+        let now = Shared::get(&opened);
+        format!("[{secs:>4.0}s] opened {now} ({}/s) of {total}, failed {}", opened_rate.step(now), counters.errors().1)
+    })
+}
+
+/// Takes connection indices from `next` until `total`, opening each (paced when `pace` is
+/// set) and counting it in `opened`.
 fn open_many(
     target: &Target,
     shared: &Shared,
-    next: &AtomicU64,
+    (next, opened_count): (&AtomicU64, &AtomicU64),
     total: u64,
     pace: Option<Pace>,
     deadline: Instant,
@@ -147,22 +165,28 @@ fn open_many(
             }
             None => Instant::now(),
         };
-        match open_one(target, deadline.min(Instant::now() + CONNECT_TIMEOUT)) {
+        match open_one(target, i, deadline.min(Instant::now() + CONNECT_TIMEOUT)) {
             Ok(writer) => {
                 let ns = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 opened.latency.saturating_record(ns.max(1));
                 opened.writers.push(writer);
+                Shared::add(opened_count, 1);
             }
             Err(e) => shared.error(&format!("connection {i}"), format!("{e:#}")),
         }
     }
 }
 
-/// Opens one connection through the protocol handshake; keeps only its write half.
-fn open_one(target: &Target, deadline: Instant) -> Result<FrameWriter> {
+/// Opens connection `i` through the protocol handshake; keeps only its write half.
+fn open_one(target: &Target, i: u64, deadline: Instant) -> Result<FrameWriter> {
     Ok(match target.protocol {
         Protocol::Stomp => crate::client::connect(target, deadline)?.1,
         Protocol::Amqp => crate::amqp::connect(target, deadline)?.1,
+        Protocol::Mqtt => {
+            // Client ids must differ: a second CONNECT with the same id takes the session over.
+            let client_id = format!("perf-storm-{}-{i}", std::process::id());
+            FrameWriter::new(crate::mqtt::connect(target, &client_id, deadline)?.stream().try_clone()?)
+        }
     })
 }
 
