@@ -198,3 +198,43 @@ fn lapin_uses_rabbitmq_exchange_extensions_typed_headers_and_big_messages() {
         conn.close(200, "bye").await.expect("close");
     });
 }
+
+/// Publishes in flight together get their confirms coalesced (`multiple` acks); lapin must
+/// still resolve every one, and the one publish a reject-publish queue refuses is nacked alone.
+#[test]
+fn lapin_resolves_pipelined_confirms_with_one_nack_among_them() {
+    let broker = start("amqp");
+    async_global_executor::block_on(async {
+        let conn = connect(broker.port).await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare("lapin-pipelined", durable, FieldTable::default()).await.expect("declare");
+        let full = table(vec![
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]);
+        ch.queue_declare("lapin-full", QueueDeclareOptions::default(), full).await.expect("declare full");
+        let mut confirms = Vec::new();
+        for i in 1..=600u32 {
+            // Message 301 fills lapin-full, 302 is refused by it.
+            let queue = if i == 301 || i == 302 { "lapin-full" } else { "lapin-pipelined" };
+            let properties = BasicProperties::default().with_delivery_mode(if i % 3 == 0 { 1 } else { 2 });
+            let confirm = ch
+                .basic_publish("", queue, BasicPublishOptions::default(), format!("m{i}").as_bytes(), properties)
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for (i, confirm) in (1..=600u32).zip(confirms) {
+            let confirm = confirm.await.expect("confirm");
+            assert_eq!(confirm.is_nack(), i == 302, "message {i}: {confirm:?}");
+        }
+        let queue = ch
+            .queue_declare("lapin-pipelined", QueueDeclareOptions { passive: true, ..durable }, FieldTable::default())
+            .await
+            .expect("passive declare");
+        assert_eq!(queue.message_count(), 598);
+        conn.close(200, "bye").await.expect("close");
+    });
+}

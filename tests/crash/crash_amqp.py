@@ -1,5 +1,6 @@
 """The crash test over AMQP 0-9-1 with pika (the sibling of crash_run.py): a producer publishes
-persistent messages with publisher confirms; a consumer acks in transactions (tx.commit-ok is
+persistent messages with publisher confirms, waiting for each; a second keeps a window of them
+in flight, so the broker coalesces their confirms into `multiple` acks; a consumer acks in transactions (tx.commit-ok is
 AMQP's only acknowledgement of an ack, and Ferry sends it once the acks are durable); the broker
 is `kill -9`ed at a random moment, restarted on the same data directory and drained.
 
@@ -27,6 +28,8 @@ from crash_run import free_port, start_broker
 
 QUEUE = "crash-amqp"
 ACK_BATCH = 8
+PIPELINE_WINDOW = 64
+PIPELINED_SEQ_BASE = 1_000_000_000  # the pipelined producer's seqs, apart from the other's
 
 
 def amqp_answers(port):
@@ -59,6 +62,50 @@ def produce(port, confirmed, stop):
             ch.basic_publish("", QUEUE, f"m-{seq}".encode(), props)  # returns once confirmed
             confirmed.add(seq)
             seq += 1
+    except Exception:
+        return
+
+
+def produce_pipelined(port, confirmed, stop):
+    """Keeps PIPELINE_WINDOW publishes unconfirmed on a SelectConnection; a seq counts as
+    confirmed once an ack names its tag or, with `multiple`, a higher one."""
+    params = pika.ConnectionParameters(host="127.0.0.1", port=port, connection_attempts=1, socket_timeout=5,
+                                       heartbeat=0)
+    inflight, state = {}, {"tag": 0, "seq": PIPELINED_SEQ_BASE}
+
+    def top_up(ch):
+        while len(inflight) < PIPELINE_WINDOW and not stop.is_set():
+            state["tag"] += 1
+            state["seq"] += 1
+            props = pika.BasicProperties(delivery_mode=2, headers={"seq": state["seq"]})
+            ch.basic_publish("", QUEUE, f"m-{state['seq']}".encode(), props)
+            inflight[state["tag"]] = state["seq"]
+
+    def on_confirm(ch, frame):
+        m = frame.method
+        tags = [t for t in inflight if t <= m.delivery_tag] if m.multiple else [m.delivery_tag]
+        for t in tags:
+            seq = inflight.pop(t, None)
+            if seq is not None and isinstance(m, pika.spec.Basic.Ack):
+                confirmed.add(seq)
+        top_up(ch)
+
+    def on_channel(ch):
+        ch.queue_declare(QUEUE, durable=True, callback=lambda _f: ch.confirm_delivery(
+            lambda frame: on_confirm(ch, frame), callback=lambda _f: top_up(ch)))
+
+    def watch_stop(conn):
+        if stop.is_set():
+            conn.ioloop.stop()
+        else:
+            conn.ioloop.call_later(0.05, lambda: watch_stop(conn))
+
+    try:
+        conn = pika.SelectConnection(params, on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+                                     on_open_error_callback=lambda c, _e: c.ioloop.stop(),
+                                     on_close_callback=lambda c, _r: c.ioloop.stop())
+        watch_stop(conn)
+        conn.ioloop.start()
     except Exception:
         return
 
@@ -106,6 +153,7 @@ def one_run(binary, shards, rng, log):
         broker = start_broker(binary, data, port, shards, log, "amqp", amqp_answers)
         confirmed, acked_sent, ack_committed, stop = set(), set(), set(), threading.Event()
         threads = [threading.Thread(target=produce, args=(port, confirmed, stop), daemon=True),
+                   threading.Thread(target=produce_pipelined, args=(port, confirmed, stop), daemon=True),
                    threading.Thread(target=consume, args=(port, acked_sent, ack_committed, stop), daemon=True)]
         for t in threads:
             t.start()

@@ -164,3 +164,99 @@ def test_amqp_to_stomp_and_back(broker, stomp_client):
     method, props, body = ch.basic_get(q, auto_ack=True)
     assert body == b"from-stomp" and props.delivery_mode == 2 and props.headers == {"x-k": "y"}
     conn.close()
+
+
+@BOTH_SHARDS
+def test_many_blocking_confirmed_publishes_are_each_confirmed_once(broker):
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = uniq("confirmed")
+    ch.queue_declare(q, durable=True)
+    for i in range(300):
+        persistent = pika.BasicProperties(delivery_mode=2 if i % 2 else 1)
+        ch.basic_publish("", q, f"m{i}".encode(), persistent)  # raises unless acked, waits for it
+    assert ch.queue_declare(q, passive=True).method.message_count == 300
+    conn.close()
+
+
+def pipelined_confirms(broker, publishes, setup):
+    """Publishes `publishes` ((exchange, routing_key, body, mandatory, persistent) tuples) on
+    a SelectConnection without waiting for confirms, after `setup(channel, done)` declared what
+    it needs; returns the events in arrival order: ("ack"|"nack", tag, multiple) and
+    ("return", body). Fails on a tag settled twice or left unsettled."""
+    params = pika.ConnectionParameters(host="127.0.0.1", port=broker.amqp_port,
+                                       credentials=pika.PlainCredentials("guest", "guest"),
+                                       connection_attempts=1, socket_timeout=5)
+    events, settled, state = [], {}, {}
+    total = len(publishes)
+
+    def on_confirm(frame):
+        m = frame.method
+        kind = "ack" if isinstance(m, pika.spec.Basic.Ack) else "nack"
+        events.append((kind, m.delivery_tag, m.multiple))
+        tags = [t for t in range(1, m.delivery_tag + 1) if t not in settled] if m.multiple else [m.delivery_tag]
+        assert m.delivery_tag > 0 and tags, f"{kind} {m.delivery_tag} multiple={m.multiple} settles nothing"
+        for t in tags:
+            assert t not in settled, f"tag {t} settled twice"
+            settled[t] = kind
+        if len(settled) == total:
+            state["conn"].close()
+
+    def publish_all(_frame=None):
+        for exchange, key, body, mandatory, persistent in publishes:
+            props = pika.BasicProperties(delivery_mode=2 if persistent else 1)
+            state["ch"].basic_publish(exchange, key, body, props, mandatory=mandatory)
+
+    def on_channel(ch):
+        state["ch"] = ch
+        ch.add_on_return_callback(lambda _ch, _m, _p, body: events.append(("return", body)))
+        ch.confirm_delivery(on_confirm, callback=lambda _f: setup(ch, publish_all))
+
+    def on_open(conn):
+        conn.channel(on_open_callback=on_channel)
+
+    def on_closed(conn, reason):
+        state["reason"] = reason
+        conn.ioloop.stop()
+
+    conn = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=on_closed,
+                                 on_open_error_callback=on_closed)
+    state["conn"] = conn
+    conn.ioloop.call_later(20, conn.close)  # bounded: a missing confirm fails below, not hangs
+    conn.ioloop.start()
+    assert len(settled) == total, f"{total - len(settled)} publishes never confirmed ({state.get('reason')})"
+    return events, settled
+
+
+@BOTH_SHARDS
+@pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
+def test_pipelined_confirms_coalesce_into_multiple_acks_and_a_nack_stays_exact(broker, persistent):
+    # 1000 publishes without waiting: to a durable queue, except tag 501 (fills a one-message
+    # reject-publish queue) and tag 502 (refused by it: a nack for exactly that tag), and
+    # every 97th, unroutable and mandatory (returned, then acked). Transient, the confirms
+    # complete in the turn that routes them; persistent, only after the log sync.
+    plain, full = uniq("plain"), uniq("full")
+    publishes = []
+    for tag in range(1, 1001):
+        if tag in (501, 502):
+            publishes.append(("", full, f"{tag}".encode(), False, False))
+        elif tag % 97 == 0:
+            publishes.append(("", uniq("nowhere"), f"{tag}".encode(), True, False))
+        else:
+            publishes.append(("", plain, f"{tag}".encode(), False, persistent))
+
+    def setup(ch, then):
+        ch.queue_declare(plain, durable=True, callback=lambda _f: ch.queue_declare(
+            full, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}, callback=then))
+
+    events, settled = pipelined_confirms(broker, publishes, setup)
+    assert [t for t, kind in settled.items() if kind == "nack"] == [502]
+    assert any(e[0] == "ack" and e[2] for e in events), "no multiple ack among pipelined confirms"
+    acks = [e for e in events if e[0] in ("ack", "nack")]
+    assert len(acks) < 1000, f"{len(acks)} confirm frames for 1000 publishes"
+    # A return goes out before the confirm that settles its message.
+    for tag in range(97, 1001, 97):
+        returned = events.index(("return", f"{tag}".encode()))
+        settling = next(i for i, e in enumerate(events) if e[0] == "ack" and (e[1] == tag or (e[2] and e[1] > tag)))
+        assert returned < settling, f"tag {tag}: ack before its return"

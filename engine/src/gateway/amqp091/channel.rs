@@ -1,13 +1,15 @@
 //! One AMQP channel's state inside a connection: its consumers, the deliveries it still owes
 //! acks for (channel delivery tags, increasing from 1, as the spec requires), prefetch,
-//! publisher-confirm sequence numbers and the transaction buffer. Bounded by prefetch per
-//! consumer and `Limits::transaction_op_count_max`.
+//! publisher-confirm sequence numbers and outstanding confirms, and the transaction buffer.
+//! Bounded by prefetch per consumer, the publisher's unconfirmed window and
+//! `Limits::transaction_op_count_max`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, BasicPublish};
 
+use super::confirms::Confirms;
 use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
 use crate::ids::{ConsumerKey, DeliveryTag, ShardId};
@@ -44,6 +46,8 @@ pub struct Channel {
     pub prefetch: u16,
     pub confirm: bool,
     pub next_publish_seq: u64,
+    /// Confirms owed in confirm mode, coalesced per flush.
+    pub confirms: Confirms,
     pub tx: Option<Vec<TxOp>>,
     next_delivery_tag: u64,
     unacked: BTreeMap<u64, Unacked>,
@@ -59,6 +63,7 @@ impl Channel {
             prefetch: 0,
             confirm: false,
             next_publish_seq: 1,
+            confirms: Confirms::default(),
             tx: None,
             next_delivery_tag: 1,
             unacked: BTreeMap::new(),

@@ -456,6 +456,7 @@ impl AmqpConn {
         let token = ch.confirm.then(|| {
             let seq = ch.next_publish_seq;
             ch.next_publish_seq += 1;
+            ch.confirms.expect(seq);
             seq
         });
         let token = token.map(|seq| {

@@ -2,11 +2,13 @@
 //! It feeds socket bytes to the sans-IO `ferry_amqp091::Connection`, maps channel methods onto
 //! the engine (declarations through the metadata authority, consume/cancel/get at the queue's
 //! owner, publishes routed on this shard) and turns the mailbox into basic.deliver frames and
-//! publisher confirms. Engine errors become the channel exceptions RabbitMQ sends (403, 404,
+//! publisher confirms (coalesced once per turn into `multiple` acks as RabbitMQ does; see
+//! `confirms`). Engine errors become the channel exceptions RabbitMQ sends (403, 404,
 //! 405, 406) with the failing method's class and method ids. Control methods are awaited in
 //! order, as RabbitMQ's channels are synchronous; publishes and acks never wait.
 
 mod channel;
+mod confirms;
 pub(crate) mod mapping;
 mod methods;
 
@@ -25,6 +27,7 @@ use crate::model::queue::Delivery;
 use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
 use channel::{Channel, Unacked};
+use confirms::ConfirmFrame;
 
 /// Work the connection answers once the engine has done it: a publisher confirm waiting for
 /// the queues a message reached, or a tx.commit waiting for its publishes and acks (durably
@@ -52,6 +55,10 @@ pub struct AmqpConn {
     next_consumer: u64,
     confirms: HashMap<u64, PendingConfirm>,
     next_token: u64,
+    /// Channels with confirm outcomes not yet sent (each listed once per flush).
+    confirms_due: Vec<u16>,
+    /// Scratch for the frames of one flush, kept to reuse its allocation.
+    confirm_frames: Vec<ConfirmFrame>,
     exclusive_queues: Vec<String>,
     publisher: bool,
     /// connection.blocked was sent and not yet lifted.
@@ -88,6 +95,8 @@ impl AmqpConn {
             next_consumer: 1,
             confirms: HashMap::default(),
             next_token: 1,
+            confirms_due: Vec::new(),
+            confirm_frames: Vec::new(),
             exclusive_queues: Vec::new(),
             publisher: false,
             blocked: false,
@@ -148,6 +157,10 @@ impl AmqpConn {
 
     /// Gives back everything a channel held: its consumers' and gets' unacked messages.
     fn release_channel(&mut self, channel: u16) {
+        // Outcomes already known still go out (before a channel.close of ours; dropped by the
+        // protocol when the peer closed the channel first).
+        self.flush_channel_confirms(channel);
+        self.confirms_due.retain(|c| *c != channel);
         let Some(mut ch) = self.channels.remove(&channel) else { return };
         // Confirms and commit-oks still owed belong to this channel, not to a later one that
         // reuses its number.
@@ -188,6 +201,31 @@ impl AmqpConn {
                 self.conn.send_method(channel, &Method::BasicCancel(cancel));
             }
         }
+        self.flush_confirms();
+    }
+
+    /// Sends the confirms of every channel with outcomes since the last flush: once per turn
+    /// (after the input and the mailbox), so outcomes that complete together coalesce.
+    fn flush_confirms(&mut self) {
+        let due = std::mem::take(&mut self.confirms_due);
+        for &channel in &due {
+            self.flush_channel_confirms(channel);
+        }
+        self.confirms_due = due;
+        self.confirms_due.clear();
+    }
+
+    fn flush_channel_confirms(&mut self, channel: u16) {
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        ch.confirms.flush(&mut self.confirm_frames);
+        for f in self.confirm_frames.drain(..) {
+            let method = if f.ack {
+                Method::BasicAck(BasicAck { delivery_tag: f.tag, multiple: f.multiple })
+            } else {
+                Method::BasicNack(BasicNack { delivery_tag: f.tag, multiple: f.multiple, requeue: false })
+            };
+            self.conn.send_method(channel, &method);
+        }
     }
 
     fn deliver(&mut self, delivery: Delivery) {
@@ -223,27 +261,28 @@ impl AmqpConn {
         self.finish_if_done(token);
     }
 
-    /// Sends the confirm (ack, or nack when any queue refused) or the commit-ok for `token`
-    /// once nothing it waits on is outstanding.
+    /// Records the confirm (ack, or nack when any queue refused) for the next flush, or sends
+    /// the commit-ok, for `token` once nothing it waits on is outstanding.
     fn finish_if_done(&mut self, token: u64) {
         if self.confirms.get(&token).is_none_or(|p| p.remaining > 0) {
             return;
         }
         let Some(done) = self.confirms.remove(&token) else { return };
-        let method = match done.seq {
-            Some(seq) if done.failed => {
-                Method::BasicNack(BasicNack { delivery_tag: seq, multiple: false, requeue: false })
+        match done.seq {
+            Some(seq) => {
+                let Some(ch) = self.channels.get_mut(&done.channel) else { return };
+                if ch.confirms.complete(seq, !done.failed) {
+                    self.confirms_due.push(done.channel);
+                }
             }
-            Some(seq) => Method::BasicAck(BasicAck { delivery_tag: seq, multiple: false }),
             None => {
                 if done.failed {
                     // AMQP 0-9-1 has no partial commit; the refusal was logged where it happened.
                     tracing::warn!(conn = %self.id, "tx.commit: a queue refused a publish (at its limit)");
                 }
-                Method::TxCommitOk(ferry_amqp091::TxCommitOk {})
+                self.conn.send_method(done.channel, &Method::TxCommitOk(ferry_amqp091::TxCommitOk {}));
             }
-        };
-        self.conn.send_method(done.channel, &method);
+        }
     }
 }
 
