@@ -7,6 +7,7 @@
 //! back-pressure). The connection lives its whole life on this shard.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
 
 use super::notify::Notify;
 use super::reactor_turn;
@@ -133,28 +135,34 @@ async fn serve<G: Gateway>(mut stream: TcpStream, shard: ShardRef, users: Rc<Use
 }
 
 /// Waits for what the connection must act on next: input (already fed to `conn`), mail, its
-/// session's timer, or (while its input is held) the next look at the hold.
-async fn next_wake<G: Gateway>(stream: &mut TcpStream, conn: &mut G, notify: &Notify) -> Wake {
-    let timer = conn.poll_timeout();
+/// session's timer, or (while its input is held) the next look at the hold. One flat future:
+/// it is the state every idle connection's task holds.
+fn next_wake<'a, G: Gateway>(
+    stream: &'a mut TcpStream,
+    conn: &'a mut G,
+    notify: &'a Notify,
+) -> impl Future<Output = Wake> + 'a {
     let held = conn.input_held();
-    let ready = poll_fn(|cx| {
+    let recheck = held.then(|| Instant::now() + HELD_RECHECK);
+    let (deadline, on_deadline) = match (conn.poll_timeout(), recheck) {
+        (Some(t), Some(r)) if r < t => (Some(r), Wake::Recheck),
+        (Some(t), _) => (Some(t), Wake::Timer),
+        (None, r) => (r, Wake::Recheck),
+    };
+    let mut timer = deadline.map(|at| Timer::new(at.saturating_duration_since(Instant::now())));
+    let mut on_deadline = Some(on_deadline);
+    poll_fn(move |cx| {
         if !held && let Poll::Ready(wake) = poll_input(stream, conn, cx) {
             return Poll::Ready(wake);
         }
-        notify.poll_wait(cx).map(|()| Wake::Mail)
-    });
-    let timed = async {
-        let recheck = held.then(|| Instant::now() + HELD_RECHECK);
-        let (at, wake) = match (timer, recheck) {
-            (Some(t), Some(r)) if r < t => (r, Wake::Recheck),
-            (Some(t), _) => (t, Wake::Timer),
-            (None, Some(r)) => (r, Wake::Recheck),
-            (None, None) => future::pending().await,
-        };
-        glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
-        wake
-    };
-    future::or(ready, timed).await
+        if notify.poll_wait(cx).is_ready() {
+            return Poll::Ready(Wake::Mail);
+        }
+        match timer.as_mut().map(|timer| Pin::new(timer).poll(cx)) {
+            Some(Poll::Ready(_)) => Poll::Ready(on_deadline.take().unwrap_or(Wake::Timer)),
+            _ => Poll::Pending,
+        }
+    })
 }
 
 /// Reads what the socket has into the shard's buffer and hands it to `conn`.
