@@ -25,8 +25,11 @@ use crate::shard::{AUTHORITY, ShardRef};
 pub trait Gateway {
     /// Bytes a refused connection gets before the socket closes (connection limit reached).
     fn refusal() -> &'static [u8];
-    /// Feeds socket bytes and performs every complete frame, in order.
-    fn handle_input(&mut self, bytes: &[u8], now: Instant) -> impl Future<Output = ()>;
+    /// Feeds socket bytes to the session, which parses them (keeping only an incomplete
+    /// frame): synchronous, so the runtime can read into a buffer the shard's connections share.
+    fn handle_input(&mut self, bytes: &[u8], now: Instant);
+    /// Performs every frame [`Gateway::handle_input`] parsed, in order, then drains the mailbox.
+    fn handle_events(&mut self) -> impl Future<Output = ()>;
     /// Moves what the engine has for this connection (deliveries, completions) into output.
     fn drain_mailbox(&mut self);
     /// Appends pending output bytes to `out`.

@@ -1,16 +1,23 @@
-//! One connection's task: a reader sub-task copies socket bytes into a small bounded channel
-//! (TCP back-pressure when the gateway is busy); the main loop is read/handle/poll/write —
-//! wait for input, a mailbox wake-up or the session's next timer, let the gateway handle it,
-//! then write whatever output it produced. The connection lives its whole life on this shard.
+//! One connection's task, the whole connection: a short read/handle/poll/write loop — wait for
+//! input, a mailbox wake-up or the session's next timer, let the gateway handle it, then write
+//! whatever output it produced. The socket is read only when it is readable, into a buffer the
+//! shard's connections share: the session takes the bytes at once (keeping only an incomplete
+//! frame), so an idle connection holds no read buffer, no reader task and no channel. Input
+//! is read only between handlings, so a busy gateway leaves bytes in the socket (TCP
+//! back-pressure). The connection lives its whole life on this shard.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
-use glommio::spawn_local;
+use glommio::timer::Timer;
 
 use super::notify::Notify;
 use super::reactor_turn;
@@ -21,18 +28,26 @@ use crate::gateway::mqtt::MqttConn;
 use crate::gateway::stomp::StompConn;
 use crate::shard::ShardRef;
 
-/// Bytes read from the socket per read call.
+/// Bytes read from the socket per read call (the shard's shared read buffer).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Read buffer of a connection whose peer is not sending much (an idle connection holds
-/// only this; reads that fill it grow it towards `READ_CHUNK_BYTES`).
-const READ_CHUNK_BYTES_MIN: usize = 512;
-/// Chunks buffered between the reader and the gateway.
-const READ_QUEUE_CHUNKS: usize = 2;
+/// Reads a lingering close discards per poll before letting other tasks run.
+const LINGER_READS_PER_POLL: usize = 16;
 /// Pause while this shard's outboxes are over their bound.
 const OUTBOX_BACKOFF: Duration = Duration::from_micros(200);
 
+thread_local! {
+    /// The shard's read buffer, shared by its connections (each hands what it read to its
+    /// session before it waits again; see the module docs).
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK_BYTES].into_boxed_slice());
+}
+
 enum Wake {
-    Input(Option<Vec<u8>>),
+    /// Bytes went to the gateway; `full`: the read filled the buffer (more is waiting).
+    Input {
+        full: bool,
+    },
+    /// End of input (or a socket error).
+    Eof,
     Mail,
     Timer,
     Recheck,
@@ -59,7 +74,7 @@ pub(super) async fn serve_mqtt(stream: TcpStream, shard: ShardRef, users: Rc<Use
     serve::<MqttConn>(stream, shard, users, MqttConn::new).await;
 }
 
-async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
+async fn serve<G: Gateway>(mut stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let notify = Rc::new(Notify::default());
@@ -69,48 +84,14 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
     };
     let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
     let Some(mut conn) = make(shard.clone(), peer, users, wake, Instant::now()) else {
-        let mut stream = stream;
         let _ = stream.write_all(G::refusal()).await;
         return;
     };
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let (tx, rx) = local_channel::new_bounded::<Vec<u8>>(READ_QUEUE_CHUNKS);
-    let reader_task = spawn_local(async move {
-        let mut buf = vec![0u8; READ_CHUNK_BYTES_MIN];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).await.is_err() {
-                        break;
-                    }
-                    // A full read means more is waiting: read in bigger chunks while the peer
-                    // is busy; back to the small buffer once it goes quiet.
-                    let full = n == buf.len();
-                    let size = if full {
-                        (buf.len() * 4).min(READ_CHUNK_BYTES)
-                    } else if n <= READ_CHUNK_BYTES_MIN / 2 {
-                        READ_CHUNK_BYTES_MIN
-                    } else {
-                        buf.len()
-                    };
-                    if size != buf.len() {
-                        buf = vec![0u8; size];
-                    }
-                    // A full read came without the reactor and so will the next one: let the
-                    // shard's other sockets be polled first (see `reactor_turn`).
-                    if full {
-                        reactor_turn::now().await;
-                    }
-                }
-            }
-        }
-    });
     let mut out = Vec::new();
     loop {
         conn.poll_transmit(&mut out);
         if !out.is_empty() {
-            if writer.write_all(&out).await.is_err() {
+            if stream.write_all(&out).await.is_err() {
                 break;
             }
             out.clear();
@@ -119,40 +100,21 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
         if conn.is_closed() {
             break;
         }
-        let timer = conn.poll_timeout();
-        let held = conn.input_held();
-        let wake = future::or(
-            async {
-                if held {
-                    glommio::timer::sleep(HELD_RECHECK).await;
-                    Wake::Recheck
-                } else {
-                    Wake::Input(rx.recv().await)
-                }
-            },
-            future::or(
-                async {
-                    notify.wait().await;
-                    Wake::Mail
-                },
-                async {
-                    match timer {
-                        Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
-                        None => future::pending::<()>().await,
-                    }
-                    Wake::Timer
-                },
-            ),
-        )
-        .await;
-        match wake {
-            Wake::Input(Some(bytes)) => {
+        match next_wake(&mut stream, &mut conn, &notify).await {
+            Wake::Input { full } => {
                 while shard.borrow().outbox_len() > outbox_max {
                     glommio::timer::sleep(OUTBOX_BACKOFF).await;
                 }
-                conn.handle_input(&bytes, Instant::now()).await;
+                // Boxed: the handlers' states are large and live only while frames are
+                // handled, so an idle connection's task does not carry them.
+                Box::pin(conn.handle_events()).await;
+                // A full read came without the reactor and so will the next one: let the
+                // shard's other sockets be polled first (see `reactor_turn`).
+                if full {
+                    reactor_turn::now().await;
+                }
             }
-            Wake::Input(None) => break,
+            Wake::Eof => break,
             Wake::Mail => conn.drain_mailbox(),
             Wake::Timer => conn.handle_timeout(Instant::now()),
             Wake::Recheck => {}
@@ -163,12 +125,74 @@ async fn serve<G: Gateway>(stream: TcpStream, shard: ShardRef, users: Rc<Users>,
     // (close-ok, ERROR). Our FIN goes first unless the protocol leaves closing to the peer.
     let peer_first = conn.peer_closes_first();
     if !peer_first {
-        let _ = writer.close().await;
+        let _ = stream.close().await;
     }
-    future::or(async { while rx.recv().await.is_some() {} }, glommio::timer::sleep(LINGER)).await;
+    future::or(poll_fn(|cx| poll_discard(&mut stream, cx)), glommio::timer::sleep(LINGER)).await;
     if peer_first {
-        let _ = writer.close().await;
+        let _ = stream.close().await;
     }
-    drop(reader_task);
     conn.close();
+}
+
+/// Waits for what the connection must act on next: input (already fed to `conn`), mail, its
+/// session's timer, or (while its input is held) the next look at the hold. One flat future:
+/// it is the state every idle connection's task holds.
+fn next_wake<'a, G: Gateway>(
+    stream: &'a mut TcpStream,
+    conn: &'a mut G,
+    notify: &'a Notify,
+) -> impl Future<Output = Wake> + 'a {
+    let held = conn.input_held();
+    let recheck = held.then(|| Instant::now() + HELD_RECHECK);
+    let (deadline, on_deadline) = match (conn.poll_timeout(), recheck) {
+        (Some(t), Some(r)) if r < t => (Some(r), Wake::Recheck),
+        (Some(t), _) => (Some(t), Wake::Timer),
+        (None, r) => (r, Wake::Recheck),
+    };
+    let mut timer = deadline.map(|at| Timer::new(at.saturating_duration_since(Instant::now())));
+    let mut on_deadline = Some(on_deadline);
+    poll_fn(move |cx| {
+        if !held && let Poll::Ready(wake) = poll_input(stream, conn, cx) {
+            return Poll::Ready(wake);
+        }
+        if notify.poll_wait(cx).is_ready() {
+            return Poll::Ready(Wake::Mail);
+        }
+        match timer.as_mut().map(|timer| Pin::new(timer).poll(cx)) {
+            Some(Poll::Ready(_)) => Poll::Ready(on_deadline.take().unwrap_or(Wake::Timer)),
+            _ => Poll::Pending,
+        }
+    })
+}
+
+/// Reads what the socket has into the shard's buffer and hands it to `conn`.
+fn poll_input<G: Gateway>(stream: &mut TcpStream, conn: &mut G, cx: &mut Context<'_>) -> Poll<Wake> {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        match Pin::new(stream).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wake::Eof),
+            Poll::Ready(Ok(n)) => {
+                conn.handle_input(&buf[..n], Instant::now());
+                Poll::Ready(Wake::Input { full: n == buf.len() })
+            }
+        }
+    })
+}
+
+/// Reads and drops input until the peer's FIN (or a socket error).
+fn poll_discard(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        for _ in 0..LINGER_READS_PER_POLL {
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        // A peer that keeps sending: let the shard's other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -22,16 +22,20 @@ impl Notify {
     }
 
     pub async fn wait(&self) {
-        poll_fn(|cx| {
-            let mut state = self.state.borrow_mut();
-            if state.0 {
-                state.0 = false;
-                Poll::Ready(())
-            } else {
+        poll_fn(|cx| self.poll_wait(cx)).await;
+    }
+
+    /// Ready (and cleared) once set; otherwise `cx` is woken by the next `notify()`.
+    pub fn poll_wait(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut state = self.state.borrow_mut();
+        if state.0 {
+            state.0 = false;
+            Poll::Ready(())
+        } else {
+            if !state.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 state.1 = Some(cx.waker().clone());
-                Poll::Pending
             }
-        })
-        .await;
+            Poll::Pending
+        }
     }
 }

@@ -56,6 +56,14 @@ pub struct MqttRelease {
 #[derive(Debug, Default)]
 struct Client {
     conn: Option<ConnectionId>,
+    /// Boxed: only a client whose connection closed has any, and every connected client has
+    /// an entry (idle connections at 10,000 pay for the map's empty buckets too).
+    left: Option<Box<Left>>,
+}
+
+/// What a closed connection left with its client id's registry.
+#[derive(Debug, Default)]
+struct Left {
     saved: SavedSession,
     will: Option<(u64, Arc<Content>, bool)>,
     expires: Option<(u64, Option<String>)>,
@@ -107,9 +115,9 @@ impl Shard {
         let now = self.now_ms();
         let client = self.mqtt.clients.entry(client_id).or_default();
         let old = client.conn.replace(conn);
-        client.will = None;
-        let expired = client.expires.take().is_some_and(|(at, _)| at <= now);
-        let saved = std::mem::take(&mut client.saved);
+        let left = client.left.take().map(|left| *left).unwrap_or_default();
+        let expired = left.expires.is_some_and(|(at, _)| at <= now);
+        let saved = left.saved;
         if let Some(old) = old.filter(|old| *old != conn) {
             self.mqtt_take_over(old);
         }
@@ -143,12 +151,16 @@ impl Shard {
             return; // taken over: the newer connection owns the session now
         }
         client.conn = None;
-        client.saved = release.saved;
-        client.will = release.will.map(|w| (now.saturating_add(w.delay_ms), w.content, w.retain));
-        client.expires = release.session_expiry_ms.map(|ms| (now.saturating_add(ms), release.session_queue));
-        let ended = client.expires.as_ref().is_some_and(|(at, _)| *at <= now);
-        if client.will.is_none() && (ended || client.saved == SavedSession::default() && client.expires.is_none()) {
+        let left = Left {
+            saved: release.saved,
+            will: release.will.map(|w| (now.saturating_add(w.delay_ms), w.content, w.retain)),
+            expires: release.session_expiry_ms.map(|ms| (now.saturating_add(ms), release.session_queue)),
+        };
+        let ended = left.expires.as_ref().is_some_and(|(at, _)| *at <= now);
+        if left.will.is_none() && (ended || left.saved == SavedSession::default() && left.expires.is_none()) {
             self.mqtt.clients.remove(&release.client_id);
+        } else {
+            client.left = Some(Box::new(left));
         }
     }
 
@@ -159,10 +171,11 @@ impl Shard {
         let mut wills = Vec::new();
         let mut expired = Vec::new();
         for (id, client) in &mut self.mqtt.clients {
-            if client.will.as_ref().is_some_and(|(at, _, _)| *at <= now) {
-                wills.extend(client.will.take());
+            let Some(left) = &mut client.left else { continue };
+            if left.will.as_ref().is_some_and(|(at, _, _)| *at <= now) {
+                wills.extend(left.will.take());
             }
-            if client.conn.is_none() && client.expires.as_ref().is_some_and(|(at, _)| *at <= now) {
+            if client.conn.is_none() && left.expires.as_ref().is_some_and(|(at, _)| *at <= now) {
                 expired.push(id.clone());
             }
         }
@@ -170,7 +183,8 @@ impl Shard {
             self.publish_will(content, retain);
         }
         for id in expired {
-            if let Some(Client { expires: Some((_, Some(queue))), .. }) = self.mqtt.clients.remove(&id) {
+            let left = self.mqtt.clients.remove(&id).and_then(|client| client.left);
+            if let Some(Left { expires: Some((_, Some(queue))), .. }) = left.map(|left| *left) {
                 tracing::debug!(client = %id, %queue, "mqtt session expired");
                 self.meta_nowait(MetaOp::DeleteQueue { name: queue });
             }

@@ -95,10 +95,35 @@ enum ConnectState {
     Accepted,
 }
 
+/// The limits a session consults once it runs: a copy of the few it needs, as every idle
+/// connection holds one (the whole `Limits` is 136 bytes).
+#[derive(Debug, Clone, Copy)]
+struct SessionLimits {
+    frame_size_bytes_max: usize,
+    topic_bytes_max: usize,
+    topic_level_count_max: usize,
+    inflight_count_max: u16,
+    topic_alias_count_max: u16,
+    keep_alive_s_max: u16,
+}
+
+impl SessionLimits {
+    fn of(limits: &Limits) -> SessionLimits {
+        SessionLimits {
+            frame_size_bytes_max: limits.frame_size_bytes_max,
+            topic_bytes_max: limits.topic_bytes_max,
+            topic_level_count_max: limits.topic_level_count_max,
+            inflight_count_max: limits.inflight_count_max,
+            topic_alias_count_max: limits.topic_alias_count_max,
+            keep_alive_s_max: limits.keep_alive_s_max,
+        }
+    }
+}
+
 /// One MQTT connection, server side.
 #[derive(Debug)]
 pub struct Session {
-    config: SessionConfig,
+    limits: SessionLimits,
     connect: ConnectState,
     version: Version,
     /// Effective keep-alive in seconds (0 = none).
@@ -126,7 +151,7 @@ impl Session {
             ms => now.checked_add(Duration::from_millis(u64::from(ms))),
         };
         Session {
-            config,
+            limits: SessionLimits::of(&config.limits),
             connect: ConnectState::Awaiting { deadline },
             version: Version::V3_1_1,
             keep_alive: 0,
@@ -146,7 +171,7 @@ impl Session {
 
     /// The largest packet accepted from the client (announced as Maximum Packet Size).
     pub fn max_packet_bytes(&self) -> usize {
-        self.config.limits.frame_size_bytes_max
+        self.limits.frame_size_bytes_max
     }
 
     /// Buffers `bytes`, decodes every complete packet and queues the resulting events.
@@ -283,7 +308,7 @@ impl Session {
     /// reading while this reaches the receive maximum (3.1.1 clients have no such limit).
     pub fn inbound_held(&self) -> bool {
         let pending = self.inbound.values().filter(|s| matches!(s, InboundState::Pending(_))).count();
-        pending >= usize::from(self.config.limits.inflight_count_max)
+        pending >= usize::from(self.limits.inflight_count_max)
     }
 
     /// QoS 2 packet ids awaiting PUBREL (kept by the engine across reconnects).
@@ -308,7 +333,7 @@ impl Session {
         self.last_received = self.now;
         let mut properties = Properties::default();
         if self.version.is_v5() {
-            let limits = &self.config.limits;
+            let limits = &self.limits;
             properties = Properties {
                 assigned_client_identifier: answer.assigned_client_id,
                 session_expiry_interval: answer.session_expiry,
@@ -424,7 +449,7 @@ impl Session {
     fn on_connect(&mut self, connect: Connect) {
         self.version = connect.version;
         let v5 = connect.version.is_v5();
-        let limits = &self.config.limits;
+        let limits = &self.limits;
         if connect.client_id.is_empty() && !connect.clean_start && !v5 {
             // §3.1.3-8: 3.1.1 refuses an empty id without clean session (return code 2).
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "empty client id needs clean session");
@@ -443,8 +468,8 @@ impl Session {
         }
         let props = &connect.properties;
         self.connect_session_expiry = props.session_expiry_interval.unwrap_or(0);
-        self.out.configure(props, &self.config.limits);
-        let max = self.config.limits.keep_alive_s_max;
+        self.out.configure(props, self.limits.topic_alias_count_max);
+        let max = self.limits.keep_alive_s_max;
         self.keep_alive = connect.keep_alive;
         if max > 0 && (connect.keep_alive == 0 || connect.keep_alive > max) && v5 {
             self.keep_alive = max;
@@ -466,7 +491,7 @@ impl Session {
     }
 
     fn on_publish(&mut self, mut publish: Publish) {
-        let limits = &self.config.limits;
+        let limits = &self.limits;
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias > limits.topic_alias_count_max {
                 return self.protocol_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias above the maximum");
@@ -500,7 +525,7 @@ impl Session {
             (QoS::ExactlyOnce, Some(InboundState::Pending(_))) => return,
             _ => {}
         }
-        if self.version.is_v5() && self.inbound.len() >= usize::from(self.config.limits.inflight_count_max) {
+        if self.version.is_v5() && self.inbound.len() >= usize::from(self.limits.inflight_count_max) {
             return self.protocol_error(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
         }
         self.inbound.insert(packet_id, InboundState::Pending(publish.qos));

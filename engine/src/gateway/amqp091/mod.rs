@@ -291,8 +291,11 @@ impl crate::gateway::Gateway for AmqpConn {
         ferry_amqp091::PROTOCOL_HEADER
     }
 
-    async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+    fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.conn.handle_input(bytes, now);
+    }
+
+    async fn handle_events(&mut self) {
         while let Some(event) = self.conn.poll_event() {
             self.handle_event(event).await;
         }

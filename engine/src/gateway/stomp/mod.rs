@@ -102,9 +102,13 @@ impl StompConn {
         self.publisher && self.shard.borrow().disk_alarm()
     }
 
-    /// Feeds bytes from the socket and performs every complete frame, in order.
-    pub async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+    /// Feeds bytes from the socket; the session parses every complete frame into events.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.session.handle_input(bytes, now);
+    }
+
+    /// Performs the parsed frames, in order.
+    pub async fn handle_events(&mut self) {
         // Frames that arrived before a malformed one still take effect (the session queued
         // them before its Closed event); nothing runs after the broker itself sent an ERROR.
         while !self.failed && self.disconnecting.is_none() {
@@ -287,8 +291,11 @@ impl crate::gateway::Gateway for StompConn {
     fn refusal() -> &'static [u8] {
         b"ERROR\nmessage:connection limit reached\n\n\0"
     }
-    async fn handle_input(&mut self, bytes: &[u8], now: Instant) {
-        StompConn::handle_input(self, bytes, now).await;
+    fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        StompConn::handle_input(self, bytes, now);
+    }
+    async fn handle_events(&mut self) {
+        StompConn::handle_events(self).await;
     }
     fn drain_mailbox(&mut self) {
         StompConn::drain_mailbox(self);

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use ferry_wire::Limits;
 
 use super::Session;
 use crate::codec::encode;
@@ -109,10 +108,10 @@ impl Default for OutboundState {
 
 impl OutboundState {
     /// Takes the client's limits from its CONNECT properties.
-    pub fn configure(&mut self, props: &Properties, limits: &Limits) {
+    pub fn configure(&mut self, props: &Properties, alias_count_max: u16) {
         self.receive_max = props.receive_maximum.unwrap_or(u16::MAX);
         self.packet_bytes_max = props.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
-        self.alias_max = props.topic_alias_maximum.unwrap_or(0).min(limits.topic_alias_count_max);
+        self.alias_max = props.topic_alias_maximum.unwrap_or(0).min(alias_count_max);
     }
 
     fn allocate(&mut self) -> u16 {
