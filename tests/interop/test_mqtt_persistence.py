@@ -2,6 +2,8 @@
 retained messages survive a broker restart on the same data directory, and the QoS 2
 exactly-once handshake survives a reconnect (a re-sent PUBLISH is not delivered twice)."""
 
+import time
+
 import pytest
 
 from conftest import uniq
@@ -37,6 +39,38 @@ def test_session_and_retained_survive_restart(broker_factory, tmp_path, proto, s
     (m,) = late.wait_messages(1)
     assert (m.payload, m.retain) == (b"retained-v1", True), "retained message survived"
     late.close()
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_session_still_expires_after_a_restart(broker_factory, tmp_path, shards):
+    """A 5.0 session with a Session Expiry Interval ends that long after the restart even if
+    its client never comes back (before, the restarted broker kept it, and everything its
+    subscriptions matched, for ever)."""
+    data = tmp_path / "data"
+    broker = broker_factory(shards=shards, data_dir=data, name="first")
+    short, kept = uniq("short"), uniq("kept")
+    topic = uniq("sx")
+    for cid, seconds in ((short, 2), (kept, 600)):
+        c = Client(broker.mqtt_port, cid, V5, clean=False,
+                   connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=seconds))
+        c.subscribe(topic, 1)
+        c.close()
+    broker.kill()
+    broker = broker_factory(shards=shards, data_dir=data, name="second")
+    time.sleep(3)
+    pub = Client(broker.mqtt_port, uniq("pub"), V5)
+    pub.publish(topic, b"after", qos=1)
+    pub.close()
+    gone = Client(broker.mqtt_port, short, V5, clean=False,
+                  connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=2))
+    assert gone.connack[0] is False, "the 2 s session outlived its expiry across the restart"
+    assert gone.quiet_for(0.5) == [], "an expired session's subscription still delivered"
+    gone.close()
+    back = Client(broker.mqtt_port, kept, V5, clean=False,
+                  connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=600))
+    assert back.connack[0] is True, "a session within its expiry is present after the restart"
+    assert [m.payload for m in back.wait_messages(1)] == [b"after"]
+    back.close()
 
 
 @pytest.mark.parametrize("level", [4, 5])

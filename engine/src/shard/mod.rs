@@ -287,6 +287,7 @@ impl Shard {
             ShardMsg::MqttRelease(release) => self.mqtt_release(*release),
             ShardMsg::Retain { content, completion } => self.retain_local(content, completion),
             ShardMsg::SysStats(stats) => self.mqtt_sys_stats(from, stats),
+            ShardMsg::MqttRestore { client_id, expiry_ms, queue } => self.mqtt_restore(client_id, expiry_ms, queue),
         }
     }
 

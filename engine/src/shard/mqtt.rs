@@ -132,6 +132,28 @@ impl Shard {
         }
     }
 
+    /// After a restart: a durable session queue that recorded a Session Expiry Interval is a
+    /// disconnected session again, ending `expiry_ms` from now unless its client comes back
+    /// (the clock restarts with the broker, as RabbitMQ's queue expiry does). Sent to the
+    /// client id's registry shard.
+    pub fn mqtt_restore_to(&mut self, registry: ShardId, client_id: String, expiry_ms: u64, queue: String) {
+        if registry == self.id {
+            self.mqtt_restore(client_id, expiry_ms, queue);
+        } else {
+            self.send(registry, ShardMsg::MqttRestore { client_id, expiry_ms, queue });
+        }
+    }
+
+    pub(super) fn mqtt_restore(&mut self, client_id: String, expiry_ms: u64, queue: String) {
+        let now = self.now_ms();
+        let client = self.mqtt.clients.entry(client_id).or_default();
+        if client.conn.is_some() || client.left.is_some() {
+            return; // a connection since the restart knows better
+        }
+        let expires = Some((now.saturating_add(expiry_ms), Some(queue)));
+        client.left = Some(Box::new(Left { saved: SavedSession::default(), will: None, expires }));
+    }
+
     /// Hands what a closed connection left to its client id's registry shard.
     pub fn mqtt_release_to(&mut self, registry: ShardId, release: MqttRelease) {
         if registry == self.id {

@@ -123,6 +123,12 @@ pub enum ShardMsg {
     },
     /// An MQTT connection closed: what its client id's registry shard keeps.
     MqttRelease(Box<MqttRelease>),
+    /// A recovered durable MQTT session with an expiry, for its client id's registry shard.
+    MqttRestore {
+        client_id: String,
+        expiry_ms: u64,
+        queue: String,
+    },
     /// A shard's `$SYS` figures, for the authority's broker-wide totals.
     SysStats(SysStats),
     /// Store (or clear, with an empty body) a retained message on the store's owner.

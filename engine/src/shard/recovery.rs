@@ -55,6 +55,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     }
     for queue in recovered.queues {
         let owner = shard.borrow().placement().place("/", &queue.name, 0);
+        let mqtt_session = mqtt_session_expiry(&queue.name, &queue.arguments);
         let spec = QueueSpec {
             name: queue.name.clone(),
             durable: true,
@@ -70,6 +71,10 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         report.queues += 1;
         report.messages += queue.messages.len();
         let mut s = shard.borrow_mut();
+        if let Some((client_id, expiry_ms)) = mqtt_session {
+            let registry = crate::gateway::mqtt::connect::registry_of(s.placement(), &client_id);
+            s.mqtt_restore_to(registry, client_id, expiry_ms, queue.name.clone());
+        }
         if owner == me {
             // Written again so the journal knows where every live message sits (compaction
             // needs it); recovery keeps the newest copy of a (queue, id).
@@ -107,6 +112,15 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         }
     }
     report
+}
+
+/// A durable MQTT session queue that recorded its Session Expiry Interval: the client id and
+/// the interval in ms.
+fn mqtt_session_expiry(name: &str, arguments: &[(String, String)]) -> Option<(String, u64)> {
+    use crate::gateway::mqtt::connect::{SESSION_EXPIRY_ARGUMENT, SESSION_QUEUE_PREFIX};
+    let client_id = name.strip_prefix(SESSION_QUEUE_PREFIX)?;
+    let seconds: u64 = arguments.iter().find(|(k, _)| k == SESSION_EXPIRY_ARGUMENT)?.1.parse().ok()?;
+    Some((client_id.to_owned(), seconds * 1000))
 }
 
 /// Hands a recovered queue's messages to its new owner and settles them in this log.

@@ -18,7 +18,17 @@ use crate::shard::mqtt::{DelayedWill, MqttRelease, RETAINED_QUEUE, SavedSession}
 use crate::shard::msg::{Reply, Request};
 
 /// Prefix of the durable queue of a session that outlives its connection (RabbitMQ's name).
-pub(super) const SESSION_QUEUE_PREFIX: &str = "mqtt-subscription-";
+pub(crate) const SESSION_QUEUE_PREFIX: &str = "mqtt-subscription-";
+/// A durable session queue's argument recording the 5.0 Session Expiry Interval (seconds) of
+/// the CONNECT that created it, so that after a restart the session still ends (see
+/// `Shard::mqtt_restore`). Ferry's own: other arguments' readers ignore it.
+pub(crate) const SESSION_EXPIRY_ARGUMENT: &str = "x-ferry-mqtt-session-expiry-s";
+
+/// The registry shard of a client id: where its live connection and what a closed one left
+/// are recorded.
+pub(crate) fn registry_of(placement: &crate::placement::Placement, client_id: &str) -> crate::ids::ShardId {
+    placement.place("/", &format!("mqtt-client/{client_id}"), 0)
+}
 
 impl MqttConn {
     pub(super) async fn connect(&mut self, connect: Connect) {
@@ -62,7 +72,7 @@ impl MqttConn {
     /// Claims the client id and sets up (or resumes) its session queue. Returns whether a
     /// session was present and the packet-id state it left.
     async fn resume(&mut self, client_id: &str, clean: bool) -> Result<(bool, SavedSession), EngineError> {
-        self.registry = self.shard.borrow().placement().place("/", &format!("mqtt-client/{client_id}"), 0);
+        self.registry = registry_of(self.shard.borrow().placement(), client_id);
         let claim = Request::MqttClaim { client_id: client_id.to_owned(), conn: self.id, clean };
         let (saved, expired) = match crate::gateway::request(&self.shard, self.registry, claim).await? {
             Reply::MqttClaimed { saved, expired } => (saved, expired),
@@ -102,7 +112,11 @@ impl MqttConn {
         } else {
             (self.shard.borrow_mut().generate_queue_name(), false)
         };
-        let owner = self.declare(&name, durable, !durable).await?;
+        let arguments = match self.session_expiry {
+            Some(seconds) if durable => vec![(SESSION_EXPIRY_ARGUMENT.to_owned(), seconds.to_string())],
+            _ => Vec::new(),
+        };
+        let owner = self.declare(&name, durable, !durable, arguments).await?;
         let consumer = self.consume(&name, owner).await?;
         let queue = SessionQueue { name, owner, consumer, durable_name };
         self.queue = Some(queue.clone());
@@ -115,6 +129,7 @@ impl MqttConn {
         name: &str,
         durable: bool,
         exclusive: bool,
+        arguments: Vec<(String, String)>,
     ) -> Result<crate::ids::ShardId, EngineError> {
         if let Some(q) = self.shard.borrow().routing().queue(name) {
             return Ok(q.shard);
@@ -125,7 +140,7 @@ impl MqttConn {
             durable,
             auto_delete: !durable && !exclusive,
             exclusive: exclusive.then_some(self.id),
-            arguments: Vec::new(),
+            arguments,
             shard,
         };
         crate::gateway::meta(&self.shard, MetaOp::DeclareQueue { spec, passive: false, by: Some(self.id) }).await?;
@@ -134,7 +149,7 @@ impl MqttConn {
 
     /// The durable queue of retained messages, declared on first use.
     pub(super) async fn retained_queue(&self) -> Result<crate::ids::ShardId, EngineError> {
-        self.declare(RETAINED_QUEUE, true, false).await
+        self.declare(RETAINED_QUEUE, true, false, Vec::new()).await
     }
 
     /// Releases everything the connection held; publishes or hands over the will.

@@ -9,7 +9,7 @@
 //! durable queues. Control operations are awaited in packet order. Where the specs leave
 //! room the behaviour is Mosquitto's or RabbitMQ's MQTT plugin's (see README).
 
-mod connect;
+pub(crate) mod connect;
 mod deliver;
 mod mapping;
 mod subscribe;

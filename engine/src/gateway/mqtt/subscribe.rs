@@ -202,7 +202,7 @@ impl MqttConn {
         id: Option<u32>,
     ) -> Result<(), EngineError> {
         let name = format!("mqtt-shared-{group}-{pattern}");
-        let owner = self.declare(&name, false, false).await?;
+        let owner = self.declare(&name, false, false, Vec::new()).await?;
         let op = MetaOp::Bind {
             exchange: "amq.topic".into(),
             queue: name.clone(),
