@@ -39,7 +39,27 @@ fn stomp_roundtrip(port: u16) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-fn stop(mut child: Child) -> std::process::ExitStatus {
+/// A broker that is killed if the test fails before stopping it (a panicking test must not
+/// leave a broker running for hours, as one did).
+struct Broker(Option<Child>);
+
+impl Broker {
+    fn take(mut self) -> Child {
+        self.0.take().expect("broker already taken")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(broker: Broker) -> std::process::ExitStatus {
+    let mut child = broker.take();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -55,7 +75,7 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
     }
 }
 
-fn ferry(dir: &std::path::Path, port: u16, shards: &str, drop_ipc_lock: bool) -> Child {
+fn ferry(dir: &std::path::Path, port: u16, shards: &str, drop_ipc_lock: bool) -> Broker {
     let bin = env!("CARGO_BIN_EXE_ferry");
     let mut cmd = if drop_ipc_lock {
         let mut c = Command::new("setpriv");
@@ -65,7 +85,7 @@ fn ferry(dir: &std::path::Path, port: u16, shards: &str, drop_ipc_lock: bool) ->
         Command::new(bin)
     };
     cmd.arg("--data-dir").arg(dir).args(["--shards", shards, "--listen", &format!("stomp=127.0.0.1:{port}")]);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ferry")
+    Broker(Some(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ferry")))
 }
 
 fn is_root() -> bool {
@@ -121,7 +141,7 @@ fn a_second_broker_on_a_port_in_use_is_refused_and_the_first_keeps_serving() {
     let first = ferry(first_dir.path(), port, "2", false);
     assert!(stomp_roundtrip(port).contains("CONNECTED"));
     let second = ferry(second_dir.path(), port, "2", false);
-    let out = second.wait_with_output().expect("second broker exits");
+    let out = second.take().wait_with_output().expect("second broker exits");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a second broker on the same port must not start");
     assert!(stderr.contains("already in use"), "{stderr}");
