@@ -1,13 +1,27 @@
 //! The result of one `throughput` run: a serialisable [`Report`], printed as a table on
 //! stdout and optionally written as JSON. Pure formatting; built on the main thread at the
-//! end of a run.
+//! end of a run. Also the helpers every subcommand's report shares: [`write_json`] and
+//! [`result_word`].
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::checker::Verdict;
 use crate::consumer::AckMode;
+
+/// Writes `report` to `path` as pretty JSON with a final newline (`--json PATH`).
+pub fn write_json(path: &Path, report: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
+/// The word of a report's last line, `result: OK|FAILED`, and of its JSON `result` field.
+pub fn result_word(clean: bool) -> &'static str {
+    if clean { "OK" } else { "FAILED" }
+}
 
 /// The scenario as it was run.
 #[derive(Debug, Clone, Serialize)]
@@ -137,7 +151,7 @@ impl Report {
         if self.error_count > self.errors.len() as u64 {
             let _ = writeln!(out, "... {} errors in all", self.error_count);
         }
-        let _ = writeln!(out, "result: {}", if self.clean() { "OK" } else { "FAILED" });
+        let _ = writeln!(out, "result: {}", result_word(self.clean()));
         out
     }
 }
