@@ -155,3 +155,23 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_json_writes_a_parseable_file() {
+        let path = std::env::temp_dir().join(format!("ferry-perf-write-json-{}.json", std::process::id()));
+        let rate = Rate::new(10, 2.0, 100);
+        write_json(&path, &rate).expect("written");
+        let text = std::fs::read_to_string(&path).expect("read back");
+        let _ = std::fs::remove_file(&path);
+        assert!(text.ends_with("}\n"));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("parses");
+        assert_eq!((json["messages"].as_u64(), json["msg_per_s"].as_f64()), (Some(10), Some(5.0)));
+        assert_eq!(json["mb_per_s"], 0.0005);
+        assert!(write_json(Path::new("/nonexistent-dir/x.json"), &rate).is_err());
+        assert_eq!((result_word(true), result_word(false)), ("OK", "FAILED"));
+    }
+}
