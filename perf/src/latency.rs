@@ -76,9 +76,10 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
             timeout_s: b.timeout_s,
             broker_pid: b.broker_pid,
             rate: Some(args.rate),
+            json: None,
         };
-        let (clean, hist) = mqtt::measure(&mqtt)?;
-        return finish(args, clean, hist, serde_json::Value::Null);
+        let (report, hist) = mqtt::measure(&mqtt)?;
+        return finish(args, report.clean(), hist, serde_json::to_value(&report)?);
     }
     let scenario = ScenarioArgs {
         producers: 1,
