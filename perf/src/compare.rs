@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::ScenarioArgs;
-use crate::report::Report;
+use crate::report::{self, Report};
 use crate::run;
 
 /// Most brokers one comparison runs against.
@@ -252,7 +252,7 @@ impl Summary {
                 }
             }
         }
-        let _ = writeln!(out, "result: {}", if self.clean() { "OK" } else { "FAILED" });
+        let _ = writeln!(out, "result: {}", report::result_word(self.clean()));
         out
     }
 }
@@ -306,8 +306,7 @@ pub fn compare(args: &CompareArgs) -> Result<Summary> {
     let summary = summarise(args, results);
     print!("{}", summary.table(&args.scenario));
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        report::write_json(path, &summary)?;
     }
     Ok(summary)
 }

@@ -5,6 +5,8 @@
 //! second on stderr; reports the publish rate and the delivery rate (deliveries to all
 //! subscribers a second). Bounded by `--timeout-s`.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ferry_mqtt::QoS;
+use serde::Serialize;
 
 use crate::BrokerArgs;
 
@@ -22,7 +25,7 @@ use crate::client::{Protocol, Target};
 use crate::consumer::{AckMode, ConsumerConfig};
 use crate::producer::ProducerConfig;
 use crate::progress::{self, PerSecond};
-use crate::report::Rate;
+use crate::report::{BrokerUse, Rate, result_word, write_json};
 use crate::run::{join_all, spawn_consumers, spawn_producers};
 use crate::shared::Shared;
 
@@ -53,6 +56,9 @@ pub struct FanoutArgs {
     /// MQTT only: QoS of the publishes and subscriptions (0 or 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Refuses options that mean nothing to the protocol: over MQTT the acknowledgements
@@ -130,51 +136,116 @@ pub fn fanout(args: &FanoutArgs) -> Result<bool> {
     let publish = Rate::new(sent, secs(produced.first().map(|p| p.finished_at)), args.size);
     let verdicts: Vec<Verdict> =
         checkers.iter().zip(&consumed).map(|(checker, c)| checker.verdict(c.reordered, &[sent])).collect();
-    let total = sum_verdicts(&verdicts);
+    let check = sum_verdicts(&verdicts);
     let deliver =
-        Rate::new(total.received_unique, secs(consumed.iter().filter_map(|c| c.last_new_at).max()), args.size);
+        Rate::new(check.received_unique, secs(consumed.iter().filter_map(|c| c.last_new_at).max()), args.size);
     let (errors, error_count) = shared.errors();
-    println!(
-        "ferry-perf fanout {}: 1 publisher x {} msgs -> {} subscribers, {} B, {}",
-        args.broker.url,
-        args.messages,
-        args.subscribers,
-        args.size,
-        acks_of(args, target.protocol)
-    );
-    println!("{:<10} {:>12} {:>9} {:>12} {:>9}", "", "messages", "seconds", "msg/s", "MB/s");
-    for (name, r) in [("published", &publish), ("delivered", &deliver)] {
-        println!("{name:<10} {:>12} {:>9.3} {:>12.0} {:>9.2}", r.messages, r.seconds, r.msg_per_s, r.mb_per_s);
-    }
-    println!(
-        "check (all subscribers): expected {} unique {} lost {} duplicated {} reordered {} unexpected {}; subscribers complete {}/{}",
-        total.expected,
-        total.received_unique,
-        total.lost,
-        total.duplicated,
-        total.reordered,
-        total.unexpected,
-        verdicts.iter().filter(|v| v.lost == 0 && v.received_unique == sent).count(),
-        args.subscribers
-    );
-    if let (Some(b), Some(a)) = (before, after) {
+    let broker = args.broker.broker_pid.zip(before.zip(after)).map(|(pid, (b, a))| {
         let cpu_s = a.cpu_s - b.cpu_s;
-        let per_million = cpu_s * 1e6 / total.received_unique.max(1) as f64;
-        println!(
-            "broker: cpu {cpu_s:.2} s ({per_million:.2} s per 1M deliveries), peak rss {:.1} MiB",
-            a.peak_rss_kib as f64 / 1024.0
-        );
-    }
-    for e in &errors {
-        println!("error: {e}");
-    }
+        BrokerUse {
+            pid,
+            cpu_s,
+            cpu_s_per_million_msgs: cpu_s * 1e6 / check.received_unique.max(1) as f64,
+            peak_rss_mib: a.peak_rss_kib as f64 / 1024.0,
+        }
+    });
     let clean = error_count == 0
         && !timed_out
         && consumed.len() == verdicts.len()
         && sent == args.messages
-        && total.lost + total.duplicated + total.reordered + total.unexpected == 0;
-    println!("result: {}", if clean { "OK" } else { "FAILED" });
+        && check.lost + check.duplicated + check.reordered + check.unexpected == 0;
+    let report = FanoutReport {
+        url: args.broker.url.clone(),
+        messages: args.messages,
+        subscribers: args.subscribers,
+        size_bytes: args.size,
+        acks: acks_of(args, target.protocol),
+        publish,
+        deliver,
+        check,
+        subscribers_complete: verdicts.iter().filter(|v| v.lost == 0 && v.received_unique == sent).count() as u64,
+        broker,
+        timed_out,
+        error_count,
+        errors,
+        result: result_word(clean),
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
     Ok(clean)
+}
+
+/// Everything one fan-out run measured: the table on stdout and, with `--json`, the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub url: String,
+    /// Messages the publisher was asked to send.
+    pub messages: u64,
+    pub subscribers: u32,
+    pub size_bytes: usize,
+    /// How messages were acknowledged: `qos=N` (MQTT) or `receipts=B, ack=MODE`.
+    pub acks: String,
+    pub publish: Rate,
+    /// Deliveries to all subscribers together (first copies).
+    pub deliver: Rate,
+    /// The subscribers' verdicts added up.
+    pub check: Verdict,
+    /// Subscribers that got every published message.
+    pub subscribers_complete: u64,
+    /// The broker's CPU (per million deliveries) and peak RSS, with `--broker-pid`.
+    pub broker: Option<BrokerUse>,
+    pub timed_out: bool,
+    pub error_count: u64,
+    pub errors: Vec<String>,
+    /// `OK` or `FAILED`, as the table's last line.
+    pub result: &'static str,
+}
+
+impl FanoutReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "ferry-perf fanout {}: 1 publisher x {} msgs -> {} subscribers, {} B, {}",
+            self.url, self.messages, self.subscribers, self.size_bytes, self.acks
+        );
+        let _ = writeln!(out, "{:<10} {:>12} {:>9} {:>12} {:>9}", "", "messages", "seconds", "msg/s", "MB/s");
+        for (name, r) in [("published", &self.publish), ("delivered", &self.deliver)] {
+            let _ = writeln!(
+                out,
+                "{name:<10} {:>12} {:>9.3} {:>12.0} {:>9.2}",
+                r.messages, r.seconds, r.msg_per_s, r.mb_per_s
+            );
+        }
+        let c = &self.check;
+        let _ = writeln!(
+            out,
+            "check (all subscribers): expected {} unique {} lost {} duplicated {} reordered {} unexpected {}; subscribers complete {}/{}",
+            c.expected,
+            c.received_unique,
+            c.lost,
+            c.duplicated,
+            c.reordered,
+            c.unexpected,
+            self.subscribers_complete,
+            self.subscribers
+        );
+        if let Some(b) = &self.broker {
+            let _ = writeln!(
+                out,
+                "broker: cpu {:.2} s ({:.2} s per 1M deliveries), peak rss {:.1} MiB",
+                b.cpu_s, b.cpu_s_per_million_msgs, b.peak_rss_mib
+            );
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        let _ = writeln!(out, "result: {}", self.result);
+        out
+    }
 }
 
 /// The fan-out's progress line: messages published and first copies delivered (all
@@ -250,5 +321,36 @@ mod tests {
         let sum = sum_verdicts(&[one, two]);
         assert_eq!((sum.expected, sum.received_unique, sum.lost, sum.duplicated), (20, 19, 1, 2));
         assert_eq!(sum_verdicts(&[]), Verdict::default());
+    }
+
+    #[test]
+    fn the_json_report_holds_what_the_table_shows() {
+        let check = Verdict { expected: 40, received_unique: 39, lost: 1, ..Verdict::default() };
+        let report = FanoutReport {
+            url: "stomp://127.0.0.1:61613".to_owned(),
+            messages: 10,
+            subscribers: 4,
+            size_bytes: 16,
+            acks: "receipts=false, ack=auto".to_owned(),
+            publish: Rate::new(10, 0.5, 16),
+            deliver: Rate::new(39, 1.0, 16),
+            check,
+            subscribers_complete: 3,
+            broker: Some(BrokerUse { pid: 7, cpu_s: 0.5, cpu_s_per_million_msgs: 12_820.5, peak_rss_mib: 30.0 }),
+            timed_out: false,
+            error_count: 0,
+            errors: Vec::new(),
+            result: result_word(false),
+        };
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!(json["publish"]["msg_per_s"], 20.0);
+        assert_eq!(json["deliver"]["messages"], 39);
+        assert_eq!((json["check"]["lost"].as_u64(), json["check"]["expected"].as_u64()), (Some(1), Some(40)));
+        assert_eq!(json["subscribers_complete"], 3);
+        assert_eq!(json["broker"]["peak_rss_mib"], 30.0);
+        assert_eq!(json["result"], "FAILED");
+        let table = report.table();
+        assert!(table.contains("subscribers complete 3/4"), "{table}");
+        assert!(table.ends_with("result: FAILED\n"), "{table}");
     }
 }

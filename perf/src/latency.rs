@@ -17,7 +17,7 @@ use crate::BrokerArgs;
 use crate::consumer::AckMode;
 use crate::mqtt::{self, MqttArgs};
 use crate::pace::{LatencySummary, TIMED_PAYLOAD_BYTES};
-use crate::{ScenarioArgs, plot, run};
+use crate::{ScenarioArgs, plot, report, run};
 
 /// Options of `ferry-perf latency`.
 #[derive(Debug, Clone, Args)]
@@ -76,9 +76,10 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
             timeout_s: b.timeout_s,
             broker_pid: b.broker_pid,
             rate: Some(args.rate),
+            json: None,
         };
-        let (clean, hist) = mqtt::measure(&mqtt)?;
-        return finish(args, clean, hist, serde_json::Value::Null);
+        let (report, hist) = mqtt::measure(&mqtt)?;
+        return finish(args, report.clean(), hist, serde_json::to_value(&report)?);
     }
     let scenario = ScenarioArgs {
         producers: 1,
@@ -117,9 +118,7 @@ fn finish(args: &LatencyArgs, clean: bool, hist: Option<Histogram<u64>>, report:
             .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(path) = &args.json {
-        let value = serde_json::json!({ "report": report, "latency": summary });
-        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
-            .with_context(|| format!("write {}", path.display()))?;
+        report::write_json(path, &serde_json::json!({ "report": report, "latency": summary }))?;
     }
     Ok(clean && summary.is_some())
 }

@@ -5,8 +5,10 @@
 //! message once, in order. `mqtt-idle`: opens C connections, holds them idle and reports the
 //! broker's resident memory per connection. Every loop is bounded by `--timeout-s`.
 
+use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,9 +21,11 @@ use ferry_mqtt::{
     decode, encode,
 };
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
 use crate::client::{FrameSource, Target, open_stream};
 use crate::pace::{LatencySummary, Pace};
+use crate::report::{result_word, write_json};
 
 /// Socket timeout: how often blocked reads wake to check deadlines.
 const IO_TICK: Duration = Duration::from_millis(100);
@@ -66,6 +70,9 @@ pub struct MqttArgs {
     /// latency from each message's intended send time (needs --size 16 or more).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of `ferry-perf mqtt-idle`.
@@ -88,6 +95,9 @@ pub struct MqttIdleArgs {
     pub password: String,
     #[arg(long)]
     pub v5: bool,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 fn addr_of(url: &str) -> Result<String> {
@@ -378,13 +388,19 @@ fn publisher(args: &MqttArgs, addr: &str, topic: &str, pace: Option<Pace>) -> Re
     Ok(started.elapsed())
 }
 
-/// Runs `ferry-perf mqtt`; returns whether every subscriber got every message exactly once.
+/// Runs `ferry-perf mqtt` (table on stdout, JSON with `--json`); returns whether every
+/// subscriber got every message exactly once, in order.
 pub fn throughput(args: &MqttArgs) -> Result<bool> {
-    Ok(measure(args)?.0)
+    let (report, _) = measure(args)?;
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(report.clean())
 }
 
-/// [`throughput`], also returning the merged latency histogram of a paced (`--rate`) run.
-pub fn measure(args: &MqttArgs) -> Result<(bool, Option<Histogram<u64>>)> {
+/// Runs the scenario and prints its table; returns the report and, for a paced (`--rate`)
+/// run, the subscribers' latency histograms merged.
+pub fn measure(args: &MqttArgs) -> Result<(MqttReport, Option<Histogram<u64>>)> {
     let addr = addr_of(&args.url)?;
     if args.size < 8 || (args.rate.is_some() && args.size < 16) {
         bail!("--size must be at least 8 (the sequence stamp), 16 with --rate (and the send time)");
@@ -411,35 +427,107 @@ pub fn measure(args: &MqttArgs) -> Result<(bool, Option<Histogram<u64>>)> {
     let elapsed = started.elapsed();
     let after = args.broker_pid.map(crate::broker_stats::sample).transpose()?;
     let received: u64 = seen.iter().map(|s| s.received).sum();
-    let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
-    let out_of_order: u64 = seen.iter().map(|s| s.out_of_order).sum();
-    let expected = args.messages * u64::from(args.subscribers);
-    println!(
-        "mqtt {} qos {} size {} subscribers {} messages {}",
-        args.url, args.qos, args.size, args.subscribers, args.messages
-    );
-    println!("publish rate      {:>12.0} msg/s (acknowledged)", args.messages as f64 / publish_time.as_secs_f64());
-    println!("delivery rate     {:>12.0} msg/s (all subscribers)", received as f64 / elapsed.as_secs_f64());
-    println!("per subscriber    {:>12.0} msg/s", args.messages as f64 / elapsed.as_secs_f64());
-    println!("received {received} of {expected}, duplicates {duplicates}, out of order {out_of_order}");
-    // Exactly once and in order: one publisher's messages on one topic keep their order.
-    let clean = received == expected && duplicates == 0 && out_of_order == 0;
-    if let (Some(b), Some(a)) = (before, after) {
-        println!("broker cpu        {:>12.2} s, peak rss {} KiB", a.cpu_s - b.cpu_s, a.peak_rss_kib);
-    }
     let mut latency = seen.iter().filter_map(|s| s.latency.clone());
-    let merged = latency.next();
-    if let Some(mut merged) = merged.clone() {
+    let mut merged = latency.next();
+    if let Some(merged) = &mut merged {
         for hist in latency {
             merged.add(&hist).map_err(|e| anyhow!("merge histograms: {e:?}"))?;
         }
-        println!("{}", LatencySummary::of(&merged).line());
-        return Ok((clean, Some(merged)));
     }
-    Ok((clean, merged))
+    let mut report = MqttReport {
+        url: args.url.clone(),
+        qos: args.qos,
+        size_bytes: args.size,
+        subscribers: args.subscribers,
+        messages: args.messages,
+        publish_msg_per_s: args.messages as f64 / publish_time.as_secs_f64(),
+        delivery_msg_per_s: received as f64 / elapsed.as_secs_f64(),
+        per_subscriber_msg_per_s: args.messages as f64 / elapsed.as_secs_f64(),
+        received,
+        expected: args.messages * u64::from(args.subscribers),
+        duplicates: seen.iter().map(|s| s.duplicates).sum(),
+        out_of_order: seen.iter().map(|s| s.out_of_order).sum(),
+        broker: args.broker_pid.zip(before.zip(after)).map(|(pid, (b, a))| MqttBroker {
+            pid,
+            cpu_s: a.cpu_s - b.cpu_s,
+            peak_rss_kib: a.peak_rss_kib,
+        }),
+        latency: merged.as_ref().map(LatencySummary::of),
+        result: "",
+    };
+    report.result = result_word(report.clean());
+    print!("{}", report.table());
+    Ok((report, merged))
 }
 
-/// Runs `ferry-perf mqtt-idle`.
+/// The broker's CPU and peak memory over an `mqtt` run (with `--broker-pid`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MqttBroker {
+    pub pid: u32,
+    pub cpu_s: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Everything one `ferry-perf mqtt` run measured: the table on stdout and, with `--json`,
+/// the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct MqttReport {
+    pub url: String,
+    pub qos: u8,
+    pub size_bytes: usize,
+    pub subscribers: u32,
+    pub messages: u64,
+    /// Messages over the time until the last was acknowledged (QoS 1/2) or written (QoS 0).
+    pub publish_msg_per_s: f64,
+    /// First copies delivered to all subscribers together, a second.
+    pub delivery_msg_per_s: f64,
+    pub per_subscriber_msg_per_s: f64,
+    /// First copies, all subscribers together.
+    pub received: u64,
+    pub expected: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub broker: Option<MqttBroker>,
+    /// Latency from each message's intended send time (paced runs, `--rate`).
+    pub latency: Option<LatencySummary>,
+    /// `OK` or `FAILED`, as the table's last line.
+    pub result: &'static str,
+}
+
+impl MqttReport {
+    /// Exactly once and in order: one publisher's messages on one topic keep their order.
+    pub fn clean(&self) -> bool {
+        self.received == self.expected && self.duplicates == 0 && self.out_of_order == 0
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "mqtt {} qos {} size {} subscribers {} messages {}",
+            self.url, self.qos, self.size_bytes, self.subscribers, self.messages
+        );
+        let _ = writeln!(out, "publish rate      {:>12.0} msg/s (acknowledged)", self.publish_msg_per_s);
+        let _ = writeln!(out, "delivery rate     {:>12.0} msg/s (all subscribers)", self.delivery_msg_per_s);
+        let _ = writeln!(out, "per subscriber    {:>12.0} msg/s", self.per_subscriber_msg_per_s);
+        let _ = writeln!(
+            out,
+            "received {} of {}, duplicates {}, out of order {}",
+            self.received, self.expected, self.duplicates, self.out_of_order
+        );
+        if let Some(b) = &self.broker {
+            let _ = writeln!(out, "broker cpu        {:>12.2} s, peak rss {} KiB", b.cpu_s, b.peak_rss_kib);
+        }
+        if let Some(latency) = &self.latency {
+            let _ = writeln!(out, "{}", latency.line());
+        }
+        let _ = writeln!(out, "result: {}", self.result);
+        out
+    }
+}
+
+/// Runs `ferry-perf mqtt-idle` (one line on stdout, JSON with `--json`).
 pub fn idle(args: &MqttIdleArgs) -> Result<()> {
     let addr = addr_of(&args.url)?;
     let before = crate::broker_stats::rss_kib(args.broker_pid)?;
@@ -452,13 +540,48 @@ pub fn idle(args: &MqttIdleArgs) -> Result<()> {
     }
     thread::sleep(Duration::from_secs(args.hold_s));
     let after = crate::broker_stats::rss_kib(args.broker_pid)?;
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / f64::from(args.connections.max(1));
-    println!(
-        "idle connections {} rss before {before} KiB, after {after} KiB, {per:.0} bytes per connection",
-        args.connections
-    );
+    let report = IdleReport {
+        url: args.url.clone(),
+        connections: args.connections,
+        hold_s: args.hold_s,
+        broker_pid: args.broker_pid,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        bytes_per_connection: after.saturating_sub(before) as f64 * 1024.0 / f64::from(args.connections.max(1)),
+        result: result_word(true),
+    };
+    println!("{}", report.line());
     drop(conns);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
     Ok(())
+}
+
+/// What one `ferry-perf mqtt-idle` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub url: String,
+    /// Connections opened and held (a connection that fails ends the run with an error).
+    pub connections: u32,
+    pub hold_s: u64,
+    pub broker_pid: u32,
+    pub rss_before_kib: u64,
+    /// After holding every connection `hold_s` seconds.
+    pub rss_after_kib: u64,
+    pub bytes_per_connection: f64,
+    /// Always `OK`: a run that could not open every connection fails before a report.
+    pub result: &'static str,
+}
+
+impl IdleReport {
+    /// The line on stdout.
+    pub fn line(&self) -> String {
+        format!(
+            "idle connections {} rss before {} KiB, after {} KiB, {:.0} bytes per connection",
+            self.connections, self.rss_before_kib, self.rss_after_kib, self.bytes_per_connection
+        )
+    }
 }
 
 #[cfg(test)]
@@ -473,5 +596,72 @@ mod tests {
         assert_eq!(intended_ns_of(&body), Some(123_456));
         assert_eq!(intended_ns_of(&body[..12]), None);
         assert!(addr_of("mqtt://127.0.0.1:1883").is_ok() && addr_of("stomp://x:1").is_err());
+    }
+
+    fn report(duplicates: u64, latency: Option<LatencySummary>) -> MqttReport {
+        let mut report = MqttReport {
+            url: "mqtt://127.0.0.1:1883".to_owned(),
+            qos: 1,
+            size_bytes: 16,
+            subscribers: 2,
+            messages: 10,
+            publish_msg_per_s: 1000.0,
+            delivery_msg_per_s: 2000.0,
+            per_subscriber_msg_per_s: 1000.0,
+            received: 20,
+            expected: 20,
+            duplicates,
+            out_of_order: 0,
+            broker: Some(MqttBroker { pid: 7, cpu_s: 0.25, peak_rss_kib: 4096 }),
+            latency,
+            result: "",
+        };
+        report.result = result_word(report.clean());
+        report
+    }
+
+    #[test]
+    fn the_json_report_holds_what_the_table_shows() {
+        let mut hist = crate::pace::histogram();
+        hist.saturating_record(5_000);
+        let clean = report(0, Some(LatencySummary::of(&hist)));
+        let json = serde_json::to_value(&clean).expect("serialises");
+        assert_eq!((json["received"].as_u64(), json["expected"].as_u64()), (Some(20), Some(20)));
+        assert_eq!(json["delivery_msg_per_s"], 2000.0);
+        assert_eq!(json["broker"]["peak_rss_kib"], 4096);
+        assert_eq!(json["latency"]["count"], 1);
+        assert_eq!(json["result"], "OK");
+        assert!(clean.table().ends_with("result: OK\n"), "{}", clean.table());
+
+        let duplicated = report(1, None);
+        let json = serde_json::to_value(&duplicated).expect("serialises");
+        assert_eq!((json["duplicates"].as_u64(), json["result"].as_str()), (Some(1), Some("FAILED")));
+        assert!(json["latency"].is_null());
+        assert!(!duplicated.clean());
+        assert!(duplicated.table().ends_with(
+            "duplicates 1, out of order 0\nbroker cpu                0.25 s, peak rss 4096 KiB\nresult: FAILED\n"
+        ));
+    }
+
+    #[test]
+    fn the_idle_json_report_holds_the_line() {
+        let report = IdleReport {
+            url: "mqtt://127.0.0.1:1883".to_owned(),
+            connections: 1000,
+            hold_s: 3,
+            broker_pid: 7,
+            rss_before_kib: 10_000,
+            rss_after_kib: 20_000,
+            bytes_per_connection: 10_240.0,
+            result: result_word(true),
+        };
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!((json["connections"].as_u64(), json["rss_after_kib"].as_u64()), (Some(1000), Some(20_000)));
+        assert_eq!(json["bytes_per_connection"], 10_240.0);
+        assert_eq!(json["result"], "OK");
+        assert_eq!(
+            report.line(),
+            "idle connections 1000 rss before 10000 KiB, after 20000 KiB, 10240 bytes per connection"
+        );
     }
 }

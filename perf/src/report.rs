@@ -1,13 +1,27 @@
 //! The result of one `throughput` run: a serialisable [`Report`], printed as a table on
 //! stdout and optionally written as JSON. Pure formatting; built on the main thread at the
-//! end of a run.
+//! end of a run. Also the helpers every subcommand's report shares: [`write_json`] and
+//! [`result_word`].
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::checker::Verdict;
 use crate::consumer::AckMode;
+
+/// Writes `report` to `path` as pretty JSON with a final newline (`--json PATH`).
+pub fn write_json(path: &Path, report: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
+/// The word of a report's last line, `result: OK|FAILED`, and of its JSON `result` field.
+pub fn result_word(clean: bool) -> &'static str {
+    if clean { "OK" } else { "FAILED" }
+}
 
 /// The scenario as it was run.
 #[derive(Debug, Clone, Serialize)]
@@ -137,7 +151,27 @@ impl Report {
         if self.error_count > self.errors.len() as u64 {
             let _ = writeln!(out, "... {} errors in all", self.error_count);
         }
-        let _ = writeln!(out, "result: {}", if self.clean() { "OK" } else { "FAILED" });
+        let _ = writeln!(out, "result: {}", result_word(self.clean()));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_json_writes_a_parseable_file() {
+        let path = std::env::temp_dir().join(format!("ferry-perf-write-json-{}.json", std::process::id()));
+        let rate = Rate::new(10, 2.0, 100);
+        write_json(&path, &rate).expect("written");
+        let text = std::fs::read_to_string(&path).expect("read back");
+        let _ = std::fs::remove_file(&path);
+        assert!(text.ends_with("}\n"));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("parses");
+        assert_eq!((json["messages"].as_u64(), json["msg_per_s"].as_f64()), (Some(10), Some(5.0)));
+        assert_eq!(json["mb_per_s"], 0.0005);
+        assert!(write_json(Path::new("/nonexistent-dir/x.json"), &rate).is_err());
+        assert_eq!((result_word(true), result_word(false)), ("OK", "FAILED"));
     }
 }

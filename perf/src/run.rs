@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use hdrhistogram::Histogram;
 
 use crate::broker_stats::{self, BrokerSample};
@@ -19,7 +19,7 @@ use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
 use crate::progress::{self, PerSecond};
-use crate::report::{BrokerUse, Rate, Report, Scenario};
+use crate::report::{self, BrokerUse, Rate, Report, Scenario};
 use crate::shared::Shared;
 use crate::{ScenarioArgs, ThroughputArgs};
 
@@ -76,8 +76,7 @@ pub fn throughput(args: &ThroughputArgs) -> Result<Report> {
     let report = measure(&args.url, &args.scenario, args.broker_pid, true)?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        report::write_json(path, &report)?;
     }
     Ok(report)
 }

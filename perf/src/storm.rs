@@ -7,6 +7,8 @@
 //! and holds. Only the write half of each connection is kept (one descriptor each). Bounded
 //! by `--timeout-s`.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -15,12 +17,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
 use crate::BrokerArgs;
 use crate::broker_stats::rss_kib;
 use crate::client::{FrameWriter, Protocol, Target};
 use crate::pace::{self, LatencySummary, Pace};
 use crate::progress::{self, PerSecond};
+use crate::report::{result_word, write_json};
 use crate::shared::Shared;
 
 /// Longest a single connection's handshake may take.
@@ -45,6 +49,9 @@ pub struct StormArgs {
     /// Seconds to hold every connection open before closing them.
     #[arg(long, default_value_t = 2)]
     pub hold_s: u64,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// What one opening thread did.
@@ -95,32 +102,101 @@ pub fn storm(args: &StormArgs) -> Result<bool> {
     progress::join(progress, &shared);
     let (errors, error_count) = shared.errors();
 
-    println!(
-        "ferry-perf storm {}: {} connections from {} threads, rate {}",
-        b.url,
-        args.connections,
-        args.threads,
-        args.rate.map_or_else(|| "unpaced".to_owned(), |r| format!("{r}/s"))
-    );
-    println!(
-        "opened {succeeded} of {} in {open_s:.3} s ({:.0}/s), failed {error_count}",
-        args.connections,
-        succeeded as f64 / open_s.max(1e-9)
-    );
-    println!("{}", LatencySummary::of(&latency).labelled("connect latency"));
-    if let (Some(before), Some(held)) = (rss_before, rss_held) {
-        println!(
-            "broker rss before {before} KiB, holding {held} KiB: {:.0} bytes per connection",
-            growth_per_connection(before, held, succeeded)
-        );
-    }
-    println!("closed {succeeded} connections in {close_s:.3} s");
-    for e in &errors {
-        println!("error: {e}");
-    }
+    let broker = b.broker_pid.zip(rss_before.zip(rss_held)).map(|(pid, (before, held))| StormBroker {
+        pid,
+        rss_before_kib: before,
+        rss_held_kib: held,
+        bytes_per_connection: growth_per_connection(before, held, succeeded),
+    });
     let clean = succeeded == args.connections;
-    println!("result: {}", if clean { "OK" } else { "FAILED" });
+    let report = StormReport {
+        url: b.url.clone(),
+        connections: args.connections,
+        threads: args.threads,
+        rate: args.rate,
+        opened: succeeded,
+        open_s,
+        open_per_s: succeeded as f64 / open_s.max(1e-9),
+        failed: error_count,
+        connect_latency: LatencySummary::of(&latency),
+        broker,
+        closed: succeeded,
+        close_s,
+        errors,
+        result: result_word(clean),
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
     Ok(clean)
+}
+
+/// The broker's resident memory around a storm (with `--broker-pid`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StormBroker {
+    pub pid: u32,
+    pub rss_before_kib: u64,
+    /// While every opened connection was held.
+    pub rss_held_kib: u64,
+    pub bytes_per_connection: f64,
+}
+
+/// Everything one storm measured: the table on stdout and, with `--json`, the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    pub url: String,
+    /// Connections asked for.
+    pub connections: u64,
+    pub threads: u32,
+    /// Connections a second (`null`: unpaced).
+    pub rate: Option<u64>,
+    pub opened: u64,
+    pub open_s: f64,
+    pub open_per_s: f64,
+    /// Errors (failed connections) counted.
+    pub failed: u64,
+    pub connect_latency: LatencySummary,
+    pub broker: Option<StormBroker>,
+    pub closed: u64,
+    pub close_s: f64,
+    pub errors: Vec<String>,
+    /// `OK` or `FAILED`, as the table's last line.
+    pub result: &'static str,
+}
+
+impl StormReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "ferry-perf storm {}: {} connections from {} threads, rate {}",
+            self.url,
+            self.connections,
+            self.threads,
+            self.rate.map_or_else(|| "unpaced".to_owned(), |r| format!("{r}/s"))
+        );
+        let _ = writeln!(
+            out,
+            "opened {} of {} in {:.3} s ({:.0}/s), failed {}",
+            self.opened, self.connections, self.open_s, self.open_per_s, self.failed
+        );
+        let _ = writeln!(out, "{}", self.connect_latency.labelled("connect latency"));
+        if let Some(b) = &self.broker {
+            let _ = writeln!(
+                out,
+                "broker rss before {} KiB, holding {} KiB: {:.0} bytes per connection",
+                b.rss_before_kib, b.rss_held_kib, b.bytes_per_connection
+            );
+        }
+        let _ = writeln!(out, "closed {} connections in {:.3} s", self.closed, self.close_s);
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        let _ = writeln!(out, "result: {}", self.result);
+        out
+    }
 }
 
 /// Broker memory growth per connection in bytes (0 for no connections; negative if it shrank).
@@ -199,5 +275,45 @@ mod tests {
         assert_eq!(growth_per_connection(1000, 2000, 1024), 1000.0);
         assert_eq!(growth_per_connection(1000, 2000, 0), 0.0);
         assert_eq!(growth_per_connection(2000, 1000, 1024), -1000.0);
+    }
+
+    #[test]
+    fn the_json_report_holds_what_the_table_shows() {
+        let mut latency = pace::histogram();
+        for us in 1..=100u64 {
+            latency.saturating_record(us * 1000);
+        }
+        let report = StormReport {
+            url: "mqtt://127.0.0.1:1883".to_owned(),
+            connections: 100,
+            threads: 8,
+            rate: None,
+            opened: 100,
+            open_s: 0.25,
+            open_per_s: 400.0,
+            failed: 0,
+            connect_latency: LatencySummary::of(&latency),
+            broker: Some(StormBroker {
+                pid: 7,
+                rss_before_kib: 1000,
+                rss_held_kib: 1100,
+                bytes_per_connection: 1024.0,
+            }),
+            closed: 100,
+            close_s: 0.01,
+            errors: Vec::new(),
+            result: result_word(true),
+        };
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert_eq!((json["opened"].as_u64(), json["failed"].as_u64()), (Some(100), Some(0)));
+        assert_eq!(json["open_per_s"], 400.0);
+        assert!(json["rate"].is_null());
+        assert_eq!(json["connect_latency"]["count"], 100);
+        assert_eq!(json["connect_latency"]["percentiles_us"][0][0], "p50");
+        assert_eq!(json["broker"]["bytes_per_connection"], 1024.0);
+        assert_eq!(json["result"], "OK");
+        let table = report.table();
+        assert!(table.contains("opened 100 of 100 in 0.250 s (400/s), failed 0"), "{table}");
+        assert!(table.ends_with("result: OK\n"), "{table}");
     }
 }
