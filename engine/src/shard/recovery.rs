@@ -115,12 +115,33 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
 }
 
 /// A durable MQTT session queue that recorded its Session Expiry Interval: the client id and
-/// the interval in ms.
+/// the interval in ms. The argument is only written by the MQTT gateway (a 5.0 interval is a
+/// u32), but an AMQP client can declare a queue of that name with any value: anything that is
+/// not a u32 is ignored rather than trusted.
 fn mqtt_session_expiry(name: &str, arguments: &[(String, String)]) -> Option<(String, u64)> {
     use crate::gateway::mqtt::connect::{SESSION_EXPIRY_ARGUMENT, SESSION_QUEUE_PREFIX};
     let client_id = name.strip_prefix(SESSION_QUEUE_PREFIX)?;
-    let seconds: u64 = arguments.iter().find(|(k, _)| k == SESSION_EXPIRY_ARGUMENT)?.1.parse().ok()?;
-    Some((client_id.to_owned(), seconds * 1000))
+    let seconds: u32 = arguments.iter().find(|(k, _)| k == SESSION_EXPIRY_ARGUMENT)?.1.parse().ok()?;
+    Some((client_id.to_owned(), u64::from(seconds) * 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mqtt_session_expiry;
+
+    #[test]
+    fn only_a_session_queue_with_a_u32_interval_is_restored() {
+        let arg = |v: &str| vec![("x-ferry-mqtt-session-expiry-s".to_owned(), v.to_owned())];
+        assert_eq!(mqtt_session_expiry("mqtt-subscription-c1", &arg("60")), Some(("c1".to_owned(), 60_000)));
+        let most = u64::from(u32::MAX) * 1000;
+        assert_eq!(mqtt_session_expiry("mqtt-subscription-c1", &arg("4294967295")), Some(("c1".to_owned(), most)));
+        // Declared by hand over AMQP: too large, negative or not a number, or another queue.
+        for bad in ["18446744073709551615", "-1", "soon", ""] {
+            assert_eq!(mqtt_session_expiry("mqtt-subscription-c1", &arg(bad)), None, "{bad}");
+        }
+        assert_eq!(mqtt_session_expiry("orders", &arg("60")), None);
+        assert_eq!(mqtt_session_expiry("mqtt-subscription-c1", &[]), None);
+    }
 }
 
 /// Hands a recovered queue's messages to its new owner and settles them in this log.
