@@ -125,6 +125,19 @@ fn mqtt_session_expiry(name: &str, arguments: &[(String, String)]) -> Option<(St
     Some((client_id.to_owned(), u64::from(seconds) * 1000))
 }
 
+/// Hands a recovered queue's messages to its new owner and settles them in this log.
+fn moved(shard: &mut crate::shard::Shard, queue: &str, owner: ShardId, messages: &[ferry_storage::StoredMessage]) {
+    tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
+    for m in messages {
+        let content: Arc<_> = recovered_content(m);
+        if let Err(e) = shard.publish("", queue, content, None, || None) {
+            tracing::warn!(queue, "moving a recovered message failed: {e}");
+            continue;
+        }
+        shard.journal_mut().append_settle(queue, m.msg_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::mqtt_session_expiry;
@@ -141,18 +154,5 @@ mod tests {
         }
         assert_eq!(mqtt_session_expiry("orders", &arg("60")), None);
         assert_eq!(mqtt_session_expiry("mqtt-subscription-c1", &[]), None);
-    }
-}
-
-/// Hands a recovered queue's messages to its new owner and settles them in this log.
-fn moved(shard: &mut crate::shard::Shard, queue: &str, owner: ShardId, messages: &[ferry_storage::StoredMessage]) {
-    tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
-    for m in messages {
-        let content: Arc<_> = recovered_content(m);
-        if let Err(e) = shard.publish("", queue, content, None, || None) {
-            tracing::warn!(queue, "moving a recovered message failed: {e}");
-            continue;
-        }
-        shard.journal_mut().append_settle(queue, m.msg_id);
     }
 }
