@@ -131,12 +131,10 @@ pub fn record_death(props: &mut Properties, death: &Death<'_>) {
         t.get("queue").and_then(FieldValue::as_str) == Some(death.queue)
             && t.get("reason").and_then(FieldValue::as_str) == Some(death.reason)
     };
-    let count = match deaths.iter().position(same) {
-        Some(at) => {
-            let FieldValue::Table(t) = deaths.remove(at) else { unreachable!("matched a table") };
-            t.get("count").and_then(FieldValue::as_i64).unwrap_or(0) + 1
-        }
-        None => 1,
+    let earlier = deaths.iter().position(same).map(|at| deaths.remove(at));
+    let count = match earlier {
+        Some(FieldValue::Table(t)) => t.get("count").and_then(FieldValue::as_i64).unwrap_or(0).saturating_add(1),
+        _ => 1,
     };
     let mut entry = FieldTable::new();
     entry.insert("count", FieldValue::I64(count));
