@@ -182,6 +182,20 @@ mod tests {
         assert_eq!(first.get("time"), Some(&FieldValue::Timestamp(1_700_000_000)));
         assert_eq!(first.get("routing-keys"), Some(&FieldValue::Array(vec![FieldValue::string("work")])));
         assert!(props.headers.iter().any(|(k, _)| k == "x-death"), "a text view for other protocols");
+
+        // A publisher's own x-death with the largest count: saturates, never overflows.
+        let mut entry = FieldTable::new();
+        entry.insert("count", FieldValue::I64(i64::MAX));
+        entry.insert("reason", FieldValue::string("rejected"));
+        entry.insert("queue", FieldValue::string("work"));
+        let mut table = FieldTable::new();
+        table.insert("x-death", FieldValue::Array(vec![FieldValue::Table(entry)]));
+        let mut peer = properties_from_amqp(&BasicProperties { headers: Some(table), ..BasicProperties::default() });
+        record_death(&mut peer, &death("work", "rejected"));
+        let headers = amqp_properties(&peer).headers.expect("headers");
+        let Some(FieldValue::Array(deaths)) = headers.get("x-death") else { panic!("x-death: {headers:?}") };
+        let FieldValue::Table(t) = &deaths[0] else { panic!("entry") };
+        assert_eq!(t.get("count").and_then(FieldValue::as_i64), Some(i64::MAX));
     }
 
     #[test]
