@@ -69,56 +69,13 @@ impl Redirector {
 /// it answered linger in TIME_WAIT on the port, and a shard's bind of it after a takeover is
 /// refused unless those carry SO_REUSEPORT too.
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use std::os::fd::FromRawFd;
-    let check = |rc: libc::c_int| if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) };
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    // SAFETY: plain socket calls on a descriptor this function owns; `from_raw_fd` takes it
-    // over (and closes it on error paths through the returned listener's drop).
-    unsafe {
-        let fd = check(libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?;
-        let listener = TcpListener::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-            let len = std::mem::size_of_val(&one) as libc::socklen_t;
-            check(libc::setsockopt(fd, libc::SOL_SOCKET, option, (&raw const one).cast(), len))?;
-        }
-        let (storage, len) = sockaddr(addr);
-        check(libc::bind(fd, (&raw const storage).cast(), len))?;
-        check(libc::listen(fd, 1024))?;
-        Ok(listener)
-    }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage; the family-specific view written below
-    // fits inside it.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn serve(listener: &TcpListener, lease: &LeaseDir, stop: &AtomicBool) {
