@@ -9,19 +9,47 @@
 //! takes a fifth of a second at 10,000 — time a takeover would spend before serving.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-/// Refuses `addr` when another process listens on an overlapping address and the same port.
+/// How long a listener found on the port may take to go away before the port counts as taken.
+/// A broker killed with `kill -9` and restarted at once: its process is gone, but the kernel
+/// tears its io_uring down asynchronously, and the listening sockets that ring's pending
+/// accepts hold live on for a few milliseconds more. A live broker's listener stays.
+const DYING_LISTENER_WAIT: Duration = Duration::from_secs(2);
+const DYING_LISTENER_POLL: Duration = Duration::from_millis(20);
+
+/// Refuses `addr` when another process listens on an overlapping address and the same port
+/// (and still does after [`DYING_LISTENER_WAIT`]).
 pub(super) fn ensure_unused(addr: SocketAddr) -> anyhow::Result<()> {
-    let taken = match diag::listeners() {
+    ensure_unused_within(addr, DYING_LISTENER_WAIT)
+}
+
+fn ensure_unused_within(addr: SocketAddr, wait: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + wait;
+    let mut waited = false;
+    loop {
+        if !listened_on(addr) {
+            if waited {
+                tracing::info!(%addr, ms = started.elapsed().as_millis(), "a listener of an exiting process went away");
+            }
+            return Ok(());
+        }
+        waited = true;
+        if Instant::now() >= deadline {
+            bail!("{addr} is already in use by another process (another broker?): refusing to share it");
+        }
+        std::thread::sleep(DYING_LISTENER_POLL);
+    }
+}
+
+fn listened_on(addr: SocketAddr) -> bool {
+    match diag::listeners() {
         Ok(listening) => listening.iter().any(|&(ip, port)| overlaps(ip, port, addr)),
         Err(_) => proc_net_lists(addr),
-    };
-    if taken {
-        bail!("{addr} is already in use by another process (another broker?): refusing to share it");
     }
-    Ok(())
 }
 
 /// Whether a listener on `ip:port` shares `addr`'s port and overlaps its address (equal, or
@@ -224,9 +252,26 @@ mod tests {
         assert!(listening.contains(&(addr.ip(), addr.port())), "{addr} not in {listening:?}");
         let client_port = client.local_addr().expect("addr").port();
         assert!(!listening.iter().any(|&(_, port)| port == client_port), "a connection reported as listening");
-        assert!(ensure_unused(addr).is_err());
+        assert!(ensure_unused_within(addr, Duration::ZERO).is_err());
         assert!(proc_net_lists(addr), "the /proc fallback agrees");
         drop(listener);
-        assert!(ensure_unused(addr).is_ok(), "closed listener still reported");
+        assert!(ensure_unused_within(addr, Duration::ZERO).is_ok(), "closed listener still reported");
+    }
+
+    /// A listener that goes away while the check waits (a killed broker's, torn down late)
+    /// does not refuse the port; one that stays does, once the wait is over.
+    #[test]
+    fn a_listener_that_goes_away_within_the_wait_does_not_count() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let started = Instant::now();
+        assert!(ensure_unused_within(addr, Duration::from_millis(200)).is_err(), "a live listener counts");
+        assert!(started.elapsed() >= Duration::from_millis(200), "refused only after the wait");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            drop(listener);
+        });
+        assert!(ensure_unused_within(addr, Duration::from_secs(5)).is_ok(), "gone within the wait");
+        closer.join().expect("closer");
     }
 }
