@@ -24,7 +24,9 @@ pub use packet::{
 };
 pub use properties::{Properties, PropertyContext};
 pub use reason::ReasonCode;
-pub use session::{CloseReason, ConnectAnswer, Event, InboundState, Outbound, SendError, Session, SessionConfig};
+pub use session::{
+    CloseReason, ConnectAnswer, Event, InboundState, Outbound, ParkedSession, SendError, Session, SessionConfig,
+};
 
 use ferry_wire::Detection;
 

@@ -22,8 +22,10 @@ use crate::reason::ReasonCode;
 use crate::topic;
 
 mod outbound;
+mod parked;
 
 pub use outbound::{Outbound, SendError};
+pub use parked::ParkedSession;
 
 /// An empty input buffer larger than this is released rather than kept.
 const INPUT_BYTES_KEPT_MAX: usize = 64 * 1024;
@@ -35,6 +37,15 @@ const FIXED_HEADER_BYTES_MAX: usize = 5;
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub limits: Limits,
+}
+
+/// When a session whose client last spoke at `last_received` has missed its keep-alive:
+/// 1.5 × keep-alive (§3.1.2.10); never for a keep-alive of 0.
+fn keep_alive_deadline(keep_alive_s: u16, last_received: Instant) -> Option<Instant> {
+    if keep_alive_s == 0 {
+        return None;
+    }
+    last_received.checked_add(Duration::from_millis(u64::from(keep_alive_s) * 1500))
 }
 
 /// Why a session closed itself.
@@ -266,11 +277,7 @@ impl Session {
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
-        if self.keep_alive == 0 {
-            return None;
-        }
-        // 1.5 × keep-alive (§3.1.2.10).
-        self.last_received.checked_add(Duration::from_millis(u64::from(self.keep_alive) * 1500))
+        keep_alive_deadline(self.keep_alive, self.last_received)
     }
 
     /// Closes on a missed keep-alive or connect timeout.

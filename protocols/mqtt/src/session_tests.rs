@@ -364,3 +364,53 @@ fn server_keep_alive_caps_v5_clients() {
     assert_eq!(s.keep_alive(), 20);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
 }
+
+#[test]
+fn a_quiet_session_parks_and_resumes_unchanged() {
+    let t0 = Instant::now();
+    let props = Properties { receive_maximum: Some(2), topic_alias_maximum: Some(4), ..Properties::default() };
+    let mut s = connected(Version::V5, props, t0);
+    // Aliases both ways and a used packet id must survive the park.
+    let set = Properties { topic_alias: Some(1), ..Properties::default() };
+    s.handle_input(&bytes(&publish(QoS::AtMostOnce, None, "in/topic", set), Version::V5), t0);
+    assert_eq!(events(&mut s).len(), 1);
+    let first = s.send_publish(outbound("out/topic", QoS::AtLeastOnce)).expect("sent").expect("id");
+    let _ = packets(&mut s);
+    assert!(!s.is_quiet(), "a packet id in flight");
+    let Err(mut s) = s.park() else { panic!("parked with a packet in flight") };
+    s.handle_input(&bytes(&resp(AckKind::PubAck, first), Version::V5), t0);
+    assert_eq!(events(&mut s), [Event::Acked { packet_id: first }]);
+    assert!(s.is_quiet());
+
+    let parked = s.park().expect("quiet");
+    assert!(size_of::<ParkedSession>() < size_of::<Session>() / 4, "{}", size_of::<ParkedSession>());
+    assert_eq!(parked.poll_timeout(), Some(t0 + Duration::from_millis(15_000)));
+    let t1 = t0 + Duration::from_secs(3);
+    let mut s = parked.resume(&config(), t1);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(15_000)), "last_received kept");
+    let alias_only = Properties { topic_alias: Some(1), ..Properties::default() };
+    s.handle_input(&bytes(&publish(QoS::AtMostOnce, None, "", alias_only), Version::V5), t1);
+    let Some(Event::Publish(p)) = s.poll_event() else { panic!("publish") };
+    assert_eq!(p.topic, "in/topic", "inbound alias kept");
+    let second = s.send_publish(outbound("out/topic", QoS::AtLeastOnce)).expect("sent").expect("id");
+    assert_ne!(second, first, "packet ids go on");
+    let Packet::Publish(out) = packets(&mut s).remove(0) else { panic!("publish") };
+    assert_eq!((out.topic.as_str(), out.properties.topic_alias), ("", Some(1)), "outbound alias kept");
+}
+
+#[test]
+fn sessions_with_work_do_not_park() {
+    let t0 = Instant::now();
+    let fresh = Session::new(config(), t0);
+    assert!(fresh.park().is_err(), "CONNECT not yet accepted");
+    let mut s = connected(Version::V3_1_1, Properties::default(), t0);
+    s.handle_input(&bytes(&Packet::PingReq, Version::V3_1_1)[..1], t0);
+    assert!(!s.is_quiet(), "half a packet buffered");
+    s.handle_input(&bytes(&Packet::PingReq, Version::V3_1_1)[1..], t0);
+    assert!(!s.is_quiet(), "PINGRESP not yet written");
+    let _ = packets(&mut s);
+    s.handle_input(&bytes(&publish(QoS::ExactlyOnce, Some(9), "t", Properties::default()), Version::V3_1_1), t0);
+    assert!(!s.is_quiet(), "a publish event queued");
+    let _ = events(&mut s);
+    assert!(!s.is_quiet(), "QoS 2 id pending");
+}

@@ -41,6 +41,9 @@ impl<T: Copy> PacketIds<T> {
     pub fn len(&self) -> usize {
         self.map.len()
     }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.map.values()
     }
@@ -106,7 +109,66 @@ impl Default for OutboundState {
     }
 }
 
+/// The outbound half of a parked session (nothing in flight): the client's limits, the topic
+/// aliases it was told, the next packet id.
+#[derive(Debug)]
+pub(super) struct ParkedOutbound {
+    /// `u32::MAX`: no limit (a client's Maximum Packet Size is a u32).
+    packet_bytes_max: u32,
+    /// Boxed: most clients use no aliases, and an empty map is 48 bytes inline.
+    #[expect(clippy::box_collection, reason = "one pointer inline instead of a whole map")]
+    aliases: Option<Box<HashMap<String, u16>>>,
+    receive_max: u16,
+    alias_max: u16,
+    next_id: u16,
+    server_keep_alive: Option<u16>,
+}
+
+impl ParkedOutbound {
+    pub(super) fn resume(self) -> OutboundState {
+        let ParkedOutbound { packet_bytes_max, aliases, receive_max, alias_max, next_id, server_keep_alive } = self;
+        OutboundState {
+            receive_max,
+            packet_bytes_max: if packet_bytes_max == u32::MAX { usize::MAX } else { packet_bytes_max as usize },
+            alias_max,
+            aliases: aliases.map(|a| *a).unwrap_or_default(),
+            next_id,
+            inflight: PacketIds::default(),
+            server_keep_alive,
+        }
+    }
+}
+
 impl OutboundState {
+    /// Nothing is in flight to the client.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    /// The compact form; `Err` while a packet is in flight.
+    pub(super) fn park(self) -> Result<ParkedOutbound, Self> {
+        if !self.is_quiet() {
+            return Err(self);
+        }
+        let OutboundState {
+            receive_max,
+            packet_bytes_max,
+            alias_max,
+            aliases,
+            next_id,
+            inflight: _,
+            server_keep_alive,
+        } = self;
+        Ok(ParkedOutbound {
+            packet_bytes_max: u32::try_from(packet_bytes_max).unwrap_or(u32::MAX),
+            aliases: (!aliases.is_empty()).then(|| Box::new(aliases)),
+            receive_max,
+            alias_max,
+            next_id,
+            server_keep_alive,
+        })
+    }
+
     /// Takes the client's limits from its CONNECT properties.
     pub fn configure(&mut self, props: &Properties, alias_count_max: u16) {
         self.receive_max = props.receive_maximum.unwrap_or(u16::MAX);
