@@ -110,11 +110,14 @@ impl Status {
              ferry_active {}\n# HELP ferry_epoch The lease epoch this process holds (0: none yet).\n\
              # TYPE ferry_epoch gauge\nferry_epoch {}\n# HELP ferry_shards Shards of this process.\n\
              # TYPE ferry_shards gauge\nferry_shards {}\n# HELP ferry_uptime_seconds Since the process started.\n\
-             # TYPE ferry_uptime_seconds counter\nferry_uptime_seconds {}\n",
+             # TYPE ferry_uptime_seconds counter\nferry_uptime_seconds {}\n\
+             # HELP ferry_connections_parked Idle connections parked without a task (see runtime::park).\n\
+             # TYPE ferry_connections_parked gauge\nferry_connections_parked {}\n",
             u8::from(role == Role::Active),
             self.epoch.load(Ordering::SeqCst),
             self.shards,
-            self.started.elapsed().as_secs()
+            self.started.elapsed().as_secs(),
+            crate::runtime::parked_total()
         )
     }
 }

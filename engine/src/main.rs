@@ -77,6 +77,12 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Idle connections park in bursts and free their tasks: a shard hands those pages back to
+    // the system then (see `runtime::park`), which mimalloc otherwise does only on later use.
+    ferry_engine::runtime::set_release_hook(|| {
+        // SAFETY: plain call into the global allocator; it walks the calling thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(false) }
+    });
     let signals = ferry_engine::runtime::block_shutdown_signals()?;
     let cli = Cli::parse();
     let file = match &cli.config {

@@ -117,6 +117,7 @@ class Broker:
         self.port = free_port()
         self.amqp_port = free_port()
         self.mqtt_port = free_port()
+        self.admin_port = free_port()
         # Each broker gets its own data dir: a data dir belongs to one live process.
         self.data_dir = Path(data_dir) if data_dir else self.workdir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,15 @@ class Broker:
     def addr(self):
         return (self.host, self.port)
 
+    def metric(self, name):
+        """One value of the admin endpoint's /metrics (Prometheus text)."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
+
     def cmdline(self):
         cmd = [
             self.binary,
@@ -140,6 +150,7 @@ class Broker:
             "--listen", f"stomp={self.host}:{self.port}",
             "--listen", f"amqp={self.host}:{self.amqp_port}",
             "--listen", f"mqtt={self.host}:{self.mqtt_port}",
+            "--listen", f"admin={self.host}:{self.admin_port}",
         ]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]

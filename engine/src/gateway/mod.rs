@@ -17,12 +17,15 @@ use ferry_wire::Limits;
 use crate::error::{EngineError, ErrorKind};
 use crate::ids::{ConnectionId, ShardId};
 use crate::model::routing::MetaOp;
-use crate::shard::mailbox::Mailbox;
+use crate::shard::mailbox::{Mailbox, Wake};
 use crate::shard::msg::{Reply, Request};
 use crate::shard::{AUTHORITY, ShardRef};
 
 /// One connection's protocol state, as the runtime's read/handle/poll/write loop sees it.
-pub trait Gateway {
+pub trait Gateway: Sized {
+    /// The connection's state while the runtime keeps it parked (idle, with no task; see
+    /// `runtime::park`); `Infallible` for a protocol whose connections never park.
+    type Parked: 'static;
     /// Bytes a refused connection gets before the socket closes (connection limit reached).
     fn refusal() -> &'static [u8];
     /// Feeds socket bytes to the session, which parses them (keeping only an incomplete
@@ -50,11 +53,25 @@ pub trait Gateway {
     }
     /// Releases everything the connection held.
     fn close(self);
+    /// Nothing is in progress (no input, output, mail or work in flight): the connection may
+    /// be parked.
+    fn parkable(&self) -> bool {
+        false
+    }
+    /// The parked form of a parkable connection; `Err` gives back one that is not.
+    fn park(self) -> Result<Self::Parked, Self> {
+        Err(self)
+    }
+    /// The connection again, from its parked form; `peer` is the socket's peer address (a
+    /// parked form need not keep it).
+    fn resume(parked: Self::Parked, peer: std::net::SocketAddr, now: Instant) -> Self;
+    /// When a parked connection must be resumed to handle its timer (keep-alive).
+    fn parked_timeout(parked: &Self::Parked) -> Option<Instant>;
 }
 
 /// Registers a new connection on `shard`: its id, mailbox and a copy of the limits; `None` at
 /// the shard's connection limit.
-pub(crate) fn register(shard: &ShardRef, wake: Rc<dyn Fn()>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>, Limits)> {
+pub(crate) fn register(shard: &ShardRef, wake: Rc<dyn Wake>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>, Limits)> {
     let mut s = shard.borrow_mut();
     let limits = s.limits().clone();
     let (id, mailbox) = s.register_conn(wake)?;

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::future::poll_fn;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -20,6 +21,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::notify::Notify;
+use super::park;
 use super::reactor_turn;
 use crate::auth::Users;
 use crate::gateway::Gateway;
@@ -27,6 +29,7 @@ use crate::gateway::amqp091::AmqpConn;
 use crate::gateway::mqtt::MqttConn;
 use crate::gateway::stomp::StompConn;
 use crate::shard::ShardRef;
+use crate::shard::mailbox::Wake as WakeHook;
 
 /// Bytes read from the socket per read call (the shard's shared read buffer).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -51,6 +54,8 @@ enum Wake {
     Mail,
     Timer,
     Recheck,
+    /// Idle for [`park::PARK_AFTER`] with nothing in progress.
+    Park,
 }
 
 /// Longest wait for the peer's FIN after ours.
@@ -60,7 +65,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const HELD_RECHECK: Duration = Duration::from_millis(50);
 
 /// Builds a protocol's gateway for a new connection; `None` at the connection limit.
-pub(super) type MakeGateway<G> = fn(ShardRef, std::net::SocketAddr, Rc<Users>, Rc<dyn Fn()>, Instant) -> Option<G>;
+pub(super) type MakeGateway<G> = fn(ShardRef, std::net::SocketAddr, Rc<Users>, Rc<dyn WakeHook>, Instant) -> Option<G>;
 
 pub(super) async fn serve_stomp(stream: TcpStream, shard: ShardRef, users: Rc<Users>) {
     serve::<StompConn>(stream, shard, users, StompConn::new).await;
@@ -74,20 +79,30 @@ pub(super) async fn serve_mqtt(stream: TcpStream, shard: ShardRef, users: Rc<Use
     serve::<MqttConn>(stream, shard, users, MqttConn::new).await;
 }
 
-async fn serve<G: Gateway>(mut stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
+async fn serve<G: Gateway + 'static>(stream: TcpStream, shard: ShardRef, users: Rc<Users>, make: MakeGateway<G>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let notify = Rc::new(Notify::default());
-    let wake: Rc<dyn Fn()> = {
-        let notify = notify.clone();
-        Rc::new(move || notify.notify())
-    };
-    let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
-    let Some(mut conn) = make(shard.clone(), peer, users, wake, Instant::now()) else {
+    let wake: Rc<dyn WakeHook> = notify.clone();
+    let Some(conn) = make(shard.clone(), peer, users, wake, Instant::now()) else {
+        let mut stream = stream;
         let _ = stream.write_all(G::refusal()).await;
         return;
     };
+    drive(stream, shard, conn, notify).await;
+}
+
+/// The connection's loop, from its first byte or from a resume out of the parked state (see
+/// [`super::park`]): it ends when the connection closes or parks.
+pub(super) async fn drive<G: Gateway + 'static>(
+    mut stream: TcpStream,
+    shard: ShardRef,
+    mut conn: G,
+    notify: Rc<Notify>,
+) {
+    let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
     let mut out = Vec::new();
+    let mut active = Instant::now();
     loop {
         conn.poll_transmit(&mut out);
         if !out.is_empty() {
@@ -100,7 +115,12 @@ async fn serve<G: Gateway>(mut stream: TcpStream, shard: ShardRef, users: Rc<Use
         if conn.is_closed() {
             break;
         }
-        match next_wake(&mut stream, &mut conn, &notify).await {
+        let park_at = conn.parkable().then(|| active + park::PARK_AFTER);
+        let wake = next_wake(&mut stream, &mut conn, &notify, park_at).await;
+        if !matches!(wake, Wake::Park) {
+            active = Instant::now();
+        }
+        match wake {
             Wake::Input { full } => {
                 while shard.borrow().outbox_len() > outbox_max {
                     glommio::timer::sleep(OUTBOX_BACKOFF).await;
@@ -118,6 +138,26 @@ async fn serve<G: Gateway>(mut stream: TcpStream, shard: ShardRef, users: Rc<Use
             Wake::Mail => conn.drain_mailbox(),
             Wake::Timer => conn.handle_timeout(Instant::now()),
             Wake::Recheck => {}
+            Wake::Park => {
+                let now = Instant::now();
+                // Idle long enough: park unless the keep-alive deadline is near (the parked
+                // watcher looks at deadlines only every few hundred milliseconds).
+                active = now;
+                if conn.poll_timeout().is_some_and(|at| at < now + park::HORIZON) {
+                    continue;
+                }
+                let Some(reservation) = park::reserve(stream.as_raw_fd()) else { continue };
+                match conn.park() {
+                    Ok(parked) => {
+                        reservation.fill::<G>(notify, parked);
+                        return;
+                    }
+                    Err(back) => {
+                        reservation.cancel();
+                        conn = back;
+                    }
+                }
+            }
         }
     }
     // Lingering close: read (and discard) until the peer closes too, for a bounded time, so
@@ -141,14 +181,19 @@ fn next_wake<'a, G: Gateway>(
     stream: &'a mut TcpStream,
     conn: &'a mut G,
     notify: &'a Notify,
+    park_at: Option<Instant>,
 ) -> impl Future<Output = Wake> + 'a {
     let held = conn.input_held();
     let recheck = held.then(|| Instant::now() + HELD_RECHECK);
-    let (deadline, on_deadline) = match (conn.poll_timeout(), recheck) {
-        (Some(t), Some(r)) if r < t => (Some(r), Wake::Recheck),
-        (Some(t), _) => (Some(t), Wake::Timer),
-        (None, r) => (r, Wake::Recheck),
-    };
+    let (deadline, on_deadline) = [
+        conn.poll_timeout().map(|t| (t, Wake::Timer)),
+        recheck.map(|r| (r, Wake::Recheck)),
+        park_at.map(|p| (p, Wake::Park)),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|(at, _)| *at)
+    .map_or((None, Wake::Timer), |(at, wake)| (Some(at), wake));
     let mut timer = deadline.map(|at| Timer::new(at.saturating_duration_since(Instant::now())));
     let mut on_deadline = Some(on_deadline);
     poll_fn(move |cx| {

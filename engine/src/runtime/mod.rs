@@ -8,6 +8,7 @@ mod conn;
 mod listeners;
 mod memlock;
 mod notify;
+mod park;
 mod reactor_turn;
 mod resources;
 mod shard_tasks;
@@ -26,6 +27,7 @@ use crate::lease::Activation;
 use crate::shard::msg::ShardMsg;
 
 pub use memlock::{has_ipc_lock, io_memory_for, memlock_limit_bytes};
+pub use park::{parked_total, set_release_hook};
 
 /// Set once SIGINT/SIGTERM arrives; every shard polls it and winds down.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);

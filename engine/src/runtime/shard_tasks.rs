@@ -111,6 +111,7 @@ pub(super) async fn shard_main(
     }
 
     let users = Rc::new(Users::new(&config.users));
+    tasks.extend(super::park::start(&shard));
     let mut accepting = Vec::new();
     for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {
@@ -140,6 +141,7 @@ pub(super) async fn shard_main(
     // more (its CONNECT would wait for a timeout).
     drop(accepting);
     final_sync(&shard).await;
+    super::park::stop();
     drop(tasks);
 }
 

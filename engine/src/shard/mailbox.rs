@@ -33,11 +33,23 @@ impl Mailbox {
     }
 }
 
+/// How the shard wakes a connection's task: the runtime's wake-up flag itself (one
+/// allocation per connection, no closure around it), or any closure (tests).
+pub trait Wake {
+    fn wake(&self);
+}
+
+impl<F: Fn()> Wake for F {
+    fn wake(&self) {
+        self();
+    }
+}
+
 /// The shard's handle on a connection: its mailbox and how to wake its task.
 #[derive(Clone)]
 pub struct ConnHandle {
     pub mailbox: Rc<RefCell<Mailbox>>,
-    pub wake: Rc<dyn Fn()>,
+    pub wake: Rc<dyn Wake>,
 }
 
 impl fmt::Debug for ConnHandle {

@@ -162,7 +162,7 @@ impl Shard {
     // ----- connections -------------------------------------------------------------------
 
     /// Registers a connection living on this shard; `None` at the connection limit.
-    pub fn register_conn(&mut self, wake: Rc<dyn Fn()>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>)> {
+    pub fn register_conn(&mut self, wake: Rc<dyn mailbox::Wake>) -> Option<(ConnectionId, Rc<RefCell<Mailbox>>)> {
         if self.conns.len() >= self.limits.connection_count_max {
             return None;
         }
@@ -192,7 +192,7 @@ impl Shard {
         match self.conns.get(&conn.local) {
             Some(handle) => {
                 fill(&mut handle.mailbox.borrow_mut());
-                (handle.wake)();
+                handle.wake.wake();
                 true
             }
             None => false,

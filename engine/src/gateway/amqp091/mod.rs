@@ -26,6 +26,7 @@ use crate::ids::{ConnectionId, ConsumerKey};
 use crate::model::queue::Delivery;
 use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
+use crate::shard::mailbox::Wake;
 use channel::{Channel, Unacked};
 use confirms::ConfirmFrame;
 
@@ -73,7 +74,7 @@ impl std::fmt::Debug for AmqpConn {
 
 impl AmqpConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
-    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
+    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Wake>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
         let config = ConnectionConfig {
             limits,
@@ -287,6 +288,14 @@ impl AmqpConn {
 }
 
 impl crate::gateway::Gateway for AmqpConn {
+    /// Not parked (only MQTT connections are, see `runtime::park`).
+    type Parked = std::convert::Infallible;
+    fn resume(parked: Self::Parked, _peer: std::net::SocketAddr, _now: Instant) -> Self {
+        match parked {}
+    }
+    fn parked_timeout(parked: &Self::Parked) -> Option<Instant> {
+        match *parked {}
+    }
     fn refusal() -> &'static [u8] {
         ferry_amqp091::PROTOCOL_HEADER
     }

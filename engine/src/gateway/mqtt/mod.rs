@@ -12,6 +12,7 @@
 pub(crate) mod connect;
 mod deliver;
 mod mapping;
+mod park;
 mod subscribe;
 pub mod topic_map;
 
@@ -29,7 +30,9 @@ use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag, ShardId};
 use crate::model::topic::TopicPattern;
 use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
+use crate::shard::mailbox::Wake;
 use deliver::Pending;
+pub use park::ParkedMqtt;
 
 /// The queue behind a session's (non-shared) subscriptions.
 #[derive(Debug, Clone)]
@@ -109,7 +112,7 @@ impl std::fmt::Debug for MqttConn {
 
 impl MqttConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
-    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
+    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Wake>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
         let config = SessionConfig { limits };
         let registry = id.shard;
@@ -239,6 +242,7 @@ fn expiry_from(seconds: u32) -> Option<u32> {
 }
 
 impl crate::gateway::Gateway for MqttConn {
+    type Parked = ParkedMqtt;
     fn refusal() -> &'static [u8] {
         // CONNACK, return code 3: server unavailable (3.1.1 format, understood by 5.0 clients
         // as a malformed answer to close on).
@@ -271,5 +275,17 @@ impl crate::gateway::Gateway for MqttConn {
     }
     fn close(self) {
         MqttConn::close(self);
+    }
+    fn parkable(&self) -> bool {
+        MqttConn::parkable(self)
+    }
+    fn park(self) -> Result<ParkedMqtt, Self> {
+        MqttConn::park(self)
+    }
+    fn resume(parked: ParkedMqtt, peer: SocketAddr, now: Instant) -> Self {
+        parked.resume(peer, now)
+    }
+    fn parked_timeout(parked: &ParkedMqtt) -> Option<Instant> {
+        parked.poll_timeout()
     }
 }

@@ -25,6 +25,7 @@ use crate::ids::ConnectionId;
 use crate::model::queue::Delivery;
 use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
+use crate::shard::mailbox::Wake;
 use receipts::{Ready, Receipts};
 use subscription::Subscriptions;
 
@@ -70,7 +71,7 @@ impl std::fmt::Debug for StompConn {
 
 impl StompConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
-    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Fn()>, now: Instant) -> Option<Self> {
+    pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Wake>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
         let config = SessionConfig { limits, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) };
         Some(StompConn {
@@ -288,6 +289,14 @@ impl StompConn {
 }
 
 impl crate::gateway::Gateway for StompConn {
+    /// Not parked (only MQTT connections are, see `runtime::park`).
+    type Parked = std::convert::Infallible;
+    fn resume(parked: Self::Parked, _peer: std::net::SocketAddr, _now: Instant) -> Self {
+        match parked {}
+    }
+    fn parked_timeout(parked: &Self::Parked) -> Option<Instant> {
+        match *parked {}
+    }
     fn refusal() -> &'static [u8] {
         b"ERROR\nmessage:connection limit reached\n\n\0"
     }
