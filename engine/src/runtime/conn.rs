@@ -103,6 +103,9 @@ pub(super) async fn drive<G: Gateway + 'static>(
     let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
     let mut out = Vec::new();
     let mut active = Instant::now();
+    // Armed once the connection is first parkable and then at most once per PARK_AFTER:
+    // a busy connection does not re-arm a timer at every wake-up.
+    let mut park_timer: Option<ParkTimer> = None;
     loop {
         conn.poll_transmit(&mut out);
         if !out.is_empty() {
@@ -115,8 +118,10 @@ pub(super) async fn drive<G: Gateway + 'static>(
         if conn.is_closed() {
             break;
         }
-        let park_at = conn.parkable().then(|| active + park::PARK_AFTER);
-        let wake = next_wake(&mut stream, &mut conn, &notify, park_at).await;
+        if park_timer.is_none() && conn.parkable() {
+            park_timer = Some(ParkTimer::new(active + park::PARK_AFTER));
+        }
+        let wake = next_wake(&mut stream, &mut conn, &notify, park_timer.as_mut()).await;
         if !matches!(wake, Wake::Park) {
             active = Instant::now();
         }
@@ -140,10 +145,17 @@ pub(super) async fn drive<G: Gateway + 'static>(
             Wake::Recheck => {}
             Wake::Park => {
                 let now = Instant::now();
-                // Idle long enough: park unless the keep-alive deadline is near (the parked
-                // watcher looks at deadlines only every few hundred milliseconds).
-                active = now;
-                if conn.poll_timeout().is_some_and(|at| at < now + park::HORIZON) {
+                let idle_enough = active + park::PARK_AFTER;
+                // The next look, should this one not park.
+                let next = if now >= idle_enough { now + park::PARK_AFTER } else { idle_enough };
+                park_timer = Some(ParkTimer::new(next));
+                // Idle long enough, with nothing in progress: park, unless the keep-alive
+                // deadline is near (the parked watcher looks at deadlines only every few
+                // hundred milliseconds).
+                if now < idle_enough
+                    || !conn.parkable()
+                    || conn.poll_timeout().is_some_and(|at| at < now + park::HORIZON)
+                {
                     continue;
                 }
                 let Some(reservation) = park::reserve(stream.as_raw_fd()) else { continue };
@@ -181,19 +193,15 @@ fn next_wake<'a, G: Gateway>(
     stream: &'a mut TcpStream,
     conn: &'a mut G,
     notify: &'a Notify,
-    park_at: Option<Instant>,
+    mut park: Option<&'a mut ParkTimer>,
 ) -> impl Future<Output = Wake> + 'a {
     let held = conn.input_held();
     let recheck = held.then(|| Instant::now() + HELD_RECHECK);
-    let (deadline, on_deadline) = [
-        conn.poll_timeout().map(|t| (t, Wake::Timer)),
-        recheck.map(|r| (r, Wake::Recheck)),
-        park_at.map(|p| (p, Wake::Park)),
-    ]
-    .into_iter()
-    .flatten()
-    .min_by_key(|(at, _)| *at)
-    .map_or((None, Wake::Timer), |(at, wake)| (Some(at), wake));
+    let (deadline, on_deadline) = [conn.poll_timeout().map(|t| (t, Wake::Timer)), recheck.map(|r| (r, Wake::Recheck))]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(at, _)| *at)
+        .map_or((None, Wake::Timer), |(at, wake)| (Some(at), wake));
     let mut timer = deadline.map(|at| Timer::new(at.saturating_duration_since(Instant::now())));
     let mut on_deadline = Some(on_deadline);
     poll_fn(move |cx| {
@@ -203,11 +211,37 @@ fn next_wake<'a, G: Gateway>(
         if notify.poll_wait(cx).is_ready() {
             return Poll::Ready(Wake::Mail);
         }
+        if park.as_mut().is_some_and(|park| park.poll(cx).is_ready()) {
+            return Poll::Ready(Wake::Park);
+        }
         match timer.as_mut().map(|timer| Pin::new(timer).poll(cx)) {
             Some(Poll::Ready(_)) => Poll::Ready(on_deadline.take().unwrap_or(Wake::Timer)),
             _ => Poll::Pending,
         }
     })
+}
+
+/// When an idle connection looks whether it can park. The glommio timer is polled once per
+/// arming (that registers the task's waker with the reactor); after that a look at the clock
+/// is enough, so a busy connection's wake-ups cost no timer-wheel updates.
+struct ParkTimer {
+    at: Instant,
+    timer: Timer,
+    polled: bool,
+}
+
+impl ParkTimer {
+    fn new(at: Instant) -> ParkTimer {
+        ParkTimer { at, timer: Timer::new(at.saturating_duration_since(Instant::now())), polled: false }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.polled {
+            self.polled = true;
+            return Pin::new(&mut self.timer).poll(cx).map(|_| ());
+        }
+        if Instant::now() >= self.at { Poll::Ready(()) } else { Poll::Pending }
+    }
 }
 
 /// Reads what the socket has into the shard's buffer and hands it to `conn`.
