@@ -98,3 +98,49 @@ def test_qos2_resend_after_reconnect_is_delivered_once(broker, level):
     assert not sub.quiet_for(0.5), "delivered exactly once"
     raw.close()
     sub.close()
+
+
+def _v5_session(port, cid, seconds, clean=False):
+    return Client(port, cid, V5, clean=clean, connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=seconds))
+
+
+@pytest.mark.parametrize("before,after,kept", [(300, 2, False), (300, 0, False), (2, 600, True)],
+                         ids=["shortened", "ended", "lengthened"])
+def test_an_expiry_changed_by_disconnect_holds_after_a_restart(broker_factory, tmp_path, before, after, kept):
+    """A 5.0 DISCONNECT may change the Session Expiry Interval (§3.14.2.2.2); the restarted
+    broker ends the session after the new interval, not the CONNECT's (before, the new one
+    lived only in memory: a shortened session was kept, a lengthened one ended early)."""
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data, name="first")
+    cid, topic = uniq("dx"), uniq("dx")
+    c = _v5_session(broker.mqtt_port, cid, before)
+    c.subscribe(topic, 1)
+    c.c.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=after))
+    c.close(disconnect=False)
+    time.sleep(0.3)
+    broker.stop()
+    broker = broker_factory(data_dir=data, name="second")
+    time.sleep(3)
+    back = _v5_session(broker.mqtt_port, cid, 600)
+    assert back.connack[0] is kept, f"expiry {before} -> {after}: session present {back.connack[0]}"
+    back.close()
+
+
+def test_an_expiry_changed_by_a_resuming_connect_holds_after_a_restart(broker_factory, tmp_path):
+    """The interval of the latest CONNECT that resumed the session is the one a restart keeps."""
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data, name="first")
+    cid, topic = uniq("rx"), uniq("rx")
+    c = _v5_session(broker.mqtt_port, cid, 300)
+    c.subscribe(topic, 1)
+    c.close()
+    c = _v5_session(broker.mqtt_port, cid, 2)
+    assert c.connack[0] is True
+    c.close()
+    time.sleep(0.3)
+    broker.stop()
+    broker = broker_factory(data_dir=data, name="second")
+    time.sleep(3)
+    back = _v5_session(broker.mqtt_port, cid, 600)
+    assert back.connack[0] is False, "the resumed 2 s session outlived its expiry across the restart"
+    back.close()

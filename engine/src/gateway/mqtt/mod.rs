@@ -168,8 +168,16 @@ impl MqttConn {
                 if reason != ReasonCode::DISCONNECT_WITH_WILL {
                     self.will = None;
                 }
-                if let Some(expiry) = session_expiry {
-                    self.session_expiry = expiry_from(expiry);
+                if let Some(expiry) = session_expiry.map(expiry_from)
+                    && expiry != self.session_expiry
+                {
+                    self.session_expiry = expiry;
+                    // Zero ends the session at close (its queue is deleted then).
+                    if expiry != Some(0)
+                        && let Err(e) = self.record_session_expiry().await
+                    {
+                        tracing::warn!(conn = %self.id, "recording the session expiry failed: {e}");
+                    }
                 }
             }
             Event::Closed { reason } => tracing::debug!(conn = %self.id, ?reason, "mqtt session closed"),
