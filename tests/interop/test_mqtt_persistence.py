@@ -144,3 +144,65 @@ def test_an_expiry_changed_by_a_resuming_connect_holds_after_a_restart(broker_fa
     back = _v5_session(broker.mqtt_port, cid, 600)
     assert back.connack[0] is False, "the resumed 2 s session outlived its expiry across the restart"
     back.close()
+
+
+def _will_setup(broker, topic, delay=3):
+    """A kept-session subscriber of `topic` (disconnected, so the will waits in its queue) and
+    a client whose will waits `delay` s, dropped without DISCONNECT. Returns their ids."""
+    watcher = uniq("watch")
+    w = _v5_session(broker.mqtt_port, watcher, 600)
+    w.subscribe(topic, 1)
+    w.close()
+    cid = uniq("willer")
+    will = dict(topic=topic, payload=b"gone", qos=1,
+                properties=props(PacketTypes.WILLMESSAGE, WillDelayInterval=delay))
+    c = Client(broker.mqtt_port, cid, V5, clean=True, will=will,
+               connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=60))
+    c.drop()
+    time.sleep(0.5)
+    return watcher, cid
+
+
+@pytest.mark.parametrize("stop,down_s,shards", [("term", 0, 1), ("term", 0, 2), ("kill", 0, 1), ("term", 3.5, 1)],
+                         ids=["sigterm", "sigterm-2-shards", "kill-9", "delay-passed-while-down"])
+def test_a_delayed_will_survives_a_restart(broker_factory, tmp_path, stop, down_s, shards):
+    """A will waiting for its 5.0 Will Delay Interval when the broker stops is published after
+    the restart once the rest of the delay has passed (at once when it passed while the broker
+    was down). Its record is synced milliseconds after the drop, so kill -9 keeps it too.
+    Before, the will lived only in memory and a restart lost it."""
+    data = tmp_path / "data"
+    broker = broker_factory(shards=shards, data_dir=data, name="first")
+    topic = uniq("will")
+    watcher, _ = _will_setup(broker, topic)
+    broker.kill() if stop == "kill" else broker.stop()
+    time.sleep(down_s)
+    broker = broker_factory(shards=shards, data_dir=data, name="second")
+    started = time.monotonic()
+    w = _v5_session(broker.mqtt_port, watcher, 600)
+    assert w.connack[0] is True
+    (m,) = w.wait_messages(1, timeout=8)
+    assert m.payload == b"gone"
+    waited = time.monotonic() - started
+    if down_s:
+        assert waited < 2, f"the delay passed while the broker was down, yet the will took {waited:.1f} s"
+    assert w.quiet_for(0.5) == [], "the will was published once"
+    w.close()
+
+
+def test_a_delayed_will_is_cancelled_by_a_reconnect_after_a_restart(broker_factory, tmp_path):
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data, name="first")
+    topic = uniq("will")
+    watcher, cid = _will_setup(broker, topic)
+    broker.stop()
+    broker = broker_factory(data_dir=data, name="second")
+    back = _v5_session(broker.mqtt_port, cid, 60)
+    w = _v5_session(broker.mqtt_port, watcher, 600)
+    assert w.quiet_for(4) == [], "the will of a client that came back was published"
+    back.close()
+    w.close()
+    broker.stop()
+    broker = broker_factory(data_dir=data, name="third")
+    w = _v5_session(broker.mqtt_port, watcher, 600)
+    assert w.quiet_for(4) == [], "a cancelled will came back after another restart"
+    w.close()

@@ -16,6 +16,7 @@ use crate::model::message::Content;
 use crate::model::routing::{MetaOp, QueueSpec};
 use crate::shard::mqtt::{DelayedWill, MqttRelease, RETAINED_QUEUE, SavedSession};
 use crate::shard::msg::{Reply, Request};
+use crate::shard::wills::WILLS_QUEUE;
 
 /// Prefix of the durable queue of a session that outlives its connection (RabbitMQ's name).
 pub(crate) const SESSION_QUEUE_PREFIX: &str = "mqtt-subscription-";
@@ -51,6 +52,13 @@ impl MqttConn {
         self.credit = u32::from(connect.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(u32::from(self.shard.borrow().limits().inflight_count_max));
         self.will = connect.will.map(Box::new);
+        let will_delay = self.will.as_ref().and_then(|w| w.properties.will_delay_interval).unwrap_or(0);
+        if will_delay > 0 && self.session_expiry != Some(0) {
+            // Where the will is recorded if the connection drops (see `shard::wills`).
+            if let Err(e) = self.declare(WILLS_QUEUE, true, false, Vec::new()).await {
+                tracing::warn!(conn = %self.id, "a delayed will will not survive a restart: {e}");
+            }
+        }
         match self.resume(&client_id, connect.clean_start).await {
             Ok((present, saved)) => {
                 let answer = ConnectAnswer {
