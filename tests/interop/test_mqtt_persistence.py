@@ -2,12 +2,14 @@
 retained messages survive a broker restart on the same data directory, and the QoS 2
 exactly-once handshake survives a reconnect (a re-sent PUBLISH is not delivered twice)."""
 
+import socket
+import struct
 import time
 
 import pytest
 
 from conftest import uniq
-from mqtt_util import V5, V311, Client, Raw, packet, props, publish_packet
+from mqtt_util import V5, V311, Client, Raw, mqtt_str, packet, props, publish_packet
 from paho.mqtt.packettypes import PacketTypes
 
 
@@ -206,3 +208,121 @@ def test_a_delayed_will_is_cancelled_by_a_reconnect_after_a_restart(broker_facto
     w = _v5_session(broker.mqtt_port, watcher, 600)
     assert w.quiet_for(4) == [], "a cancelled will came back after another restart"
     w.close()
+
+
+def _raw_subscriber(port, cid, topic, level, present=None):
+    """A raw QoS 2 subscriber of a kept session; returns it after SUBACK (or CONNACK only when
+    `topic` is None). `present`: the session-present flag the CONNACK must carry."""
+    raw = Raw(port)
+    connack = raw.connect(level=level, client_id=cid, clean=False, session_expiry=600 if level == 5 else None)
+    if present is not None:
+        assert bool(connack[0] & 1) is present, f"session present {connack!r}"
+    if topic is not None:
+        body = struct.pack("!H", 1) + (b"\x00" if level == 5 else b"") + mqtt_str(topic) + b"\x02"
+        raw.send(packet(0x82, body))
+        kind, _, _ = raw.read_packet()
+        assert kind == 9, "SUBACK"
+    return raw
+
+
+def _read_publish(raw, level):
+    """(packet id, dup, payload) of the next PUBLISH."""
+    kind, flags, body = raw.read_packet()
+    assert kind == 3, f"expected PUBLISH, got packet type {kind}"
+    (tlen,) = struct.unpack("!H", body[:2])
+    at = 2 + tlen
+    (pid,) = struct.unpack("!H", body[at:at + 2])
+    at += 2
+    if level == 5:
+        plen, shift = 0, 0
+        while True:
+            b = body[at]
+            at += 1
+            plen |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        at += plen
+    return pid, bool(flags & 0x08), body[at:]
+
+
+def _next_packet(raw, timeout):
+    """The next packet, or None when nothing comes within `timeout` s."""
+    try:
+        return raw.read_packet(timeout=timeout)
+    except socket.timeout:
+        return None
+
+
+def _restart(broker_factory, broker, data, how, name):
+    """Restarts the broker (SIGTERM or kill -9); `how == "none"`: no restart, a reconnect."""
+    if how == "none":
+        return broker
+    broker.kill() if how == "kill" else broker.stop()
+    return broker_factory(data_dir=data, name=name)
+
+
+@pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
+@pytest.mark.parametrize("how", ["term", "kill", "none"])
+def test_an_unacknowledged_qos2_publish_is_resent_with_its_packet_id_after_a_restart(broker_factory, tmp_path, level, how):
+    """§4.4: after the session resumes, an unacknowledged PUBLISH goes again with DUP=1 and
+    its original packet id (before: a new id, which a client that stored the old one as
+    received would deliver a second time; after a plain reconnect too)."""
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data, name="first")
+    cid, topic = uniq("q2a"), uniq("q2a")
+    raw = _raw_subscriber(broker.mqtt_port, cid, topic, level)
+    pub = Client(broker.mqtt_port, uniq("pub"), V5)
+    pub.publish(topic, b"m1", qos=2)
+    pid1, _, payload = _read_publish(raw, level)
+    assert payload == b"m1"
+    raw.send(packet(0x50, struct.pack("!H", pid1)))  # PUBREC
+    assert raw.read_packet()[0] == 6, "PUBREL"
+    raw.send(packet(0x70, struct.pack("!H", pid1)))  # PUBCOMP
+    pub.publish(topic, b"m2", qos=2)
+    pid2, dup, payload = _read_publish(raw, level)
+    assert (payload, dup) == (b"m2", False)
+    raw.close()  # no PUBREC: the client may have stored pid2 as received (method B)
+    pub.close()
+    time.sleep(0.3)
+    broker = _restart(broker_factory, broker, data, how, "second")
+    raw = _raw_subscriber(broker.mqtt_port, cid, None, level, present=True)
+    got = _read_publish(raw, level)
+    assert got == (pid2, True, b"m2"), f"resent as {got}, sent first as packet id {pid2}"
+    raw.send(packet(0x50, struct.pack("!H", pid2)))
+    assert raw.read_packet()[0] == 6, "PUBREL"
+    raw.send(packet(0x70, struct.pack("!H", pid2)))
+    raw.close()
+
+
+@pytest.mark.parametrize("level", [4, 5], ids=["v311", "v5"])
+@pytest.mark.parametrize("how", ["term", "kill"])
+def test_a_pubrel_the_client_never_completed_is_resent_after_a_restart(broker_factory, tmp_path, level, how):
+    """§4.4: a delivery the client PUBREC'd but never PUBCOMP'd gets its PUBREL again after
+    the restart, and the message is not sent again (before: nothing was resent, so a client
+    that delivers on PUBREL lost the message and kept the packet id in use for ever)."""
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data, name="first")
+    cid, topic = uniq("q2b"), uniq("q2b")
+    raw = _raw_subscriber(broker.mqtt_port, cid, topic, level)
+    pub = Client(broker.mqtt_port, uniq("pub"), V5)
+    pub.publish(topic, b"m1", qos=2)
+    pub.close()
+    pid, _, payload = _read_publish(raw, level)
+    assert payload == b"m1"
+    raw.send(packet(0x50, struct.pack("!H", pid)))  # PUBREC
+    kind, _, body = raw.read_packet()
+    assert (kind, body[:2]) == (6, struct.pack("!H", pid)), "PUBREL"
+    raw.close()  # no PUBCOMP
+    time.sleep(0.3)
+    broker = _restart(broker_factory, broker, data, how, "second")
+    raw = _raw_subscriber(broker.mqtt_port, cid, None, level, present=True)
+    got = _next_packet(raw, 3)
+    assert got is not None and (got[0], got[2][:2]) == (6, struct.pack("!H", pid)), f"PUBREL again, got {got}"
+    raw.send(packet(0x70, struct.pack("!H", pid)))  # PUBCOMP
+    assert _next_packet(raw, 0.5) is None, "nothing else is sent (m1 is not sent again)"
+    raw.close()
+    broker = _restart(broker_factory, broker, data, "term", "third")
+    raw = _raw_subscriber(broker.mqtt_port, cid, None, level, present=True)
+    assert _next_packet(raw, 0.5) is None, "a completed release is not resent"
+    raw.close()

@@ -161,6 +161,7 @@ impl MqttConn {
                 self.publish(publish).await;
             }
             Event::Acked { packet_id } => self.acked(packet_id),
+            Event::Completed { packet_id } => self.completed(packet_id),
             Event::Subscribe(subscribe) => self.subscribe(subscribe).await,
             Event::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
             Event::Disconnect { reason, session_expiry } => {
