@@ -224,6 +224,24 @@ fn declarations_are_validated_once_and_seen_everywhere() {
     assert_eq!(err.kind.amqp_code(), 406);
 }
 
+#[test]
+fn a_ferry_argument_change_reaches_every_table_and_the_owner_queue() {
+    let mut c = Cluster::new(&[("mqtt-subscription-c", 1)]);
+    c.declare(0, "mqtt-subscription-c", true);
+    let set = MetaOp::SetQueueArgument {
+        queue: "mqtt-subscription-c".into(),
+        key: "x-ferry-mqtt-session-expiry-s".into(),
+        value: Some("2".into()),
+    };
+    c.request(0, AUTHORITY, Request::Meta(set));
+    let wanted = [("x-ferry-mqtt-session-expiry-s".to_owned(), "2".to_owned())];
+    for shard in &c.shards {
+        assert_eq!(shard.routing().queue("mqtt-subscription-c").expect("known").arguments, wanted);
+    }
+    // The owner's copy is what compaction writes again.
+    assert_eq!(c.shards[1].owned_queue("mqtt-subscription-c").expect("owned").spec.arguments, wanted);
+}
+
 // ----- MQTT state kept by shards ------------------------------------------------------------
 
 fn topic_content(key: &str, body: &'static str) -> Arc<Content> {
