@@ -1,6 +1,8 @@
-"""What MQTT keeps: persistent sessions (subscriptions and queued QoS 1/2 messages) and
-retained messages survive a broker restart on the same data directory, and the QoS 2
-exactly-once handshake survives a reconnect (a re-sent PUBLISH is not delivered twice)."""
+"""What MQTT keeps: persistent sessions (subscriptions and queued QoS 1/2 messages, the
+latest Session Expiry Interval, wills waiting for their delay, and the outbound QoS 2 state:
+packet ids of unacknowledged PUBLISHes, PUBRELs awaiting PUBCOMP) and retained messages
+survive a broker restart on the same data directory, and the QoS 2 exactly-once handshake
+survives a reconnect (a re-sent PUBLISH is not delivered twice)."""
 
 import socket
 import struct
@@ -150,7 +152,8 @@ def test_an_expiry_changed_by_a_resuming_connect_holds_after_a_restart(broker_fa
 
 def _will_setup(broker, topic, delay=3):
     """A kept-session subscriber of `topic` (disconnected, so the will waits in its queue) and
-    a client whose will waits `delay` s, dropped without DISCONNECT. Returns their ids."""
+    a client whose will waits `delay` s, dropped without DISCONNECT. Returns their ids and
+    when the drop happened (time.monotonic())."""
     watcher = uniq("watch")
     w = _v5_session(broker.mqtt_port, watcher, 600)
     w.subscribe(topic, 1)
@@ -161,8 +164,9 @@ def _will_setup(broker, topic, delay=3):
     c = Client(broker.mqtt_port, cid, V5, clean=True, will=will,
                connect_props=props(PacketTypes.CONNECT, SessionExpiryInterval=60))
     c.drop()
+    dropped = time.monotonic()
     time.sleep(0.5)
-    return watcher, cid
+    return watcher, cid, dropped
 
 
 @pytest.mark.parametrize("stop,down_s,shards", [("term", 0, 1), ("term", 0, 2), ("kill", 0, 1), ("term", 3.5, 1)],
@@ -175,7 +179,7 @@ def test_a_delayed_will_survives_a_restart(broker_factory, tmp_path, stop, down_
     data = tmp_path / "data"
     broker = broker_factory(shards=shards, data_dir=data, name="first")
     topic = uniq("will")
-    watcher, _ = _will_setup(broker, topic)
+    watcher, _, dropped = _will_setup(broker, topic)
     broker.kill() if stop == "kill" else broker.stop()
     time.sleep(down_s)
     broker = broker_factory(shards=shards, data_dir=data, name="second")
@@ -185,6 +189,7 @@ def test_a_delayed_will_survives_a_restart(broker_factory, tmp_path, stop, down_
     (m,) = w.wait_messages(1, timeout=8)
     assert m.payload == b"gone"
     waited = time.monotonic() - started
+    assert time.monotonic() - dropped > 2.8, "the will went before its 3 s delay"
     if down_s:
         assert waited < 2, f"the delay passed while the broker was down, yet the will took {waited:.1f} s"
     assert w.quiet_for(0.5) == [], "the will was published once"
@@ -195,7 +200,7 @@ def test_a_delayed_will_is_cancelled_by_a_reconnect_after_a_restart(broker_facto
     data = tmp_path / "data"
     broker = broker_factory(data_dir=data, name="first")
     topic = uniq("will")
-    watcher, cid = _will_setup(broker, topic)
+    watcher, cid, _ = _will_setup(broker, topic)
     broker.stop()
     broker = broker_factory(data_dir=data, name="second")
     back = _v5_session(broker.mqtt_port, cid, 60)
