@@ -17,6 +17,7 @@ use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::placement::Placement;
 use ferry_engine::shard::mailbox::Mailbox;
 use ferry_engine::shard::msg::{Reply, Request};
+use ferry_engine::shard::wills::WILLS_QUEUE;
 use ferry_engine::shard::{AUTHORITY, Shard};
 use ferry_wire::Limits;
 
@@ -223,6 +224,24 @@ fn declarations_are_validated_once_and_seen_everywhere() {
     assert_eq!(err.kind.amqp_code(), 406);
 }
 
+#[test]
+fn a_ferry_argument_change_reaches_every_table_and_the_owner_queue() {
+    let mut c = Cluster::new(&[("mqtt-subscription-c", 1)]);
+    c.declare(0, "mqtt-subscription-c", true);
+    let set = MetaOp::SetQueueArgument {
+        queue: "mqtt-subscription-c".into(),
+        key: "x-ferry-mqtt-session-expiry-s".into(),
+        value: Some("2".into()),
+    };
+    c.request(0, AUTHORITY, Request::Meta(set));
+    let wanted = [("x-ferry-mqtt-session-expiry-s".to_owned(), "2".to_owned())];
+    for shard in &c.shards {
+        assert_eq!(shard.routing().queue("mqtt-subscription-c").expect("known").arguments, wanted);
+    }
+    // The owner's copy is what compaction writes again.
+    assert_eq!(c.shards[1].owned_queue("mqtt-subscription-c").expect("owned").spec.arguments, wanted);
+}
+
 // ----- MQTT state kept by shards ------------------------------------------------------------
 
 fn topic_content(key: &str, body: &'static str) -> Arc<Content> {
@@ -272,6 +291,8 @@ fn a_client_id_claim_takes_over_and_cancels_a_delayed_will() {
         shard.set_clock(Rc::new(move || now.get()));
     }
     let watch = c.declare(0, "will-watch", false);
+    let wills = c.declare(0, WILLS_QUEUE, true);
+    let recorded = |c: &Cluster| c.shards[usize::from(wills.0)].owned_queue(WILLS_QUEUE).expect("wills").len();
     let bind =
         MetaOp::Bind { exchange: "amq.topic".into(), queue: "will-watch".into(), key: "w.#".into(), arguments: vec![] };
     c.request(0, AUTHORITY, Request::Meta(bind));
@@ -303,13 +324,61 @@ fn a_client_id_claim_takes_over_and_cancels_a_delayed_will() {
         c.shards[usize::from(watch.0)].owned_queue("will-watch").expect("q").len()
     };
     assert_eq!(wills_at(&mut c, 500), 0, "the will waits");
+    assert_eq!(recorded(&c), 1, "a waiting will is in the log");
     // Reconnecting within the delay cancels the will and gets the saved QoS 2 state back.
     let (again, _) = c.connect(0);
     let Reply::MqttClaimed { saved, expired } = c.request(0, registry, claim(again)) else { panic!("claimed") };
     assert_eq!((saved.inbound_received, expired), (vec![3], false));
     assert_eq!(wills_at(&mut c, 2000), 0, "cancelled");
+    assert_eq!(recorded(&c), 0, "a cancelled will is settled");
     // Released again with a delay: published once it is due.
     c.shards[0].mqtt_release_to(registry, release(again, 1000));
     c.pump();
+    assert_eq!(recorded(&c), 1);
     assert_eq!(wills_at(&mut c, 3500), 1, "published once due");
+    assert_eq!(recorded(&c), 0, "a published will is settled");
+}
+
+#[test]
+fn a_recovered_will_waits_for_what_is_left_of_its_delay() {
+    use ferry_engine::model::message::QueuedMessage;
+    use ferry_engine::shard::wills::StoredWill;
+    let mut c = Cluster::new(&[("will-watch", 1), (WILLS_QUEUE, 1)]);
+    let now = Rc::new(std::cell::Cell::new(0u64));
+    for shard in &mut c.shards {
+        let now = now.clone();
+        shard.set_clock(Rc::new(move || now.get()));
+        shard.set_wall_clock(Rc::new(|| 10_000));
+    }
+    c.declare(0, "will-watch", false);
+    let bind =
+        MetaOp::Bind { exchange: "amq.topic".into(), queue: "will-watch".into(), key: "w.#".into(), arguments: vec![] };
+    c.request(0, AUTHORITY, Request::Meta(bind));
+    c.declare(0, WILLS_QUEUE, true);
+    let stored = |client: &str, due_unix_ms| {
+        let will =
+            StoredWill { client_id: client.into(), due_unix_ms, content: topic_content("w.x", "gone"), retain: false };
+        will.to_content()
+    };
+    let unreadable = topic_content("w.x", "not a will");
+    let recovered = [stored("late", 12_000), stored("overdue", 4_000), unreadable];
+    let messages = recovered
+        .into_iter()
+        .enumerate()
+        .map(|(i, content)| QueuedMessage { msg_id: i as u64 + 1, content, redelivered: true, expires_at_ms: None })
+        .collect();
+    c.shards[1].restore_messages(WILLS_QUEUE, messages);
+    c.shards[1].mqtt_wills_recovered();
+    c.pump();
+    assert_eq!(c.shards[1].owned_queue(WILLS_QUEUE).expect("wills").len(), 2, "the unreadable record is settled");
+    let published = |c: &mut Cluster, t: u64| {
+        now.set(t);
+        c.shards.iter_mut().for_each(Shard::mqtt_tick);
+        c.pump();
+        c.shards[1].owned_queue("will-watch").expect("q").len()
+    };
+    assert_eq!(published(&mut c, 0), 1, "a will due while the broker was down goes at once");
+    assert_eq!(published(&mut c, 1999), 1, "the other waits the 2 s it had left");
+    assert_eq!(published(&mut c, 2000), 2);
+    assert_eq!(c.shards[1].owned_queue(WILLS_QUEUE).expect("wills").len(), 0, "both settled");
 }

@@ -70,6 +70,27 @@ pub enum MetaOp {
         key: String,
         arguments: Vec<(String, String)>,
     },
+    /// Sets (`Some`) or removes (`None`) one of Ferry's own bookkeeping arguments
+    /// ([`FERRY_ARGUMENT_PREFIX`]) of an existing queue, such as the MQTT session expiry.
+    /// Nothing a queue does reads them, so the queue is not rebuilt; a durable queue's owner
+    /// journals its declaration again, which recovery takes as the newest.
+    SetQueueArgument {
+        queue: String,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+/// Queue arguments that only Ferry writes and that [`MetaOp::SetQueueArgument`] may change.
+pub const FERRY_ARGUMENT_PREFIX: &str = "x-ferry-";
+
+/// `arguments` with `key` set to `value` (replacing any earlier value) or removed (`None`).
+pub fn with_argument(arguments: &[(String, String)], key: &str, value: Option<&str>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = arguments.iter().filter(|(k, _)| k != key).cloned().collect();
+    if let Some(value) = value {
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    out
 }
 
 /// What a validated op did (so apply can skip no-ops and callers learn queue owners).
@@ -222,6 +243,15 @@ impl RoutingTable {
                 self.require_exchange(destination)?;
                 self.require_exchange(source)?;
                 Ok(MetaOutcome::Changed)
+            }
+            MetaOp::SetQueueArgument { queue, key, value } => {
+                if !key.starts_with(FERRY_ARGUMENT_PREFIX) {
+                    let msg = format!("argument '{key}' of queue '{queue}' cannot be changed");
+                    return Err(EngineError::new(ErrorKind::PreconditionFailed, msg));
+                }
+                let spec = self.queues.get(queue).ok_or_else(|| not_found("queue", queue))?;
+                let current = spec.arguments.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+                Ok(outcome(current != value.as_deref()))
             }
         }
     }
@@ -378,6 +408,11 @@ impl RoutingTable {
                     unbound.push(source.clone());
                 }
             }
+            MetaOp::SetQueueArgument { queue, key, value } => {
+                if let Some(spec) = self.queues.get_mut(queue) {
+                    spec.arguments = with_argument(&spec.arguments, key, value.as_deref());
+                }
+            }
         }
         self.auto_delete(unbound)
     }
@@ -480,6 +515,31 @@ mod tests {
         });
         t.apply(&MetaOp::DeleteQueue { name: "q".into() });
         assert!(t.exchange("amq.fanout").expect("exists").bindings().is_empty());
+    }
+
+    #[test]
+    fn only_ferry_arguments_of_an_existing_queue_can_be_set() {
+        let mut t = RoutingTable::default();
+        let spec = QueueSpec { arguments: vec![("x-max-length".into(), "5".into())], ..qspec("q", 0) };
+        t.apply(&MetaOp::DeclareQueue { spec, passive: false, by: None });
+        let set = |value: Option<&str>| MetaOp::SetQueueArgument {
+            queue: "q".into(),
+            key: "x-ferry-k".into(),
+            value: value.map(str::to_owned),
+        };
+        assert_eq!(t.validate(&set(None), 10).map_err(|e| e.kind), Ok(MetaOutcome::Unchanged));
+        assert_eq!(t.validate(&set(Some("1")), 10).map_err(|e| e.kind), Ok(MetaOutcome::Changed));
+        t.apply(&set(Some("1")));
+        assert_eq!(t.validate(&set(Some("1")), 10).map_err(|e| e.kind), Ok(MetaOutcome::Unchanged));
+        t.apply(&set(Some("2")));
+        let args = |t: &RoutingTable| t.queue("q").expect("declared").arguments.clone();
+        assert_eq!(args(&t), [("x-max-length".into(), "5".into()), ("x-ferry-k".into(), "2".into())]);
+        t.apply(&set(None));
+        assert_eq!(args(&t), [("x-max-length".to_owned(), "5".to_owned())]);
+        let rabbit = MetaOp::SetQueueArgument { queue: "q".into(), key: "x-max-length".into(), value: None };
+        assert_eq!(t.validate(&rabbit, 10).map_err(|e| e.kind), Err(ErrorKind::PreconditionFailed));
+        let missing = MetaOp::SetQueueArgument { queue: "nope".into(), key: "x-ferry-k".into(), value: None };
+        assert_eq!(t.validate(&missing, 10).map_err(|e| e.kind), Err(ErrorKind::NotFound));
     }
 
     fn exchange(t: &mut RoutingTable, name: &str, kind: ExchangeKind, arguments: Vec<(String, String)>) {

@@ -123,6 +123,13 @@ impl Shard {
                     self.journal.append_binding(exchange, queue, key, arguments, bound);
                 }
             }
+            MetaOp::SetQueueArgument { queue, key, value } => {
+                if let Some(owned) = self.queues.get_mut(queue) {
+                    owned.spec.arguments =
+                        crate::model::routing::with_argument(&owned.spec.arguments, key, value.as_deref());
+                    self.journal.append_queue_declare(&owned.spec);
+                }
+            }
             _ => {}
         }
     }

@@ -13,6 +13,7 @@ pub mod mailbox;
 pub mod mqtt;
 pub mod msg;
 pub mod recovery;
+pub mod wills;
 
 use crate::fastmap::HashMap;
 use std::cell::RefCell;
@@ -57,6 +58,9 @@ pub struct Shard {
     disk_alarm: bool,
     /// The shard's clock in ms (injected: tests and simulations set their own).
     clock: Rc<dyn Fn() -> u64>,
+    /// Wall-clock ms since the Unix epoch, for the few deadlines that must survive a restart
+    /// (MQTT wills waiting for their delay). Injected like `clock`.
+    wall_clock: Rc<dyn Fn() -> u64>,
     /// MQTT client ids placed here, and the retained store when its queue lives here.
     mqtt: mqtt::MqttRegistry,
 }
@@ -72,6 +76,12 @@ fn monotonic_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let start = START.get_or_init(std::time::Instant::now);
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch (the runtime's default wall clock; 0 before 1970).
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A shard shared by the tasks of its own executor.
@@ -98,6 +108,7 @@ impl Shard {
             name_seed: u64::from(id.0) << 48,
             disk_alarm: false,
             clock: Rc::new(monotonic_ms),
+            wall_clock: Rc::new(unix_ms),
             mqtt: mqtt::MqttRegistry::default(),
         }
     }
@@ -148,6 +159,16 @@ impl Shard {
     /// Replaces the shard's clock (tests, deterministic simulation).
     pub fn set_clock(&mut self, clock: Rc<dyn Fn() -> u64>) {
         self.clock = clock;
+    }
+
+    /// Replaces the shard's wall clock (tests, deterministic simulation).
+    pub fn set_wall_clock(&mut self, clock: Rc<dyn Fn() -> u64>) {
+        self.wall_clock = clock;
+    }
+
+    /// Wall-clock ms since the Unix epoch (see `wall_clock`).
+    pub(super) fn unix_ms(&self) -> u64 {
+        (self.wall_clock)()
     }
 
     /// Whether publishers must be held back (some shard is over a disk limit).
@@ -288,6 +309,9 @@ impl Shard {
             ShardMsg::Retain { content, completion } => self.retain_local(content, completion),
             ShardMsg::SysStats(stats) => self.mqtt_sys_stats(from, stats),
             ShardMsg::MqttRestore { client_id, expiry_ms, queue } => self.mqtt_restore(client_id, expiry_ms, queue),
+            ShardMsg::MqttWillStore(will) => self.will_store_local(*will),
+            ShardMsg::MqttWillDrop { client_id } => self.will_drop_local(&client_id),
+            ShardMsg::MqttWillRestore(will) => self.mqtt_restore_will(*will),
         }
     }
 

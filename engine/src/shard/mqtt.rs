@@ -1,6 +1,7 @@
 //! MQTT state a shard keeps for the whole broker, split by pure placement like queues are:
 //! the client-id registry for the ids that place on this shard (takeover of an older
-//! connection, QoS 2 packet-id state kept across reconnects, delayed wills, session expiry)
+//! connection, QoS 2 packet-id state kept across reconnects, delayed wills — with a durable
+//! copy in the log, see `shard::wills` —, session expiry)
 //! and, on the owner of `amq.mqtt.retained`, the retained-message store. Retained messages
 //! are ordinary persistent messages of that durable queue (one per topic, replaced by
 //! settling the older one), so the log keeps them and recovery brings them back with no new
@@ -15,6 +16,7 @@ use crate::model::routing::MetaOp;
 use crate::model::topic::TopicPattern;
 use crate::shard::Shard;
 use crate::shard::msg::ShardMsg;
+use crate::shard::wills::StoredWill;
 
 /// The durable queue that holds retained messages (its `amq.` name keeps AMQP clients from
 /// declaring it).
@@ -67,6 +69,9 @@ struct Left {
     saved: SavedSession,
     will: Option<(u64, Arc<Content>, bool)>,
     expires: Option<(u64, Option<String>)>,
+    /// Rebuilt from the log after a restart (not left by a connection since): the session's
+    /// expiry and its waiting will arrive separately and are merged.
+    restored: bool,
 }
 
 /// See the module docs.
@@ -79,6 +84,8 @@ pub struct MqttRegistry {
     started_ms: Option<u64>,
     /// On the authority: the latest `$SYS` figures of every shard (its own included).
     sys_shards: HashMap<u16, SysStats>,
+    /// On the owner of `amq.mqtt.wills`: client id → the message recording its waiting will.
+    pub(super) wills: HashMap<String, u64>,
 }
 
 /// One shard's `$SYS` figures. Each client id has one registry shard, so summing shards
@@ -113,13 +120,16 @@ impl Shard {
     /// Returns the saved packet-id state (unless `clean`) and whether the session had expired.
     pub(super) fn mqtt_claim(&mut self, client_id: String, conn: ConnectionId, clean: bool) -> (SavedSession, bool) {
         let now = self.now_ms();
-        let client = self.mqtt.clients.entry(client_id).or_default();
+        let client = self.mqtt.clients.entry(client_id.clone()).or_default();
         let old = client.conn.replace(conn);
         let left = client.left.take().map(|left| *left).unwrap_or_default();
         let expired = left.expires.is_some_and(|(at, _)| at <= now);
         let saved = left.saved;
         if let Some(old) = old.filter(|old| *old != conn) {
             self.mqtt_take_over(old);
+        }
+        if left.will.is_some() {
+            self.will_forget(client_id); // the client came back first
         }
         if clean || expired { (SavedSession::default(), expired) } else { (saved, false) }
     }
@@ -147,11 +157,30 @@ impl Shard {
     pub(super) fn mqtt_restore(&mut self, client_id: String, expiry_ms: u64, queue: String) {
         let now = self.now_ms();
         let client = self.mqtt.clients.entry(client_id).or_default();
-        if client.conn.is_some() || client.left.is_some() {
-            return; // a connection since the restart knows better
-        }
         let expires = Some((now.saturating_add(expiry_ms), Some(queue)));
-        client.left = Some(Box::new(Left { saved: SavedSession::default(), will: None, expires }));
+        match (&client.conn, &mut client.left) {
+            (None, None) => client.left = Some(Box::new(Left { expires, restored: true, ..Left::default() })),
+            (None, Some(left)) if left.restored => left.expires = expires,
+            _ => {} // a connection since the restart knows better
+        }
+    }
+
+    /// After a restart, from the owner of `amq.mqtt.wills`: a will that was waiting for its
+    /// delay waits again for what is left of it (nothing, if it passed while the broker was
+    /// down), unless its client has connected since.
+    pub(super) fn mqtt_restore_will(&mut self, will: StoredWill) {
+        let now = self.now_ms();
+        let at = now.saturating_add(will.due_unix_ms.saturating_sub(self.unix_ms()));
+        let client = self.mqtt.clients.entry(will.client_id.clone()).or_default();
+        let waiting = Some((at, will.content, will.retain));
+        match (&client.conn, &mut client.left) {
+            (None, None) => client.left = Some(Box::new(Left { will: waiting, restored: true, ..Left::default() })),
+            (None, Some(left)) if left.restored => left.will = waiting,
+            // A connection since the restart: it cancelled this will, or left a newer one
+            // whose record replaces this one.
+            (None, Some(left)) if left.will.is_some() => {}
+            _ => self.will_forget(will.client_id),
+        }
     }
 
     /// Hands what a closed connection left to its client id's registry shard.
@@ -175,14 +204,20 @@ impl Shard {
         client.conn = None;
         let left = Left {
             saved: release.saved,
-            will: release.will.map(|w| (now.saturating_add(w.delay_ms), w.content, w.retain)),
+            will: release.will.as_ref().map(|w| (now.saturating_add(w.delay_ms), w.content.clone(), w.retain)),
             expires: release.session_expiry_ms.map(|ms| (now.saturating_add(ms), release.session_queue)),
+            restored: false,
         };
         let ended = left.expires.as_ref().is_some_and(|(at, _)| *at <= now);
         if left.will.is_none() && (ended || left.saved == SavedSession::default() && left.expires.is_none()) {
             self.mqtt.clients.remove(&release.client_id);
         } else {
             client.left = Some(Box::new(left));
+        }
+        if let Some(will) = release.will {
+            let due_unix_ms = self.unix_ms().saturating_add(will.delay_ms);
+            let client_id = release.client_id;
+            self.will_record(StoredWill { client_id, due_unix_ms, content: will.content, retain: will.retain });
         }
     }
 
@@ -194,15 +229,22 @@ impl Shard {
         let mut expired = Vec::new();
         for (id, client) in &mut self.mqtt.clients {
             let Some(left) = &mut client.left else { continue };
-            if left.will.as_ref().is_some_and(|(at, _, _)| *at <= now) {
-                wills.extend(left.will.take());
+            if let Some((_, content, retain)) = left.will.take_if(|(at, _, _)| *at <= now) {
+                wills.push((id.clone(), content, retain));
             }
             if client.conn.is_none() && left.expires.as_ref().is_some_and(|(at, _)| *at <= now) {
                 expired.push(id.clone());
             }
         }
-        for (_, content, retain) in wills {
+        for (id, content, retain) in wills {
             self.publish_will(content, retain);
+            if let Some(client) = self.mqtt.clients.get(&id)
+                && client.conn.is_none()
+                && client.left.as_ref().is_some_and(|l| l.expires.is_none() && l.saved == SavedSession::default())
+            {
+                self.mqtt.clients.remove(&id); // nothing else was kept
+            }
+            self.will_forget(id);
         }
         for id in expired {
             let left = self.mqtt.clients.remove(&id).and_then(|client| client.left);

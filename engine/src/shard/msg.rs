@@ -11,6 +11,7 @@ use crate::model::message::Content;
 use crate::model::queue::{Consumer, Delivery};
 use crate::model::routing::{MetaOp, MetaOutcome};
 use crate::shard::mqtt::{MqttRelease, SavedSession, SysStats};
+use crate::shard::wills::StoredWill;
 
 /// A request that wants a reply (control operations; rare, so they may wait).
 #[derive(Debug, Clone)]
@@ -129,6 +130,15 @@ pub enum ShardMsg {
         expiry_ms: u64,
         queue: String,
     },
+    /// To the owner of `amq.mqtt.wills`: record a will waiting for its delay (replacing the
+    /// client's older one).
+    MqttWillStore(Box<StoredWill>),
+    /// To the owner of `amq.mqtt.wills`: the client's waiting will was published or cancelled.
+    MqttWillDrop {
+        client_id: String,
+    },
+    /// A recovered waiting will, for its client id's registry shard.
+    MqttWillRestore(Box<StoredWill>),
     /// A shard's `$SYS` figures, for the authority's broker-wide totals.
     SysStats(SysStats),
     /// Store (or clear, with an empty body) a retained message on the store's owner.

@@ -92,6 +92,9 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
                 s.journal_mut().append_enqueue(&queue.name, m.msg_id, &m.content);
             }
             s.restore_messages(&queue.name, messages);
+            if queue.name == crate::shard::wills::WILLS_QUEUE {
+                s.mqtt_wills_recovered();
+            }
         } else {
             moved(&mut s, &queue.name, owner, &queue.messages);
         }

@@ -69,6 +69,9 @@ pub enum Event {
     Publish(Publish),
     /// The client acknowledged a QoS 1 (PUBACK) or QoS 2 (PUBREC) delivery: settle it.
     Acked { packet_id: u16 },
+    /// The client completed a released QoS 2 delivery (PUBCOMP after our PUBREL): the
+    /// packet id is free again.
+    Completed { packet_id: u16 },
     /// Answer with [`Session::send_suback`].
     Subscribe(Subscribe),
     /// Answer with [`Session::send_unsuback`].
@@ -561,7 +564,12 @@ impl Session {
                 let v5 = self.version.is_v5();
                 let mut reply = Vec::new();
                 if let Some(packet_id) = self.out.on_resp(resp.kind, id, resp.reason, v5, &mut reply) {
-                    self.events.push_back(Event::Acked { packet_id });
+                    let event = if resp.kind == AckKind::PubComp {
+                        Event::Completed { packet_id }
+                    } else {
+                        Event::Acked { packet_id }
+                    };
+                    self.events.push_back(event);
                 }
                 for packet in reply {
                     self.write(&packet);

@@ -276,6 +276,7 @@ fn outbound(topic: &str, qos: QoS) -> Outbound {
         qos,
         retain: false,
         dup: false,
+        packet_id: None,
         properties: Properties::default(),
         payload: Bytes::from_static(b"payload"),
     }
@@ -296,10 +297,29 @@ fn outbound_qos2_and_window() {
     assert_eq!(events(&mut s), [Event::Acked { packet_id: a }]);
     assert_eq!(packets(&mut s), [resp(AckKind::PubRel, a)]);
     assert_eq!(s.send_window(), 0, "a QoS 2 slot is held until PUBCOMP");
+    assert!(s.is_releasing(a));
     s.handle_input(&bytes(&resp(AckKind::PubComp, a), Version::V5), t0);
     s.handle_input(&bytes(&resp(AckKind::PubAck, b), Version::V5), t0);
-    assert_eq!(events(&mut s), [Event::Acked { packet_id: b }]);
+    assert_eq!(events(&mut s), [Event::Completed { packet_id: a }, Event::Acked { packet_id: b }]);
     assert_eq!(s.send_window(), 2);
+}
+
+#[test]
+fn a_redelivery_keeps_its_packet_id_and_a_release_is_restored_once() {
+    let t0 = Instant::now();
+    let mut s = connected(Version::V5, Properties::default(), t0);
+    let first = Outbound { packet_id: Some(7), dup: true, ..outbound("t", QoS::ExactlyOnce) };
+    assert_eq!(s.send_publish(first.clone()), Ok(Some(7)), "the preferred id when free");
+    assert_ne!(s.send_publish(first).expect("sent"), Some(7), "another one when taken");
+    assert!(!s.restore_release(7), "in flight as a PUBLISH: not a release");
+    let _ = packets(&mut s);
+    assert!(s.restore_release(9));
+    assert!(s.restore_release(9), "already restored");
+    assert!(!s.restore_release(0), "0 is no packet id");
+    assert_eq!(packets(&mut s), [resp(AckKind::PubRel, 9)], "one PUBREL");
+    s.handle_input(&bytes(&resp(AckKind::PubComp, 9), Version::V5), t0);
+    assert_eq!(events(&mut s), [Event::Completed { packet_id: 9 }]);
+    assert!(!s.is_releasing(9));
 }
 
 #[test]

@@ -16,12 +16,15 @@ use crate::model::message::Content;
 use crate::model::routing::{MetaOp, QueueSpec};
 use crate::shard::mqtt::{DelayedWill, MqttRelease, RETAINED_QUEUE, SavedSession};
 use crate::shard::msg::{Reply, Request};
+use crate::shard::wills::WILLS_QUEUE;
 
 /// Prefix of the durable queue of a session that outlives its connection (RabbitMQ's name).
 pub(crate) const SESSION_QUEUE_PREFIX: &str = "mqtt-subscription-";
-/// A durable session queue's argument recording the 5.0 Session Expiry Interval (seconds) of
-/// the CONNECT that created it, so that after a restart the session still ends (see
-/// `Shard::mqtt_restore`). Ferry's own: other arguments' readers ignore it.
+/// A durable session queue's argument recording the session's 5.0 Session Expiry Interval
+/// (seconds; absent: never expires), so that after a restart the session still ends (see
+/// `Shard::mqtt_restore`). Written at declaration, and changed (a journaled re-declaration,
+/// see [`MqttConn::record_session_expiry`]) when a resuming CONNECT or a DISCONNECT sets
+/// another interval. Ferry's own: other arguments' readers ignore it.
 pub(crate) const SESSION_EXPIRY_ARGUMENT: &str = "x-ferry-mqtt-session-expiry-s";
 
 /// The registry shard of a client id: where its live connection and what a closed one left
@@ -49,6 +52,13 @@ impl MqttConn {
         self.credit = u32::from(connect.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(u32::from(self.shard.borrow().limits().inflight_count_max));
         self.will = connect.will.map(Box::new);
+        let will_delay = self.will.as_ref().and_then(|w| w.properties.will_delay_interval).unwrap_or(0);
+        if will_delay > 0 && self.session_expiry != Some(0) {
+            // Where the will is recorded if the connection drops (see `shard::wills`).
+            if let Err(e) = self.declare(WILLS_QUEUE, true, false, Vec::new()).await {
+                tracing::warn!(conn = %self.id, "a delayed will will not survive a restart: {e}");
+            }
+        }
         match self.resume(&client_id, connect.clean_start).await {
             Ok((present, saved)) => {
                 let answer = ConnectAnswer {
@@ -97,7 +107,29 @@ impl MqttConn {
         }
         let consumer = self.consume(&name, owner).await?;
         self.queue = Some(SessionQueue { name, owner, consumer, durable_name: true });
+        self.record_session_expiry().await?;
         Ok((true, saved))
+    }
+
+    /// Makes the durable session queue's recorded expiry (see [`SESSION_EXPIRY_ARGUMENT`])
+    /// the session's current one, when they differ. Nothing is acknowledged on it: the record
+    /// is synced with the log's next group commit, as every declaration is.
+    pub(super) async fn record_session_expiry(&self) -> Result<(), EngineError> {
+        let Some(queue) = self.queue.as_ref().filter(|q| q.durable_name) else {
+            return Ok(());
+        };
+        let value = self.session_expiry.map(|seconds| seconds.to_string());
+        let recorded = self
+            .shard
+            .borrow()
+            .routing()
+            .queue(&queue.name)
+            .map(|spec| spec.arguments.iter().find(|(k, _)| k == SESSION_EXPIRY_ARGUMENT).map(|(_, v)| v.clone()));
+        if recorded.is_none_or(|recorded| recorded == value) {
+            return Ok(()); // gone (it cannot be recorded), or already so
+        }
+        let op = MetaOp::SetQueueArgument { queue: queue.name.clone(), key: SESSION_EXPIRY_ARGUMENT.to_owned(), value };
+        crate::gateway::meta(&self.shard, op).await
     }
 
     /// Makes sure the session queue exists (declared on first subscription).

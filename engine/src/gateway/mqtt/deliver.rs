@@ -4,6 +4,15 @@
 //! expiry; then PUBLISH within the client's receive maximum. What does not fit waits in a
 //! backlog bounded by the consumers' credit. QoS 0 deliveries are settled once written into
 //! the output; QoS 1/2 when the client acknowledges (PUBACK/PUBREC).
+//!
+//! A kept session's outbound QoS 1/2 state survives a broker restart (§4.4) without a record
+//! per PUBLISH: a delivery from the durable session queue takes the packet id its message id
+//! maps to ([`packet_id_of`]; another when that one is in flight), so a redelivery after a
+//! reconnect or restart goes with DUP=1 and its original id. A PUBREC of such a delivery
+//! puts a small persistent release marker (header [`HEADER_RELEASE`]) into the session queue
+//! before the message is settled; the marker comes back to the session like a message and is
+//! settled at PUBCOMP. A marker delivered again (after a reconnect or restart) re-sends its
+//! PUBREL instead of a PUBLISH; one whose PUBCOMP came before it is settled at once.
 
 use std::sync::Arc;
 
@@ -13,8 +22,18 @@ use super::mapping::delivered;
 use super::topic_map::key_to_topic;
 use super::{MqttConn, Target};
 use crate::model::message::Content;
+use crate::model::message::Properties;
 use crate::model::queue::Delivery;
 use crate::shard::mqtt::mqtt_pattern_matches;
+
+/// The session-queue header of a release marker: the packet id whose PUBCOMP is awaited.
+pub(super) const HEADER_RELEASE: &str = "x-ferry-mqtt-pubrel";
+
+/// The packet id of a session-queue delivery: a pure function of its message id, so the
+/// same message gets the same id again after a reconnect or restart.
+pub(super) fn packet_id_of(msg_id: u64) -> u16 {
+    u16::try_from(msg_id % u64::from(u16::MAX)).map_or(1, |id| id + 1)
+}
 
 /// A message waiting for room in the client's receive maximum.
 #[derive(Debug)]
@@ -50,6 +69,10 @@ impl MqttConn {
                 }
                 Pending::Delivery(delivery) => {
                     let target = self.target_of(delivery);
+                    if let Some(release) = release_marker(delivery) {
+                        self.marker_delivered(release, delivery.message.redelivered, target);
+                        continue;
+                    }
                     match self.prepare(delivery) {
                         Some(outbound) => (outbound, Some(target)),
                         None => {
@@ -104,7 +127,15 @@ impl MqttConn {
         let retain = d.retained && matched.iter().any(|s| s.options.retain_as_published);
         let ids: Vec<u32> = matched.iter().filter_map(|s| s.id).collect();
         let qos = granted.min(d.qos);
-        Some(self.outbound(content, qos, retain, ids, d.properties, delivery.message.redelivered))
+        let mut outbound = self.outbound(content, qos, retain, ids, d.properties, delivery.message.redelivered);
+        if self.is_kept_session_queue(&delivery.queue) {
+            outbound.packet_id = Some(packet_id_of(delivery.message.msg_id));
+        }
+        Some(outbound)
+    }
+
+    fn is_kept_session_queue(&self, queue: &str) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.durable_name && q.name == queue)
     }
 
     fn outbound(
@@ -122,6 +153,7 @@ impl MqttConn {
             qos,
             retain,
             dup,
+            packet_id: None,
             properties,
             payload: content.body.clone(),
         }
@@ -143,8 +175,72 @@ impl MqttConn {
     /// The client acknowledged packet `packet_id` (PUBACK, or PUBREC for QoS 2).
     pub(super) fn acked(&mut self, packet_id: u16) {
         if let Some(Some(target)) = self.inflight.remove(&packet_id) {
+            if self.session.is_releasing(packet_id) && self.is_kept_session_queue(&target.queue) {
+                // Recorded before the settle (same queue, same log, in order): a crash
+                // between the two re-sends the PUBLISH rather than losing the PUBREL.
+                let marker = release_marker_content(packet_id);
+                if let Err(e) = self.shard.borrow_mut().publish("", &target.queue, marker, None, || None) {
+                    tracing::warn!(conn = %self.id, "recording a QoS 2 release failed: {e}");
+                }
+            }
             self.settle(&target);
         }
         self.flush_backlog();
+    }
+
+    /// The client completed released QoS 2 delivery `packet_id` (PUBCOMP).
+    pub(super) fn completed(&mut self, packet_id: u16) {
+        if let Some(Some(target)) = self.inflight.remove(&packet_id) {
+            self.settle(&target); // its release marker
+        }
+        self.flush_backlog();
+    }
+
+    /// A release marker reached the session: waits for the PUBCOMP of the release it records
+    /// (re-sending the PUBREL when the marker comes from an earlier connection or a restart),
+    /// or is settled when that PUBCOMP came already or its id is taken.
+    fn marker_delivered(&mut self, packet_id: Option<u16>, redelivered: bool, target: Target) {
+        let waiting = match packet_id {
+            Some(id) if redelivered => self.session.restore_release(id),
+            Some(id) => self.session.is_releasing(id),
+            None => false,
+        };
+        match packet_id.filter(|id| waiting && !self.inflight.contains_key(id)) {
+            Some(id) => {
+                self.inflight.insert(id, Some(target));
+            }
+            None => self.settle(&target),
+        }
+    }
+}
+
+/// A release marker's persistent message.
+fn release_marker_content(packet_id: u16) -> Arc<Content> {
+    let properties = Properties {
+        persistent: true,
+        headers: vec![(HEADER_RELEASE.to_owned(), packet_id.to_string())],
+        ..Properties::default()
+    };
+    Arc::new(Content { exchange: String::new(), routing_key: String::new(), properties, body: bytes::Bytes::new() })
+}
+
+/// `Some` for a release marker: the packet id it records (`None` inside when unreadable).
+fn release_marker(delivery: &Delivery) -> Option<Option<u16>> {
+    let headers = &delivery.message.content.properties.headers;
+    let (_, value) = headers.iter().find(|(k, _)| k == HEADER_RELEASE)?;
+    Some(value.parse().ok().filter(|id| *id != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_map_onto_every_packet_id_but_0() {
+        assert_eq!(packet_id_of(0), 1);
+        assert_eq!(packet_id_of(1), 2);
+        assert_eq!(packet_id_of(65_534), u16::MAX);
+        assert_eq!(packet_id_of(65_535), 1, "wraps past 65,535");
+        assert_eq!(packet_id_of(u64::MAX), packet_id_of(u64::MAX % 65_535));
     }
 }

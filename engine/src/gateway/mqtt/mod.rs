@@ -164,6 +164,7 @@ impl MqttConn {
                 self.publish(publish).await;
             }
             Event::Acked { packet_id } => self.acked(packet_id),
+            Event::Completed { packet_id } => self.completed(packet_id),
             Event::Subscribe(subscribe) => self.subscribe(subscribe).await,
             Event::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
             Event::Disconnect { reason, session_expiry } => {
@@ -171,8 +172,16 @@ impl MqttConn {
                 if reason != ReasonCode::DISCONNECT_WITH_WILL {
                     self.will = None;
                 }
-                if let Some(expiry) = session_expiry {
-                    self.session_expiry = expiry_from(expiry);
+                if let Some(expiry) = session_expiry.map(expiry_from)
+                    && expiry != self.session_expiry
+                {
+                    self.session_expiry = expiry;
+                    // Zero ends the session at close (its queue is deleted then).
+                    if expiry != Some(0)
+                        && let Err(e) = self.record_session_expiry().await
+                    {
+                        tracing::warn!(conn = %self.id, "recording the session expiry failed: {e}");
+                    }
                 }
             }
             Event::Closed { reason } => tracing::debug!(conn = %self.id, ?reason, "mqtt session closed"),

@@ -60,6 +60,9 @@ pub struct Outbound {
     pub retain: bool,
     /// A redelivery (sets DUP on QoS 1/2).
     pub dup: bool,
+    /// QoS 1/2: the packet identifier to use when it is free (a redelivery keeps the one it
+    /// was first sent with, §4.4); otherwise, or when `None`, the next free one.
+    pub packet_id: Option<u16>,
     pub properties: Properties,
     pub payload: Bytes,
 }
@@ -176,6 +179,13 @@ impl OutboundState {
         self.alias_max = props.topic_alias_maximum.unwrap_or(0).min(alias_count_max);
     }
 
+    fn allocate_preferring(&mut self, preferred: Option<u16>) -> u16 {
+        match preferred {
+            Some(id) if id != 0 && self.inflight.get(id).is_none() => id,
+            _ => self.allocate(),
+        }
+    }
+
     fn allocate(&mut self) -> u16 {
         loop {
             let id = self.next_id;
@@ -222,7 +232,7 @@ impl OutboundState {
             }
             (AckKind::PubComp, Some(OutState::Qos2Released)) => {
                 self.inflight.remove(id);
-                None
+                Some(id)
             }
             _ => None,
         }
@@ -245,7 +255,7 @@ impl Session {
         if message.qos != QoS::AtMostOnce && out.inflight.len() >= usize::from(out.receive_max) {
             return Err(SendError::WindowFull);
         }
-        let Outbound { topic, qos, retain, dup, mut properties, payload } = message;
+        let Outbound { topic, qos, retain, dup, packet_id, mut properties, payload } = message;
         let mut topic = topic;
         if v5 && out.alias_max > 0 {
             if let Some(alias) = out.aliases.get(&topic) {
@@ -260,7 +270,7 @@ impl Session {
         if !v5 {
             properties = Properties::default();
         }
-        let packet_id = (qos != QoS::AtMostOnce).then(|| out.allocate());
+        let packet_id = (qos != QoS::AtMostOnce).then(|| out.allocate_preferring(packet_id));
         let publish = Publish { dup: dup && packet_id.is_some(), qos, retain, topic, packet_id, properties, payload };
         let start = self.output.len();
         encode(&Packet::Publish(publish), self.version, &mut self.output);
@@ -289,8 +299,27 @@ impl Session {
     /// Re-sends PUBREL for releases an earlier connection of the session left open.
     pub fn restore_releases(&mut self, ids: &[u16]) {
         for id in ids {
-            self.out.inflight.insert(*id, OutState::Qos2Released);
-            encode(&pubrel(*id, ReasonCode::SUCCESS), self.version, &mut self.output);
+            self.restore_release(*id);
         }
+    }
+
+    /// Re-sends PUBREL for one release an earlier connection left open, unless `id` is in
+    /// flight already (restored, or taken by a PUBLISH). Returns whether `id` now waits for
+    /// its PUBCOMP ([`super::Event::Completed`]).
+    pub fn restore_release(&mut self, id: u16) -> bool {
+        match self.out.inflight.get(id) {
+            Some(state) => state == OutState::Qos2Released,
+            None if id == 0 => false,
+            None => {
+                self.out.inflight.insert(id, OutState::Qos2Released);
+                encode(&pubrel(id, ReasonCode::SUCCESS), self.version, &mut self.output);
+                true
+            }
+        }
+    }
+
+    /// Whether QoS 2 delivery `id` is released (PUBREC received) and waits for its PUBCOMP.
+    pub fn is_releasing(&self, id: u16) -> bool {
+        self.out.inflight.get(id) == Some(OutState::Qos2Released)
     }
 }
