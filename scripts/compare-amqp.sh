@@ -6,7 +6,8 @@
 #   scripts/compare-amqp.sh [OUT_DIR]     # JSON per scenario lands in OUT_DIR (default: a temp dir)
 #
 # Environment: SHARDS (2), REPEAT (3), FERRY_PORT (5673), RABBITMQ_PORT (5692), PREFETCH (1000),
-# SCENARIOS ("ack1 ack4"), SCALE (1: multiplies every message count).
+# SCENARIOS ("ack1 ack4"), SCALE (1: multiplies every message count), PEER_SCALE (1: multiplies
+# RabbitMQ's counts only; 10 gives it the same workload as Ferry, a backlog as deep).
 # Both brokers are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ RABBITMQ_PORT=${RABBITMQ_PORT:-5692}
 PREFETCH=${PREFETCH:-1000}
 SCENARIOS=${SCENARIOS:-"ack1 ack4"}
 SCALE=${SCALE:-1}
+PEER_SCALE=${PEER_SCALE:-1}
 mkdir -p "$OUT"
 
 cargo build --release -q -p ferry-perf -p ferry-engine
@@ -50,7 +52,7 @@ run() {
     echo "== $name (AMQP 0-9-1)" | tee -a "$OUT/summary.txt"
     $PERF compare \
         --broker "ferry=amqp://127.0.0.1:$FERRY_PORT,pid=$FERRY_PID,messages=$((ferry_msgs * SCALE))" \
-        --broker "rabbitmq=amqp://127.0.0.1:$RABBITMQ_PORT,pid=$RABBIT_PID,messages=$((peer_msgs * SCALE))" \
+        --broker "rabbitmq=amqp://127.0.0.1:$RABBITMQ_PORT,pid=$RABBIT_PID,messages=$((peer_msgs * SCALE * PEER_SCALE))" \
         --repeat "$REPEAT" --login guest --passcode guest --prefetch "$PREFETCH" \
         --size 16 --timeout-s 120 --json "$OUT/$name.json" "$@" 2>>"$OUT/runs.log" | tee -a "$OUT/summary.txt" || true
 }
