@@ -475,18 +475,18 @@ pub fn recovered_content(stored: &StoredMessage) -> Arc<Content> {
     let mut user = false;
     for (name, value) in &stored.properties {
         if user {
-            props.headers.push((name.clone(), value.clone()));
+            props.extra_mut().headers.push((name.clone(), value.clone()));
             continue;
         }
         match name.as_str() {
             USER_HEADERS_MARK => user = true,
-            "content-type" => props.content_type = Some(value.clone()),
-            "content-encoding" => props.content_encoding = Some(value.clone()),
-            "correlation-id" => props.correlation_id = Some(value.clone()),
-            "reply-to" => props.reply_to = Some(value.clone()),
-            "message-id" => props.message_id = Some(value.clone()),
+            "content-type" => props.extra_mut().content_type = Some(value.clone()),
+            "content-encoding" => props.extra_mut().content_encoding = Some(value.clone()),
+            "correlation-id" => props.extra_mut().correlation_id = Some(value.clone()),
+            "reply-to" => props.extra_mut().reply_to = Some(value.clone()),
+            "message-id" => props.extra_mut().message_id = Some(value.clone()),
             "expiration" => props.expiration_ms = value.parse().ok(),
-            NATIVE_AMQP091 => props.native_headers = unhex(value).map(|b| NativeHeaders::Amqp091(b.into())),
+            NATIVE_AMQP091 => props.extra_mut().native_headers = unhex(value).map(|b| NativeHeaders::Amqp091(b.into())),
             _ => {}
         }
     }
@@ -501,25 +501,26 @@ pub fn recovered_content(stored: &StoredMessage) -> Arc<Content> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::message::Extra;
 
     #[test]
     fn properties_survive_the_journal() {
         let content = Content {
             exchange: "amq.topic".into(),
             routing_key: "a.b".into(),
-            properties: Properties {
-                persistent: true,
-                priority: 3,
-                content_type: Some("text/plain".into()),
-                reply_to: Some("/queue/r".into()),
-                expiration_ms: Some(500),
-                headers: vec![
-                    ("content-type".into(), "user-header-with-a-reserved-name".into()),
-                    ("k".into(), "v".into()),
-                ],
-                native_headers: Some(NativeHeaders::Amqp091(bytes::Bytes::from_static(b"\0\0\0\x05\x01kt\x01\xff"))),
-                ..Properties::default()
-            },
+            properties: Properties { persistent: true, priority: 3, expiration_ms: Some(500), ..Properties::default() }
+                .with_extra(Extra {
+                    content_type: Some("text/plain".into()),
+                    reply_to: Some("/queue/r".into()),
+                    headers: vec![
+                        ("content-type".into(), "user-header-with-a-reserved-name".into()),
+                        ("k".into(), "v".into()),
+                    ],
+                    native_headers: Some(NativeHeaders::Amqp091(bytes::Bytes::from_static(
+                        b"\0\0\0\x05\x01kt\x01\xff",
+                    ))),
+                    ..Extra::default()
+                }),
             body: bytes::Bytes::from_static(b"\0body"),
         };
         let back = recovered_content(&stored_message("q", 7, &content));

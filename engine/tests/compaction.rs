@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_engine::ids::{ConsumerKey, ShardId};
 use ferry_engine::journal::{Journal, SyncPolicy};
-use ferry_engine::model::message::{Content, Properties};
+use ferry_engine::model::message::{Content, Extra, Properties};
 use ferry_engine::model::queue::Consumer;
 use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::placement::Placement;
@@ -75,7 +75,8 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
         let content = Arc::new(Content {
             exchange: String::new(),
             routing_key: "q".into(),
-            properties: Properties { persistent: true, headers, ..Properties::default() },
+            properties: Properties { persistent: true, ..Properties::default() }
+                .with_extra(Extra { headers, ..Extra::default() }),
             body: body.clone(),
         });
         shard.publish("", "q", content, None, || None).expect("routable");

@@ -86,7 +86,7 @@ impl Shard {
             content.exchange = exchange.clone();
             content.routing_key = key.clone().unwrap_or_else(|| original.routing_key.clone());
             content.properties.expiration_ms = None;
-            let headers = &mut content.properties.headers;
+            let headers = &mut content.properties.extra_mut().headers;
             if !headers.iter().any(|(k, _)| k == "x-first-death-reason") {
                 headers.push(("x-first-death-reason".to_owned(), reason.as_str().to_owned()));
                 headers.push(("x-first-death-queue".to_owned(), queue.to_owned()));

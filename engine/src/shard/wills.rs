@@ -44,11 +44,12 @@ impl StoredWill {
     /// The persistent message that records this will.
     pub fn to_content(&self) -> Arc<Content> {
         let mut content = (*self.content).clone();
-        let headers = &mut content.properties.headers;
+        let persistent = content.properties.persistent;
+        let headers = &mut content.properties.extra_mut().headers;
         headers.push((HEADER_CLIENT.to_owned(), self.client_id.clone()));
         headers.push((HEADER_DUE.to_owned(), self.due_unix_ms.to_string()));
         headers.push((HEADER_RETAIN.to_owned(), u8::from(self.retain).to_string()));
-        headers.push((HEADER_PERSISTENT.to_owned(), u8::from(content.properties.persistent).to_string()));
+        headers.push((HEADER_PERSISTENT.to_owned(), u8::from(persistent).to_string()));
         content.properties.persistent = true;
         Arc::new(content)
     }
@@ -59,7 +60,7 @@ impl StoredWill {
         let mut content = stored.clone();
         let mut take = |name: &str| {
             let at = content.properties.headers.iter().position(|(k, _)| k == name)?;
-            Some(content.properties.headers.remove(at).1)
+            Some(content.properties.extra_mut().headers.remove(at).1)
         };
         let client_id = take(HEADER_CLIENT)?;
         let due_unix_ms = take(HEADER_DUE)?.parse().ok()?;
@@ -145,14 +146,13 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::message::Properties;
+    use crate::model::message::{Extra, Properties};
 
     fn will(persistent: bool) -> Arc<Content> {
-        let properties = Properties {
-            persistent,
+        let properties = Properties { persistent, ..Properties::default() }.with_extra(Extra {
             headers: vec![("x-mqtt-publish-qos".into(), "1".into()), ("user".into(), "v".into())],
-            ..Properties::default()
-        };
+            ..Extra::default()
+        });
         Arc::new(Content {
             exchange: "amq.topic".into(),
             routing_key: "w.t".into(),
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(StoredWill::from_content(&will(true)), None);
         let stored = StoredWill { client_id: "c".into(), due_unix_ms: 5, content: will(true), retain: false };
         let mut content = (*stored.to_content()).clone();
-        for (k, v) in &mut content.properties.headers {
+        for (k, v) in &mut content.properties.extra_mut().headers {
             if k == HEADER_DUE {
                 *v = "soon".into();
             }

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, FieldTable, FieldValue};
 
-use crate::model::message::{NativeHeaders, Properties};
+use crate::model::message::{Extra, NativeHeaders, Properties};
 
 /// The text view of a field value (STOMP headers, binding and queue arguments).
 pub fn text(value: &FieldValue) -> String {
@@ -35,36 +35,39 @@ pub fn pairs(table: &FieldTable) -> Vec<(String, String)> {
 }
 
 pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
-    let mut props = Properties {
-        persistent: p.delivery_mode == Some(2),
-        priority: p.priority.unwrap_or(0),
+    let mut extra = Extra {
         content_type: p.content_type.clone(),
         content_encoding: p.content_encoding.clone(),
         correlation_id: p.correlation_id.clone(),
         reply_to: p.reply_to.clone(),
         message_id: p.message_id.clone(),
-        expiration_ms: p.expiration.as_deref().and_then(|e| e.parse().ok()),
         headers: Vec::new(),
         native_headers: None,
     };
     if let Some(table) = &p.headers {
-        props.headers = pairs(table);
+        extra.headers = pairs(table);
         if table.iter().any(|(_, v)| v.as_str().is_none()) {
             let mut encoded = Vec::new();
             table.encode(&mut encoded);
-            props.native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
+            extra.native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
         }
     }
-    let extra = [("type", p.kind.clone()), ("user-id", p.user_id.clone()), ("app-id", p.app_id.clone())];
-    for (name, value) in extra {
+    let more = [("type", p.kind.clone()), ("user-id", p.user_id.clone()), ("app-id", p.app_id.clone())];
+    for (name, value) in more {
         if let Some(v) = value {
-            props.headers.push((name.to_owned(), v));
+            extra.headers.push((name.to_owned(), v));
         }
     }
     if let Some(ts) = p.timestamp {
-        props.headers.push(("timestamp".to_owned(), ts.to_string()));
+        extra.headers.push(("timestamp".to_owned(), ts.to_string()));
     }
-    props
+    Properties {
+        persistent: p.delivery_mode == Some(2),
+        priority: p.priority.unwrap_or(0),
+        expiration_ms: p.expiration.as_deref().and_then(|e| e.parse().ok()),
+        ..Properties::default()
+    }
+    .with_extra(extra)
 }
 
 pub fn amqp_properties(props: &Properties) -> BasicProperties {
@@ -147,13 +150,13 @@ pub fn record_death(props: &mut Properties, death: &Death<'_>) {
     let value = FieldValue::Array(deaths);
     let rendered = text(&value);
     table.insert("x-death", value);
-    match props.headers.iter_mut().find(|(k, _)| k == "x-death") {
+    match props.extra_mut().headers.iter_mut().find(|(k, _)| k == "x-death") {
         Some(header) => header.1 = rendered,
-        None => props.headers.push(("x-death".to_owned(), rendered)),
+        None => props.extra_mut().headers.push(("x-death".to_owned(), rendered)),
     }
     let mut encoded = Vec::new();
     table.encode(&mut encoded);
-    props.native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
+    props.extra_mut().native_headers = Some(NativeHeaders::Amqp091(Bytes::from(encoded)));
 }
 
 #[cfg(test)]
@@ -240,8 +243,8 @@ mod tests {
         assert!(neutral.headers.contains(&("count".to_owned(), "42".to_owned())), "text for other protocols");
         assert_eq!(amqp_properties(&neutral).headers, Some(table));
         // A header changed on the way (here by hand) is no longer the typed original.
-        neutral.headers[0].1 = "43".into();
-        neutral.headers.push(("x-first-death-reason".into(), "expired".into()));
+        neutral.extra_mut().headers[0].1 = "43".into();
+        neutral.extra_mut().headers.push(("x-first-death-reason".into(), "expired".into()));
         let out = amqp_properties(&neutral).headers.expect("headers");
         assert_eq!(out.get("count"), Some(&FieldValue::string("43")));
         assert_eq!(out.get("flag"), Some(&FieldValue::Bool(true)));

@@ -22,7 +22,7 @@ use super::mapping::delivered;
 use super::topic_map::key_to_topic;
 use super::{MqttConn, Target};
 use crate::model::message::Content;
-use crate::model::message::Properties;
+use crate::model::message::{Extra, Properties};
 use crate::model::queue::Delivery;
 use crate::shard::mqtt::mqtt_pattern_matches;
 
@@ -216,11 +216,8 @@ impl MqttConn {
 
 /// A release marker's persistent message.
 fn release_marker_content(packet_id: u16) -> Arc<Content> {
-    let properties = Properties {
-        persistent: true,
-        headers: vec![(HEADER_RELEASE.to_owned(), packet_id.to_string())],
-        ..Properties::default()
-    };
+    let properties = Properties { persistent: true, ..Properties::default() }
+        .with_extra(Extra { headers: vec![(HEADER_RELEASE.to_owned(), packet_id.to_string())], ..Extra::default() });
     Arc::new(Content { exchange: String::new(), routing_key: String::new(), properties, body: bytes::Bytes::new() })
 }
 

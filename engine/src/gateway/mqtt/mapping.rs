@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ferry_mqtt::{Properties as MqttProps, QoS};
 
 use super::topic_map::{key_to_topic, topic_to_key};
-use crate::model::message::Properties;
+use crate::model::message::{Extra, Properties};
 
 pub const HEADER_QOS: &str = "x-mqtt-publish-qos";
 pub const HEADER_RETAIN: &str = "x-mqtt-retain";
@@ -42,13 +42,16 @@ pub fn properties_from_publish(qos: QoS, retain: bool, client_id: &str, props: M
     });
     Properties {
         persistent: qos != QoS::AtMostOnce,
+        expiration_ms: props.message_expiry_interval.map(|s| u64::from(s) * 1000),
+        ..Properties::default()
+    }
+    .with_extra(Extra {
         content_type: props.content_type,
         correlation_id,
         reply_to: props.response_topic.as_deref().map(topic_to_key),
-        expiration_ms: props.message_expiry_interval.map(|s| u64::from(s) * 1000),
         headers,
-        ..Properties::default()
-    }
+        ..Extra::default()
+    })
 }
 
 /// What an MQTT delivery needs from a message's neutral properties.
@@ -115,8 +118,8 @@ mod tests {
         assert_eq!(neutral.correlation_id, None, "not UTF-8: no lossy string for other protocols");
         assert_eq!(delivered(&neutral, None).properties.correlation_data, Some(data));
         let mut odd = Properties::default();
-        odd.headers.push((HEADER_CORRELATION_HEX.to_owned(), "abc".to_owned()));
-        odd.correlation_id = Some("fallback".to_owned());
+        odd.extra_mut().headers.push((HEADER_CORRELATION_HEX.to_owned(), "abc".to_owned()));
+        odd.extra_mut().correlation_id = Some("fallback".to_owned());
         assert_eq!(delivered(&odd, None).properties.correlation_data, Some(Bytes::from_static(b"fallback")));
         assert_eq!(from_hex("zz"), None);
     }

@@ -26,13 +26,13 @@ pub fn properties_from_send(headers: &[(String, String)]) -> Properties {
             n if SEND_CONTROL.contains(&n) => {}
             "persistent" => props.persistent = value.eq_ignore_ascii_case("true"),
             "priority" => props.priority = value.parse::<u8>().unwrap_or(0).min(9),
-            "content-type" => props.content_type = Some(value.clone()),
-            "content-encoding" => props.content_encoding = Some(value.clone()),
-            "correlation-id" => props.correlation_id = Some(value.clone()),
-            "reply-to" => props.reply_to = Some(value.clone()),
-            "amqp-message-id" => props.message_id = Some(value.clone()),
+            "content-type" => props.extra_mut().content_type = Some(value.clone()),
+            "content-encoding" => props.extra_mut().content_encoding = Some(value.clone()),
+            "correlation-id" => props.extra_mut().correlation_id = Some(value.clone()),
+            "reply-to" => props.extra_mut().reply_to = Some(value.clone()),
+            "amqp-message-id" => props.extra_mut().message_id = Some(value.clone()),
             "expiration" => props.expiration_ms = value.parse().ok(),
-            _ => props.headers.push((name.clone(), value.clone())),
+            _ => props.extra_mut().headers.push((name.clone(), value.clone())),
         }
     }
     props

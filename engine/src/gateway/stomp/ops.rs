@@ -127,7 +127,7 @@ impl StompConn {
         {
             let queue = self.temp_queue(name).await?;
             self.ensure_temp_subscription(name, &queue).await?;
-            properties.reply_to = Some(format!("/reply-queue/{queue}"));
+            properties.extra_mut().reply_to = Some(format!("/reply-queue/{queue}"));
         }
         let content = Arc::new(Content { exchange: exchange.clone(), routing_key: key.clone(), properties, body });
         let conn = self.id;
