@@ -15,8 +15,9 @@
 //! - its keep-alive deadline passes: the watcher looks every [`TICK`]; a connection whose
 //!   deadline is nearer than [`HORIZON`] does not park.
 //!
-//! Tokens carry the slot's generation, so a readiness report that arrives after its slot was
-//! reused is ignored. At shutdown the parked connections are dropped with the shard, as
+//! Tokens carry a generation number, so a readiness report that arrives after its slot was
+//! reused is ignored. The slot table is released once nothing is parked (after a spike of
+//! connections it would otherwise keep its size for ever). At shutdown the parked connections are dropped with the shard, as
 //! running connection tasks are.
 
 use std::cell::RefCell;
@@ -47,6 +48,8 @@ pub(super) const HORIZON: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(500);
 /// The helper thread's token for "the shard closed its end: stop".
 const STOP: u64 = u64::MAX;
+/// A slot table longer than this is released once nothing is parked.
+const SLOTS_KEPT_MAX: usize = 1024;
 /// Ready events the helper takes per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
 
@@ -104,6 +107,8 @@ struct Parking {
     parked: usize,
     /// Connections parked since the release hook last ran.
     parks_since_release: usize,
+    /// The generation the next reservation gets (31 bits: a token is never [`STOP`]).
+    next_generation: u32,
 }
 
 /// Parked connections of every shard (the admin endpoint's `ferry_connections_parked`).
@@ -178,6 +183,7 @@ fn open() -> std::io::Result<(Parking, UnixStream)> {
         watcher: None,
         parked: 0,
         parks_since_release: 0,
+        next_generation: 1,
     };
     Ok((parking, ready))
 }
@@ -247,9 +253,10 @@ pub(super) fn reserve(socket: RawFd) -> Option<Reservation> {
                 slot
             }
         };
-        let entry = &mut parking.slots[slot as usize];
-        entry.generation = entry.generation.wrapping_add(1) & 0x7fff_ffff;
-        let token = (u64::from(entry.generation) << 32) | u64::from(slot);
+        let generation = parking.next_generation;
+        parking.next_generation = generation.wrapping_add(1) & 0x7fff_ffff;
+        parking.slots[slot as usize].generation = generation;
+        let token = (u64::from(generation) << 32) | u64::from(slot);
         let interest = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
         if let Err(e) = epoll_ctl(&parking.epoll, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), interest, token) {
             tracing::debug!("parking a connection failed: {e}");
@@ -320,6 +327,11 @@ fn take(slot: u32, generation: Option<u32>) -> Option<Box<dyn Resume>> {
         parking.free.push(slot);
         parking.parked -= 1;
         PARKED_TOTAL.fetch_sub(1, Ordering::Relaxed);
+        // (No reservation is outstanding here: reserve and fill run in one synchronous step.)
+        if parking.parked == 0 && parking.slots.len() > SLOTS_KEPT_MAX {
+            parking.slots = Vec::new();
+            parking.free = Vec::new();
+        }
         Some(conn)
     })
 }
