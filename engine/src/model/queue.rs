@@ -152,7 +152,9 @@ impl Queue {
     /// Adds a message at the tail; returns its queue-local id. Capacity is the caller's check.
     /// Adds a message under the queue's arguments at shard time `now_ms`: stamps its expiry
     /// and applies `x-max-length`/`-bytes` per `x-overflow`.
-    pub fn admit(&mut self, content: Arc<Content>, now_ms: u64) -> Admit {
+    /// `now_ms` is read only when the message gets an expiry (a clock read per message
+    /// showed in profiles).
+    pub fn admit(&mut self, content: Arc<Content>, now_ms: &dyn Fn() -> u64) -> Admit {
         let max_len = self.args.max_length;
         let max_bytes = self.args.max_length_bytes;
         let over = |q: &Queue, extra: usize| {
@@ -172,7 +174,7 @@ impl Queue {
         let ttl = [self.args.message_ttl_ms, content.properties.expiration_ms].into_iter().flatten().min();
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        let expires_at_ms = ttl.map(|t| now_ms.saturating_add(t));
+        let expires_at_ms = ttl.map(|t| now_ms().saturating_add(t));
         self.ready.push_back(QueuedMessage { msg_id, content, redelivered: false, expires_at_ms });
         Admit::Accepted { msg_id, dropped }
     }
@@ -374,7 +376,7 @@ mod tests {
     fn round_robin_with_credit() {
         let mut q = queue();
         for b in ["a", "b", "c", "d", "e"] {
-            q.admit(content(b), 0);
+            q.admit(content(b), &|| 0);
         }
         q.add_consumer(consumer(1, 2));
         q.add_consumer(consumer(2, 1));
@@ -393,7 +395,7 @@ mod tests {
     fn cancel_requeues_in_order_marked_redelivered() {
         let mut q = queue();
         for b in ["a", "b", "c"] {
-            q.admit(content(b), 0);
+            q.admit(content(b), &|| 0);
         }
         let c = consumer(1, 10);
         q.add_consumer(c.clone());
@@ -413,8 +415,8 @@ mod tests {
     #[test]
     fn nack_requeue_goes_to_front_and_drop_removes() {
         let mut q = queue();
-        q.admit(content("a"), 0);
-        q.admit(content("b"), 0);
+        q.admit(content("a"), &|| 0);
+        q.admit(content("b"), &|| 0);
         q.add_consumer(consumer(1, 1));
         let mut out = Vec::new();
         q.dispatch(&mut out);

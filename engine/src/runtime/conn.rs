@@ -102,6 +102,7 @@ pub(super) async fn drive<G: Gateway + 'static>(
 ) {
     let outbox_max = shard.borrow().limits().shard_channel_count_max * 16;
     let mut out = Vec::new();
+    // The last activity, kept once the connection can park.
     let mut active = Instant::now();
     // Armed once the connection is first parkable and then at most once per PARK_AFTER:
     // a busy connection does not re-arm a timer at every wake-up.
@@ -119,10 +120,12 @@ pub(super) async fn drive<G: Gateway + 'static>(
             break;
         }
         if park_timer.is_none() && conn.parkable() {
+            active = Instant::now();
             park_timer = Some(ParkTimer::new(active + park::PARK_AFTER));
         }
         let wake = next_wake(&mut stream, &mut conn, &notify, park_timer.as_mut()).await;
-        if !matches!(wake, Wake::Park) {
+        // Only a connection that parks needs the time of its last activity (a clock read).
+        if park_timer.is_some() && !matches!(wake, Wake::Park) {
             active = Instant::now();
         }
         match wake {

@@ -38,9 +38,10 @@ impl Shard {
 
     /// Takes `queue`'s expired head messages away and dead-letters them.
     pub(super) fn expire(&mut self, queue: &str) {
-        let now = self.now_ms();
+        // Runs at every dispatch: read the clock only for a queue holding expiring messages.
+        let clock = &self.clock;
         let expired = match self.queues.get_mut(queue) {
-            Some(q) if q.has_expiring() => q.take_expired(now),
+            Some(q) if q.has_expiring() => q.take_expired(clock()),
             _ => return,
         };
         if !expired.is_empty() {

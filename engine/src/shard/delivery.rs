@@ -83,8 +83,7 @@ impl Shard {
             return None;
         }
         let durable = queue.spec.durable && content.properties.persistent;
-        let now = (self.clock)();
-        let msg_id = match queue.admit(content.clone(), now) {
+        let msg_id = match queue.admit(content.clone(), &*self.clock) {
             Admit::Accepted { msg_id, dropped } => {
                 if !dropped.is_empty() {
                     self.dead_letter(name, dropped, DeathReason::MaxLen);
