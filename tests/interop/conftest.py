@@ -90,10 +90,20 @@ def uniq(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, never one this process handed out before: the kernel
+    may give the same ephemeral port to two binds in a row, and a broker gets four at once."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise AssertionError("no fresh free port in 100 tries")
 
 
 def port_accepts(port):
