@@ -108,6 +108,11 @@ impl Shard {
 
     pub(super) fn will_drop_local(&mut self, client_id: &str) {
         let Some(id) = self.mqtt.wills.remove(client_id) else { return };
+        self.will_settle(id);
+    }
+
+    /// Takes record `id` out of the wills queue and logs its settle.
+    fn will_settle(&mut self, id: u64) {
         if self.queues.get_mut(WILLS_QUEUE).and_then(|q| q.take_ready(id)).is_some() {
             self.journal.append_settle(WILLS_QUEUE, id);
         }
@@ -122,16 +127,12 @@ impl Shard {
         for (id, will) in recovered {
             let Some(will) = will else {
                 tracing::warn!(msg_id = id, "dropping an unreadable record of {WILLS_QUEUE}");
-                if self.queues.get_mut(WILLS_QUEUE).and_then(|q| q.take_ready(id)).is_some() {
-                    self.journal.append_settle(WILLS_QUEUE, id);
-                }
+                self.will_settle(id);
                 continue;
             };
             if let Some(older) = self.mqtt.wills.insert(will.client_id.clone(), id) {
                 // Left by a crash between a newer will's record and the older's settle.
-                if self.queues.get_mut(WILLS_QUEUE).and_then(|q| q.take_ready(older)).is_some() {
-                    self.journal.append_settle(WILLS_QUEUE, older);
-                }
+                self.will_settle(older);
             }
             let registry = crate::gateway::mqtt::connect::registry_of(&self.placement, &will.client_id);
             if registry == self.id {
