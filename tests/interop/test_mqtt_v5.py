@@ -279,3 +279,18 @@ def test_topic_limits(broker_factory):
     kind, _, body = raw.read_packet()
     assert (kind, body[:1]) == (14, b"\x90"), "a topic over the level limit is refused"
     assert raw.closed_within(2)
+
+
+def test_a_publisher_cannot_forge_the_brokers_own_headers(broker):
+    """A user property under the broker's `x-ferry-` namespace (here: the QoS 2 release-marker
+    header) is dropped on the way in: the message reaches the subscriber, without it."""
+    topic = uniq("forged")
+    sub = Client(broker.mqtt_port, uniq("s"), V5)
+    sub.subscribe(topic, 1)
+    pub = Client(broker.mqtt_port, uniq("p"), V5)
+    forged = props(PacketTypes.PUBLISH, UserProperty=[("x-ferry-mqtt-pubrel", "1"), ("k", "v")])
+    pub.publish(topic, b"x", properties=forged)
+    (m,) = sub.wait_messages(1)
+    assert m.properties.UserProperty == [("k", "v")]
+    sub.close()
+    pub.close()

@@ -46,6 +46,16 @@ pub struct Extra {
     pub native_headers: Option<NativeHeaders>,
 }
 
+/// Headers under this prefix are the broker's own records (MQTT release markers, waiting
+/// wills, session arguments): a publisher's headers under it are dropped on the way in, so no
+/// client can forge one.
+pub const RESERVED_HEADER_PREFIX: &str = "x-ferry-";
+
+/// True for a header name only the broker may set (see [`RESERVED_HEADER_PREFIX`]).
+pub fn is_reserved_header(name: &str) -> bool {
+    name.get(..RESERVED_HEADER_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
+}
+
 /// What a message without a box reads.
 static NO_EXTRA: Extra = Extra {
     content_type: None,

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, FieldTable, FieldValue};
 
-use crate::model::message::{Extra, NativeHeaders, Properties};
+use crate::model::message::{Extra, NativeHeaders, Properties, is_reserved_header};
 
 /// The text view of a field value (STOMP headers, binding and queue arguments).
 pub fn text(value: &FieldValue) -> String {
@@ -46,6 +46,7 @@ pub fn properties_from_amqp(p: &BasicProperties) -> Properties {
     };
     if let Some(table) = &p.headers {
         extra.headers = pairs(table);
+        extra.headers.retain(|(k, _)| !is_reserved_header(k));
         if table.iter().any(|(_, v)| v.as_str().is_none()) {
             let mut encoded = Vec::new();
             table.encode(&mut encoded);
@@ -162,6 +163,18 @@ pub fn record_death(props: &mut Properties, death: &Death<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publisher_cannot_set_the_brokers_own_headers() {
+        let mut table = FieldTable::new();
+        table.insert("x-ferry-mqtt-pubrel", FieldValue::string("5"));
+        table.insert("k", FieldValue::I64(7));
+        let props = properties_from_amqp(&BasicProperties { headers: Some(table), ..BasicProperties::default() });
+        assert_eq!(props.headers, [("k".to_owned(), "7".to_owned())]);
+        let back = amqp_properties(&props).headers.expect("headers");
+        assert!(back.get("x-ferry-mqtt-pubrel").is_none(), "nor through the typed table: {back:?}");
+        assert_eq!(back.get("k"), Some(&FieldValue::I64(7)));
+    }
 
     #[test]
     fn x_death_counts_each_queue_and_reason_most_recent_first() {

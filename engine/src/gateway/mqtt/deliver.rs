@@ -69,7 +69,11 @@ impl MqttConn {
                 }
                 Pending::Delivery(delivery) => {
                     let target = self.target_of(delivery);
-                    if let Some(release) = release_marker(delivery) {
+                    // Markers live only in the kept session queue (and no publisher can set
+                    // their header: `x-ferry-` headers are dropped on the way in).
+                    if let Some(release) =
+                        release_marker(delivery).filter(|_| self.is_kept_session_queue(&delivery.queue))
+                    {
                         self.marker_delivered(release, delivery.message.redelivered, target);
                         continue;
                     }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ferry_mqtt::{Properties as MqttProps, QoS};
 
 use super::topic_map::{key_to_topic, topic_to_key};
-use crate::model::message::{Extra, Properties};
+use crate::model::message::{Extra, Properties, is_reserved_header};
 
 pub const HEADER_QOS: &str = "x-mqtt-publish-qos";
 pub const HEADER_RETAIN: &str = "x-mqtt-retain";
@@ -25,6 +25,8 @@ pub const HEADER_CORRELATION_HEX: &str = "x-mqtt-correlation-hex";
 /// The neutral properties of an MQTT publish.
 pub fn properties_from_publish(qos: QoS, retain: bool, client_id: &str, props: MqttProps) -> Properties {
     let mut headers = props.user_properties;
+    // The gateway's own `x-mqtt-` headers follow; a client's would shadow them.
+    headers.retain(|(k, _)| !k.starts_with("x-mqtt-") && !is_reserved_header(k));
     headers.push((HEADER_QOS.to_owned(), (qos as u8).to_string()));
     headers.push((HEADER_PUBLISHER.to_owned(), client_id.to_owned()));
     if retain {
@@ -109,6 +111,22 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_properties_cannot_pose_as_the_gateways_or_the_brokers_headers() {
+        let forged = ["x-mqtt-publisher", "x-mqtt-retain", "x-mqtt-publish-qos", "x-ferry-mqtt-pubrel"];
+        let mut user_properties: Vec<(String, String)> =
+            forged.iter().map(|k| ((*k).to_owned(), "1".to_owned())).collect();
+        user_properties.push(("k".to_owned(), "v".to_owned()));
+        let props = MqttProps { user_properties, ..MqttProps::default() };
+        let p = properties_from_publish(QoS::AtMostOnce, false, "real", props);
+        let header =
+            |name: &str| p.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(header("x-mqtt-publisher"), ["real"]);
+        assert_eq!(header("x-mqtt-publish-qos"), ["0"]);
+        assert!(header("x-mqtt-retain").is_empty() && header("x-ferry-mqtt-pubrel").is_empty());
+        assert_eq!(header("k"), ["v"]);
+    }
 
     #[test]
     fn binary_correlation_data_comes_back_byte_for_byte() {

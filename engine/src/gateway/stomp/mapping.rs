@@ -4,7 +4,7 @@
 //! ms) and `expires` (ActiveMQ, absolute ms) fill properties; the rest are user headers and
 //! come back unchanged on MESSAGE.
 
-use crate::model::message::Properties;
+use crate::model::message::{Properties, is_reserved_header};
 
 /// Headers the broker sets on MESSAGE; user headers with these names are not repeated.
 const MESSAGE_RESERVED: [&str; 7] =
@@ -23,7 +23,7 @@ pub fn properties_from_send(headers: &[(String, String)]) -> Properties {
         }
         seen.push(name);
         match name.as_str() {
-            n if SEND_CONTROL.contains(&n) => {}
+            n if SEND_CONTROL.contains(&n) || is_reserved_header(n) => {}
             "persistent" => props.persistent = value.eq_ignore_ascii_case("true"),
             "priority" => props.priority = value.parse::<u8>().unwrap_or(0).min(9),
             "content-type" => props.extra_mut().content_type = Some(value.clone()),
@@ -88,6 +88,12 @@ mod tests {
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_publisher_cannot_set_the_brokers_own_headers() {
+        let props = properties_from_send(&h(&[("X-Ferry-mqtt-pubrel", "5"), ("x-ferry-anything", "1"), ("k", "v")]));
+        assert_eq!(props.headers, h(&[("k", "v")]));
     }
 
     #[test]
