@@ -71,8 +71,8 @@ impl MqttConn {
                     let target = self.target_of(delivery);
                     // Markers live only in the kept session queue (and no publisher can set
                     // their header: `x-ferry-` headers are dropped on the way in).
-                    if let Some(release) =
-                        release_marker(delivery).filter(|_| self.is_kept_session_queue(&delivery.queue))
+                    if self.is_kept_session_queue(&delivery.queue)
+                        && let Some(release) = release_marker(delivery)
                     {
                         self.marker_delivered(release, delivery.message.redelivered, target);
                         continue;
