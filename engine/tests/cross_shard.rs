@@ -27,13 +27,17 @@ struct Cluster {
 
 impl Cluster {
     fn new(overrides: &[(&str, u16)]) -> Self {
+        Self::with_limits(overrides, Limits::test_min())
+    }
+
+    fn with_limits(overrides: &[(&str, u16)], limits: Limits) -> Self {
         let overrides: HashMap<String, ShardId> =
             overrides.iter().map(|(q, s)| ((*q).to_owned(), ShardId(*s))).collect();
         let placement = Placement::new(2, overrides);
         let shards = (0..2)
             .map(|i| {
                 let journal = Journal::memory(Rc::new(|| {}));
-                Shard::new(ShardId(i), placement.clone(), Limits::test_min(), journal, Rc::new(|| {}))
+                Shard::new(ShardId(i), placement.clone(), limits.clone(), journal, Rc::new(|| {}))
             })
             .collect();
         Cluster { shards }
@@ -48,10 +52,10 @@ impl Cluster {
                     if from == to {
                         continue;
                     }
-                    let batch = self.shards[usize::from(from)].take_outbox(ShardId(to));
+                    let mut batch = self.shards[usize::from(from)].swap_outbox(ShardId(to), Vec::new());
                     if !batch.is_empty() {
                         moved = true;
-                        self.shards[usize::from(to)].handle_batch(ShardId(from), batch);
+                        self.shards[usize::from(to)].handle_batch(ShardId(from), &mut batch);
                     }
                 }
             }
@@ -178,6 +182,72 @@ fn topic_fan_out_reaches_subscribers_on_both_shards() {
     for mailbox in &mailboxes {
         assert_eq!(bodies(mailbox), [Bytes::from_static(b"tick")]);
     }
+}
+
+/// Acks every delivery in `mailbox` (a consumer keeping up).
+fn ack_all(c: &mut Cluster, on: u16, owner: ShardId, queue: &str, mailbox: &Rc<RefCell<Mailbox>>) {
+    let tags = mailbox.borrow_mut().deliveries.drain(..).map(|d| d.tag).collect();
+    c.shards[usize::from(on)].settle(owner, queue, tags, None, None);
+    c.pump();
+}
+
+#[test]
+fn a_backlog_holds_its_publisher_across_shards_until_the_consumer_catches_up() {
+    let limits = Limits { queue_flow_message_count: 8, ..Limits::test_min() };
+    let mut c = Cluster::with_limits(&[("flow", 1)], limits);
+    let owner = c.declare(0, "flow", false);
+    let (publisher, held) = c.connect(0);
+    let (consumer, mailbox) = c.connect(0);
+    let publish = |c: &mut Cluster, n: usize| {
+        for _ in 0..n {
+            c.shards[0].publish("", "flow", content("m", false), Some(publisher), || None).expect("routable");
+        }
+        c.pump();
+    };
+    // No consumer: a queue filled for later never holds its publisher.
+    publish(&mut c, 40);
+    assert!(held.borrow().flow_held.is_empty());
+    consume(&mut c, 0, owner, "flow", consumer, 1);
+    assert_eq!(bodies(&mailbox).len(), 10, "credit 10");
+    // 30 ready, over the mark of 8, with a consumer: the next publish holds the publisher.
+    publish(&mut c, 1);
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    assert!(held.borrow().is_empty(), "a hold is state, not mail");
+    assert_eq!(held.borrow_mut().take().flow_held.len(), 0, "and stays when the mail is taken");
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    // The consumer works through the backlog; the hold ends at half the mark (4 ready).
+    ack_all(&mut c, 0, owner, "flow", &mailbox); // 21 ready
+    ack_all(&mut c, 0, owner, "flow", &mailbox); // 11 ready
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    ack_all(&mut c, 0, owner, "flow", &mailbox); // 1 ready
+    assert!(held.borrow().flow_held.is_empty(), "released once drained");
+
+    // Congested again; then the consumer stops taking messages: the next look that sees no
+    // progress lets the publisher go, and a stalled queue holds nobody until it moves again.
+    publish(&mut c, 20);
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    c.shards[1].flow_tick(); // deliveries since the last look: progress
+    c.pump();
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    c.shards[1].flow_tick(); // none since: stalled
+    c.pump();
+    assert!(held.borrow().flow_held.is_empty(), "a stalled consumer does not hold publishers");
+    publish(&mut c, 5);
+    assert!(held.borrow().flow_held.is_empty());
+    ack_all(&mut c, 0, owner, "flow", &mailbox);
+    c.shards[1].flow_tick(); // moving again
+    publish(&mut c, 1);
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    // The last consumer leaving lets the publisher fill the queue for later.
+    c.shards[0].cancel_nowait(owner, "flow", ConsumerKey { conn: consumer, tag: 1 });
+    c.pump();
+    assert!(held.borrow().flow_held.is_empty(), "no consumer, no hold");
+    // Held again, then the queue is deleted: its holds go with it.
+    consume(&mut c, 0, owner, "flow", consumer, 2);
+    publish(&mut c, 1);
+    assert_eq!(held.borrow().flow_held, ["flow"]);
+    c.request(0, AUTHORITY, Request::Meta(MetaOp::DeleteQueue { name: "flow".into() }));
+    assert!(held.borrow().flow_held.is_empty(), "a deleted queue holds nobody");
 }
 
 #[test]

@@ -80,7 +80,13 @@ pub(crate) fn register(shard: &ShardRef, wake: Rc<dyn Wake>) -> Option<(Connecti
 
 /// Everything in a connection's mailbox, leaving it empty.
 pub(crate) fn take_mail(mailbox: &RefCell<Mailbox>) -> Mailbox {
-    std::mem::take(&mut *mailbox.borrow_mut())
+    mailbox.borrow_mut().take()
+}
+
+/// Whether a publishing connection's input must wait: a disk or queue-limit alarm, or a
+/// queue it publishes to holds it back (flow control).
+pub(crate) fn publisher_held(shard: &ShardRef, mailbox: &RefCell<Mailbox>) -> bool {
+    shard.borrow().disk_alarm() || !mailbox.borrow().flow_held.is_empty()
 }
 
 /// Sends `request` to shard `to` and waits for its reply (a control operation).

@@ -2,6 +2,7 @@
 //! Protocol-neutral; the gateways map their protocols onto it. Plain data and logic, no I/O.
 
 pub mod exchange;
+pub mod flow;
 pub mod message;
 pub mod queue;
 pub mod queue_args;

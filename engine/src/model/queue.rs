@@ -6,7 +6,8 @@
 use crate::fastmap::HashMap;
 use std::sync::Arc;
 
-use crate::ids::{ConsumerKey, DeliveryTag};
+use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag};
+use crate::model::flow::{Flow, Published};
 use crate::model::message::{Content, QueuedMessage};
 use crate::model::queue_args::{Overflow, QueueArgs};
 use crate::model::ready::Ready;
@@ -84,6 +85,8 @@ pub struct Queue {
     last_used_ms: u64,
     /// Deletion for `x-expires` was asked for (not asked again while it is in flight).
     expiry_requested: bool,
+    /// Publisher flow control (see [`Flow`]).
+    pub flow: Flow,
 }
 
 impl Queue {
@@ -103,6 +106,7 @@ impl Queue {
             had_consumer: false,
             last_used_ms: 0,
             expiry_requested: false,
+            flow: Flow::default(),
         }
     }
 
@@ -249,7 +253,29 @@ impl Queue {
             }
             let settled = consumer.no_ack;
             out.push(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message, settled });
+            self.flow.delivered(1);
         }
+    }
+
+    /// Flow control after a publish from `publisher` was queued (`high`: the backlog mark).
+    pub fn flow_on_publish(&mut self, publisher: ConnectionId, high: usize) -> Published {
+        let consumers = &self.consumers;
+        self.flow.on_publish(publisher, self.ready.len(), high, !consumers.is_empty(), |conn| {
+            consumers.iter().any(|c| c.key.conn == conn)
+        })
+    }
+
+    /// Flow control after dispatch: the publishers to release, if the backlog drained.
+    pub fn flow_on_drain(&mut self, high: usize) -> Option<Vec<ConnectionId>> {
+        if !self.flow.is_congested() {
+            return None;
+        }
+        self.flow.on_drain(self.ready.len(), high)
+    }
+
+    /// The periodic flow-control look (see [`Flow::on_tick`]).
+    pub fn flow_on_tick(&mut self, high: usize) -> crate::model::flow::Look {
+        self.flow.on_tick(self.ready.len(), high, !self.consumers.is_empty())
     }
 
     /// The consumer to deliver to next: round-robin among those with credit at the highest

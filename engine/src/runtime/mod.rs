@@ -4,6 +4,7 @@
 //! committer), binds every listener on every shard with SO_REUSEPORT, and drives each
 //! connection's gateway from a short read/handle/poll/write loop ([`conn`]).
 
+mod batches;
 mod conn;
 mod listeners;
 mod memlock;
@@ -67,12 +68,14 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
     let cpus = online_cpus();
     let mesh: MeshBuilder<Vec<ShardMsg>, _> =
         MeshBuilder::full(usize::from(shards), config.limits.shard_channel_count_max);
+    let batches = Arc::new(batches::BatchPool::new(usize::from(shards)));
     let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
     let activation = Arc::new(OnceLock::new());
     let mut handles = Vec::new();
     for index in 0..usize::from(shards) {
         let cpu = cpus[index % cpus.len()];
         let (config, mesh, ready, activation) = (config.clone(), mesh.clone(), ready_tx.clone(), activation.clone());
+        let batches = batches.clone();
         let mut builder = LocalExecutorBuilder::new(CpuPlacement::Fixed(cpu))
             .name(&format!("ferry-shard-{index}"))
             .io_memory(io_memory)
@@ -85,7 +88,7 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
             builder = builder.spin_before_park(spin);
         }
         let handle = builder
-            .spawn(move || shard_tasks::shard_main(config, activation, mesh, ready))
+            .spawn(move || shard_tasks::shard_main(config, activation, mesh, batches, ready))
             .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }

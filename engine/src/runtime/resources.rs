@@ -73,6 +73,7 @@ pub(super) async fn watch_disk(shard: ShardRef, config: std::sync::Arc<BrokerCon
         // Messages expire (and dead-letter) even when no consumer looks at their queue.
         shard.borrow_mut().expire_due();
         shard.borrow_mut().mqtt_tick();
+        shard.borrow_mut().flow_tick();
         glommio::timer::sleep(CHECK_EVERY).await;
     }
 }

@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::TcpListener;
 use glommio::{executor, spawn_local};
 
+use super::batches::BatchPool;
 use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
 use super::notify::Notify;
 use super::reactor_turn;
@@ -43,6 +44,7 @@ pub(super) async fn shard_main(
     config: Arc<BrokerConfig>,
     activation: Arc<OnceLock<Activation>>,
     mesh: Mesh,
+    batches: Arc<BatchPool>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
@@ -87,16 +89,18 @@ pub(super) async fn shard_main(
     let mut tasks = Vec::new();
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
+        let batches = batches.clone();
         let from = ShardId(u16::try_from(peer).expect("peer index fits u16"));
         tasks.push(spawn_local(async move {
-            while let Some(batch) = receiver.recv().await {
-                shard.borrow_mut().handle_batch(from, batch);
+            while let Some(mut batch) = receiver.recv().await {
+                shard.borrow_mut().handle_batch(from, &mut batch);
+                batches.give_back(from, id, batch);
                 // A busy peer keeps this channel non-empty: let this shard's sockets be polled.
                 reactor_turn::if_due().await;
             }
         }));
     }
-    tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, outbox_notify)));
+    tasks.push(spawn_local(flush_outboxes(shard.clone(), senders, batches, outbox_notify)));
     tasks.push(spawn_local(commit_journal(shard.clone(), sync_notify)));
     tasks.push(spawn_local(super::resources::watch_disk(shard.clone(), config.clone())));
 
@@ -196,18 +200,19 @@ async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRe
     }
 }
 
-async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, notify: Rc<Notify>) {
+async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, batches: Arc<BatchPool>, notify: Rc<Notify>) {
     let me = senders.peer_id();
+    let from = ShardId(u16::try_from(me).expect("peer index fits u16"));
     loop {
         notify.wait().await;
         loop {
             let mut sent = false;
             for peer in (0..senders.nr_consumers()).filter(|p| *p != me) {
                 let to = ShardId(u16::try_from(peer).expect("peer index fits u16"));
-                let batch = shard.borrow_mut().take_outbox(to);
-                if batch.is_empty() {
+                if shard.borrow().outbox_is_empty(to) {
                     continue;
                 }
+                let batch = shard.borrow_mut().swap_outbox(to, batches.take(from, to));
                 sent = true;
                 if senders.send_to(peer, batch).await.is_err() {
                     tracing::error!(peer, "shard channel closed");

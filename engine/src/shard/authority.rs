@@ -104,8 +104,10 @@ impl Shard {
                 self.queues.insert(spec.name.clone(), queue);
             }
             MetaOp::DeleteQueue { name } => {
-                if let Some(queue) = self.queues.remove(name) {
+                if let Some(mut queue) = self.queues.remove(name) {
                     self.journal.append_queue_delete(&queue.spec);
+                    let held = queue.flow.release_all();
+                    self.flow_release(name, held);
                     for consumer in queue.consumer_keys() {
                         let msg = ShardMsg::ConsumerCancelled { consumer, queue: name.clone() };
                         if consumer.conn.shard == self.id {

@@ -83,8 +83,16 @@ impl Shard {
             return None;
         }
         let durable = queue.spec.durable && content.properties.persistent;
+        let flow_high = self.limits.queue_flow_message_count;
         let msg_id = match queue.admit(content.clone(), &*self.clock) {
             Admit::Accepted { msg_id, dropped } => {
+                let published = match publisher {
+                    Some(p) if flow_high > 0 => Some((queue.flow_on_publish(p, flow_high), p)),
+                    _ => None,
+                };
+                if let Some((published, publisher)) = published {
+                    self.flow_after_publish(name, published, publisher);
+                }
                 if !dropped.is_empty() {
                     self.dead_letter(name, dropped, DeathReason::MaxLen);
                 }
@@ -124,9 +132,14 @@ impl Shard {
     fn dispatch_only(&mut self, name: &str) {
         let mut out = Vec::new();
         let mut durable = false;
+        let mut drained = None;
         if let Some(queue) = self.queues.get_mut(name) {
             queue.dispatch(&mut out);
             durable = queue.spec.durable;
+            drained = queue.flow_on_drain(self.limits.queue_flow_message_count);
+        }
+        if let Some(conns) = drained {
+            self.flow_release(name, conns);
         }
         for delivery in out {
             // Auto-ack: the message is gone from the queue, so it must not come back on recovery.
@@ -278,6 +291,11 @@ impl Shard {
         queue.remove_consumer(consumer);
         queue.touch(now);
         let auto_delete = queue.should_auto_delete();
+        if queue.consumer_count() == 0 {
+            // Nobody drains it any more: its publishers may fill it for later.
+            let held = queue.flow.release_all();
+            self.flow_release(name, held);
+        }
         self.dispatch(name);
         if auto_delete {
             self.meta_nowait(crate::model::routing::MetaOp::DeleteQueue { name: name.to_owned() });

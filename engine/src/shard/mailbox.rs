@@ -21,9 +21,20 @@ pub struct Mailbox {
     pub rejected: Vec<String>,
     /// MQTT: another connection took this one's client id over.
     pub taken_over: bool,
+    /// Not mail but state, kept across drains: queues whose owners hold this connection's
+    /// publishes back (flow control, `model::flow`); its input waits while any does.
+    pub flow_held: Vec<String>,
 }
 
 impl Mailbox {
+    /// Takes the mail, leaving the flow-control state in place.
+    pub fn take(&mut self) -> Mailbox {
+        let flow_held = std::mem::take(&mut self.flow_held);
+        let mail = std::mem::take(self);
+        self.flow_held = flow_held;
+        mail
+    }
+
     pub fn is_empty(&self) -> bool {
         self.deliveries.is_empty()
             && self.completions.is_empty()

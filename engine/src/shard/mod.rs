@@ -9,6 +9,7 @@ mod authority;
 mod compaction;
 pub mod dead_letter;
 mod delivery;
+mod flow;
 pub mod mailbox;
 pub mod mqtt;
 pub mod msg;
@@ -63,6 +64,8 @@ pub struct Shard {
     wall_clock: Rc<dyn Fn() -> u64>,
     /// MQTT client ids placed here, and the retained store when its queue lives here.
     mqtt: mqtt::MqttRegistry,
+    /// Owned queues whose flow control is looked at every tick (congested or stalled).
+    flow_watch: Vec<String>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -110,6 +113,7 @@ impl Shard {
             clock: Rc::new(monotonic_ms),
             wall_clock: Rc::new(unix_ms),
             mqtt: mqtt::MqttRegistry::default(),
+            flow_watch: Vec::new(),
         }
     }
 
@@ -232,9 +236,16 @@ impl Shard {
         }
     }
 
-    /// Takes the batch queued for `to` (the runtime sends it).
-    pub fn take_outbox(&mut self, to: ShardId) -> Vec<ShardMsg> {
-        std::mem::take(&mut self.outbox[to.index()])
+    /// Whether nothing waits to leave for `to`.
+    pub fn outbox_is_empty(&self, to: ShardId) -> bool {
+        self.outbox[to.index()].is_empty()
+    }
+
+    /// Takes the batch queued for `to` (the runtime sends it), leaving `spare` (an empty,
+    /// possibly recycled batch) to fill next.
+    pub fn swap_outbox(&mut self, to: ShardId, spare: Vec<ShardMsg>) -> Vec<ShardMsg> {
+        debug_assert!(spare.is_empty());
+        std::mem::replace(&mut self.outbox[to.index()], spare)
     }
 
     /// Messages waiting to leave this shard: gateways stop reading peers above a bound.
@@ -268,8 +279,9 @@ impl Shard {
     }
 
     /// Handles a batch that arrived from another shard.
-    pub fn handle_batch(&mut self, from: ShardId, batch: Vec<ShardMsg>) {
-        for msg in batch {
+    /// Handles every message of `batch`, leaving it empty (its capacity goes back to the sender).
+    pub fn handle_batch(&mut self, from: ShardId, batch: &mut Vec<ShardMsg>) {
+        for msg in batch.drain(..) {
             self.handle_msg(from, msg);
         }
     }
@@ -285,6 +297,8 @@ impl Shard {
                 self.settle_local(&queue, &tags, requeue, completion)
             }
             ShardMsg::Credit { queue, consumer, count } => self.credit_local(&queue, consumer, count),
+            ShardMsg::FlowHold { conn, queue } => self.flow_hold_local(conn, queue),
+            ShardMsg::FlowRelease { conn, queue } => self.flow_release_local(conn, &queue),
             ShardMsg::Request { from, id, request } => self.handle_request(from, id, request),
             ShardMsg::Reply { id, result } => {
                 if let Some(tx) = self.pending.remove(&id) {

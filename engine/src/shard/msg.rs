@@ -108,6 +108,17 @@ pub enum ShardMsg {
     MetaApplied {
         ack: u64,
     },
+    /// Flow control: the receiver's connection `conn` must stop reading publishes until the
+    /// owner of `queue` sends `FlowRelease` (on the same FIFO channel, so never before this).
+    FlowHold {
+        conn: ConnectionId,
+        queue: String,
+    },
+    /// Flow control: `queue`'s backlog drained (or its consumers stopped); `conn` may go on.
+    FlowRelease {
+        conn: ConnectionId,
+        queue: String,
+    },
     /// A publish from the receiver's connection was refused (queue at its hard limit).
     PublishRejected {
         conn: ConnectionId,

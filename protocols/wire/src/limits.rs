@@ -32,6 +32,11 @@ pub struct Limits {
     pub transaction_op_count_max: usize,
     /// Most messages a queue holds (ready + unacknowledged) before publishers are refused.
     pub queue_message_count_max: usize,
+    /// Flow control: while a queue has consumers, more ready messages than this hold the
+    /// publishers feeding it back (their input is not read) until the backlog is down to
+    /// half. A queue without consumers never holds anyone. 0 turns flow control off; at or
+    /// above `queue_message_count_max` the queue's message limit holds publishers first.
+    pub queue_flow_message_count: usize,
     /// Most queues in the broker.
     pub queue_count_max: usize,
     /// Most unacknowledged deliveries a consumer may hold (cap on any prefetch it asks for).
@@ -71,6 +76,7 @@ impl Default for Limits {
             transaction_count_max: 16,
             transaction_op_count_max: 65_536,
             queue_message_count_max: 1_000_000,
+            queue_flow_message_count: 16_384,
             queue_count_max: 100_000,
             prefetch_count_max: 65_535,
             prefetch_count_default: 256,
@@ -112,6 +118,7 @@ impl Limits {
             transaction_count_max: 2,
             transaction_op_count_max: 16,
             queue_message_count_max: 64,
+            queue_flow_message_count: 0,
             queue_count_max: 64,
             prefetch_count_max: 16,
             prefetch_count_default: 4,

@@ -360,8 +360,11 @@ impl crate::gateway::Gateway for AmqpConn {
         self.conn.is_closed()
     }
 
+    /// A resource alarm (announced with connection.blocked), or flow control: a queue this
+    /// connection feeds holds it back until its consumers catch up (silent TCP back-pressure,
+    /// as RabbitMQ's credit flow).
     fn input_held(&self) -> bool {
-        self.publisher && self.shard.borrow().disk_alarm()
+        self.publisher && crate::gateway::publisher_held(&self.shard, &self.mailbox)
     }
 
     fn peer_closes_first(&self) -> bool {

@@ -190,7 +190,9 @@ impl MqttConn {
 
     /// Moves what the engine has for this connection into the session's output.
     pub fn drain_mailbox(&mut self) {
-        let Mailbox { deliveries, completions, cancelled, rejected, taken_over } =
+        // `flow_held` stays behind: MQTT publishers are not held by queue flow control (a
+        // subscriber's session queue behind would slow every publisher to its topics).
+        let Mailbox { deliveries, completions, cancelled, rejected, taken_over, .. } =
             crate::gateway::take_mail(&self.mailbox);
         if taken_over && !self.taken_over {
             self.taken_over = true;

@@ -98,9 +98,10 @@ impl StompConn {
     }
 
     /// Whether input must wait: this connection publishes and a disk limit holds (RabbitMQ
-    /// likewise stops reading from publishing connections during a resource alarm).
+    /// likewise stops reading from publishing connections during a resource alarm), or a
+    /// queue it feeds holds it back until its consumers catch up (flow control).
     pub fn input_held(&self) -> bool {
-        self.publisher && self.shard.borrow().disk_alarm()
+        self.publisher && crate::gateway::publisher_held(&self.shard, &self.mailbox)
     }
 
     /// Feeds bytes from the socket; the session parses every complete frame into events.
