@@ -25,7 +25,7 @@ def amqp(broker):
 
 
 class Consumer(threading.Thread):
-    """Acks every message; while `slow` is set, one every 2 ms (progress, but slowly)."""
+    """Acks every message; while `slow` is set, one every 5 ms (progress, but slowly)."""
 
     def __init__(self, broker, queue, prefetch, ack=True):
         super().__init__(daemon=True)
@@ -46,7 +46,7 @@ class Consumer(threading.Thread):
             if not self.ack:
                 return
             if self.slow.is_set():
-                time.sleep(0.002)
+                time.sleep(0.005)
             c.basic_ack(method.delivery_tag)
 
         ch.basic_consume(self.queue, on_message)
@@ -74,8 +74,8 @@ def run_slow_then_fast(broker, queue, start_publisher, n):
     consumer.start()
     assert consumer.ready.wait(5)
     start_publisher()
-    # Slow phase: the consumer makes progress (~400 msg/s), far slower than the publisher.
-    deepest, deadline = 0, time.time() + 1.5
+    # Slow phase: the consumer makes progress (~200 msg/s), far slower than the publisher.
+    deepest, deadline = 0, time.time() + 2
     while time.time() < deadline:
         deepest = max(deepest, ready_count(ch, queue))
         time.sleep(0.02)
@@ -87,17 +87,17 @@ def run_slow_then_fast(broker, queue, start_publisher, n):
     observer.close()
     # Every message once, in order.
     assert consumer.bodies == [f"m{i}".encode() for i in range(n)]
-    # Without flow control the broker takes all n within the slow phase and the backlog
-    # grows to thousands; held, it grows by at most what it had already read (one input
-    # chunk of ~900 small publishes) past the mark.
-    assert accepted < n * 2 // 3, f"the broker took {accepted} of {n} while the consumer was slow"
-    assert deepest < MARK + 2500, f"backlog reached {deepest}"
+    # Without flow control the broker takes all n within the slow phase. Held, the backlog
+    # passes the mark only by what the publisher's shard read before the owner's hold reached
+    # it (input chunks of ~900 small publishes each: a few thousand on a loaded machine).
+    assert accepted < n // 2, f"the broker took {accepted} of {n} while the consumer was slow"
+    assert deepest < n // 2, f"backlog reached {deepest}"
 
 
 @FLOW
 def test_amqp_publisher_is_held_while_its_consumer_catches_up(broker):
     queue = uniq("flow")
-    n = 6000
+    n = 12000
     pch = amqp(broker).channel()
     publisher = []
     send = lambda i: pch.basic_publish("", queue, f"m{i}".encode())  # noqa: E731
@@ -110,7 +110,7 @@ def test_amqp_publisher_is_held_while_its_consumer_catches_up(broker):
 @FLOW
 def test_stomp_publisher_is_held_while_its_consumer_catches_up(broker, stomp_client):
     queue = uniq("sflow")
-    n = 6000
+    n = 12000
     c, lis = stomp_client()
 
     def start():

@@ -32,6 +32,18 @@ impl Shard {
         if !exchange.is_empty() && self.routing.exchange(exchange).is_none() {
             return Err(EngineError::new(ErrorKind::NotFound, format!("no exchange '{exchange}' in vhost '/'")));
         }
+        if exchange.is_empty() {
+            // The default exchange routes to the queue named by the key: no target list, and
+            // a local queue needs no copy of its name.
+            let Some(owner) = self.routing.queue(key).map(|q| q.shard) else { return Ok(0) };
+            if owner == self.id {
+                self.enqueue_local(key, content, completion(), publisher);
+            } else {
+                let queue = key.to_owned();
+                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
+            }
+            return Ok(1);
+        }
         let mut targets = Vec::new();
         self.routing.route(exchange, key, &content.properties.headers, &mut targets);
         let targets: Vec<(String, ShardId)> = targets.into_iter().map(|q| (q.name.clone(), q.shard)).collect();

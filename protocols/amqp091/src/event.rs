@@ -6,9 +6,9 @@ use bytes::Bytes;
 use crate::generated::{BasicProperties, BasicPublish, Method};
 
 /// An event for the engine.
-// `Publish` carries the properties inline: events are moved once, from the connection to the
-// gateway, so boxing them would cost an allocation per message for nothing.
-#[allow(clippy::large_enum_variant)]
+// `Publish` carries its properties boxed: the box is the one the content header was decoded
+// into, and an inline `BasicProperties` (288 bytes) made every event 384 bytes, copied at
+// each move (queue in, queue out, into the gateway): memcpy was a fifth of a shard's samples.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// connection.start-ok with a supported mechanism: PLAIN (`\0user\0pass`) or AMQPLAIN
@@ -25,7 +25,7 @@ pub enum Event {
     /// confirm.*, tx.*, channel.flow / flow-ok); the engine replies with `send_method`.
     Method { channel: u16, method: Method },
     /// basic.publish with its complete content.
-    Publish { channel: u16, method: BasicPublish, properties: BasicProperties, body: Bytes },
+    Publish { channel: u16, method: BasicPublish, properties: Box<BasicProperties>, body: Bytes },
     /// The connection is over: the client closed it (close-ok sent), a protocol error closed
     /// it (connection.close sent), the engine closed it, the heartbeat or handshake timed out,
     /// or the protocol header was refused. Emitted exactly once; nothing follows it.

@@ -421,7 +421,7 @@ impl AmqpConn {
         for op in ops {
             result = match op {
                 TxOp::Publish { method, properties, body } => {
-                    self.route(channel, &method, &properties, body, Some(token))
+                    self.route(channel, method, &properties, body, Some(token))
                 }
                 TxOp::Settle { tag, multiple, requeue } => self.settle(channel, tag, multiple, requeue, Some(token)),
             };
@@ -441,15 +441,15 @@ impl AmqpConn {
         &mut self,
         channel: u16,
         method: BasicPublish,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body: Bytes,
     ) {
         let limit = self.shard.borrow().limits().transaction_op_count_max;
         let Some(ch) = self.channels.get_mut(&channel) else { return };
         if ch.tx.is_some() {
-            let op = TxOp::Publish { method: method.clone(), properties: Box::new(properties), body };
+            let op = TxOp::Publish { method, properties, body };
             if let Err(e) = ch.buffer(op, limit) {
-                self.channel_error(channel, &e, &Method::BasicPublish(method));
+                self.publish_error(channel, &e);
             }
             return;
         }
@@ -465,19 +465,24 @@ impl AmqpConn {
             self.confirms.insert(token, PendingConfirm { channel, seq: Some(seq), remaining: 0, failed: false });
             token
         });
-        if let Err(e) = self.route(channel, &method, &properties, body, token) {
+        if let Err(e) = self.route(channel, method, &properties, body, token) {
             if let Some(token) = token {
                 self.confirms.remove(&token);
             }
-            self.channel_error(channel, &e, &Method::BasicPublish(method));
+            self.publish_error(channel, &e);
         }
+    }
+
+    /// A channel exception for a basic.publish.
+    fn publish_error(&mut self, channel: u16, error: &EngineError) {
+        self.channel_error_at(channel, error, BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
     }
 
     /// Routes one publish; with `token`, the confirm goes out once every queue holds it.
     fn route(
         &mut self,
         channel: u16,
-        method: &BasicPublish,
+        method: BasicPublish,
         properties: &BasicProperties,
         body: Bytes,
         token: Option<u64>,
@@ -490,26 +495,25 @@ impl AmqpConn {
                 format!("cannot publish to internal exchange '{}'", method.exchange),
             ));
         }
-        let props = properties_from_amqp(properties);
-        let content = Arc::new(Content {
-            exchange: method.exchange.clone(),
-            routing_key: method.routing_key.clone(),
-            properties: props,
-            body: body.clone(),
-        });
+        let BasicPublish { exchange, routing_key, mandatory, .. } = method;
+        // The names move into the message; routing reads them from there.
+        let content = Arc::new(Content { exchange, routing_key, properties: properties_from_amqp(properties), body });
         let conn = self.id;
-        let count =
-            self.shard.borrow_mut().publish(&method.exchange, &method.routing_key, content, Some(conn), || {
-                token.map(|token| Completion { conn, token })
-            })?;
-        if count == 0 && method.mandatory {
+        let count = self.shard.borrow_mut().publish(
+            &content.exchange,
+            &content.routing_key,
+            content.clone(),
+            Some(conn),
+            || token.map(|token| Completion { conn, token }),
+        )?;
+        if count == 0 && mandatory {
             let ret = Method::BasicReturn(amqp::BasicReturn {
                 reply_code: amqp::NO_ROUTE,
                 reply_text: "NO_ROUTE".to_owned(),
-                exchange: method.exchange.clone(),
-                routing_key: method.routing_key.clone(),
+                exchange: content.exchange.clone(),
+                routing_key: content.routing_key.clone(),
             });
-            self.conn.send_content(channel, &ret, properties, &body);
+            self.conn.send_content(channel, &ret, properties, &content.body);
         }
         if let Some(token) = token
             && let Some(p) = self.confirms.get_mut(&token)

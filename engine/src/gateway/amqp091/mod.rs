@@ -142,6 +142,11 @@ impl AmqpConn {
 
     /// Sends a channel exception for `error`, naming the method that failed.
     fn channel_error(&mut self, channel: u16, error: &EngineError, method: &Method) {
+        self.channel_error_at(channel, error, method.class_id(), method.method_id());
+    }
+
+    /// Sends a channel exception for `error`, naming the failed method by its ids.
+    fn channel_error_at(&mut self, channel: u16, error: &EngineError, class_id: u16, method_id: u16) {
         let code = error.kind.amqp_code();
         let name = match error.kind {
             ErrorKind::AccessRefused => "ACCESS_REFUSED",
@@ -153,7 +158,7 @@ impl AmqpConn {
         };
         let text = format!("{name} - {}", error.message);
         self.release_channel(channel);
-        self.conn.close_channel(channel, code, &text, method.class_id(), method.method_id());
+        self.conn.close_channel(channel, code, &text, class_id, method_id);
     }
 
     /// Gives back everything a channel held: its consumers' and gets' unacked messages.

@@ -123,7 +123,7 @@ impl Connection {
                     body.push(part);
                     if received == size {
                         self.partial_body_bytes -= body.len();
-                        self.publish(channel, method, *properties, body.freeze());
+                        self.publish(channel, method, properties, body.freeze());
                         Ok(Assembly::Idle)
                     } else {
                         Ok(Assembly::Body { method, properties, size, body })
@@ -165,14 +165,14 @@ impl Connection {
             return Ok(Assembly::Idle);
         }
         if header.body_size == 0 {
-            self.publish(channel, method, header.properties, Bytes::new());
+            self.publish(channel, method, Box::new(header.properties), Bytes::new());
             return Ok(Assembly::Idle);
         }
         let properties = Box::new(header.properties);
         Ok(Assembly::Body { method, properties, size: header.body_size, body: Body::Empty })
     }
 
-    fn publish(&mut self, channel: u16, method: BasicPublish, properties: crate::BasicProperties, body: Bytes) {
+    fn publish(&mut self, channel: u16, method: BasicPublish, properties: Box<crate::BasicProperties>, body: Bytes) {
         self.events.push_back(Event::Publish { channel, method, properties, body });
     }
 }
