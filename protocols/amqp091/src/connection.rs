@@ -374,6 +374,21 @@ impl Connection {
         }
     }
 
+    /// Sends a basic.deliver with its content, the method given by reference (the engine's
+    /// per-message path: no copies of tags and names).
+    pub fn send_deliver(
+        &mut self,
+        channel: u16,
+        deliver: &frame::DeliverRef<'_>,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) {
+        if self.can_send(channel) && channel != 0 {
+            frame::encode_deliver(channel, deliver, properties, body, self.tuning.frame_max, &mut self.output);
+            self.on_sent();
+        }
+    }
+
     /// Sends channel.close (reply text prefixed with the code's name, as RabbitMQ does) and
     /// discards the channel's input until close-ok, which emits `ChannelClosed`.
     pub fn close_channel(&mut self, channel: u16, code: u16, text: &str, class_id: u16, method_id: u16) {

@@ -8,8 +8,10 @@ use bytes::Bytes;
 
 use crate::content::ContentHeader;
 use crate::error::FrameError;
-use crate::generated::{BasicProperties, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Method};
-use crate::wire::{put_long, put_short};
+use crate::generated::{
+    BasicDeliver, BasicProperties, FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Method,
+};
+use crate::wire::{put_long, put_longlong, put_octet, put_short, put_shortstr};
 
 /// Bytes before the payload: type (1), channel (2), size (4).
 pub const FRAME_HEADER_BYTES: usize = 7;
@@ -130,6 +132,42 @@ pub fn encode_content(
     out: &mut Vec<u8>,
 ) {
     encode_method(channel, method, out);
+    encode_header_and_body(channel, properties, body, frame_max, out);
+}
+
+/// basic.deliver's fields, borrowed: a broker sends one per message, and building a
+/// [`BasicDeliver`] would copy the consumer tag, exchange and routing key each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverRef<'a> {
+    pub consumer_tag: &'a str,
+    pub delivery_tag: u64,
+    pub redelivered: bool,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+}
+
+/// [`encode_content`] for a basic.deliver given by reference; the same bytes.
+pub fn encode_deliver(
+    channel: u16,
+    deliver: &DeliverRef<'_>,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+    out: &mut Vec<u8>,
+) {
+    encode_frame(FRAME_METHOD, channel, out, |out| {
+        put_short(out, BasicDeliver::CLASS_ID);
+        put_short(out, BasicDeliver::METHOD_ID);
+        put_shortstr(out, deliver.consumer_tag);
+        put_longlong(out, deliver.delivery_tag);
+        put_octet(out, u8::from(deliver.redelivered));
+        put_shortstr(out, deliver.exchange);
+        put_shortstr(out, deliver.routing_key);
+    });
+    encode_header_and_body(channel, properties, body, frame_max, out);
+}
+
+fn encode_header_and_body(channel: u16, properties: &BasicProperties, body: &[u8], frame_max: u32, out: &mut Vec<u8>) {
     encode_frame(FRAME_HEADER, channel, out, |out| {
         ContentHeader::encode_parts(BasicProperties::CLASS_ID, body.len() as u64, properties, out);
     });
@@ -161,6 +199,30 @@ mod tests {
         assert_eq!(decode_header(&frame, 4096), Err(FrameError::BadFrameEnd(0xCD)));
         let frame = [FRAME_BODY, 0, 1, 0, 0, 0, 2, b'h'];
         assert_eq!(decode_header(&frame, 4096), Ok(Decoded::Incomplete { need: 2 }));
+    }
+
+    #[test]
+    fn a_borrowed_deliver_encodes_as_the_generated_one() {
+        let owned = BasicDeliver {
+            consumer_tag: "ctag-1".into(),
+            delivery_tag: 77,
+            redelivered: true,
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+        };
+        let borrowed = DeliverRef {
+            consumer_tag: "ctag-1",
+            delivery_tag: 77,
+            redelivered: true,
+            exchange: "amq.topic",
+            routing_key: "a.b",
+        };
+        let props = BasicProperties { delivery_mode: Some(2), ..BasicProperties::default() };
+        let body = vec![7u8; 300];
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_content(5, &Method::BasicDeliver(owned), &props, &body, 128, &mut a);
+        encode_deliver(5, &borrowed, &props, &body, 128, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

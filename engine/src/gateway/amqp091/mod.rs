@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use ferry_amqp091::{BasicAck, BasicDeliver, BasicNack, Connection, ConnectionConfig, Event, Method};
+use ferry_amqp091::frame::DeliverRef;
+use ferry_amqp091::{BasicAck, BasicNack, Connection, ConnectionConfig, Event, Method};
 
 use crate::auth::Users;
 use crate::error::{EngineError, ErrorKind};
@@ -235,29 +236,29 @@ impl AmqpConn {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let route = self.consumers.get(&delivery.consumer.tag).cloned();
-        let Some((channel, ctag)) = route else {
+        // Borrowed, not copied: this runs once per message.
+        let Some((channel, ctag)) = self.consumers.get(&delivery.consumer.tag) else {
             self.shard.borrow_mut().return_delivery(delivery);
             return;
         };
-        let Some(ch) = self.channels.get_mut(&channel) else { return };
-        let Some(consumer) = ch.consumers.get_mut(&ctag) else { return };
+        let Some(ch) = self.channels.get_mut(channel) else { return };
+        let Some(consumer) = ch.consumers.get_mut(ctag) else { return };
         let (owner, no_ack) = (consumer.owner, consumer.no_ack);
         if no_ack {
             consumer.credit_due += 1;
         }
-        let pending = (!no_ack).then(|| Unacked { owner, queue: delivery.queue.clone(), tag: delivery.tag });
-        let delivery_tag = ch.record(pending);
-        let content = &delivery.message.content;
-        let method = Method::BasicDeliver(BasicDeliver {
+        let Delivery { queue, tag, message, .. } = delivery;
+        let delivery_tag = ch.record((!no_ack).then_some(Unacked { owner, queue, tag }));
+        let content = &message.content;
+        let deliver = DeliverRef {
             consumer_tag: ctag,
             delivery_tag,
-            redelivered: delivery.message.redelivered,
-            exchange: content.exchange.clone(),
-            routing_key: content.routing_key.clone(),
-        });
+            redelivered: message.redelivered,
+            exchange: &content.exchange,
+            routing_key: &content.routing_key,
+        };
         let properties = mapping::amqp_properties(&content.properties);
-        self.conn.send_content(channel, &method, &properties, &content.body);
+        self.conn.send_deliver(*channel, &deliver, &properties, &content.body);
     }
 
     fn confirm(&mut self, token: u64, result: Result<(), EngineError>) {
