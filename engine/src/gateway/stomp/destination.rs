@@ -58,12 +58,26 @@ impl Destination {
 
     /// The destination header a MESSAGE carries, from where the message was published.
     pub fn for_message(exchange: &str, key: &str) -> String {
-        match exchange {
-            "" if key.starts_with("amq.gen-") => format!("/reply-queue/{key}"),
-            "" => format!("/queue/{key}"),
-            "amq.topic" => format!("/topic/{key}"),
-            other => format!("/exchange/{other}/{key}"),
-        }
+        let mut out = String::new();
+        Destination::write_for_message(exchange, key, &mut out);
+        out
+    }
+
+    /// [`Destination::for_message`] into `out` (cleared first): a buffer reused per delivery.
+    pub fn write_for_message(exchange: &str, key: &str, out: &mut String) {
+        out.clear();
+        let prefix = match exchange {
+            "" if key.starts_with("amq.gen-") => "/reply-queue/",
+            "" => "/queue/",
+            "amq.topic" => "/topic/",
+            other => {
+                out.push_str("/exchange/");
+                out.push_str(other);
+                "/"
+            }
+        };
+        out.push_str(prefix);
+        out.push_str(key);
     }
 }
 

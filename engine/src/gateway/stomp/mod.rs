@@ -61,6 +61,9 @@ pub struct StompConn {
     failed: bool,
     /// The connection has sent a SEND: it is held back while a disk limit holds.
     publisher: bool,
+    /// Buffers for each MESSAGE's ack id and destination, reused.
+    ack_id_text: String,
+    destination_text: String,
 }
 
 impl std::fmt::Debug for StompConn {
@@ -90,6 +93,8 @@ impl StompConn {
             closed_cleanly: false,
             failed: false,
             publisher: false,
+            ack_id_text: String::new(),
+            destination_text: String::new(),
         })
     }
 
@@ -216,14 +221,15 @@ impl StompConn {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let Some(ack_id) = self.subs.record_delivery(delivery.consumer.tag, delivery.tag) else {
+        // Once per message: the ack id and destination go into buffers kept across calls.
+        let (ack_id, destination) = (&mut self.ack_id_text, &mut self.destination_text);
+        let Some(sub) = self.subs.record_delivery(delivery.consumer.tag, delivery.tag, ack_id) else {
             // Unsubscribed meanwhile: give it back to its queue.
             self.shard.borrow_mut().return_delivery(delivery);
             return;
         };
-        let Some(sub) = self.subs.by_consumer(delivery.consumer.tag) else { return };
         let content = &delivery.message.content;
-        let destination = Destination::for_message(&content.exchange, &content.routing_key);
+        Destination::write_for_message(&content.exchange, &content.routing_key, destination);
         let redelivered = if delivery.message.redelivered { "true" } else { "false" };
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8 + content.properties.headers.len());
         headers.extend([

@@ -53,7 +53,8 @@ pub struct Subscriptions {
     ack_prefix: String,
     by_id: HashMap<String, Subscription>,
     by_tag: HashMap<u64, String>,
-    ack_index: HashMap<u64, String>,
+    /// Unacked delivery sequence number → its subscription's consumer tag.
+    ack_index: HashMap<u64, u64>,
     next_tag: u64,
     next_seq: u64,
 }
@@ -118,19 +119,29 @@ impl Subscriptions {
         self.by_id.values_mut()
     }
 
-    /// Records a delivery on subscription `consumer_tag`; returns its ack id.
-    pub fn record_delivery(&mut self, consumer_tag: u64, tag: DeliveryTag) -> Option<String> {
+    /// Records a delivery on subscription `consumer_tag`: writes its ack id into `ack_id`
+    /// (cleared first; a buffer the caller reuses, as this runs once per message) and
+    /// returns the subscription.
+    pub fn record_delivery(
+        &mut self,
+        consumer_tag: u64,
+        tag: DeliveryTag,
+        ack_id: &mut String,
+    ) -> Option<&Subscription> {
+        use std::fmt::Write as _;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let sub = self.by_consumer(consumer_tag)?;
+        let id = self.by_tag.get(&consumer_tag)?;
+        let sub = self.by_id.get_mut(id)?;
         if sub.ack == AckMode::Auto {
             sub.credit_due += 1;
         } else {
             sub.unacked.insert(seq, tag);
-            let id = sub.id.clone();
-            self.ack_index.insert(seq, id);
+            self.ack_index.insert(seq, consumer_tag);
         }
-        Some(format!("{}{seq}", self.ack_prefix))
+        ack_id.clear();
+        let _ = write!(ack_id, "{}{seq}", self.ack_prefix);
+        Some(sub)
     }
 
     /// The sequence number of an ack id this connection handed out, if it is one.
@@ -146,8 +157,9 @@ impl Subscriptions {
     /// Resolves an ACK/NACK id to the deliveries it settles (cumulative for `client`).
     pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget> {
         let seq = self.own_seq(ack_id)?;
-        let sub_id = self.ack_index.get(&seq)?.clone();
-        let sub = self.by_id.get_mut(&sub_id)?;
+        let consumer_tag = *self.ack_index.get(&seq)?;
+        let id = self.by_tag.get(&consumer_tag)?;
+        let sub = self.by_id.get_mut(id)?;
         let taken: Vec<(u64, DeliveryTag)> = match sub.ack {
             AckMode::Client => {
                 let rest = sub.unacked.split_off(&(seq + 1));
@@ -168,6 +180,12 @@ impl Subscriptions {
 mod tests {
     use super::*;
 
+    fn record(s: &mut Subscriptions, consumer_tag: u64, tag: u64) -> String {
+        let mut id = String::from("stale text");
+        s.record_delivery(consumer_tag, DeliveryTag(tag), &mut id).expect("sub");
+        id
+    }
+
     fn subs(mode: AckMode) -> (Subscriptions, u64) {
         let mut s = Subscriptions::new(ConnectionId { shard: ShardId(0), local: 7 });
         let consumer = s.next_consumer();
@@ -178,7 +196,7 @@ mod tests {
     #[test]
     fn client_ack_is_cumulative() {
         let (mut s, tag) = subs(AckMode::Client);
-        let ids: Vec<String> = (1..=3).map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub")).collect();
+        let ids: Vec<String> = (1..=3).map(|t| record(&mut s, tag, t)).collect();
         let target = s.take_acks(&ids[1]).expect("known id");
         assert_eq!(target.tags, [DeliveryTag(1), DeliveryTag(2)]);
         assert_eq!(s.take_acks(&ids[2]).expect("known").tags, [DeliveryTag(3)]);
@@ -188,7 +206,7 @@ mod tests {
     #[test]
     fn individual_ack_takes_one() {
         let (mut s, tag) = subs(AckMode::ClientIndividual);
-        let ids: Vec<String> = (1..=3).map(|t| s.record_delivery(tag, DeliveryTag(t)).expect("sub")).collect();
+        let ids: Vec<String> = (1..=3).map(|t| record(&mut s, tag, t)).collect();
         assert_eq!(s.take_acks(&ids[1]).expect("known").tags, [DeliveryTag(2)]);
         assert_eq!(s.take_acks(&ids[0]).expect("known").tags, [DeliveryTag(1)]);
     }
@@ -196,7 +214,7 @@ mod tests {
     #[test]
     fn auto_counts_credit_and_unknown_ids_are_ignored() {
         let (mut s, tag) = subs(AckMode::Auto);
-        let id = s.record_delivery(tag, DeliveryTag(1)).expect("sub");
+        let id = record(&mut s, tag, 1);
         assert!(s.take_acks(&id).is_none());
         assert!(s.take_acks("garbage").is_none());
         assert_eq!(s.by_consumer(tag).expect("sub").credit_due, 1);
@@ -211,7 +229,7 @@ mod tests {
         let ids_of = |s: &mut Subscriptions| {
             let consumer = s.next_consumer();
             s.insert(Subscription::new("s".into(), "q".into(), ShardId(0), consumer, AckMode::ClientIndividual));
-            s.record_delivery(consumer.tag, DeliveryTag(1)).expect("sub")
+            record(s, consumer.tag, 1)
         };
         let mut before = Subscriptions::with_instance(conn, 1);
         let mut after = Subscriptions::with_instance(conn, 2);
