@@ -39,7 +39,8 @@ impl Shard {
             if owner == self.id {
                 self.enqueue_local(key, content, completion(), publisher);
             } else {
-                let queue = key.to_owned();
+                // The owner finds the queue by the routing key, if the message carries it.
+                let queue = (content.routing_key != key).then(|| key.to_owned());
                 self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
             }
             return Ok(1);
@@ -53,7 +54,10 @@ impl Shard {
             if owner == self.id {
                 self.enqueue_local(&queue, content, completion(), publisher);
             } else {
-                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
+                self.send(
+                    owner,
+                    ShardMsg::Enqueue { queue: Some(queue), content, completion: completion(), publisher },
+                );
             }
         }
         Ok(count)

@@ -288,8 +288,12 @@ impl Shard {
 
     fn handle_msg(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Enqueue { queue, content, completion, publisher } => {
+            ShardMsg::Enqueue { queue: Some(queue), content, completion, publisher } => {
                 self.enqueue_local(&queue, content, completion, publisher);
+            }
+            ShardMsg::Enqueue { queue: None, content, completion, publisher } => {
+                let named = content.clone();
+                self.enqueue_local(&named.routing_key, content, completion, publisher);
             }
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),

@@ -66,7 +66,9 @@ pub enum Reply {
 pub enum ShardMsg {
     /// Publish routed on the sender's shard, for a queue the receiver owns.
     Enqueue {
-        queue: String,
+        /// `None`: the queue named by the message's routing key (a default-exchange publish,
+        /// sent without a copy of the name).
+        queue: Option<String>,
         content: Arc<Content>,
         completion: Option<Completion>,
         publisher: Option<ConnectionId>,

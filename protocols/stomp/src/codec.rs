@@ -177,7 +177,9 @@ fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command
     let name = lines.next().unwrap_or_default();
     let command = Command::from_bytes(name).ok_or_else(|| unknown_command(name))?;
     let escaping = if command.escapes_headers() { version } else { Version::V1_0 };
-    let mut headers = Vec::new();
+    // Sized once: at most one header per remaining line (bounded by the header byte limit).
+    let lines_left = head.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = Vec::with_capacity(lines_left.min(limits.frame_header_count_max));
     for line in lines.filter(|l| !l.is_empty()) {
         if headers.len() >= limits.frame_header_count_max {
             return Err(FrameError::TooManyHeaders);

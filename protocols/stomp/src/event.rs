@@ -105,11 +105,12 @@ pub enum Event {
 }
 
 /// Translates a client frame received after CONNECT. CONNECT/STOMP are handled by `connect`.
-pub(crate) fn interpret(frame: Frame, version: Version) -> Result<Event, Rejection> {
+pub(crate) fn interpret(mut frame: Frame, version: Version) -> Result<Event, Rejection> {
     let receipt = optional(&frame, "receipt");
     let event = match frame.command {
         Command::Send => Event::Send {
-            destination: required(&frame, "destination")?,
+            // Moved out, not copied: the header stays, empty (a control header no mapping reads).
+            destination: take_required(&mut frame, "destination")?,
             transaction: optional(&frame, "transaction"),
             receipt,
             headers: frame.headers,
@@ -124,7 +125,8 @@ pub(crate) fn interpret(frame: Frame, version: Version) -> Result<Event, Rejecti
             receipt,
         },
         Command::Ack => {
-            Event::Ack { id: ack_id(&frame, version)?, transaction: optional(&frame, "transaction"), receipt }
+            let transaction = optional(&frame, "transaction");
+            Event::Ack { id: take_ack_id(&mut frame, version)?, transaction, receipt }
         }
         Command::Nack if version != Version::V1_0 => Event::Nack {
             id: ack_id(&frame, version)?,
@@ -172,8 +174,24 @@ fn ack_id(frame: &Frame, version: Version) -> Result<String, Rejection> {
     }
 }
 
+/// [`ack_id`], moved out of the frame (an ACK's headers are dropped after).
+fn take_ack_id(frame: &mut Frame, version: Version) -> Result<String, Rejection> {
+    match version {
+        Version::V1_2 => take_required(frame, "id"),
+        Version::V1_0 | Version::V1_1 => take_required(frame, "message-id"),
+    }
+}
+
 fn optional(frame: &Frame, name: &str) -> Option<String> {
     frame.header(name).map(str::to_owned)
+}
+
+/// [`required`], moving the (first) value out of the frame and leaving it empty there.
+fn take_required(frame: &mut Frame, name: &str) -> Result<String, Rejection> {
+    match frame.headers.iter_mut().find(|(n, _)| n == name) {
+        Some((_, value)) => Ok(std::mem::take(value)),
+        None => Err(missing(frame, name)),
+    }
 }
 
 fn required(frame: &Frame, name: &str) -> Result<String, Rejection> {

@@ -16,12 +16,10 @@ const SEND_CONTROL: [&str; 4] = ["destination", "receipt", "transaction", "conte
 /// Builds the properties of a SEND.
 pub fn properties_from_send(headers: &[(String, String)]) -> Properties {
     let mut props = Properties::default();
-    let mut seen: Vec<&str> = Vec::new();
-    for (name, value) in headers {
-        if seen.contains(&name.as_str()) {
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if headers[..i].iter().any(|(seen, _)| seen == name) {
             continue; // first occurrence wins (STOMP 1.2)
         }
-        seen.push(name);
         match name.as_str() {
             n if SEND_CONTROL.contains(&n) || is_reserved_header(n) => {}
             "persistent" => props.persistent = value.eq_ignore_ascii_case("true"),
