@@ -121,7 +121,7 @@ fn basic_publish_header_and_body() {
     .concat();
     let properties =
         BasicProperties { content_type: Some("text/plain".into()), delivery_mode: Some(2), ..Default::default() };
-    check(&header, Frame::Header { channel: 1, header: ContentHeader::basic(5, properties) });
+    check(&header, Frame::Header { channel: 1, header: Box::new(ContentHeader::basic(5, properties)) });
 
     let body = b"\x03\x00\x01\x00\x00\x00\x05hello\xce";
     check(body, Frame::Body { channel: 1, body: Bytes::from_static(b"hello") });
