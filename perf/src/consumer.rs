@@ -264,9 +264,25 @@ fn on_frame(
     Shared::add(&shared.received, 1);
     on_message(&frame, checker, progress);
     if config.ack == AckMode::ClientIndividual {
-        writer.queue(&ack_for(&frame)?);
+        match frame.header("ack").filter(|id| !needs_escape(id)) {
+            Some(id) => write_ack(id, writer.pending_mut()),
+            None => writer.queue(&ack_for(&frame)?),
+        }
     }
     Ok(true)
+}
+
+/// The common ACK written directly (the bytes the codec writes for it): `ACK`, `id:<ack>`,
+/// a blank line, NUL. `id` needs no escaping.
+fn write_ack(id: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ACK\nid:");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\n\n\0");
+}
+
+/// Whether a header value needs STOMP 1.2 escaping (then the codec writes the frame).
+fn needs_escape(value: &str) -> bool {
+    value.bytes().any(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))
 }
 
 /// The ACK for `message`: STOMP 1.2 names it by the MESSAGE's `ack` header; a broker that
@@ -300,5 +316,21 @@ fn disconnect(reader: &mut FrameReader, writer: &mut FrameWriter, deadline: Inst
         if frame.command == Command::Receipt {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_ack_is_the_encoded_frame() {
+        let id = "ferry-0000abcd-1-7-12345";
+        assert!(!needs_escape(id) && needs_escape("a:b"));
+        let mut expected = Vec::new();
+        ferry_stomp::encode(&Frame::new(Command::Ack).with_header("id", id), ferry_stomp::Version::V1_2, &mut expected);
+        let mut written = Vec::new();
+        write_ack(id, &mut written);
+        assert_eq!(written, expected);
     }
 }

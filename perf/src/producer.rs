@@ -128,19 +128,9 @@ pub fn run(
         Some(key) => vec![format!("/topic/{key}")],
         None => (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect(),
     };
-    let content_length = config.size.to_string();
+    let prefixes: Vec<Vec<u8>> = destinations.iter().map(|d| send_prefix(d, config)).collect();
     let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
-        let mut frame = Frame::new(Command::Send)
-            .with_header("destination", destinations[queue as usize].as_str())
-            .with_header("content-length", content_length.as_str())
-            .with_body(config.body(seq));
-        if config.persistent {
-            frame = frame.with_header("persistent", "true");
-        }
-        if config.receipts {
-            frame = frame.with_header("receipt", seq.to_string());
-        }
-        writer.queue(&frame);
+        encode_send(&prefixes[queue as usize], config.receipts.then_some(seq), &config.body(seq), writer.pending_mut());
     });
     let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
     let finished_at = Instant::now();
@@ -157,6 +147,36 @@ pub fn run(
         shared.error(&who, format!("{e:#}"));
     }
     Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
+}
+
+/// The fixed head of every SEND to `destination`: the command and the headers that do not
+/// change per message (the load tool writes frames without building them: it shares the
+/// machine with the broker it measures).
+fn send_prefix(destination: &str, config: &ProducerConfig) -> Vec<u8> {
+    let mut frame = Frame::new(Command::Send)
+        .with_header("destination", destination)
+        .with_header("content-length", config.size.to_string());
+    if config.persistent {
+        frame = frame.with_header("persistent", "true");
+    }
+    let mut out = Vec::new();
+    ferry_stomp::encode(&frame, ferry_stomp::Version::V1_2, &mut out);
+    // Drop the blank line, the (empty) body and the NUL: headers follow per message.
+    out.truncate(out.len() - 2);
+    out
+}
+
+/// Appends one SEND: `prefix`, a `receipt` header when asked for, the blank line, the body
+/// and the NUL (the bytes `ferry_stomp::encode` writes for the same frame).
+fn encode_send(prefix: &[u8], receipt: Option<u64>, body: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.extend_from_slice(prefix);
+    if let Some(seq) = receipt {
+        let _ = write!(out, "receipt:{seq}\n");
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out.push(0);
 }
 
 /// The send loop every protocol shares: `encode` queues message `seq` for queue index `queue`
@@ -238,4 +258,42 @@ fn read_receipts(
         }
     }
     board.update(|s| s.closed = true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_written_from_its_prefix_is_the_encoded_frame() {
+        for (persistent, receipt) in [(false, None), (true, Some(42u64)), (false, Some(0))] {
+            let config = ProducerConfig {
+                id: 3,
+                messages: 1,
+                queues: 1,
+                size: 16,
+                persistent,
+                receipts: receipt.is_some(),
+                window: 1,
+                pace: None,
+                topic: None,
+            };
+            let body = config.body(7);
+            let mut frame = Frame::new(Command::Send)
+                .with_header("destination", "/queue/perf-0")
+                .with_header("content-length", "16")
+                .with_body(body.clone());
+            if persistent {
+                frame = frame.with_header("persistent", "true");
+            }
+            if let Some(seq) = receipt {
+                frame = frame.with_header("receipt", seq.to_string());
+            }
+            let mut expected = Vec::new();
+            ferry_stomp::encode(&frame, ferry_stomp::Version::V1_2, &mut expected);
+            let mut written = Vec::new();
+            encode_send(&send_prefix("/queue/perf-0", &config), receipt, &body, &mut written);
+            assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&expected));
+        }
+    }
 }
