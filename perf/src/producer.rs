@@ -172,7 +172,7 @@ fn encode_send(prefix: &[u8], receipt: Option<u64>, body: &[u8], out: &mut Vec<u
     use std::io::Write as _;
     out.extend_from_slice(prefix);
     if let Some(seq) = receipt {
-        let _ = write!(out, "receipt:{seq}\n");
+        let _ = writeln!(out, "receipt:{seq}");
     }
     out.push(b'\n');
     out.extend_from_slice(body);
