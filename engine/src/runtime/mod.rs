@@ -55,6 +55,17 @@ pub struct Prepared {
 /// this before it waits for the lease, so that taking over only opens logs and listeners.
 pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
     block_shutdown_signals()?;
+    if let Some(index) = log_beyond_shard_count(&config.data_dir, config.shards) {
+        // Only shards below the count open their logs: started like this, the queues and
+        // messages in that log would silently disappear (and come back, stale, at the next
+        // start with more shards).
+        bail!(
+            "{} holds the log of shard {index}, but this process runs {} shards: its queues and              messages would be ignored. Start with --shards {} or more (queues then re-place on              recovery), or remove that directory if nothing in it is needed",
+            config.shard_dir(index).display(),
+            config.shards,
+            index + 1,
+        );
+    }
     let config = Arc::new(config);
     let shards = config.shards;
     let memlock = memlock_limit_bytes();
@@ -93,6 +104,21 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
         handles.push(handle);
     }
     Ok(Prepared { config, handles, ready, activation, shards, io_memory })
+}
+
+/// The highest-numbered shard directory at or beyond `shards` that holds log segments.
+fn log_beyond_shard_count(data_dir: &std::path::Path, shards: u16) -> Option<u16> {
+    let entries = std::fs::read_dir(data_dir).ok()?;
+    let indexes = entries.filter_map(|e| {
+        let entry = e.ok()?;
+        let index: u16 = entry.file_name().to_str()?.strip_prefix("shard-")?.parse().ok()?;
+        let has_segments = std::fs::read_dir(entry.path())
+            .ok()?
+            .filter_map(Result::ok)
+            .any(|f| f.path().extension().is_some_and(|x| x == "seg"));
+        (index >= shards && has_segments).then_some(index)
+    });
+    indexes.max()
 }
 
 impl std::fmt::Debug for Prepared {
