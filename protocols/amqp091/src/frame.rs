@@ -50,7 +50,7 @@ pub enum Frame {
         method: Method,
     },
     /// Boxed: a `ContentHeader` is ~300 bytes and made every `Frame` that large, copied at
-    /// each move (a fifth of the load tool's CPU went to those copies).
+    /// each move (memmove, mostly of frames, was a fifth of the load tool's samples).
     Header {
         channel: u16,
         header: Box<ContentHeader>,
