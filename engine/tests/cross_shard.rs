@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, ShardId};
 use ferry_engine::journal::Journal;
+use ferry_engine::model::flow::STALL_LOOKS;
 use ferry_engine::model::message::{Content, Properties};
 use ferry_engine::model::queue::Consumer;
 use ferry_engine::model::routing::{MetaOp, QueueSpec};
@@ -222,14 +223,18 @@ fn a_backlog_holds_its_publisher_across_shards_until_the_consumer_catches_up() {
     ack_all(&mut c, 0, owner, "flow", &mailbox); // 1 ready
     assert!(held.borrow().flow_held.is_empty(), "released once drained");
 
-    // Congested again; then the consumer stops taking messages: the next look that sees no
-    // progress lets the publisher go, and a stalled queue holds nobody until it moves again.
+    // Congested again; then the consumer stops taking messages: after STALL_LOOKS looks
+    // without progress the publisher goes, and a stalled queue holds nobody until it moves.
     publish(&mut c, 20);
     assert_eq!(held.borrow().flow_held, ["flow"]);
     c.shards[1].flow_tick(); // deliveries since the last look: progress
     c.pump();
-    assert_eq!(held.borrow().flow_held, ["flow"]);
-    c.shards[1].flow_tick(); // none since: stalled
+    for _ in 1..STALL_LOOKS {
+        c.shards[1].flow_tick();
+        c.pump();
+        assert_eq!(held.borrow().flow_held, ["flow"], "a short pause keeps the hold");
+    }
+    c.shards[1].flow_tick(); // stalled
     c.pump();
     assert!(held.borrow().flow_held.is_empty(), "a stalled consumer does not hold publishers");
     publish(&mut c, 5);

@@ -12,9 +12,13 @@ import pytest
 from conftest import uniq, wait_for
 
 MARK = 100
+# One shard: a hold then takes effect at once. Across shards it is a message from the queue's
+# owner to the publisher's shard, and a shard kept busy by one flooding connection (a debug
+# build on a loaded 2-core machine) handled it ~150 ms late, after thousands more publishes:
+# timing these tests cannot pin down. engine/tests/cross_shard.rs covers the cross-shard path.
 FLOW = pytest.mark.parametrize(
-    "broker", [dict(shards=2, config=f"[limits]\nqueue_flow_message_count = {MARK}\n")],
-    indirect=True, ids=["shards2"])
+    "broker", [dict(shards=1, config=f"[limits]\nqueue_flow_message_count = {MARK}\n")],
+    indirect=True, ids=["shards1"])
 
 
 def amqp(broker):

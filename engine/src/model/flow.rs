@@ -13,18 +13,26 @@
 //! A queue nobody consumes from never holds anyone: filling a queue for later stays possible,
 //! up to `queue_message_count_max`. Nor is a publisher held by a queue it also consumes from
 //! on the same connection (its acks would wait behind the hold). And a queue whose consumers
-//! stop taking messages lets its publishers go at the next look ([`Flow::on_tick`]), so a
-//! cycle of connections that each publish what they consume cannot hold each other forever.
+//! took nothing for [`STALL_LOOKS`] looks in a row (half a second at the runtime's 100 ms
+//! tick) lets its publishers go ([`Flow::on_tick`]), so a cycle of connections that each
+//! publish what they consume cannot hold each other forever. Shorter pauses (a scheduler or
+//! garbage-collector hiccup in a client) keep the hold.
 
 use crate::ids::ConnectionId;
+
+/// Looks in a row without a delivery after which a congested queue's consumers count as
+/// stalled.
+pub const STALL_LOOKS: u8 = 5;
 
 /// The flow-control state of one queue (on its owning shard).
 #[derive(Debug, Default)]
 pub struct Flow {
     /// Publishers to this queue are held back.
     congested: bool,
-    /// Its consumers took nothing between two looks: no holding until they do again.
+    /// Its consumers took nothing for `STALL_LOOKS` looks: no holding until they move again.
     stalled: bool,
+    /// Looks in a row that saw no delivery.
+    idle_looks: u8,
     /// Connections told to hold, each once per congestion.
     held: Vec<ConnectionId>,
     /// Messages handed to consumers, ever (progress, read at each look).
@@ -107,10 +115,12 @@ impl Flow {
     pub fn on_tick(&mut self, ready: usize, high: usize, consumers: bool) -> Look {
         let progressed = self.delivered != self.delivered_at_look;
         self.delivered_at_look = self.delivered;
-        if self.congested && (!progressed || !consumers || ready <= high / 2) {
-            // Consumers that took nothing in a whole tick are stuck (or gone): holding
+        self.idle_looks = if progressed { 0 } else { self.idle_looks.saturating_add(1) };
+        let stuck = self.idle_looks >= STALL_LOOKS;
+        if self.congested && (stuck || !consumers || ready <= high / 2) {
+            // Consumers that took nothing for several looks are stuck (or gone): holding
             // publishers behind them would only stop the broker's other work too.
-            self.stalled = !progressed;
+            self.stalled = stuck;
             return Look::Release(self.release_all());
         }
         if self.stalled && progressed {
@@ -164,7 +174,10 @@ mod tests {
         flow.on_publish(conn(1), HIGH + 1, HIGH, true, |_| false);
         flow.delivered(5);
         assert_eq!(flow.on_tick(HIGH + 1, HIGH, true), Look::Watch, "consumers progressed");
-        assert_eq!(flow.on_tick(HIGH + 1, HIGH, true), Look::Release(vec![conn(1)]), "a tick without progress");
+        for _ in 1..STALL_LOOKS {
+            assert_eq!(flow.on_tick(HIGH + 1, HIGH, true), Look::Watch, "a short pause keeps the hold");
+        }
+        assert_eq!(flow.on_tick(HIGH + 1, HIGH, true), Look::Release(vec![conn(1)]), "stalled");
         assert_eq!(flow.on_publish(conn(1), HIGH + 5, HIGH, true, |_| false), NOTHING, "stalled: no hold");
         assert_eq!(flow.on_tick(HIGH + 5, HIGH, true), Look::Watch, "still stalled");
         flow.delivered(1);
