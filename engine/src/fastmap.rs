@@ -5,3 +5,6 @@
 
 /// `std::collections::HashMap` with foldhash; build with `HashMap::default()`.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// `std::collections::HashSet` with foldhash; build with `HashSet::default()`.
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -18,6 +18,7 @@
 //! publish what they consume cannot hold each other forever. Shorter pauses (a scheduler or
 //! garbage-collector hiccup in a client) keep the hold.
 
+use crate::fastmap::HashSet;
 use crate::ids::ConnectionId;
 
 /// Looks in a row without a delivery after which a congested queue's consumers count as
@@ -33,8 +34,9 @@ pub struct Flow {
     stalled: bool,
     /// Looks in a row that saw no delivery.
     idle_looks: u8,
-    /// Connections told to hold, each once per congestion.
-    held: Vec<ConnectionId>,
+    /// Connections told to hold, each once per congestion (a set: a queue may have many
+    /// publishers, and it is looked up at each of their publishes while congested).
+    held: HashSet<ConnectionId>,
     /// Messages handed to consumers, ever (progress, read at each look).
     delivered: u64,
     delivered_at_look: u64,
@@ -90,7 +92,7 @@ impl Flow {
             published.congested = true;
         }
         if !self.held.contains(&publisher) && !consumes(publisher) {
-            self.held.push(publisher);
+            self.held.insert(publisher);
             published.hold = true;
         }
         published
@@ -102,13 +104,13 @@ impl Flow {
             return None;
         }
         self.congested = false;
-        Some(std::mem::take(&mut self.held))
+        Some(self.held.drain().collect())
     }
 
     /// Releases everyone (the queue lost its last consumer, or is going away).
     pub fn release_all(&mut self) -> Vec<ConnectionId> {
         self.congested = false;
-        std::mem::take(&mut self.held)
+        self.held.drain().collect()
     }
 
     /// The periodic look at a congested or stalled queue.
@@ -153,7 +155,9 @@ mod tests {
         assert_eq!(flow.on_publish(conn(1), HIGH + 2, HIGH, true, |_| false), NOTHING, "told once");
         assert_eq!(flow.on_publish(conn(2), HIGH + 3, HIGH, true, |_| false), HOLD);
         assert_eq!(flow.on_drain(HIGH / 2 + 1, HIGH), None);
-        assert_eq!(flow.on_drain(HIGH / 2, HIGH), Some(vec![conn(1), conn(2)]));
+        let mut released = flow.on_drain(HIGH / 2, HIGH).expect("drained");
+        released.sort_unstable_by_key(|c| c.local);
+        assert_eq!(released, [conn(1), conn(2)]);
         assert!(!flow.is_congested());
         assert_eq!(flow.on_drain(0, HIGH), None, "released once");
     }
