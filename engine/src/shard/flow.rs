@@ -41,19 +41,19 @@ impl Shard {
     /// On the publisher's shard: hold `conn` for `queue`.
     pub(super) fn flow_hold_local(&mut self, conn: ConnectionId, queue: String) {
         self.with_conn(conn, |m| {
-            if !m.flow_held.contains(&queue) {
-                m.flow_held.push(queue);
-            }
+            m.flow_held.insert(queue);
         });
     }
 
     /// On the publisher's shard: `queue` no longer holds `conn` (woken to read again).
     pub(super) fn flow_release_local(&mut self, conn: ConnectionId, queue: &str) {
-        self.with_conn(conn, |m| m.flow_held.retain(|q| q != queue));
+        self.with_conn(conn, |m| {
+            m.flow_held.remove(queue);
+        });
     }
 
     /// The periodic look (a few times a second) at congested or stalled queues: consumers
-    /// that took nothing since the last look release their publishers.
+    /// that took nothing for `STALL_LOOKS` looks in a row release their publishers.
     pub fn flow_tick(&mut self) {
         let high = self.limits.queue_flow_message_count;
         for name in std::mem::take(&mut self.flow_watch) {

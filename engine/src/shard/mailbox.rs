@@ -8,6 +8,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use crate::error::EngineError;
+use crate::fastmap::HashSet;
 use crate::ids::ConsumerKey;
 use crate::model::queue::Delivery;
 
@@ -22,8 +23,9 @@ pub struct Mailbox {
     /// MQTT: another connection took this one's client id over.
     pub taken_over: bool,
     /// Not mail but state, kept across drains: queues whose owners hold this connection's
-    /// publishes back (flow control, `model::flow`); its input waits while any does.
-    pub flow_held: Vec<String>,
+    /// publishes back (flow control, `model::flow`); its input waits while any does. A set:
+    /// one publish can reach many queues (a fanout), each of which may hold it.
+    pub flow_held: HashSet<String>,
 }
 
 impl Mailbox {

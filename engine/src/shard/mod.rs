@@ -278,8 +278,8 @@ impl Shard {
         }
     }
 
-    /// Handles a batch that arrived from another shard.
-    /// Handles every message of `batch`, leaving it empty (its capacity goes back to the sender).
+    /// Handles every message of a batch that arrived from another shard, leaving it empty
+    /// (its capacity goes back to the sender).
     pub fn handle_batch(&mut self, from: ShardId, batch: &mut Vec<ShardMsg>) {
         for msg in batch.drain(..) {
             self.handle_msg(from, msg);

@@ -59,7 +59,7 @@ pub struct StompConn {
     closed_cleanly: bool,
     /// The broker sent an ERROR: later frames are not performed.
     failed: bool,
-    /// The connection has sent a SEND: it is held back while a disk limit holds.
+    /// The connection has sent a SEND: it is held back by resource alarms and flow control.
     publisher: bool,
     /// Buffers for each MESSAGE's ack id and destination, reused.
     ack_id_text: String,
