@@ -91,6 +91,9 @@ pub struct Journal {
     live: LiveIndex,
     /// Segments below `.0` may go once the log is durable up to `.1` (the copies).
     pending_compaction: Option<(u64, u64)>,
+    /// While above 0 no compaction is planned: records the live index does not know about
+    /// must stay on disk (recovery's moves in flight, `shard::recovery::Moves`).
+    compaction_holds: u32,
     segment_size_bytes: u64,
     policy: SyncPolicy,
 }
@@ -132,6 +135,7 @@ impl Journal {
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
+            compaction_holds: 0,
             segment_size_bytes: 0,
             policy: SyncPolicy::AckAfterSync,
         }
@@ -163,6 +167,7 @@ impl Journal {
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
+            compaction_holds: 0,
             segment_size_bytes,
             policy,
         };
@@ -328,7 +333,7 @@ impl Journal {
     /// segments below the oldest live message can go.
     pub fn compaction_plan(&self) -> Option<CompactionPlan> {
         let Backend::Log(log) = &self.backend else { return None };
-        if log.segment_count() < 3 || self.pending_compaction.is_some() {
+        if log.segment_count() < 3 || self.pending_compaction.is_some() || self.compaction_holds > 0 {
             return None;
         }
         let active = log.active_base().0;
@@ -341,6 +346,15 @@ impl Journal {
         }
         let oldest = below.first().map_or(active, |(offset, _)| **offset);
         Some(CompactionPlan { copy: Vec::new(), keep_from: oldest })
+    }
+
+    /// Keeps every segment until [`Journal::release_compaction`].
+    pub fn hold_compaction(&mut self) {
+        self.compaction_holds += 1;
+    }
+
+    pub fn release_compaction(&mut self) {
+        self.compaction_holds = self.compaction_holds.saturating_sub(1);
     }
 
     /// After copying forward: segments below `keep_from` go once everything now appended is

@@ -464,3 +464,48 @@ fn a_recovered_will_waits_for_what_is_left_of_its_delay() {
     assert_eq!(published(&mut c, 2000), 2);
     assert_eq!(c.shards[1].owned_queue(WILLS_QUEUE).expect("wills").len(), 0, "both settled");
 }
+
+#[test]
+fn a_moved_message_is_settled_in_its_old_log_only_once_its_new_owner_synced_it() {
+    use ferry_engine::shard::recovery::Moves;
+    use ferry_storage::StoredMessage;
+    // "moved" now places on shard 0; shard 1's log held it before the shard count changed.
+    let mut c = Cluster::new(&[("moved", 0)]);
+    c.declare(1, "moved", true);
+    let stored = |msg_id: u64, body: &'static str| StoredMessage {
+        queue: "moved".into(),
+        msg_id,
+        exchange: String::new(),
+        routing_key: "moved".into(),
+        redelivered: true,
+        priority: 0,
+        expiry_ms: 0,
+        properties: vec![],
+        body: Bytes::from_static(body.as_bytes()),
+    };
+    let woken = Rc::new(std::cell::Cell::new(0));
+    let wake = {
+        let woken = woken.clone();
+        Rc::new(move || woken.set(woken.get() + 1))
+    };
+    let mut moves = Moves::new(&mut c.shards[1], wake);
+    moves.send(&mut c.shards[1], &[stored(7, "a"), stored(9, "b")]);
+    assert!(c.shards[1].journal_mut().sync_work().is_none(), "nothing settled before the new owner has it");
+
+    // The new owner takes the messages; its sync has not run yet, so no answer comes back.
+    let mut batch = c.shards[1].swap_outbox(ShardId(0), Vec::new());
+    c.shards[0].handle_batch(ShardId(1), &mut batch);
+    assert!(c.shards[0].outbox_is_empty(ShardId(1)), "no completion before the owner's sync");
+    moves.settle_arrived(&mut c.shards[1]);
+    assert!(!moves.is_done());
+    assert!(c.shards[1].journal_mut().sync_work().is_none(), "still nothing settled in the old log");
+
+    c.pump();
+    assert!(woken.get() > 0, "the completions woke the mover");
+    moves.settle_arrived(&mut c.shards[1]);
+    assert!(moves.is_done());
+    assert!(c.shards[1].journal_mut().sync_work().is_some(), "both settles appended once the owner synced");
+    moves.finish(&mut c.shards[1]);
+    assert_eq!(c.shards[1].connection_count(), 0, "the mover's mailbox is gone");
+    assert_eq!(c.shards[0].owned_queue("moved").expect("queue").len(), 2);
+}

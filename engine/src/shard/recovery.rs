@@ -3,20 +3,26 @@
 //! messages, bindings, exchange-to-exchange bindings) is declared again through the authority,
 //! so every shard's routing table learns it the normal way, and the messages are put back
 //! into their queues marked redelivered. A queue that now places on another shard (the shard
-//! count changed) has its messages re-published there and settled here.
+//! count changed) has its messages re-published there and settled here once the new owner
+//! holds them durably ([`Moves`]).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use ferry_storage::{Record, Recovered};
+use ferry_storage::{Record, Recovered, StoredMessage};
+use futures_lite::StreamExt;
 
 use crate::error::EngineError;
-use crate::ids::ShardId;
+use crate::ids::{Completion, ConnectionId};
 use crate::journal::recovered_content;
 use crate::model::exchange::{ExchangeKind, ExchangeSpec};
-use crate::model::message::QueuedMessage;
+use crate::model::message::{Content, QueuedMessage};
 use crate::model::routing::{MetaOp, QueueSpec};
+use crate::shard::mailbox::{Mailbox, Wake};
 use crate::shard::msg::Request;
-use crate::shard::{AUTHORITY, ShardRef};
+use crate::shard::{AUTHORITY, Shard, ShardRef};
 
 /// Counts of what came back, for the start-up log line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,8 @@ async fn meta(shard: &ShardRef, op: MetaOp) -> Result<(), EngineError> {
 pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     let mut report = RecoveryReport::default();
     let me = shard.borrow().id();
+    let (wake, mut woken) = futures_channel::mpsc::unbounded::<()>();
+    let mut moves = Moves::new(&mut shard.borrow_mut(), Rc::new(move || drop(wake.unbounded_send(()))));
     for name in &recovered.quarantined {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
@@ -96,9 +104,18 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
                 s.mqtt_wills_recovered();
             }
         } else {
-            moved(&mut s, &queue.name, owner, &queue.messages);
+            tracing::warn!(queue = %queue.name, to = %owner, count = queue.messages.len(),
+                "queue now places on another shard; moving its messages");
+            moves.send(&mut s, &queue.messages);
         }
     }
+    while !moves.is_done() {
+        if woken.next().await.is_none() {
+            break;
+        }
+        moves.settle_arrived(&mut shard.borrow_mut());
+    }
+    moves.finish(&mut shard.borrow_mut());
     for record in recovered.bindings {
         if let Record::Bind { exchange, queue, routing_key, arguments } = record {
             let op = match queue.strip_prefix(crate::journal::EXCHANGE_DESTINATION_MARK) {
@@ -128,16 +145,93 @@ fn mqtt_session_expiry(name: &str, arguments: &[(String, String)]) -> Option<(St
     Some((client_id.to_owned(), u64::from(seconds) * 1000))
 }
 
-/// Hands a recovered queue's messages to its new owner and settles them in this log.
-fn moved(shard: &mut crate::shard::Shard, queue: &str, owner: ShardId, messages: &[ferry_storage::StoredMessage]) {
-    tracing::warn!(queue, to = %owner, count = messages.len(), "queue now places on another shard; moving its messages");
-    for m in messages {
-        let content: Arc<_> = recovered_content(m);
-        if let Err(e) = shard.publish("", queue, content, None, || None) {
-            tracing::warn!(queue, "moving a recovered message failed: {e}");
-            continue;
+/// Messages of recovered queues that now place on another shard (the shard count changed),
+/// on their way to it. Each goes out as a publish whose completion comes back to a mailbox
+/// registered for the purpose, and is settled in this shard's log only when the new owner
+/// reports it held: for a persistent message to a durable queue, after the new owner's log
+/// sync. Settling at once would let this log's sync overtake the new owner's, and a crash
+/// between the two lose the message; settling late at worst moves it twice (a duplicate,
+/// marked redelivered). This log keeps every segment while moves are in flight (its live
+/// index does not know the moved records), and for good if a move failed (the new owner
+/// refused it): the next start tries again.
+#[derive(Debug)]
+pub struct Moves {
+    /// `None` when no connection could be registered (a connection limit of 0): nothing moves.
+    conn: Option<(ConnectionId, Rc<RefCell<Mailbox>>)>,
+    /// Completion token → the message it moves.
+    pending: HashMap<u64, (String, u64)>,
+    next_token: u64,
+    failed: usize,
+}
+
+impl Moves {
+    /// Registers the mailbox the completions come back to; `wake` runs when one arrives.
+    pub fn new(shard: &mut Shard, wake: Rc<dyn Wake>) -> Moves {
+        let conn = shard.register_conn(wake);
+        if conn.is_none() {
+            tracing::error!("no connection slot for moving recovered messages; they stay where they are");
         }
-        shard.journal_mut().append_settle(queue, m.msg_id);
+        shard.journal_mut().hold_compaction();
+        Moves { conn, pending: HashMap::new(), next_token: 0, failed: 0 }
+    }
+
+    /// Publishes `messages` (of one recovered queue) to the queue's new owner.
+    pub fn send(&mut self, shard: &mut Shard, messages: &[StoredMessage]) {
+        let Some((conn, _)) = &self.conn else {
+            self.failed += messages.len();
+            return;
+        };
+        for m in messages {
+            let content: Arc<Content> = recovered_content(m);
+            let completion = Completion { conn: *conn, token: self.next_token };
+            match shard.publish("", &m.queue, content, None, || Some(completion)) {
+                Ok(0) | Err(_) => {
+                    tracing::warn!(queue = %m.queue, "moving a recovered message failed: no such queue");
+                    self.failed += 1;
+                }
+                Ok(_) => {
+                    self.pending.insert(self.next_token, (m.queue.clone(), m.msg_id));
+                    self.next_token += 1;
+                }
+            }
+        }
+    }
+
+    /// Settles, in this shard's log, the moved messages their new owner reported held.
+    pub fn settle_arrived(&mut self, shard: &mut Shard) {
+        let Some((_, mailbox)) = &self.conn else { return };
+        let completions = std::mem::take(&mut mailbox.borrow_mut().completions);
+        for (token, result) in completions {
+            let Some((queue, msg_id)) = self.pending.remove(&token) else { continue };
+            match result {
+                Ok(()) => shard.journal_mut().append_settle(&queue, msg_id),
+                Err(e) => {
+                    tracing::warn!(queue, "the new owner refused a moved message: {e}");
+                    self.failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether every message sent has been answered for.
+    pub fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Unregisters the mailbox; lets compaction go on unless a move failed.
+    pub fn finish(self, shard: &mut Shard) {
+        if let Some((conn, _)) = self.conn {
+            shard.unregister_conn(conn);
+        }
+        if self.failed == 0 {
+            shard.journal_mut().release_compaction();
+        } else {
+            tracing::warn!(
+                count = self.failed,
+                "recovered messages could not move to their queue's new shard; \
+                they stay in this shard's log, which keeps its segments until a restart moves them"
+            );
+        }
     }
 }
 
