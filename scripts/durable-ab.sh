@@ -46,12 +46,13 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
     rm -rf "$data"
-    local rate cpu ok
+    local rate cpu tool ok
     rate=$(jq -r '.send.msg_per_s | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
     cpu=$(jq -r '.broker.cpu_s_per_million_msgs | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
+    tool=$(jq -r '.tool.cpu_s_per_million_msgs | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
     ok=$(jq -r '(.verdict.lost == 0 and .verdict.duplicated == 0 and .receipted == .send.messages)' \
         "$OUT/$2-$3.json" 2>/dev/null || echo false)
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, clean=$ok"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok"
     echo "$rate" >>"$OUT/$2.rates"
 }
 

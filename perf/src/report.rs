@@ -70,6 +70,13 @@ pub struct BrokerUse {
     pub peak_rss_mib: f64,
 }
 
+/// The load tool's own CPU over the run: on a shared machine it is taken from the broker.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ToolUse {
+    pub cpu_s: f64,
+    pub cpu_s_per_million_msgs: f64,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -82,6 +89,7 @@ pub struct Report {
     pub checked: bool,
     pub timed_out: bool,
     pub broker: Option<BrokerUse>,
+    pub tool: Option<ToolUse>,
     pub error_count: u64,
     pub errors: Vec<String>,
 }
@@ -140,6 +148,13 @@ impl Report {
                 out,
                 "broker pid {}: cpu {:.2} s ({:.2} s per 1M msgs), peak rss {:.1} MiB",
                 b.pid, b.cpu_s, b.cpu_s_per_million_msgs, b.peak_rss_mib
+            );
+        }
+        if let Some(t) = &self.tool {
+            let _ = writeln!(
+                out,
+                "ferry-perf itself: cpu {:.2} s ({:.2} s per 1M msgs)",
+                t.cpu_s, t.cpu_s_per_million_msgs
             );
         }
         if self.timed_out {

@@ -19,7 +19,7 @@ use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
 use crate::progress::{self, PerSecond};
-use crate::report::{self, BrokerUse, Rate, Report, Scenario};
+use crate::report::{self, BrokerUse, Rate, Report, Scenario, ToolUse};
 use crate::shared::Shared;
 use crate::{ScenarioArgs, ThroughputArgs};
 
@@ -105,6 +105,7 @@ pub fn measure_paced(
     let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
     let shared = Arc::new(Shared::default());
     let before = broker_pid.map(broker_stats::sample).transpose()?;
+    let tool_before = broker_stats::sample(std::process::id()).ok();
 
     let base = rate.map(|_| Arc::new(OnceLock::new()));
     let consumers = start_consumers(args, &target, &checker, &shared, base.clone(), deadline)?;
@@ -123,7 +124,8 @@ pub fn measure_paced(
     shared.request_stop();
     progress::join(progress, &shared);
     let after = broker_pid.map(broker_stats::sample).transpose()?;
-    let run = RunFacts { url, broker_pid, send_start, timed_out };
+    let tool_after = broker_stats::sample(std::process::id()).ok();
+    let run = RunFacts { url, broker_pid, send_start, timed_out, tool: tool_before.zip(tool_after) };
     let latency = merge_latency(&consumed);
     Ok((build_report(args, &run, &checker, &shared, &produced, &consumed, before.zip(after)), latency))
 }
@@ -146,6 +148,8 @@ struct RunFacts<'a> {
     broker_pid: Option<u32>,
     send_start: Instant,
     timed_out: bool,
+    /// This process's own CPU before and after (it shares the machine with the broker).
+    tool: Option<(BrokerSample, BrokerSample)>,
 }
 
 fn start_consumers(
@@ -297,9 +301,13 @@ fn build_report(
     }
     let verdict = checker.verdict(reordered, &sent_by);
     let (errors, error_count) = shared.errors();
+    let moved = verdict.received_unique.max(sent).max(1);
+    let tool = run.tool.map(|(before, after)| {
+        let cpu_s = after.cpu_s - before.cpu_s;
+        ToolUse { cpu_s, cpu_s_per_million_msgs: cpu_s * 1e6 / moved as f64 }
+    });
     let broker = run.broker_pid.zip(broker).map(|(pid, (before, after))| {
         let cpu_s = after.cpu_s - before.cpu_s;
-        let moved = verdict.received_unique.max(sent).max(1);
         BrokerUse {
             pid,
             cpu_s,
@@ -329,6 +337,7 @@ fn build_report(
         checked: args.consumers > 0,
         timed_out: run.timed_out,
         broker,
+        tool,
         error_count,
         errors,
     }
