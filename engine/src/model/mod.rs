@@ -8,5 +8,6 @@ pub mod queue;
 pub mod queue_args;
 pub mod ready;
 pub mod routing;
+pub mod tags;
 pub mod topic;
 pub mod topic_trie;

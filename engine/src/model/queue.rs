@@ -3,7 +3,6 @@
 //! plain method. Bounded by `Limits::queue_message_count_max` (ready + unacked) and each
 //! consumer's credit (prefetch).
 
-use crate::fastmap::HashMap;
 use std::sync::Arc;
 
 use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag};
@@ -12,6 +11,7 @@ use crate::model::message::{Content, QueuedMessage};
 use crate::model::queue_args::{Overflow, QueueArgs};
 use crate::model::ready::Ready;
 use crate::model::routing::QueueSpec;
+use crate::model::tags::TagMap;
 
 /// A consumer attached to this queue.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ pub struct Queue {
     pub spec: QueueSpec,
     pub args: QueueArgs,
     ready: Ready,
-    unacked: HashMap<DeliveryTag, Unacked>,
+    unacked: TagMap<Unacked>,
     consumers: Vec<Consumer>,
     next_consumer: usize,
     next_tag: u64,
@@ -98,7 +98,7 @@ impl Queue {
             args,
             spec,
             ready,
-            unacked: HashMap::default(),
+            unacked: TagMap::new(),
             consumers: Vec::new(),
             next_consumer: 0,
             next_tag: 1,
@@ -218,15 +218,12 @@ impl Queue {
         let before = self.consumers.len();
         self.consumers.retain(|c| c.key != key);
         let existed = before != self.consumers.len();
-        let tags: Vec<DeliveryTag> =
-            self.unacked.iter().filter(|(_, u)| u.consumer == key).map(|(tag, _)| *tag).collect();
-        self.requeue_tags(&tags);
+        let back = self.unacked.take_where(|u| u.consumer == key).into_iter().map(|(_, u)| u.message).collect();
+        self.requeue(back);
         existed
     }
 
-    fn requeue_tags(&mut self, tags: &[DeliveryTag]) {
-        let mut back: Vec<QueuedMessage> =
-            tags.iter().filter_map(|tag| self.unacked.remove(tag)).map(|u| u.message).collect();
+    fn requeue(&mut self, mut back: Vec<QueuedMessage>) {
         back.sort_unstable_by_key(|m| std::cmp::Reverse(m.msg_id));
         for mut message in back {
             message.redelivered = true;
@@ -249,7 +246,7 @@ impl Queue {
             let tag = DeliveryTag(self.next_tag);
             self.next_tag += 1;
             if !consumer.no_ack {
-                self.unacked.insert(tag, Unacked { message: message.clone(), consumer: key });
+                self.unacked.insert(tag.0, Unacked { message: message.clone(), consumer: key });
             }
             let settled = consumer.no_ack;
             out.push(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message, settled });
@@ -302,28 +299,27 @@ impl Queue {
         let tag = DeliveryTag(self.next_tag);
         self.next_tag += 1;
         if !no_ack {
-            self.unacked.insert(tag, Unacked { message: message.clone(), consumer: key });
+            self.unacked.insert(tag.0, Unacked { message: message.clone(), consumer: key });
         }
         Some(Delivery { consumer: key, queue: self.spec.name.clone(), tag, message, settled: no_ack })
     }
 
     /// Acks (`requeue == None`), requeues (`Some(true)`) or drops (`Some(false)`) one delivery.
     pub fn settle(&mut self, tag: DeliveryTag, requeue: Option<bool>) -> Settled {
-        let Some(unacked) = self.unacked.get(&tag) else {
+        let Some(unacked) = self.unacked.remove(tag.0) else {
             return Settled::Unknown;
         };
-        let consumer = unacked.consumer;
-        self.release_credit(consumer, 1);
-        if requeue == Some(true) {
-            self.requeue_tags(&[tag]);
-            return Settled::Requeued;
-        }
-        match self.unacked.remove(&tag) {
-            Some(u) if requeue == Some(false) => Settled::Dropped(u.message),
-            Some(u) => {
-                Settled::Removed { msg_id: u.message.msg_id, persistent: u.message.content.properties.persistent }
+        self.release_credit(unacked.consumer, 1);
+        match requeue {
+            Some(true) => {
+                self.requeue(vec![unacked.message]);
+                Settled::Requeued
             }
-            None => Settled::Unknown,
+            Some(false) => Settled::Dropped(unacked.message),
+            None => Settled::Removed {
+                msg_id: unacked.message.msg_id,
+                persistent: unacked.message.content.properties.persistent,
+            },
         }
     }
 

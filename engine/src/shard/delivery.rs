@@ -138,26 +138,28 @@ impl Shard {
         Some(msg_id)
     }
 
-    /// Hands ready messages of queue `name` to its consumers (expired ones are
-    /// dead-lettered first).
+    /// Hands ready messages of queue `name` to its consumers; expired ones are taken out
+    /// first and dead-lettered. Runs after every publish and settle: one lookup of the
+    /// queue, and the deliveries go through a vector the shard keeps.
     pub(super) fn dispatch(&mut self, name: &str) {
-        self.expire(name);
-        self.dispatch_only(name);
-    }
-
-    fn dispatch_only(&mut self, name: &str) {
-        let mut out = Vec::new();
-        let mut durable = false;
-        let mut drained = None;
+        let mut out = std::mem::take(&mut self.dispatch_scratch);
+        let (mut durable, mut drained, mut expired) = (false, None, Vec::new());
+        let clock = &self.clock;
         if let Some(queue) = self.queues.get_mut(name) {
+            if queue.has_expiring() {
+                expired = queue.take_expired(clock());
+            }
             queue.dispatch(&mut out);
             durable = queue.spec.durable;
             drained = queue.flow_on_drain(self.limits.queue_flow_message_count);
         }
+        if !expired.is_empty() {
+            self.dead_letter(name, expired, DeathReason::Expired);
+        }
         if let Some(conns) = drained {
             self.flow_release(name, conns);
         }
-        for delivery in out {
+        for delivery in out.drain(..) {
             // Auto-ack: the message is gone from the queue, so it must not come back on recovery.
             if delivery.settled && durable && delivery.message.content.properties.persistent {
                 self.journal.append_settle(name, delivery.message.msg_id);
@@ -169,6 +171,9 @@ impl Shard {
                 self.send(conn.shard, ShardMsg::Deliver(delivery));
             }
         }
+        // A dispatch nested in this one (dead-lettering back into a queue) may have put its
+        // own vector back meanwhile; either will do.
+        self.dispatch_scratch = out;
     }
 
     pub(super) fn deliver_local(&mut self, delivery: Delivery) {

@@ -66,6 +66,8 @@ pub struct Shard {
     mqtt: mqtt::MqttRegistry,
     /// Owned queues whose flow control is looked at every tick (congested or stalled).
     flow_watch: Vec<String>,
+    /// Kept between dispatches (`delivery.rs`), so a dispatch allocates nothing.
+    dispatch_scratch: Vec<crate::model::queue::Delivery>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -114,6 +116,7 @@ impl Shard {
             wall_clock: Rc::new(unix_ms),
             mqtt: mqtt::MqttRegistry::default(),
             flow_watch: Vec::new(),
+            dispatch_scratch: Vec::new(),
         }
     }
 

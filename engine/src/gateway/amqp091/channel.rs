@@ -4,8 +4,6 @@
 //! Bounded by prefetch per consumer, the publisher's unconfirmed window and
 //! `Limits::transaction_op_count_max`.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use ferry_amqp091::{BasicProperties, BasicPublish};
 
@@ -13,6 +11,7 @@ use super::confirms::Confirms;
 use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
 use crate::ids::{ConsumerKey, DeliveryTag, ShardId};
+use crate::model::tags::TagMap;
 
 /// A delivery awaiting basic.ack/nack/reject.
 #[derive(Debug, Clone)]
@@ -50,7 +49,7 @@ pub struct Channel {
     pub confirms: Confirms,
     pub tx: Option<Vec<TxOp>>,
     next_delivery_tag: u64,
-    unacked: BTreeMap<u64, Unacked>,
+    unacked: TagMap<Unacked>,
     pub consumers: HashMap<String, ChannelConsumer>,
     /// The key basic.get deliveries are held under, and the queues it took from.
     pub getter: ConsumerKey,
@@ -66,7 +65,7 @@ impl Channel {
             confirms: Confirms::default(),
             tx: None,
             next_delivery_tag: 1,
-            unacked: BTreeMap::new(),
+            unacked: TagMap::new(),
             consumers: HashMap::default(),
             getter,
             got_from: Vec::new(),
@@ -88,14 +87,12 @@ impl Channel {
     pub fn take(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         if multiple {
             let upto = if tag == 0 { u64::MAX } else { tag };
-            if tag != 0 && !self.unacked.contains_key(&tag) && self.unacked.range(..=upto).next().is_none() {
+            if tag != 0 && !self.unacked.contains(tag) && self.unacked.first_tag().is_none_or(|first| first > upto) {
                 return None;
             }
-            let rest = if upto == u64::MAX { BTreeMap::new() } else { self.unacked.split_off(&(upto + 1)) };
-            let taken = std::mem::replace(&mut self.unacked, rest);
-            Some(taken.into_values().collect())
+            Some(self.unacked.take_upto(upto).into_iter().map(|(_, u)| u).collect())
         } else {
-            self.unacked.remove(&tag).map(|u| vec![u])
+            self.unacked.remove(tag).map(|u| vec![u])
         }
     }
 
@@ -117,7 +114,7 @@ impl Channel {
 
     /// Everything unacked (channel close, basic.recover).
     pub fn take_all(&mut self) -> Vec<Unacked> {
-        std::mem::take(&mut self.unacked).into_values().collect()
+        self.unacked.take_all()
     }
 }
 

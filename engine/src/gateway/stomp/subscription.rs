@@ -10,11 +10,11 @@
 //! whichever delivery of the new connection happens to have the same sequence number.
 
 use crate::fastmap::HashMap;
-use std::collections::BTreeMap;
 
 use ferry_stomp::AckMode;
 
 use crate::ids::{ConnectionId, ConsumerKey, DeliveryTag, ShardId, instance_tag};
+use crate::model::tags::TagMap;
 
 /// One SUBSCRIBE.
 #[derive(Debug)]
@@ -26,14 +26,14 @@ pub struct Subscription {
     pub ack: AckMode,
     /// A server-named private queue (topic/exchange subscription): deleted on UNSUBSCRIBE.
     pub private_queue: bool,
-    unacked: BTreeMap<u64, DeliveryTag>,
+    unacked: TagMap<DeliveryTag>,
     /// Auto-ack deliveries handed to the session whose credit is not yet returned.
     pub credit_due: u32,
 }
 
 impl Subscription {
     pub fn new(id: String, queue: String, owner: ShardId, consumer: ConsumerKey, ack: AckMode) -> Self {
-        Subscription { id, queue, owner, consumer, ack, private_queue: false, unacked: BTreeMap::new(), credit_due: 0 }
+        Subscription { id, queue, owner, consumer, ack, private_queue: false, unacked: TagMap::new(), credit_due: 0 }
     }
 }
 
@@ -99,8 +99,8 @@ impl Subscriptions {
     pub fn remove(&mut self, id: &str) -> Option<Subscription> {
         let sub = self.by_id.remove(id)?;
         self.by_tag.remove(&sub.consumer.tag);
-        for seq in sub.unacked.keys() {
-            self.ack_index.remove(seq);
+        for seq in sub.unacked.tags() {
+            self.ack_index.remove(&seq);
         }
         Some(sub)
     }
@@ -161,12 +161,8 @@ impl Subscriptions {
         let id = self.by_tag.get(&consumer_tag)?;
         let sub = self.by_id.get_mut(id)?;
         let taken: Vec<(u64, DeliveryTag)> = match sub.ack {
-            AckMode::Client => {
-                let rest = sub.unacked.split_off(&(seq + 1));
-                let upto = std::mem::replace(&mut sub.unacked, rest);
-                upto.into_iter().collect()
-            }
-            _ => sub.unacked.remove(&seq).map(|tag| vec![(seq, tag)]).unwrap_or_default(),
+            AckMode::Client => sub.unacked.take_upto(seq),
+            _ => sub.unacked.remove(seq).map(|tag| vec![(seq, tag)]).unwrap_or_default(),
         };
         for (s, _) in &taken {
             self.ack_index.remove(s);
