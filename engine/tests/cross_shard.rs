@@ -509,3 +509,42 @@ fn a_moved_message_is_settled_in_its_old_log_only_once_its_new_owner_synced_it()
     assert_eq!(c.shards[1].connection_count(), 0, "the mover's mailbox is gone");
     assert_eq!(c.shards[0].owned_queue("moved").expect("queue").len(), 2);
 }
+
+#[test]
+fn a_run_of_single_acks_crosses_as_one_settle() {
+    let mut c = Cluster::new(&[("acked", 1)]);
+    let owner = c.declare(0, "acked", false);
+    let (conn, mailbox) = c.connect(0);
+    consume(&mut c, 0, owner, "acked", conn, 1);
+    for body in ["a", "b", "c"] {
+        c.shards[0].publish("", "acked", content(body, false), None, || None).expect("routable");
+    }
+    c.pump();
+    let tags: Vec<_> = mailbox.borrow().deliveries.iter().map(|d| d.tag).collect();
+    assert_eq!(tags.len(), 3);
+    for tag in &tags {
+        c.shards[0].settle_one(owner, "acked", *tag, None, None);
+    }
+    let mut batch = c.shards[0].swap_outbox(owner, Vec::new());
+    assert_eq!(batch.len(), 1, "three acks, one message: {batch:?}");
+    c.shards[1].handle_batch(ShardId(0), &mut batch);
+    c.pump();
+    assert_eq!(c.shards[1].owned_queue("acked").expect("owned").len(), 0, "all three settled");
+
+    // A requeue does not join a run of acks, nor does a settle that waits for a completion.
+    mailbox.borrow_mut().deliveries.clear();
+    for body in ["d", "e", "f"] {
+        c.shards[0].publish("", "acked", content(body, false), None, || None).expect("routable");
+    }
+    c.pump();
+    let tags: Vec<_> = mailbox.borrow().deliveries.iter().map(|d| d.tag).collect();
+    c.shards[0].settle_one(owner, "acked", tags[0], None, None);
+    c.shards[0].settle_one(owner, "acked", tags[1], Some(true), None);
+    c.shards[0].settle_one(owner, "acked", tags[2], None, Some(Completion { conn, token: 7 }));
+    let mut batch = c.shards[0].swap_outbox(owner, Vec::new());
+    assert_eq!(batch.len(), 3, "{batch:?}");
+    c.shards[1].handle_batch(ShardId(0), &mut batch);
+    c.pump();
+    assert_eq!(c.shards[1].owned_queue("acked").expect("owned").len(), 1, "the requeued one is back");
+    assert_eq!(mailbox.borrow().completions.len(), 1);
+}

@@ -190,7 +190,7 @@ impl Shard {
     pub fn return_delivery(&mut self, delivery: Delivery) {
         let owner = self.routing.queue(&delivery.queue).map(|q| q.shard);
         if let Some(owner) = owner {
-            self.settle(owner, &delivery.queue, vec![delivery.tag], Some(true), None);
+            self.settle_one(owner, &delivery.queue, delivery.tag, Some(true), None);
         }
     }
 
@@ -209,6 +209,33 @@ impl Shard {
         } else {
             self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion });
         }
+    }
+
+    /// [`Shard::settle`] of one delivery, the per-ack case: settled in place when this shard
+    /// owns the queue, else added to a settle of the same queue already waiting in the outbox
+    /// when there is one to join (a run of acks crosses as one message).
+    pub fn settle_one(
+        &mut self,
+        owner: ShardId,
+        queue: &str,
+        tag: DeliveryTag,
+        requeue: Option<bool>,
+        completion: Option<Completion>,
+    ) {
+        if owner == self.id {
+            self.settle_local(queue, &[tag], requeue, completion);
+            return;
+        }
+        if completion.is_none()
+            && let Some(ShardMsg::Settle { queue: waiting, tags, requeue: r, completion: None }) =
+                self.outbox[owner.index()].last_mut()
+            && *r == requeue
+            && waiting == queue
+        {
+            tags.push(tag);
+            return;
+        }
+        self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags: vec![tag], requeue, completion });
     }
 
     pub(super) fn settle_local(

@@ -82,18 +82,20 @@ impl Channel {
         tag
     }
 
-    /// The deliveries an ack/nack/reject names: `tag` alone, or every one up to it with
-    /// `multiple` (tag 0 with multiple = all). `None` when `tag` names nothing unacked.
-    pub fn take(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
-        if multiple {
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            if tag != 0 && !self.unacked.contains(tag) && self.unacked.first_tag().is_none_or(|first| first > upto) {
-                return None;
-            }
-            Some(self.unacked.take_upto(upto).into_iter().map(|(_, u)| u).collect())
-        } else {
-            self.unacked.remove(tag).map(|u| vec![u])
+    /// The delivery an ack/nack/reject without `multiple` names; `None` when `tag` names
+    /// nothing unacked.
+    pub fn take_one(&mut self, tag: u64) -> Option<Unacked> {
+        self.unacked.remove(tag)
+    }
+
+    /// The deliveries an ack/nack/reject with `multiple` names: every one up to `tag` (tag 0
+    /// = all). `None` when `tag` names nothing unacked.
+    pub fn take_upto(&mut self, tag: u64) -> Option<Vec<Unacked>> {
+        let upto = if tag == 0 { u64::MAX } else { tag };
+        if tag != 0 && !self.unacked.contains(tag) && self.unacked.first_tag().is_none_or(|first| first > upto) {
+            return None;
         }
+        Some(self.unacked.take_upto(upto).into_iter().map(|(_, u)| u).collect())
     }
 
     /// Buffers `op` when the channel is transactional (`Ok(None)`), else hands it back.
@@ -136,8 +138,8 @@ mod tests {
         let mut c = channel();
         let tags: Vec<u64> = (0..4).map(|n| c.record(pending(n))).collect();
         assert_eq!(tags, [1, 2, 3, 4]);
-        assert_eq!(c.take(2, true).expect("known").len(), 2);
-        assert!(c.take(2, false).is_none(), "already acked");
-        assert_eq!(c.take(0, true).expect("all").len(), 2);
+        assert_eq!(c.take_upto(2).expect("known").len(), 2);
+        assert!(c.take_one(2).is_none(), "already acked");
+        assert_eq!(c.take_upto(0).expect("all").len(), 2);
     }
 }

@@ -362,18 +362,21 @@ impl AmqpConn {
         token: Option<u64>,
     ) -> Result<(), EngineError> {
         let ch = self.channels.get_mut(&channel).ok_or_else(|| error(ErrorKind::InternalError, "channel"))?;
-        let taken = ch
-            .take(tag, multiple)
-            .ok_or_else(|| error(ErrorKind::PreconditionFailed, format!("unknown delivery tag {tag}")))?;
+        let unknown = || error(ErrorKind::PreconditionFailed, format!("unknown delivery tag {tag}"));
         let mut shard = self.shard.borrow_mut();
-        for u in taken {
+        let mut settle_one = |u: super::channel::Unacked| {
             let completion = token.map(|token| Completion { conn: self.id, token });
             if let Some(token) = token
                 && let Some(p) = self.confirms.get_mut(&token)
             {
                 p.remaining += 1;
             }
-            shard.settle(u.owner, &u.queue, vec![u.tag], requeue, completion);
+            shard.settle_one(u.owner, &u.queue, u.tag, requeue, completion);
+        };
+        if multiple {
+            ch.take_upto(tag).ok_or_else(unknown)?.into_iter().for_each(settle_one);
+        } else {
+            settle_one(ch.take_one(tag).ok_or_else(unknown)?);
         }
         Ok(())
     }
@@ -383,7 +386,7 @@ impl AmqpConn {
         let all = ch.take_all();
         let mut shard = self.shard.borrow_mut();
         for u in all {
-            shard.settle(u.owner, &u.queue, vec![u.tag], Some(true), None);
+            shard.settle_one(u.owner, &u.queue, u.tag, Some(true), None);
         }
     }
 

@@ -181,7 +181,7 @@ impl AmqpConn {
             shard.cancel_nowait(*owner, queue, ch.getter);
         }
         for u in ch.take_all() {
-            shard.settle(u.owner, &u.queue, vec![u.tag], Some(true), None);
+            shard.settle_one(u.owner, &u.queue, u.tag, Some(true), None);
         }
     }
 

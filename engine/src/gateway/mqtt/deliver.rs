@@ -173,7 +173,7 @@ impl MqttConn {
     }
 
     fn settle(&self, target: &Target) {
-        self.shard.borrow_mut().settle(target.owner, &target.queue, vec![target.tag], None, None);
+        self.shard.borrow_mut().settle_one(target.owner, &target.queue, target.tag, None, None);
     }
 
     /// The client acknowledged packet `packet_id` (PUBACK, or PUBREC for QoS 2).
