@@ -201,12 +201,10 @@ impl Session {
         if self.closed {
             return;
         }
-        let length = body.len().to_string();
-        let headers = headers
-            .iter()
-            .copied()
-            .filter(|(name, _)| *name != "content-length")
-            .chain([("content-length", length.as_str())]);
+        let mut digits = [0u8; 20];
+        let length = decimal(body.len(), &mut digits);
+        let headers =
+            headers.iter().copied().filter(|(name, _)| *name != "content-length").chain([("content-length", length)]);
         encode_parts(Command::Message, headers, body, self.version, &mut self.output);
         self.on_sent();
     }
@@ -345,6 +343,21 @@ impl Session {
             timers.on_sent(self.now);
         }
     }
+}
+
+/// `n` in decimal, written into `buf` (a MESSAGE's content-length, without a `String` per
+/// message).
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]

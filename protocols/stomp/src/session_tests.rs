@@ -290,3 +290,11 @@ fn accept_after_close_writes_nothing() {
     session.accept_connect("s");
     assert_eq!(session.pending_output_bytes(), 0);
 }
+
+#[test]
+fn decimal_writes_every_width() {
+    let mut buf = [0u8; 20];
+    for n in [0usize, 7, 10, 99, 100, 123_456, usize::MAX] {
+        assert_eq!(super::decimal(n, &mut buf), n.to_string());
+    }
+}
