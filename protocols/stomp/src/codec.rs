@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ferry_wire::Limits;
 
 use crate::error::FrameError;
-use crate::escape::{escape_into, unescape};
+use crate::escape::{escape_into, unescape_text};
 use crate::frame::{Command, Frame, Version};
 
 /// What one decode step found at the start of the buffer.
@@ -57,7 +57,7 @@ struct HeadScan {
 #[derive(Debug)]
 struct BodyScan {
     command: Command,
-    headers: Vec<(String, String)>,
+    headers: Vec<crate::Header>,
     start: usize,
     length: Option<usize>,
     searched: usize,
@@ -172,7 +172,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 /// Parses a complete header section (already bounded by the caps).
-fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command, Vec<(String, String)>), FrameError> {
+fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command, Vec<crate::Header>), FrameError> {
     let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
     let name = lines.next().unwrap_or_default();
     let command = Command::from_bytes(name).ok_or_else(|| unknown_command(name))?;
@@ -185,16 +185,16 @@ fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command
             return Err(FrameError::TooManyHeaders);
         }
         let colon = line.iter().position(|&b| b == b':').ok_or(FrameError::MalformedHeader)?;
-        let name = unescape(&line[..colon], escaping)?;
-        let value = unescape(&line[colon + 1..], escaping)?;
+        let name = unescape_text(&line[..colon], escaping)?;
+        let value = unescape_text(&line[colon + 1..], escaping)?;
         headers.push((name, value));
     }
     Ok((command, headers))
 }
 
 /// The first `content-length` header, checked against `frame_size_bytes_max`.
-fn content_length(headers: &[(String, String)], limits: &Limits) -> Result<Option<usize>, FrameError> {
-    let Some((_, text)) = headers.iter().find(|(n, _)| n == "content-length") else {
+fn content_length(headers: &[crate::Header], limits: &Limits) -> Result<Option<usize>, FrameError> {
+    let Some((_, text)) = headers.iter().find(|(n, _)| *n == "content-length") else {
         return Ok(None);
     };
     let digits = text.trim();

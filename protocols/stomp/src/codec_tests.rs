@@ -143,9 +143,9 @@ fn invalid_utf8_header_is_rejected() {
 fn escapes_are_decoded_per_version() {
     let raw = b"SEND\na\\cb:x\\ny\\\\z\n\n\0";
     let (v10, _) = frame_of(raw, Version::V1_0);
-    assert_eq!(v10.headers[0], ("a\\cb".to_owned(), "x\\ny\\\\z".to_owned()));
+    assert_eq!(v10.headers[0], ("a\\cb".into(), "x\\ny\\\\z".into()));
     let (v11, _) = frame_of(raw, Version::V1_1);
-    assert_eq!(v11.headers[0], ("a:b".to_owned(), "x\ny\\z".to_owned()));
+    assert_eq!(v11.headers[0], ("a:b".into(), "x\ny\\z".into()));
     assert_eq!(error_of(b"SEND\na:\\r\n\n\0", Version::V1_1), FrameError::InvalidEscape);
     let (v12, _) = frame_of(b"SEND\na:\\r\n\n\0", Version::V1_2);
     assert_eq!(v12.header("a"), Some("\r"));

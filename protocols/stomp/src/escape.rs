@@ -31,6 +31,15 @@ pub(crate) fn unescape(raw: &[u8], version: Version) -> Result<String, FrameErro
     Ok(out)
 }
 
+/// [`unescape`] into a [`crate::HeaderText`]: no allocation for short text without escapes.
+pub(crate) fn unescape_text(raw: &[u8], version: Version) -> Result<crate::HeaderText, FrameError> {
+    let text = std::str::from_utf8(raw).map_err(|_| FrameError::InvalidUtf8)?;
+    if version == Version::V1_0 || !text.contains('\\') {
+        return Ok(crate::HeaderText::from(text));
+    }
+    unescape(raw, version).map(crate::HeaderText::from)
+}
+
 /// Encodes one header name or value into `out`.
 pub(crate) fn escape_into(text: &str, version: Version, out: &mut Vec<u8>) {
     let special = |b: u8| matches!(b, b'\n' | b'\r' | b':' | b'\\');

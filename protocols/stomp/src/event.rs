@@ -52,13 +52,13 @@ pub enum Event {
         host: Option<String>,
         login: Option<String>,
         passcode: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Vec<crate::Header>,
     },
     Send {
         destination: String,
         transaction: Option<String>,
         receipt: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Vec<crate::Header>,
         body: Bytes,
     },
     Subscribe {
@@ -66,7 +66,7 @@ pub enum Event {
         destination: String,
         ack: AckMode,
         receipt: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Vec<crate::Header>,
     },
     Unsubscribe {
         id: String,
@@ -81,7 +81,7 @@ pub enum Event {
         id: String,
         transaction: Option<String>,
         receipt: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Vec<crate::Header>,
     },
     Begin {
         transaction: String,
@@ -188,8 +188,8 @@ fn optional(frame: &Frame, name: &str) -> Option<String> {
 
 /// [`required`], moving the (first) value out of the frame and leaving it empty there.
 fn take_required(frame: &mut Frame, name: &str) -> Result<String, Rejection> {
-    match frame.headers.iter_mut().find(|(n, _)| n == name) {
-        Some((_, value)) => Ok(std::mem::take(value)),
+    match frame.headers.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, value)) => Ok(std::mem::replace(value, crate::HeaderText::from("")).into_string()),
         None => Err(missing(frame, name)),
     }
 }

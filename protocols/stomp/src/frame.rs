@@ -116,7 +116,7 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub command: Command,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<crate::Header>,
     pub body: Bytes,
 }
 
@@ -127,7 +127,7 @@ impl Frame {
     }
 
     /// Appends a header (builder style).
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Frame {
+    pub fn with_header(mut self, name: impl Into<crate::HeaderText>, value: impl Into<crate::HeaderText>) -> Frame {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -140,7 +140,7 @@ impl Frame {
 
     /// The value of the first header called `name` (STOMP 1.2: the first occurrence wins).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 

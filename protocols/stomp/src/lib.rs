@@ -14,6 +14,7 @@ mod event;
 mod frame;
 mod heartbeat;
 mod session;
+mod text;
 
 pub use codec::{Decoded, Decoder, decode, encode};
 pub use error::FrameError;
@@ -21,6 +22,10 @@ pub use event::{AckMode, CloseReason, Event};
 pub use frame::{Command, Frame, Version};
 pub use heartbeat::HeartBeat;
 pub use session::{Session, SessionConfig};
+pub use text::HeaderText;
+
+/// A decoded header: name and value.
+pub type Header = (HeaderText, HeaderText);
 
 use ferry_wire::Detection;
 

@@ -102,6 +102,7 @@ fn frame(version: Version) -> impl Strategy<Value = Frame> {
         } else {
             body.retain(|&b| b != 0);
         }
+        let headers = headers.into_iter().map(|(n, v)| (n.into(), v.into())).collect();
         Frame { command, headers, body: Bytes::from(body) }
     })
 }
@@ -150,7 +151,7 @@ proptest! {
         let mut wire = b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0\n".to_vec();
         for mut send in sends {
             send.command = Command::Send;
-            send.headers.insert(0, ("destination".to_owned(), "/q".to_owned()));
+            send.headers.insert(0, ("destination".into(), "/q".into()));
             encode(&send, Version::V1_2, &mut wire);
             wire.extend_from_slice(b"\r\n");
         }

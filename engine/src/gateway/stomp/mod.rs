@@ -34,7 +34,7 @@ pub use destination::{Destination, binding_pattern};
 /// An operation buffered in a STOMP transaction until COMMIT.
 #[derive(Debug)]
 enum TxOp {
-    Send { destination: String, headers: Vec<(String, String)>, body: bytes::Bytes },
+    Send { destination: String, headers: Vec<ferry_stomp::Header>, body: bytes::Bytes },
     Ack { id: String },
     Nack { id: String, requeue: bool },
 }

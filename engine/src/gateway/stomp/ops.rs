@@ -87,7 +87,7 @@ impl StompConn {
         destination: String,
         transaction: Option<String>,
         receipt: Option<String>,
-        headers: Vec<(String, String)>,
+        headers: Vec<ferry_stomp::Header>,
         body: Bytes,
     ) {
         if let Some(tx) = transaction {
@@ -105,7 +105,7 @@ impl StompConn {
     async fn publish(
         &mut self,
         destination: &str,
-        headers: Vec<(String, String)>,
+        headers: Vec<ferry_stomp::Header>,
         body: Bytes,
         token: Option<u64>,
     ) -> Result<(), EngineError> {
@@ -162,7 +162,7 @@ impl StompConn {
         destination: &str,
         ack: AckMode,
         receipt: Option<String>,
-        headers: &[(String, String)],
+        headers: &[ferry_stomp::Header],
     ) {
         let result = self.try_subscribe(id, destination, ack, headers).await;
         match result {
@@ -178,7 +178,7 @@ impl StompConn {
         id: String,
         destination: &str,
         ack: AckMode,
-        headers: &[(String, String)],
+        headers: &[ferry_stomp::Header],
     ) -> Result<(), EngineError> {
         let limit = self.shard.borrow().limits().subscription_count_max;
         if self.subs.len() >= limit {
@@ -331,8 +331,8 @@ impl StompConn {
         }
         let mut shard = self.shard.borrow_mut();
         match target.tags[..] {
-            [tag] => shard.settle_one(target.owner, &target.queue, tag, nack, completion),
-            _ => shard.settle(target.owner, &target.queue, target.tags, nack, completion),
+            [tag] => shard.settle_one(target.owner, target.queue, tag, nack, completion),
+            _ => shard.settle(target.owner, target.queue, target.tags, nack, completion),
         }
         Ok(())
     }

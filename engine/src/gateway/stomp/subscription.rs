@@ -39,9 +39,9 @@ impl Subscription {
 
 /// Settlement work an ACK/NACK resolves to.
 #[derive(Debug, PartialEq, Eq)]
-pub struct AckTarget {
+pub struct AckTarget<'a> {
     pub owner: ShardId,
-    pub queue: String,
+    pub queue: &'a str,
     pub tags: Vec<DeliveryTag>,
 }
 
@@ -49,7 +49,8 @@ pub struct AckTarget {
 #[derive(Debug)]
 pub struct Subscriptions {
     conn: ConnectionId,
-    /// `ferry-<instance>-<shard>-<conn>-`: what every ack id of this connection starts with.
+    /// `<instance>-<shard>-<conn>-`: what every ack id of this connection starts with. Short,
+    /// so that a whole ack id usually fits a header's inline text (`ferry_stomp::HeaderText`).
     ack_prefix: String,
     by_id: HashMap<String, Subscription>,
     by_tag: HashMap<u64, String>,
@@ -67,7 +68,7 @@ impl Subscriptions {
     fn with_instance(conn: ConnectionId, instance: u32) -> Self {
         Subscriptions {
             conn,
-            ack_prefix: format!("ferry-{instance:08x}-{}-{}-", conn.shard.0, conn.local),
+            ack_prefix: format!("{instance:08x}-{}-{}-", conn.shard.0, conn.local),
             by_id: HashMap::default(),
             by_tag: HashMap::default(),
             ack_index: HashMap::default(),
@@ -155,7 +156,7 @@ impl Subscriptions {
     }
 
     /// Resolves an ACK/NACK id to the deliveries it settles (cumulative for `client`).
-    pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget> {
+    pub fn take_acks(&mut self, ack_id: &str) -> Option<AckTarget<'_>> {
         let seq = self.own_seq(ack_id)?;
         let consumer_tag = *self.ack_index.get(&seq)?;
         let id = self.by_tag.get(&consumer_tag)?;
@@ -168,7 +169,7 @@ impl Subscriptions {
             self.ack_index.remove(s);
         }
         let tags = taken.into_iter().map(|(_, tag)| tag).collect();
-        Some(AckTarget { owner: sub.owner, queue: sub.queue.clone(), tags })
+        Some(AckTarget { owner: sub.owner, queue: &sub.queue, tags })
     }
 }
 
