@@ -40,7 +40,7 @@ for round in $(seq "$ROUNDS"); do
         kill "$BROKER" && wait "$BROKER" 2>/dev/null || true
         BROKER=
         rate=$(jq -r 'if .verdict.lost == 0 and .verdict.duplicated == 0 then .receive.msg_per_s | floor else 0 end' "$OUT/run.json" 2>/dev/null || echo 0)
-        cpu=$(jq -r '.broker.cpu_s_per_million_msgs' "$OUT/run.json" 2>/dev/null || echo 0)
+        cpu=$(jq -r '.broker.cpu_s_per_million_msgs * 100 | round / 100' "$OUT/run.json" 2>/dev/null || echo 0)
         rm -f "$OUT/run.json"
         echo "round $round bin$i: $rate msg/s, broker $cpu CPU-s/1M"
         echo "$rate $cpu" >>"$OUT/bin$i"

@@ -27,7 +27,6 @@ pub struct ChannelConsumer {
     pub key: ConsumerKey,
     pub queue: String,
     pub owner: ShardId,
-    pub no_ack: bool,
     /// Auto-ack deliveries handed to the session whose credit is not yet returned.
     pub credit_due: u32,
 }

@@ -271,11 +271,9 @@ impl AmqpConn {
             ));
         }
         let credit_max = if prefetch == 0 { max } else { u32::from(prefetch).min(max) };
-        ch.consumers.insert(
-            ctag.clone(),
-            ChannelConsumer { key, queue: m.queue.clone(), owner, no_ack: m.no_ack, credit_due: 0 },
-        );
-        self.consumers.insert(key.tag, (channel, ctag.clone()));
+        ch.consumers.insert(ctag.clone(), ChannelConsumer { key, queue: m.queue.clone(), owner, credit_due: 0 });
+        let route = super::ConsumerRoute { channel, ctag: ctag.clone(), owner, no_ack: m.no_ack };
+        self.consumers.insert(key.tag, route);
         let priority = pairs(&m.arguments)
             .iter()
             .find(|(k, _)| k == "x-priority")

@@ -52,8 +52,8 @@ pub struct AmqpConn {
     users: Rc<Users>,
     peer: SocketAddr,
     channels: HashMap<u16, Channel>,
-    /// Engine consumer tag -> (channel, AMQP consumer tag).
-    consumers: HashMap<u64, (u16, String)>,
+    /// Engine consumer tag -> where its deliveries go.
+    consumers: HashMap<u64, ConsumerRoute>,
     next_consumer: u64,
     confirms: HashMap<u64, PendingConfirm>,
     next_token: u64,
@@ -65,6 +65,16 @@ pub struct AmqpConn {
     publisher: bool,
     /// connection.blocked was sent and not yet lifted.
     blocked: bool,
+}
+
+/// A consumer of this connection, by engine consumer tag: its channel, its AMQP consumer tag,
+/// and what each delivery needs (kept here so that an acked delivery costs one lookup).
+#[derive(Debug)]
+struct ConsumerRoute {
+    channel: u16,
+    ctag: String,
+    owner: crate::ids::ShardId,
+    no_ack: bool,
 }
 
 impl std::fmt::Debug for AmqpConn {
@@ -199,7 +209,7 @@ impl AmqpConn {
             self.confirm(token, result);
         }
         for (consumer, _queue) in cancelled {
-            if let Some((channel, ctag)) = self.consumers.remove(&consumer.tag) {
+            if let Some(ConsumerRoute { channel, ctag, .. }) = self.consumers.remove(&consumer.tag) {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.consumers.remove(&ctag);
                 }
@@ -237,14 +247,16 @@ impl AmqpConn {
 
     fn deliver(&mut self, delivery: Delivery) {
         // Borrowed, not copied: this runs once per message.
-        let Some((channel, ctag)) = self.consumers.get(&delivery.consumer.tag) else {
+        let Some(ConsumerRoute { channel, ctag, owner, no_ack }) = self.consumers.get(&delivery.consumer.tag) else {
             self.shard.borrow_mut().return_delivery(delivery);
             return;
         };
+        let (owner, no_ack) = (*owner, *no_ack);
         let Some(ch) = self.channels.get_mut(channel) else { return };
-        let Some(consumer) = ch.consumers.get_mut(ctag) else { return };
-        let (owner, no_ack) = (consumer.owner, consumer.no_ack);
         if no_ack {
+            // Only auto-ack deliveries touch the channel's consumer (their credit goes back
+            // once written); acked ones need nothing from it.
+            let Some(consumer) = ch.consumers.get_mut(ctag) else { return };
             consumer.credit_due += 1;
         }
         let Delivery { queue, tag, message, .. } = delivery;
