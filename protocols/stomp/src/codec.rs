@@ -94,7 +94,7 @@ impl Decoder {
             let Some(start) = scan_head(scan, buf, limits)? else {
                 return Ok(Decoded::Incomplete { need: 1 });
             };
-            let (command, headers) = parse_head(&buf[..start], version, limits)?;
+            let (command, headers) = parse_head(&buf[..start], scan.lines, version, limits)?;
             let length = content_length(&headers, limits)?;
             self.state = State::Body(BodyScan { command, headers, start, length, searched: start });
         }
@@ -171,20 +171,27 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Parses a complete header section (already bounded by the caps).
-fn parse_head(head: &[u8], version: Version, limits: &Limits) -> Result<(Command, Vec<crate::Header>), FrameError> {
-    let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
-    let name = lines.next().unwrap_or_default();
-    let command = Command::from_bytes(name).ok_or_else(|| unknown_command(name))?;
+/// Parses a complete header section (already bounded by the caps) of `lines` lines. UTF-8 is
+/// checked once for the whole section: it splits only at ASCII bytes, so that is the same as
+/// checking every name and value.
+fn parse_head(
+    head: &[u8],
+    lines: usize,
+    version: Version,
+    limits: &Limits,
+) -> Result<(Command, Vec<crate::Header>), FrameError> {
+    let text = std::str::from_utf8(head).map_err(|_| FrameError::InvalidUtf8)?;
+    let mut lines_of = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let name = lines_of.next().unwrap_or_default();
+    let command = Command::from_bytes(name.as_bytes()).ok_or_else(|| unknown_command(name.as_bytes()))?;
     let escaping = if command.escapes_headers() { version } else { Version::V1_0 };
-    // Sized once: at most one header per remaining line (bounded by the header byte limit).
-    let lines_left = head.iter().filter(|&&b| b == b'\n').count();
-    let mut headers = Vec::with_capacity(lines_left.min(limits.frame_header_count_max));
-    for line in lines.filter(|l| !l.is_empty()) {
+    // Sized once: at most one header per line after the command.
+    let mut headers = Vec::with_capacity(lines.saturating_sub(1).min(limits.frame_header_count_max));
+    for line in lines_of.filter(|l| !l.is_empty()) {
         if headers.len() >= limits.frame_header_count_max {
             return Err(FrameError::TooManyHeaders);
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or(FrameError::MalformedHeader)?;
+        let colon = line.find(':').ok_or(FrameError::MalformedHeader)?;
         let name = unescape_text(&line[..colon], escaping)?;
         let value = unescape_text(&line[colon + 1..], escaping)?;
         headers.push((name, value));

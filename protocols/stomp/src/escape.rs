@@ -7,8 +7,14 @@ use crate::error::FrameError;
 use crate::frame::Version;
 
 /// Decodes one raw header name or value.
+#[cfg(test)]
 pub(crate) fn unescape(raw: &[u8], version: Version) -> Result<String, FrameError> {
     let text = std::str::from_utf8(raw).map_err(|_| FrameError::InvalidUtf8)?;
+    unescape_str(text, version)
+}
+
+/// Decodes one header name or value already known to be UTF-8.
+fn unescape_str(text: &str, version: Version) -> Result<String, FrameError> {
     if version == Version::V1_0 || !text.contains('\\') {
         return Ok(text.to_owned());
     }
@@ -31,13 +37,13 @@ pub(crate) fn unescape(raw: &[u8], version: Version) -> Result<String, FrameErro
     Ok(out)
 }
 
-/// [`unescape`] into a [`crate::HeaderText`]: no allocation for short text without escapes.
-pub(crate) fn unescape_text(raw: &[u8], version: Version) -> Result<crate::HeaderText, FrameError> {
-    let text = std::str::from_utf8(raw).map_err(|_| FrameError::InvalidUtf8)?;
+/// Decodes one header name or value (UTF-8 already checked, with the rest of its header
+/// section) into a [`crate::HeaderText`]: no allocation for short text without escapes.
+pub(crate) fn unescape_text(text: &str, version: Version) -> Result<crate::HeaderText, FrameError> {
     if version == Version::V1_0 || !text.contains('\\') {
         return Ok(crate::HeaderText::from(text));
     }
-    unescape(raw, version).map(crate::HeaderText::from)
+    unescape_str(text, version).map(crate::HeaderText::from)
 }
 
 /// Encodes one header name or value into `out`.
