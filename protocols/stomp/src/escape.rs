@@ -15,7 +15,7 @@ pub(crate) fn unescape(raw: &[u8], version: Version) -> Result<String, FrameErro
 
 /// Decodes one header name or value already known to be UTF-8.
 fn unescape_str(text: &str, version: Version) -> Result<String, FrameError> {
-    if version == Version::V1_0 || !text.contains('\\') {
+    if version == Version::V1_0 || !text.as_bytes().contains(&b'\\') {
         return Ok(text.to_owned());
     }
     let mut out = String::with_capacity(text.len());
@@ -40,7 +40,7 @@ fn unescape_str(text: &str, version: Version) -> Result<String, FrameError> {
 /// Decodes one header name or value (UTF-8 already checked, with the rest of its header
 /// section) into a [`crate::HeaderText`]: no allocation for short text without escapes.
 pub(crate) fn unescape_text(text: &str, version: Version) -> Result<crate::HeaderText, FrameError> {
-    if version == Version::V1_0 || !text.contains('\\') {
+    if version == Version::V1_0 || !text.as_bytes().contains(&b'\\') {
         return Ok(crate::HeaderText::from(text));
     }
     unescape_str(text, version).map(crate::HeaderText::from)
