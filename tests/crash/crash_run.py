@@ -29,10 +29,22 @@ QUEUE = "/queue/crash"
 WINDOW = 64
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, never one this process handed out before: the kernel
+    may give the same ephemeral port to two binds in a row. ha_run's pair of brokers takes two
+    at once; given the same one, the active answered on both and the race test saw two
+    brokers serving with one lease epoch claimed."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh port after 100 binds")
 
 
 def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None):
