@@ -195,7 +195,10 @@ impl Shard {
     }
 
     /// Acks (`None`), requeues (`Some(true)`) or drops (`Some(false)`) deliveries of `queue`.
-    /// `completion` (if any) is reported once the settlement is durable.
+    /// `completion` (if any) is reported once the settlement is durable. Settled in place
+    /// when this shard owns the queue; else joined to a settle of the same queue already
+    /// waiting in the outbox when there is one to join, so a run of acks crosses as one
+    /// message.
     pub fn settle(
         &mut self,
         owner: ShardId,
@@ -206,14 +209,16 @@ impl Shard {
     ) {
         if owner == self.id {
             self.settle_local(queue, &tags, requeue, completion);
-        } else {
-            self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion });
+            return;
+        }
+        match self.waiting_settle(owner, queue, requeue, completion.is_none()) {
+            Some(waiting) => waiting.extend(tags),
+            None => self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion }),
         }
     }
 
-    /// [`Shard::settle`] of one delivery, the per-ack case: settled in place when this shard
-    /// owns the queue, else added to a settle of the same queue already waiting in the outbox
-    /// when there is one to join (a run of acks crosses as one message).
+    /// [`Shard::settle`] of one delivery (the per-ack case), without a `Vec` unless one
+    /// must cross.
     pub fn settle_one(
         &mut self,
         owner: ShardId,
@@ -226,16 +231,31 @@ impl Shard {
             self.settle_local(queue, &[tag], requeue, completion);
             return;
         }
-        if completion.is_none()
-            && let Some(ShardMsg::Settle { queue: waiting, tags, requeue: r, completion: None }) =
-                self.outbox[owner.index()].last_mut()
-            && *r == requeue
-            && waiting == queue
-        {
-            tags.push(tag);
-            return;
+        match self.waiting_settle(owner, queue, requeue, completion.is_none()) {
+            Some(waiting) => waiting.push(tag),
+            None => {
+                self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags: vec![tag], requeue, completion })
+            }
         }
-        self.send(owner, ShardMsg::Settle { queue: queue.to_owned(), tags: vec![tag], requeue, completion });
+    }
+
+    /// The tags of the last message waiting for `owner`, when it is a settle of `queue` with
+    /// the same `requeue` and no completion, and the new one has none either (`joinable`).
+    fn waiting_settle(
+        &mut self,
+        owner: ShardId,
+        queue: &str,
+        requeue: Option<bool>,
+        joinable: bool,
+    ) -> Option<&mut Vec<DeliveryTag>> {
+        match self.outbox[owner.index()].last_mut() {
+            Some(ShardMsg::Settle { queue: waiting, tags, requeue: r, completion: None })
+                if joinable && *r == requeue && waiting == queue =>
+            {
+                Some(tags)
+            }
+            _ => None,
+        }
     }
 
     pub(super) fn settle_local(

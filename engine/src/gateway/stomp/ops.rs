@@ -329,11 +329,7 @@ impl StompConn {
         if let Some(token) = token {
             self.receipts.expect(token, 1);
         }
-        let mut shard = self.shard.borrow_mut();
-        match target.tags[..] {
-            [tag] => shard.settle_one(target.owner, target.queue, tag, nack, completion),
-            _ => shard.settle(target.owner, target.queue, target.tags, nack, completion),
-        }
+        self.shard.borrow_mut().settle(target.owner, target.queue, target.tags, nack, completion);
         Ok(())
     }
 
