@@ -185,8 +185,12 @@ impl Moves {
             let content: Arc<Content> = recovered_content(m);
             let completion = Completion { conn: *conn, token: self.next_token };
             match shard.publish("", &m.queue, content, None, || Some(completion)) {
-                Ok(0) | Err(_) => {
+                Ok(0) => {
                     tracing::warn!(queue = %m.queue, "moving a recovered message failed: no such queue");
+                    self.failed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %m.queue, "moving a recovered message failed: {e}");
                     self.failed += 1;
                 }
                 Ok(_) => {
