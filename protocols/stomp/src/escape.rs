@@ -6,17 +6,29 @@
 use crate::error::FrameError;
 use crate::frame::Version;
 
+use std::borrow::Cow;
+
 /// Decodes one raw header name or value.
 #[cfg(test)]
 pub(crate) fn unescape(raw: &[u8], version: Version) -> Result<String, FrameError> {
     let text = std::str::from_utf8(raw).map_err(|_| FrameError::InvalidUtf8)?;
-    unescape_str(text, version)
+    unescape_str(text, version).map(Cow::into_owned)
 }
 
-/// Decodes one header name or value already known to be UTF-8.
-fn unescape_str(text: &str, version: Version) -> Result<String, FrameError> {
+/// Decodes one header name or value (UTF-8 already checked, with the rest of its header
+/// section) into a [`crate::HeaderText`]: no allocation for short text without escapes.
+pub(crate) fn unescape_text(text: &str, version: Version) -> Result<crate::HeaderText, FrameError> {
+    unescape_str(text, version).map(|text| match text {
+        Cow::Borrowed(text) => crate::HeaderText::from(text),
+        Cow::Owned(text) => crate::HeaderText::from(text),
+    })
+}
+
+/// Decodes one header name or value already known to be UTF-8; borrowed when it holds no
+/// escapes.
+fn unescape_str(text: &str, version: Version) -> Result<Cow<'_, str>, FrameError> {
     if version == Version::V1_0 || !text.as_bytes().contains(&b'\\') {
-        return Ok(text.to_owned());
+        return Ok(Cow::Borrowed(text));
     }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -34,16 +46,7 @@ fn unescape_str(text: &str, version: Version) -> Result<String, FrameError> {
         };
         out.push(decoded);
     }
-    Ok(out)
-}
-
-/// Decodes one header name or value (UTF-8 already checked, with the rest of its header
-/// section) into a [`crate::HeaderText`]: no allocation for short text without escapes.
-pub(crate) fn unescape_text(text: &str, version: Version) -> Result<crate::HeaderText, FrameError> {
-    if version == Version::V1_0 || !text.as_bytes().contains(&b'\\') {
-        return Ok(crate::HeaderText::from(text));
-    }
-    unescape_str(text, version).map(crate::HeaderText::from)
+    Ok(Cow::Owned(out))
 }
 
 /// Encodes one header name or value into `out`.
