@@ -184,12 +184,17 @@ class Broker:
                     f"ferry exited early with code {code}: {' '.join(self.cmdline())}\n"
                     f"--- stderr ---\n{self.log_tail()}"
                 )
-            if port_accepts(self.port):
+            # Every protocol port, STOMP first: the shards bind their listeners one after
+            # another, and a standby's MQTT redirector holds the MQTT port until a takeover
+            # (it closes before the shards bind theirs, and STOMP is only bound by a
+            # process that serves). A test that starts on the MQTT or AMQP port right
+            # after STOMP accepted could otherwise find it not yet bound.
+            if all(port_accepts(p) for p in (self.port, self.amqp_port, self.mqtt_port)):
                 return self
             time.sleep(0.05)
         self.stop()
         raise AssertionError(
-            f"ferry did not accept on {self.host}:{self.port} within {ready_timeout}s\n"
+            f"ferry did not accept on {self.host}:{self.port}, {self.amqp_port} and {self.mqtt_port} within {ready_timeout}s\n"
             f"--- stderr ---\n{self.log_tail()}"
         )
 
