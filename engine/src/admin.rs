@@ -112,14 +112,23 @@ impl Status {
              # TYPE ferry_shards gauge\nferry_shards {}\n# HELP ferry_uptime_seconds Since the process started.\n\
              # TYPE ferry_uptime_seconds counter\nferry_uptime_seconds {}\n\
              # HELP ferry_connections_parked Idle connections parked without a task (see runtime::park).\n\
-             # TYPE ferry_connections_parked gauge\nferry_connections_parked {}\n",
+             # TYPE ferry_connections_parked gauge\nferry_connections_parked {}\n\
+             # HELP ferry_connections Connections each shard serves (see runtime::spread).\n\
+             # TYPE ferry_connections gauge\n{}",
             u8::from(role == Role::Active),
             self.epoch.load(Ordering::SeqCst),
             self.shards,
             self.started.elapsed().as_secs(),
-            crate::runtime::parked_total()
+            crate::runtime::parked_total(),
+            per_shard_connections()
         )
     }
+}
+
+/// `ferry_connections{shard="N"} COUNT` lines, one per shard.
+fn per_shard_connections() -> String {
+    let counts = crate::runtime::connections_per_shard();
+    counts.iter().enumerate().map(|(shard, n)| format!("ferry_connections{{shard=\"{shard}\"}} {n}\n")).collect()
 }
 
 /// JSON string escaping for the few characters that need it.

@@ -1,8 +1,9 @@
 //! The runtime: the only module that names glommio (STYLE §11). It starts one pinned executor
 //! per shard, joins them in a full mesh of bounded channels carrying `Vec<ShardMsg>` batches,
 //! runs each shard's housekeeping tasks (mesh receivers, the outbox flusher, the journal
-//! committer), binds every listener on every shard with SO_REUSEPORT, and drives each
-//! connection's gateway from a short read/handle/poll/write loop ([`conn`]).
+//! committer), binds every listener on every shard with SO_REUSEPORT, spreads the accepted
+//! connections evenly over the shards ([`spread`]), and drives each connection's gateway from
+//! a short read/handle/poll/write loop ([`conn`]).
 
 mod batches;
 mod conn;
@@ -13,6 +14,7 @@ mod park;
 mod reactor_turn;
 mod resources;
 mod shard_tasks;
+mod spread;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,15 @@ use crate::shard::msg::ShardMsg;
 
 pub use memlock::{has_ipc_lock, io_memory_for, memlock_limit_bytes};
 pub use park::{parked_total, set_release_hook};
+
+/// The connection counts of the shards started last (see [`connections_per_shard`]).
+static SPREAD: std::sync::Mutex<Option<Arc<spread::Spread>>> = std::sync::Mutex::new(None);
+
+/// How many connections each shard serves (empty before the shards start).
+pub fn connections_per_shard() -> Vec<usize> {
+    let spread = SPREAD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    spread.as_ref().map(|spread| spread.counts()).unwrap_or_default()
+}
 
 /// Set once SIGINT/SIGTERM arrives; every shard polls it and winds down.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -80,13 +91,17 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
     let mesh: MeshBuilder<Vec<ShardMsg>, _> =
         MeshBuilder::full(usize::from(shards), config.limits.shard_channel_count_max);
     let batches = Arc::new(batches::BatchPool::new(usize::from(shards)));
+    let handoffs: MeshBuilder<spread::Handoff, _> =
+        MeshBuilder::full(usize::from(shards), spread::HANDOFF_CHANNEL_CAPACITY);
+    let spread = Arc::new(spread::Spread::new(usize::from(shards)));
+    *SPREAD.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spread.clone());
     let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
     let activation = Arc::new(OnceLock::new());
     let mut handles = Vec::new();
     for index in 0..usize::from(shards) {
         let cpu = cpus[index % cpus.len()];
         let (config, mesh, ready, activation) = (config.clone(), mesh.clone(), ready_tx.clone(), activation.clone());
-        let batches = batches.clone();
+        let (batches, handoffs, spread) = (batches.clone(), handoffs.clone(), spread.clone());
         let mut builder = LocalExecutorBuilder::new(CpuPlacement::Fixed(cpu))
             .name(&format!("ferry-shard-{index}"))
             .io_memory(io_memory)
@@ -99,7 +114,7 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
             builder = builder.spin_before_park(spin);
         }
         let handle = builder
-            .spawn(move || shard_tasks::shard_main(config, activation, mesh, batches, ready))
+            .spawn(move || shard_tasks::shard_main(config, activation, mesh, batches, (handoffs, spread), ready))
             .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }

@@ -2,7 +2,8 @@
 //! and runs its housekeeping tasks — one receiver per peer, the outbox flusher (sends whole
 //! batches, awaiting channel space: that is the back-pressure), the journal committer (runs
 //! syncs on glommio's blocking pool, never on the event loop; a failed sync stops the broker),
-//! and one accept loop per listener.
+//! one accept loop per listener, and one receiver per peer of the connections it hands over
+//! ([`super::spread`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,13 +13,14 @@ use std::sync::{OnceLock, mpsc};
 
 use ferry_storage::LogConfig;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use glommio::net::TcpListener;
-use glommio::{executor, spawn_local};
+use glommio::net::{AcceptedTcpStream, TcpListener};
+use glommio::{GlommioError, ResourceType, executor, spawn_local};
 
 use super::batches::BatchPool;
 use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
 use super::notify::Notify;
 use super::reactor_turn;
+use super::spread::{Handoff, Spread};
 use super::{SHUTDOWN_POLL, shutting_down};
 use crate::auth::Users;
 use crate::config::{BrokerConfig, ListenerProto};
@@ -30,6 +32,8 @@ use crate::shard::recovery::recover;
 use crate::shard::{Shard, ShardRef};
 
 type Mesh = MeshBuilder<Vec<ShardMsg>, Full>;
+/// The channels accepted connections are handed over on, and the counts that decide it.
+pub(super) type Handoffs = (MeshBuilder<Handoff, Full>, Arc<Spread>);
 
 /// Shards that finished recovering their logs.
 static RECOVERED: AtomicUsize = AtomicUsize::new(0);
@@ -45,9 +49,12 @@ pub(super) async fn shard_main(
     activation: Arc<OnceLock<Activation>>,
     mesh: Mesh,
     batches: Arc<BatchPool>,
+    (handoffs, spread): Handoffs,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let Ok((senders, mut receivers)) = mesh.join().await else {
+    let (Ok((senders, mut receivers)), Ok((handoff_senders, mut handoff_receivers))) =
+        (mesh.join().await, handoffs.join().await)
+    else {
         let _ = ready.send(Err("joining the shard mesh failed".to_owned()));
         return;
     };
@@ -85,6 +92,7 @@ pub(super) async fn shard_main(
     };
     let shard = Shard::new(id, config.placement(), config.limits.clone(), journal, wake_hook(&outbox_notify));
     let shard: ShardRef = Rc::new(RefCell::new(shard));
+    shard.borrow_mut().set_conn_gauge(spread.gauge(usize::from(id.0)));
 
     let mut tasks = Vec::new();
     for (peer, receiver) in receivers.streams() {
@@ -117,6 +125,15 @@ pub(super) async fn shard_main(
     let users = Rc::new(Users::new(&config.users));
     tasks.extend(super::park::start(&shard));
     let mut accepting = Vec::new();
+    for (_, receiver) in handoff_receivers.streams() {
+        let (shard, users) = (shard.clone(), users.clone());
+        accepting.push(spawn_local(async move {
+            while let Some(Handoff { stream, proto }) = receiver.recv().await {
+                serve(stream, proto, &shard, &users);
+            }
+        }));
+    }
+    let handoff = Rc::new(HandOver { senders: handoff_senders, spread });
     for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {
             Ok(bound) => bound,
@@ -130,7 +147,7 @@ pub(super) async fn shard_main(
             tracing::info!(proto = listener.proto.name(), addr = %listener.addr, "listening");
         }
         let proto = listener.proto;
-        accepting.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone())));
+        accepting.push(spawn_local(accept_loop(bound, proto, shard.clone(), users.clone(), handoff.clone())));
     }
     let _ = ready.send(Ok(()));
     // The spare segment is made after the listeners open: a takeover serves without waiting
@@ -180,9 +197,22 @@ fn wake_hook(notify: &Rc<Notify>) -> Rc<dyn Fn()> {
     Rc::new(move || notify.notify())
 }
 
-async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRef, users: Rc<Users>) {
+/// What an accept loop needs to hand a connection to another shard.
+struct HandOver {
+    senders: Senders<Handoff>,
+    spread: Arc<Spread>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proto: ListenerProto,
+    shard: ShardRef,
+    users: Rc<Users>,
+    handoff: Rc<HandOver>,
+) {
+    let me = handoff.senders.peer_id();
     loop {
-        let stream = match listener.accept().await {
+        let stream = match listener.shared_accept().await {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -190,14 +220,33 @@ async fn accept_loop(listener: TcpListener, proto: ListenerProto, shard: ShardRe
                 continue;
             }
         };
-        match proto {
-            ListenerProto::Stomp => spawn_local(serve_stomp(stream, shard.clone(), users.clone())).detach(),
-            ListenerProto::Amqp => spawn_local(serve_amqp(stream, shard.clone(), users.clone())).detach(),
-            ListenerProto::Mqtt => spawn_local(serve_mqtt(stream, shard.clone(), users.clone())).detach(),
-            // Served by its own thread (`admin`); never bound by a shard.
-            ListenerProto::Admin => continue,
-        };
+        let target = handoff.spread.place(me);
+        if target == me {
+            serve(stream, proto, &shard, &users);
+            continue;
+        }
+        tracing::trace!(proto = proto.name(), to = target, "handing a new connection to a shard with fewer");
+        if let Err(e) = handoff.senders.send_to(target, Handoff { stream, proto }).await {
+            // Only while stopping: the other shard's channel is gone.
+            handoff.spread.unplace(target);
+            if let GlommioError::Closed(ResourceType::Channel(Handoff { stream, proto })) = e {
+                serve(stream, proto, &shard, &users);
+            }
+        }
     }
+}
+
+/// Serves an accepted connection on this shard, for the rest of its life.
+fn serve(stream: AcceptedTcpStream, proto: ListenerProto, shard: &ShardRef, users: &Rc<Users>) {
+    let stream = stream.bind_to_executor();
+    let task = match proto {
+        ListenerProto::Stomp => spawn_local(serve_stomp(stream, shard.clone(), users.clone())),
+        ListenerProto::Amqp => spawn_local(serve_amqp(stream, shard.clone(), users.clone())),
+        ListenerProto::Mqtt => spawn_local(serve_mqtt(stream, shard.clone(), users.clone())),
+        // Served by its own thread (`admin`); never bound by a shard.
+        ListenerProto::Admin => return,
+    };
+    task.detach();
 }
 
 async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, batches: Arc<BatchPool>, notify: Rc<Notify>) {

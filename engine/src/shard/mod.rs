@@ -19,6 +19,8 @@ pub mod wills;
 use crate::fastmap::HashMap;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_wire::Limits;
 use futures_channel::oneshot;
@@ -47,6 +49,8 @@ pub struct Shard {
     routing: RoutingTable,
     queues: HashMap<String, Queue>,
     conns: HashMap<u32, ConnHandle>,
+    /// `conns.len()`, for the other shards' accept loops (see `runtime::spread`).
+    conn_gauge: Arc<AtomicUsize>,
     next_conn: u32,
     outbox: Vec<Vec<ShardMsg>>,
     outbox_wake: Rc<dyn Fn()>,
@@ -104,6 +108,7 @@ impl Shard {
             routing: RoutingTable::default(),
             queues: HashMap::default(),
             conns: HashMap::default(),
+            conn_gauge: Arc::default(),
             next_conn: 1,
             outbox: (0..peers).map(|_| Vec::new()).collect(),
             outbox_wake,
@@ -198,6 +203,7 @@ impl Shard {
         self.next_conn = self.next_conn.wrapping_add(1).max(1);
         let mailbox = Rc::new(RefCell::new(Mailbox::default()));
         self.conns.insert(local, ConnHandle { mailbox: mailbox.clone(), wake });
+        self.conn_gauge.store(self.conns.len(), Ordering::Relaxed);
         Some((ConnectionId { shard: self.id, local }, mailbox))
     }
 
@@ -205,6 +211,7 @@ impl Shard {
     pub fn unregister_conn(&mut self, conn: ConnectionId) {
         assert_eq!(conn.shard, self.id, "connection lives on this shard");
         if let Some(handle) = self.conns.remove(&conn.local) {
+            self.conn_gauge.store(self.conns.len(), Ordering::Relaxed);
             let leftovers = std::mem::take(&mut handle.mailbox.borrow_mut().deliveries);
             for delivery in leftovers {
                 self.return_delivery(delivery);
@@ -214,6 +221,12 @@ impl Shard {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Where this shard publishes its connection count (read by the shards' accept loops).
+    pub fn set_conn_gauge(&mut self, gauge: Arc<AtomicUsize>) {
+        gauge.store(self.conns.len(), Ordering::Relaxed);
+        self.conn_gauge = gauge;
     }
 
     fn with_conn(&mut self, conn: ConnectionId, fill: impl FnOnce(&mut Mailbox)) -> bool {

@@ -1,0 +1,73 @@
+"""New connections spread evenly over the shards (runtime::spread): the kernel's SO_REUSEPORT
+hash puts two of a few connections on one shard half of the time; Ferry hands a connection,
+before its first byte, to the shard that serves the fewest. Each step is checked, so the
+kernel's placement alone would fail this (12 connections staying within one of each other
+after every connect)."""
+
+import re
+import urllib.request
+
+import pika
+import pytest
+
+from conftest import HOST, send_sync, subscribe_sync, uniq, wait_for
+from mqtt_util import V5, V311, Client
+
+COUNT = re.compile(r'^ferry_connections\{shard="(\d+)"\} (\d+)$')
+
+
+def shard_connections(broker):
+    with urllib.request.urlopen(f"http://{broker.host}:{broker.admin_port}/metrics", timeout=5) as r:
+        found = [COUNT.match(line) for line in r.read().decode().splitlines()]
+    return [int(m.group(2)) for m in found if m]
+
+
+def settled_counts(broker, total):
+    """The per-shard counts once `total` connections are registered."""
+    return wait_for(lambda: (c := shard_connections(broker)) and sum(c) == total and c,
+                    timeout=5, what=f"{total} connections registered ({shard_connections(broker)})")
+
+
+@pytest.mark.ferry(shards=2)
+def test_connections_of_every_protocol_spread_evenly_over_the_shards(broker, stomp_client):
+    opened = []
+    amqp = []
+    mqtt = []
+    try:
+        for i in range(12):
+            kind = ("stomp", "amqp", "mqtt")[i % 3]
+            if kind == "stomp":
+                opened.append(stomp_client())
+            elif kind == "amqp":
+                amqp.append(pika.BlockingConnection(pika.ConnectionParameters(HOST, broker.amqp_port)))
+            else:
+                mqtt.append(Client(broker.mqtt_port, uniq("spread"), V5 if i % 2 else V311))
+            counts = settled_counts(broker, i + 1)
+            assert len(counts) == 2
+            assert max(counts) - min(counts) <= 1, f"after {i + 1} connects: {counts}"
+        assert settled_counts(broker, 12) == [6, 6]
+
+        # Whichever shard serves them, producers and consumers on every shard still meet.
+        q = f"/queue/{uniq('spread')}"
+        (c1, l1), (c2, l2) = opened[0], opened[1]
+        subscribe_sync(c1, l1, q)
+        send_sync(c2, l2, q, "across")
+        (msg,) = l1.wait_messages(1)
+        assert msg.body == "across"
+
+        # Closed connections leave their shard, and the next connects fill it again.
+        for conn in amqp:
+            conn.close()
+        for client in mqtt:
+            client.close()
+        before = settled_counts(broker, 4)
+        late = [pika.BlockingConnection(pika.ConnectionParameters(HOST, broker.amqp_port)) for _ in range(4)]
+        amqp = late
+        after = settled_counts(broker, 8)
+        assert after == [4, 4], f"from {before}, four more connects gave {after}"
+    finally:
+        for conn in amqp:
+            if conn.is_open:
+                conn.close()
+        for client in mqtt:
+            client.close()
