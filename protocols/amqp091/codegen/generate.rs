@@ -577,13 +577,13 @@ fn properties_struct(out: &mut String, class: &ClassDef) {
     writeln!(out, "        flags").ok();
     writeln!(out, "    }}").ok();
     writeln!(out).ok();
-    writeln!(out, "    /// Reads the properties that `flags` marks present.").ok();
+    writeln!(out, "    /// Reads the properties that `flags` marks present into `p`, in place (a large struct:").ok();
+    writeln!(out, "    /// decoded into the box it lives in, it is not copied on its way there).").ok();
     writeln!(
         out,
-        "    pub(crate) fn decode_with_flags(flags: u16, r: &mut Reader<'_>) -> Result<{ty}, DecodeError> {{"
+        "    pub(crate) fn decode_into(flags: u16, r: &mut Reader<'_>, p: &mut {ty}) -> Result<(), DecodeError> {{"
     )
     .ok();
-    writeln!(out, "        let mut p = {ty}::default();").ok();
     for (i, field) in class.properties.iter().enumerate() {
         writeln!(out, "        if flags & (1 << {}) != 0 {{", 15 - i).ok();
         if field.kind == Kind::Bit {
@@ -593,7 +593,7 @@ fn properties_struct(out: &mut String, class: &ClassDef) {
         }
         writeln!(out, "        }}").ok();
     }
-    writeln!(out, "        Ok(p)").ok();
+    writeln!(out, "        Ok(())").ok();
     writeln!(out, "    }}").ok();
     writeln!(out).ok();
     writeln!(out, "    /// Appends the flags word and the present properties to `out`.").ok();

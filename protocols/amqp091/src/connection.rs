@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 type ChannelMap = HashMap<u16, ChannelState, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_wire::Limits;
 
 use crate::content::Assembly;
@@ -65,6 +65,30 @@ impl Default for ConnectionConfig {
             heartbeat_s: 60,
             product: "Ferry".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// A frame's payload: borrowed from the connection's input buffer, or (a large body) a shared
+/// slice of it, kept as the message body without a copy.
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(bytes) => bytes,
+            Payload::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The payload as a body part: a copy of a borrowed one, a shared one as it is.
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Borrowed(bytes) => Bytes::copy_from_slice(bytes),
+            Payload::Shared(bytes) => bytes,
         }
     }
 }
@@ -443,9 +467,21 @@ impl Connection {
                 _ => match frame::decode_header(&self.input, self.payload_bytes_max()) {
                     Ok(Decoded::Incomplete { .. }) => return,
                     Ok(Decoded::Frame { frame, consumed }) => {
-                        let bytes = self.input.split_to(consumed).freeze();
-                        let payload = bytes.slice(FRAME_HEADER_BYTES..consumed - 1);
-                        self.on_frame(frame, payload);
+                        let within = FRAME_HEADER_BYTES..consumed - 1;
+                        if frame.frame_type == FRAME_BODY && within.len() >= channel::BODY_COPY_BYTES_MAX {
+                            // A large body is kept, not copied: a slice of the input buffer.
+                            let bytes = self.input.split_to(consumed).freeze();
+                            self.on_frame(frame, Payload::Shared(bytes.slice(within)));
+                        } else {
+                            // Everything else is decoded (or copied) from the buffer in place:
+                            // no shared handle, and its reference counting, per frame.
+                            let mut input = std::mem::take(&mut self.input);
+                            self.on_frame(frame, Payload::Borrowed(&input[within]));
+                            if self.phase != Phase::Closed {
+                                input.advance(consumed);
+                                self.input = input;
+                            }
+                        }
                     }
                     Err(error) => return self.on_frame_error(error),
                 },
@@ -461,17 +497,17 @@ impl Connection {
         self.fatal(Fault::new(FRAME_ERROR, error.to_string(), 0, 0));
     }
 
-    fn on_frame(&mut self, header: FrameHeader, payload: Bytes) {
+    fn on_frame(&mut self, header: FrameHeader, payload: Payload<'_>) {
         let channel = header.channel;
         if self.phase == Phase::Closing {
-            return self.on_frame_while_closing(header, &payload);
+            return self.on_frame_while_closing(header, payload.bytes());
         }
         match header.frame_type {
             FRAME_HEARTBEAT if channel == 0 => {}
-            FRAME_METHOD => match Method::decode(&payload) {
+            FRAME_METHOD => match Method::decode(payload.bytes()) {
                 Ok(method) if channel == 0 => self.on_connection_method(method),
                 Ok(method) => self.on_channel_method(channel, method),
-                Err(error) => self.fault(handshake::decode_fault(&payload, &error)),
+                Err(error) => self.fault(handshake::decode_fault(payload.bytes(), &error)),
             },
             FRAME_HEADER | FRAME_BODY if channel != 0 && self.phase == Phase::Running => {
                 self.on_content(channel, header.frame_type, payload);

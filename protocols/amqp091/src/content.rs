@@ -35,6 +35,22 @@ impl ContentHeader {
     /// Decodes a content header payload. Only the basic class has properties; any other
     /// class, property flag bits the class does not define, or trailing bytes are errors.
     pub fn decode(payload: &[u8]) -> Result<ContentHeader, DecodeError> {
+        let mut properties = BasicProperties::default();
+        let (class_id, weight, body_size) = Self::decode_into(payload, &mut properties)?;
+        Ok(ContentHeader { class_id, weight, body_size, properties })
+    }
+
+    /// [`ContentHeader::decode`] of a basic-class header, its properties decoded straight into
+    /// a box (`BasicProperties` is a few hundred bytes; a publish carries it boxed, and
+    /// decoding then boxing copied it three times): the body size and the properties.
+    pub fn decode_boxed(payload: &[u8]) -> Result<(u64, Box<BasicProperties>), DecodeError> {
+        let mut properties = Box::<BasicProperties>::default();
+        let (_, _, body_size) = Self::decode_into(payload, &mut properties)?;
+        Ok((body_size, properties))
+    }
+
+    /// Reads a header into `properties`: (class id, weight, body size).
+    fn decode_into(payload: &[u8], properties: &mut BasicProperties) -> Result<(u16, u16, u64), DecodeError> {
         let mut r = Reader::new(payload);
         let class_id = r.short()?;
         let weight = r.short()?;
@@ -54,9 +70,9 @@ impl ContentHeader {
             }
             more = next & 1 != 0;
         }
-        let properties = BasicProperties::decode_with_flags(flags, &mut r)?;
+        BasicProperties::decode_into(flags, &mut r, properties)?;
         r.finish()?;
-        Ok(ContentHeader { class_id, weight, body_size, properties })
+        Ok((class_id, weight, body_size))
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {

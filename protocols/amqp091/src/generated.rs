@@ -3061,9 +3061,9 @@ impl BasicProperties {
         flags
     }
 
-    /// Reads the properties that `flags` marks present.
-    pub(crate) fn decode_with_flags(flags: u16, r: &mut Reader<'_>) -> Result<BasicProperties, DecodeError> {
-        let mut p = BasicProperties::default();
+    /// Reads the properties that `flags` marks present into `p`, in place (a large struct:
+    /// decoded into the box it lives in, it is not copied on its way there).
+    pub(crate) fn decode_into(flags: u16, r: &mut Reader<'_>, p: &mut BasicProperties) -> Result<(), DecodeError> {
         if flags & (1 << 15) != 0 {
             p.content_type = Some(r.shortstr()?);
         }
@@ -3106,7 +3106,7 @@ impl BasicProperties {
         if flags & (1 << 2) != 0 {
             p.cluster_id = Some(r.shortstr()?);
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Appends the flags word and the present properties to `out`.

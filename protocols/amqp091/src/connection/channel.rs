@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{ChannelState, Connection, Fault};
+use super::{ChannelState, Connection, Fault, Payload};
 use crate::content::{Assembly, Body, ContentHeader};
 use crate::event::Event;
 use crate::generated::{
@@ -17,7 +17,7 @@ use crate::generated::{
 
 /// Body frames shorter than this are copied out of the input buffer, so a small message does
 /// not pin a whole input block while it waits in a queue; longer ones are kept zero-copy.
-const BODY_COPY_BYTES_MAX: usize = 4096;
+pub(super) const BODY_COPY_BYTES_MAX: usize = 4096;
 
 impl Connection {
     fn check_channel_number(&mut self, channel: u16, class_id: u16, method_id: u16) -> bool {
@@ -90,7 +90,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_content(&mut self, channel: u16, frame_type: u8, payload: Bytes) {
+    pub(super) fn on_content(&mut self, channel: u16, frame_type: u8, payload: Payload<'_>) {
         let publish_ids = (BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
         if !self.check_channel_number(channel, 0, 0) {
             return;
@@ -104,21 +104,21 @@ impl Connection {
             }
         };
         let next = match (frame_type, assembly) {
-            (FRAME_HEADER, Assembly::Header { method }) => self.on_content_header(channel, method, &payload),
+            (FRAME_HEADER, Assembly::Header { method }) => self.on_content_header(channel, method, payload.bytes()),
             (FRAME_HEADER, _) => Err(Fault::new(UNEXPECTED_FRAME, "unexpected content header frame", 0, 0)),
             (_, Assembly::Body { method, properties, size, mut body }) => {
-                let received = body.len() as u64 + payload.len() as u64;
+                let received = body.len() as u64 + payload.bytes().len() as u64;
                 if received > size {
                     let text = format!("content body exceeds the declared {size} bytes");
                     Err(Fault::new(UNEXPECTED_FRAME, text, publish_ids.0, publish_ids.1))
-                } else if self.partial_body_bytes + payload.len() > self.config.limits.connection_input_bytes_max {
+                } else if self.partial_body_bytes + payload.bytes().len()
+                    > self.config.limits.connection_input_bytes_max
+                {
                     let text = "partially received message bodies exceed the connection's buffer";
                     Err(Fault::new(RESOURCE_ERROR, text, publish_ids.0, publish_ids.1))
                 } else {
-                    let part = match payload.len() {
-                        n if n < BODY_COPY_BYTES_MAX => Bytes::copy_from_slice(&payload),
-                        _ => payload,
-                    };
+                    // Small parts are copied, large ones were kept as slices of the input.
+                    let part = payload.into_bytes();
                     self.partial_body_bytes += part.len();
                     body.push(part);
                     if received == size {
@@ -156,20 +156,19 @@ impl Connection {
                 return Err(Fault::new(UNEXPECTED_FRAME, text, ids.0, ids.1));
             }
         }
-        let header = ContentHeader::decode(payload)
+        let (body_size, properties) = ContentHeader::decode_boxed(payload)
             .map_err(|e| Fault::new(SYNTAX_ERROR, format!("malformed content header: {e}"), ids.0, ids.1))?;
         let size_max = self.config.limits.frame_size_bytes_max;
-        if header.body_size > size_max as u64 {
-            let text = format!("message size {} is larger than configured max size {size_max}", header.body_size);
+        if body_size > size_max as u64 {
+            let text = format!("message size {body_size} is larger than configured max size {size_max}");
             self.begin_channel_close(channel, Fault::new(PRECONDITION_FAILED, text, ids.0, ids.1));
             return Ok(Assembly::Idle);
         }
-        if header.body_size == 0 {
-            self.publish(channel, method, Box::new(header.properties), Bytes::new());
+        if body_size == 0 {
+            self.publish(channel, method, properties, Bytes::new());
             return Ok(Assembly::Idle);
         }
-        let properties = Box::new(header.properties);
-        Ok(Assembly::Body { method, properties, size: header.body_size, body: Body::Empty })
+        Ok(Assembly::Body { method, properties, size: body_size, body: Body::Empty })
     }
 
     fn publish(&mut self, channel: u16, method: BasicPublish, properties: Box<crate::BasicProperties>, body: Bytes) {
