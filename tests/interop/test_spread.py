@@ -71,3 +71,52 @@ def test_connections_of_every_protocol_spread_evenly_over_the_shards(broker, sto
                 conn.close()
         for client in mqtt:
             client.close()
+
+
+PINNED = """
+[[placement]]
+queue = "home-0"
+shard = 0
+
+[[placement]]
+queue = "home-1"
+shard = 1
+"""
+
+
+@pytest.mark.ferry(shards=2, config=PINNED)
+def test_a_stomp_consumer_moves_to_its_queues_shard_and_loses_nothing(broker, stomp_client):
+    """A connection whose first act is SUBSCRIBE to a queue on another shard moves there (its
+    deliveries and acks then never cross cores): the SUBSCRIBE's receipt, every message, and
+    acks work across the move; a later subscription does not move it again."""
+    consumer, clis = stomp_client()
+    before = settled_counts(broker, 1)
+    here = before.index(1)
+    away = 1 - here
+    queue = f"/queue/home-{away}"
+    consumer.subscribe(queue, id="s1", ack="client-individual", headers={"receipt": "sub-1"})
+    clis.wait_receipt("sub-1")
+    moved = settled_counts(broker, 1)
+    assert moved[away] == 1, f"consumer on {before}, subscribed to a queue on shard {away}: {moved}"
+
+    producer, plis = stomp_client()
+    for i in range(200):
+        producer.send(queue, f"m{i}")
+    got = clis.wait_messages(200, timeout=10)
+    assert [m.body for m in got] == [f"m{i}" for i in range(200)]
+    for m in got[:150]:
+        consumer.ack(m.headers["ack"])
+    send_sync(producer, plis, f"/queue/home-{here}", "other")
+    # A second subscription, to a queue on the shard it left, does not move it back.
+    consumer.subscribe(f"/queue/home-{here}", id="s2", ack="auto", headers={"receipt": "sub-2"})
+    clis.wait_receipt("sub-2")
+    (other,) = [m for m in clis.wait_messages(201, timeout=10) if m.body == "other"]
+    assert other.headers["subscription"] == "s2"
+    assert settled_counts(broker, 2)[away] >= 1
+    consumer.disconnect()
+
+    # The 50 unacked messages go back to the queue and reach the next consumer.
+    again, alis = stomp_client()
+    again.subscribe(queue, id="s3", ack="auto")
+    rest = alis.wait_messages(50, timeout=10)
+    assert sorted(m.body for m in rest) == sorted(f"m{i}" for i in range(150, 200))

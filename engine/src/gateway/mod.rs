@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use ferry_wire::Limits;
 
+use crate::auth::Users;
 use crate::error::{EngineError, ErrorKind};
 use crate::ids::{ConnectionId, ShardId};
 use crate::model::routing::MetaOp;
@@ -67,7 +68,23 @@ pub trait Gateway: Sized {
     fn resume(parked: Self::Parked, peer: std::net::SocketAddr, now: Instant) -> Self;
     /// When a parked connection must be resumed to handle its timer (keep-alive).
     fn parked_timeout(parked: &Self::Parked) -> Option<Instant>;
+
+    /// The shard this connection asks to move to (see `runtime::spread`, "Moves"), taken
+    /// once: it asks only between frames, and performs none after the one that made it ask
+    /// until it has moved (or stayed).
+    fn take_move(&mut self) -> Option<ShardId> {
+        None
+    }
+    /// The connection's registration on this shard released, what rebuilds it on the shard it
+    /// moves to; `Err` gives back a connection that can no longer move.
+    fn start_move(self) -> Result<Arrival<Self>, Self> {
+        Err(self)
+    }
 }
+
+/// Rebuilds a moved connection on its new shard (registered there; `None` at its connection
+/// limit). Carries the connection's portable state across cores.
+pub type Arrival<G> = Box<dyn FnOnce(ShardRef, Rc<Users>, Rc<dyn Wake>) -> Option<G> + Send>;
 
 /// Registers a new connection on `shard`: its id, mailbox and a copy of the limits; `None` at
 /// the shard's connection limit.

@@ -4,7 +4,8 @@
 //! shard's connections share: the session takes the bytes at once (keeping only an incomplete
 //! frame), so an idle connection holds no read buffer, no reader task and no channel. Input
 //! is read only between handlings, so a busy gateway leaves bytes in the socket (TCP
-//! back-pressure). The connection lives its whole life on this shard.
+//! back-pressure). The connection lives on this shard, unless its gateway asks to move once
+//! (`super::spread`, "Moves").
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -118,6 +119,18 @@ pub(super) async fn drive<G: Gateway + 'static>(
         }
         if conn.is_closed() {
             break;
+        }
+        if let Some(to) = conn.take_move() {
+            // Its output is written; what the session still holds moves with it.
+            match super::spread::move_connection(stream, conn, to).await {
+                Ok(()) => return,
+                Err((back, stays)) => {
+                    (stream, conn) = (back, stays);
+                    // The frames that waited for the move are performed here after all.
+                    Box::pin(conn.handle_events()).await;
+                    continue;
+                }
+            }
         }
         if park_timer.is_none() && conn.parkable() {
             active = Instant::now();

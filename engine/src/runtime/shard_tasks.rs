@@ -14,13 +14,13 @@ use std::sync::{OnceLock, mpsc};
 use ferry_storage::LogConfig;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::{AcceptedTcpStream, TcpListener};
-use glommio::{GlommioError, ResourceType, executor, spawn_local};
+use glommio::{executor, spawn_local};
 
 use super::batches::BatchPool;
 use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
 use super::notify::Notify;
 use super::reactor_turn;
-use super::spread::{Handoff, Spread};
+use super::spread::{HandOver, Handoff, Spread};
 use super::{SHUTDOWN_POLL, shutting_down};
 use crate::auth::Users;
 use crate::config::{BrokerConfig, ListenerProto};
@@ -128,12 +128,16 @@ pub(super) async fn shard_main(
     for (_, receiver) in handoff_receivers.streams() {
         let (shard, users) = (shard.clone(), users.clone());
         accepting.push(spawn_local(async move {
-            while let Some(Handoff { stream, proto }) = receiver.recv().await {
-                serve(stream, proto, &shard, &users);
+            while let Some(handoff) = receiver.recv().await {
+                match handoff {
+                    Handoff::Accepted { stream, proto } => serve(stream, proto, &shard, &users),
+                    Handoff::Moved(resume) => resume(&shard, &users),
+                }
             }
         }));
     }
     let handoff = Rc::new(HandOver { senders: handoff_senders, spread });
+    super::spread::install(handoff.clone());
     for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {
             Ok(bound) => bound,
@@ -197,12 +201,6 @@ fn wake_hook(notify: &Rc<Notify>) -> Rc<dyn Fn()> {
     Rc::new(move || notify.notify())
 }
 
-/// What an accept loop needs to hand a connection to another shard.
-struct HandOver {
-    senders: Senders<Handoff>,
-    spread: Arc<Spread>,
-}
-
 async fn accept_loop(
     listener: TcpListener,
     proto: ListenerProto,
@@ -226,10 +224,10 @@ async fn accept_loop(
             continue;
         }
         tracing::trace!(proto = proto.name(), to = target, "handing a new connection to a shard with fewer");
-        if let Err(e) = handoff.senders.send_to(target, Handoff { stream, proto }).await {
+        if let Err(back) = super::spread::send(&handoff, target, Handoff::Accepted { stream, proto }).await {
             // Only while stopping: the other shard's channel is gone.
             handoff.spread.unplace(target);
-            if let GlommioError::Closed(ResourceType::Channel(Handoff { stream, proto })) = e {
+            if let Some(Handoff::Accepted { stream, proto }) = back {
                 serve(stream, proto, &shard, &users);
             }
         }

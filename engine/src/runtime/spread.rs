@@ -14,18 +14,129 @@
 //! The counts are each shard's registered connections (all protocols), published by the shard
 //! itself, plus the connections handed to it that it has not registered yet: a connection
 //! counts for its new shard from the moment it is placed, so a burst of connects spreads too.
+//!
+//! **Moves.** A connection whose protocol knows better where it belongs moves there later,
+//! once: a STOMP connection that subscribes to a queue owned by another shard, before it has
+//! done anything else, moves to that shard (its deliveries and acks then never cross cores;
+//! see `gateway::stomp`). The gateway asks between frames; the connection's task writes what
+//! output it has, takes what rebuilds the gateway elsewhere (`Gateway::start_move`) and a duplicate
+//! of the socket's descriptor, and sends both over the same channel; the new shard rebuilds
+//! the gateway, performs the frames that waited, and drives it from there. The socket is only
+//! read by readiness (glommio's non-buffered stream: no read is in flight in the kernel), so
+//! no byte is lost in between.
 
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use glommio::net::AcceptedTcpStream;
+use glommio::channels::channel_mesh::Senders;
+use glommio::net::{AcceptedTcpStream, TcpStream};
+use glommio::{GlommioError, ResourceType, spawn_local};
 
+use super::notify::Notify;
+use crate::auth::Users;
 use crate::config::ListenerProto;
+use crate::gateway::Gateway;
+use crate::ids::ShardId;
+use crate::shard::ShardRef;
 
-/// A connection accepted by one shard for another to serve.
-pub(super) struct Handoff {
-    pub(super) stream: AcceptedTcpStream,
-    pub(super) proto: ListenerProto,
+/// What one shard sends another over their hand-off channel.
+pub(super) enum Handoff {
+    /// A connection accepted by the sender, not read yet.
+    Accepted { stream: AcceptedTcpStream, proto: ListenerProto },
+    /// A connection moving to the receiver: run there, it rebuilds the gateway and spawns the
+    /// connection's task.
+    Moved(Resume),
+}
+
+/// Run on the shard a connection moved to: rebuilds its gateway and spawns its task.
+pub(super) type Resume = Box<dyn FnOnce(&ShardRef, &Rc<Users>) + Send>;
+
+/// This shard's ends of the hand-off channels and the shared counts.
+pub(super) struct HandOver {
+    pub(super) senders: Senders<Handoff>,
+    pub(super) spread: Arc<Spread>,
+}
+
+thread_local! {
+    static HAND_OVER: RefCell<Option<Rc<HandOver>>> = const { RefCell::new(None) };
+}
+
+/// Makes this shard's hand-off ends reachable from its connections' tasks.
+pub(super) fn install(hand_over: Rc<HandOver>) {
+    HAND_OVER.with(|slot| *slot.borrow_mut() = Some(hand_over));
+}
+
+fn hand_over() -> Option<Rc<HandOver>> {
+    HAND_OVER.with(|slot| slot.borrow().clone())
+}
+
+/// Sends `handoff` to shard `to`; gives it back when that shard's channel is gone (stopping).
+pub(super) async fn send(hand_over: &HandOver, to: usize, handoff: Handoff) -> Result<(), Option<Handoff>> {
+    match hand_over.senders.send_to(to, handoff).await {
+        Ok(()) => Ok(()),
+        Err(GlommioError::Closed(ResourceType::Channel(handoff))) => Err(Some(handoff)),
+        Err(e) => {
+            tracing::warn!(to, "hand-off to another shard failed: {e}");
+            Err(None)
+        }
+    }
+}
+
+/// A duplicate of the socket's descriptor, so that the stream can be dropped here while the
+/// connection lives on elsewhere.
+fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the stream owns; the result is a fresh one.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves a connection whose gateway asked for shard `to` (see the module docs). `Err` gives
+/// the gateway back when it cannot move (one shard, stopping, no descriptor to spare); it then
+/// stays here, with its waiting frames still to perform.
+pub(super) async fn move_connection<G: Gateway + 'static>(
+    stream: TcpStream,
+    conn: G,
+    to: ShardId,
+) -> Result<(), (TcpStream, G)> {
+    let Some(hand_over) = hand_over() else { return Err((stream, conn)) };
+    let fd = match duplicate(&stream) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot move a connection to shard {to}: {e}");
+            return Err((stream, conn));
+        }
+    };
+    let arrival = match conn.start_move() {
+        Ok(arrival) => arrival,
+        Err(conn) => return Err((stream, conn)),
+    };
+    drop(stream);
+    let resume = move |shard: &ShardRef, users: &Rc<Users>| {
+        // SAFETY: the descriptor is a connected TCP socket this closure owns.
+        let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+        let notify = Rc::new(Notify::default());
+        let Some(mut conn) = arrival(shard.clone(), users.clone(), notify.clone()) else {
+            tracing::warn!("a moved connection was refused at the connection limit");
+            return;
+        };
+        let shard = shard.clone();
+        spawn_local(async move {
+            Box::pin(conn.handle_events()).await;
+            super::conn::drive(stream, shard, conn, notify).await;
+        })
+        .detach();
+    };
+    if send(&hand_over, usize::from(to.0), Handoff::Moved(Box::new(resume))).await.is_err() {
+        tracing::warn!("shard {to} is gone: a moving connection closes");
+    }
+    Ok(())
 }
 
 /// Capacity of each shard-to-shard hand-off channel. A full one holds the accepting shard's

@@ -29,6 +29,16 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// No mail, and no queue holds the connection back.
+    pub fn is_idle(&self) -> bool {
+        self.deliveries.is_empty()
+            && self.completions.is_empty()
+            && self.cancelled.is_empty()
+            && self.rejected.is_empty()
+            && !self.taken_over
+            && self.flow_held.is_empty()
+    }
+
     /// Takes the mail, leaving the flow-control state in place.
     pub fn take(&mut self) -> Mailbox {
         let flow_held = std::mem::take(&mut self.flow_held);

@@ -111,6 +111,12 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Puts an event taken with [`Session::poll_event`] back in front: the engine will act
+    /// on it later (after moving the connection to another core).
+    pub fn unpoll_event(&mut self, event: Event) {
+        self.events.push_front(event);
+    }
+
     /// Appends every pending output byte to `out`.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         if out.is_empty() {
