@@ -38,7 +38,8 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// A client connection; carries the shard it lives on for its whole life.
+/// A client connection on its shard. A connection that moves to another shard once (see
+/// `runtime::spread`) is registered there under a new id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionId {
     pub shard: ShardId,
