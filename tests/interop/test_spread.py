@@ -120,3 +120,22 @@ def test_a_stomp_consumer_moves_to_its_queues_shard_and_loses_nothing(broker, st
     again.subscribe(queue, id="s3", ack="auto")
     rest = alis.wait_messages(50, timeout=10)
     assert sorted(m.body for m in rest) == sorted(f"m{i}" for i in range(150, 200))
+
+
+@pytest.mark.ferry(shards=2, config=PINNED + "\n[limits]\nconnection_count_max = 1\n")
+def test_a_consumer_stays_when_its_queues_shard_is_at_its_connection_limit(broker, stomp_client):
+    """The move is an optimisation: a shard at its connection limit does not take a moving
+    connection, which then subscribes where it is (instead of being refused)."""
+    settled_counts(broker, 0)  # the fixture's readiness probes are gone
+    consumer, clis = stomp_client()
+    here = settled_counts(broker, 1).index(1)
+    producer, plis = stomp_client()
+    assert settled_counts(broker, 2) == [1, 1]
+    queue = f"/queue/home-{1 - here}"
+    consumer.subscribe(queue, id="s1", ack="auto", headers={"receipt": "sub-1"})
+    clis.wait_receipt("sub-1")
+    send_sync(producer, plis, queue, "stayed")
+    (msg,) = clis.wait_messages(1)
+    assert msg.body == "stayed"
+    assert settled_counts(broker, 2) == [1, 1]
+    assert consumer.is_connected()

@@ -136,7 +136,11 @@ pub(super) async fn shard_main(
             }
         }));
     }
-    let handoff = Rc::new(HandOver { senders: handoff_senders, spread });
+    let handoff = Rc::new(HandOver {
+        senders: handoff_senders,
+        spread,
+        connection_count_max: config.limits.connection_count_max,
+    });
     super::spread::install(handoff.clone());
     for listener in config.listeners.iter().filter(|l| l.proto != ListenerProto::Admin) {
         let bound = match TcpListener::bind(listener.addr) {

@@ -31,6 +31,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_lite::io::AsyncWriteExt;
 use glommio::channels::channel_mesh::Senders;
 use glommio::net::{AcceptedTcpStream, TcpStream};
 use glommio::{GlommioError, ResourceType, spawn_local};
@@ -58,6 +59,8 @@ pub(super) type Resume = Box<dyn FnOnce(&ShardRef, &Rc<Users>) + Send>;
 pub(super) struct HandOver {
     pub(super) senders: Senders<Handoff>,
     pub(super) spread: Arc<Spread>,
+    /// A shard's connection limit: a connection does not move to a shard at it.
+    pub(super) connection_count_max: usize,
 }
 
 thread_local! {
@@ -99,13 +102,18 @@ fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
 
 /// Moves a connection whose gateway asked for shard `to` (see the module docs). `Err` gives
 /// the gateway back when it cannot move (one shard, stopping, no descriptor to spare); it then
-/// stays here, with its waiting frames still to perform.
+/// stays here, with its waiting frames still to perform. (One that the target refuses at its
+/// connection limit all the same, having filled up meanwhile, gets the protocol's refusal.)
 pub(super) async fn move_connection<G: Gateway + 'static>(
     stream: TcpStream,
     conn: G,
     to: ShardId,
 ) -> Result<(), (TcpStream, G)> {
     let Some(hand_over) = hand_over() else { return Err((stream, conn)) };
+    if hand_over.spread.count(usize::from(to.0)) >= hand_over.connection_count_max {
+        tracing::debug!("not moving a connection to shard {to}: it is at its connection limit");
+        return Err((stream, conn));
+    }
     let fd = match duplicate(&stream) {
         Ok(fd) => fd,
         Err(e) => {
@@ -124,6 +132,11 @@ pub(super) async fn move_connection<G: Gateway + 'static>(
         let notify = Rc::new(Notify::default());
         let Some(mut conn) = arrival(shard.clone(), users.clone(), notify.clone()) else {
             tracing::warn!("a moved connection was refused at the connection limit");
+            let mut stream = stream;
+            spawn_local(async move {
+                let _ = stream.write_all(G::refusal()).await;
+            })
+            .detach();
             return;
         };
         let shard = shard.clone();
@@ -169,6 +182,11 @@ impl Spread {
         let target = if least < mine { fewest } else { me };
         self.gauges[target].fetch_add(1, Ordering::Relaxed);
         target
+    }
+
+    /// Shard `shard`'s count.
+    pub(crate) fn count(&self, shard: usize) -> usize {
+        self.gauges[shard].load(Ordering::Relaxed)
     }
 
     /// Each shard's count.
