@@ -31,12 +31,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// No mail, and no queue holds the connection back.
     pub fn is_idle(&self) -> bool {
-        self.deliveries.is_empty()
-            && self.completions.is_empty()
-            && self.cancelled.is_empty()
-            && self.rejected.is_empty()
-            && !self.taken_over
-            && self.flow_held.is_empty()
+        self.is_empty() && self.flow_held.is_empty()
     }
 
     /// Takes the mail, leaving the flow-control state in place.
@@ -47,6 +42,7 @@ impl Mailbox {
         mail
     }
 
+    /// No mail (flow-control state aside).
     pub fn is_empty(&self) -> bool {
         self.deliveries.is_empty()
             && self.completions.is_empty()
