@@ -25,7 +25,8 @@ BROKER=
 trap '[ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null; rm -rf "$OUT"' EXIT
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
 
-listening() { grep -q "$(printf ':%04X 00000000:0000 0A' "$1")" /proc/net/tcp 2>/dev/null; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 for round in $(seq "$ROUNDS"); do
     for i in $(seq $#); do
@@ -33,7 +34,7 @@ for round in $(seq "$ROUNDS"); do
         rm -rf "$OUT/data" && mkdir "$OUT/data"
         "$bin" --shards "$SHARDS" --data-dir "$OUT/data" --listen "$PROTO=127.0.0.1:$PORT" >"$OUT/broker.log" 2>&1 &
         BROKER=$!
-        for _ in $(seq 100); do listening "$PORT" && break; sleep 0.1; done
+        wait_listening "$PORT" || true
         timeout 120 "$PERF" throughput --url "$PROTO://127.0.0.1:$PORT" --login guest --passcode guest \
             --producers "$P" --queues "$P" --consumers "$P" --messages "$N" --size 16 \
             --ack client-individual --prefetch 1000 --broker-pid "$BROKER" --json "$OUT/run.json" >/dev/null 2>&1 || true
@@ -46,7 +47,6 @@ for round in $(seq "$ROUNDS"); do
         echo "$rate $cpu" >>"$OUT/bin$i"
     done
 done
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 for i in $(seq $#); do
     echo "bin$i (${!i}): msg/s $(cut -d' ' -f1 "$OUT/bin$i" | sort -g | tr '\n' ' ')median $(cut -d' ' -f1 "$OUT/bin$i" | median)"
     echo "      CPU-s/1M $(cut -d' ' -f2 "$OUT/bin$i" | sort -g | tr '\n' ' ')median $(cut -d' ' -f2 "$OUT/bin$i" | median)"

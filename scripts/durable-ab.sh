@@ -26,7 +26,8 @@ OUT=$(mktemp -d /tmp/durable-ab.XXXXXX)
 FERRY_PID=
 trap '[ -n "$FERRY_PID" ] && kill "$FERRY_PID" 2>/dev/null; rm -rf "$OUT"/data-*' EXIT
 
-listening() { grep -q "$(printf ':%04X 00000000:0000 0A' "$1")" /proc/net/tcp 2>/dev/null; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 run_ferry() { # "BIN [ARGS]" TAG ROUND
     local data="$OUT/data-$2-$3" cmd
@@ -35,7 +36,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     case " $1 " in *" --shards "*) ;; *) cmd+=(--shards "$SHARDS") ;; esac
     "${cmd[@]}" --data-dir "$data" --listen "$URL_KIND=127.0.0.1:$PORT" >"$OUT/$2-$3.log" 2>&1 &
     FERRY_PID=$!
-    for _ in $(seq 100); do listening "$PORT" && break; sleep 0.1; done
+    wait_listening "$PORT" || true
     local extra=()
     [ "$URL_KIND" = stomp ] && extra=(--receipt-window 1)
     [ "$URL_KIND" = amqp ] && extra=(--receipt-window 1)
@@ -65,8 +66,6 @@ run_raw() { # ROUND
     echo "$line" | sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' >>"$OUT/raw.rates"
 }
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 for round in $(seq "$ROUNDS"); do
     run_raw "$round"
     i=0
@@ -75,11 +74,11 @@ for round in $(seq "$ROUNDS"); do
         run_ferry "$bin" "bin$i" "$round"
     done
 done
-raw=$(median "$OUT/raw.rates")
+raw=$(median <"$OUT/raw.rates")
 echo "median raw-sync: $raw records/s"
 i=0
 for bin in "$@"; do
     i=$((i + 1))
-    m=$(median "$OUT/bin$i.rates")
+    m=$(median <"$OUT/bin$i.rates")
     echo "median bin$i ($bin): $m msg/s = $(awk -v a="$m" -v b="$raw" 'BEGIN {printf "%.2f", a / b}') of raw-sync"
 done
