@@ -136,7 +136,12 @@ fn nul_in_header_section_is_rejected() {
 
 #[test]
 fn invalid_utf8_header_is_rejected() {
-    assert_eq!(error_of(b"SEND\na:\xff\n\n\0", Version::V1_2), FrameError::InvalidUtf8);
+    // Checked once per header section: in a value, in a name, a truncated sequence, any version.
+    for version in Version::ALL {
+        assert_eq!(error_of(b"SEND\na:\xff\n\n\0", version), FrameError::InvalidUtf8);
+        assert_eq!(error_of(b"SEND\n\xc3:b\n\n\0", version), FrameError::InvalidUtf8);
+        assert_eq!(error_of(b"SEND\na:b\xc3\n\n\0", version), FrameError::InvalidUtf8);
+    }
 }
 
 #[test]
