@@ -44,8 +44,9 @@ log "cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-log "cargo build -p ferry-engine --bin ferry"
+log "cargo build -p ferry-engine --bin ferry; cargo build -p ferry-perf"
 cargo build -p ferry-engine --bin ferry
+cargo build -p ferry-perf
 
 log "cargo test --workspace"
 cargo test --workspace

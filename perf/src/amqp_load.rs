@@ -112,17 +112,7 @@ pub fn produce(
     deadline: Instant,
 ) -> Result<ProducerOutcome> {
     let who = format!("producer {}", config.id);
-    let (mut reader, mut writer, frame_max) = connect(target, deadline)?;
-    let queues: Vec<u32> = (0..config.queues).collect();
-    if config.topic.is_none() {
-        declare(&mut reader, &mut writer, &queues, deadline)?;
-    }
-    if config.receipts {
-        send(&mut writer, CHANNEL, ConfirmSelect { nowait: false });
-        writer.flush(deadline)?;
-        expect(&mut reader, deadline, "confirm.select-ok", |m| matches!(m, Method::ConfirmSelectOk(_)))?;
-    }
-    let prefixes: Vec<Vec<u8>> = queues.iter().map(|&q| publish_prefix(q, config)).collect();
+    let Publisher { reader, mut writer, prefixes, chunk } = Publisher::open(config, target, deadline)?;
     let board = Arc::new(ReceiptBoard::default());
     let stop = Arc::new(AtomicBool::new(false));
     let reader = Arc::new(Mutex::new(reader));
@@ -134,13 +124,8 @@ pub fn produce(
             read_confirms(&mut reader, &board, &shared, &stop, &who, deadline);
         })?
     };
-    let chunk = (frame_max as usize).saturating_sub(frame::FRAME_OVERHEAD_BYTES).max(1);
     let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
-        let out = writer.pending_mut();
-        out.extend_from_slice(&prefixes[queue as usize]);
-        for part in config.body(seq).chunks(chunk) {
-            frame::encode_body(CHANNEL, part, out);
-        }
+        encode_publish(&prefixes[queue as usize], &config.body(seq), chunk, writer.pending_mut());
     });
     let receipted = if config.receipts { board.wait(deadline, |s| s.count >= sent) } else { 0 };
     let finished_at = Instant::now();
@@ -158,6 +143,100 @@ pub fn produce(
         shared.error(&who, format!("{e:#}"));
     }
     Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
+}
+
+/// A producer's connection once set up: queues declared, confirms selected (with receipts),
+/// and the pre-encoded publish heads by queue index.
+struct Publisher {
+    reader: AmqpReader,
+    writer: FrameWriter,
+    prefixes: Vec<Vec<u8>>,
+    /// Most body bytes per body frame (frame-max less the frame overhead).
+    chunk: usize,
+}
+
+impl Publisher {
+    fn open(config: &ProducerConfig, target: &Target, deadline: Instant) -> Result<Publisher> {
+        let (mut reader, mut writer, frame_max) = connect(target, deadline)?;
+        let queues: Vec<u32> = (0..config.queues).collect();
+        if config.topic.is_none() {
+            declare(&mut reader, &mut writer, &queues, deadline)?;
+        }
+        if config.receipts {
+            send(&mut writer, CHANNEL, ConfirmSelect { nowait: false });
+            writer.flush(deadline)?;
+            expect(&mut reader, deadline, "confirm.select-ok", |m| matches!(m, Method::ConfirmSelectOk(_)))?;
+        }
+        let prefixes = queues.iter().map(|&q| publish_prefix(q, config)).collect();
+        let chunk = (frame_max as usize).saturating_sub(frame::FRAME_OVERHEAD_BYTES).max(1);
+        Ok(Publisher { reader, writer, prefixes, chunk })
+    }
+}
+
+/// Appends one publish: the method and header frames (`prefix`), then `body` in frames of at
+/// most `chunk` bytes.
+fn encode_publish(prefix: &[u8], body: &[u8], chunk: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(prefix);
+    for part in body.chunks(chunk) {
+        frame::encode_body(CHANNEL, part, out);
+    }
+}
+
+/// What a publisher makes of a frame from the broker: the confirmed count after a
+/// `basic.ack`, nothing for flow notices, an error for anything else that is a method.
+fn on_publisher_frame(frame: Frame, confirms: &mut Confirms) -> Result<Option<u64>> {
+    match frame {
+        Frame::Method { method: Method::BasicAck(ack), .. } => Ok(Some(confirms.ack(ack.delivery_tag, ack.multiple))),
+        // The broker holds publishers back (a resource alarm); the socket tells the rest.
+        Frame::Method { method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_), .. } => Ok(None),
+        Frame::Method { method, .. } => bail!("unexpected {} from broker", describe(&method)),
+        _ => Ok(None),
+    }
+}
+
+/// An AMQP producer for the one-thread loop ([`crate::mux`]).
+pub(crate) struct AmqpPipe {
+    config: ProducerConfig,
+    publisher: Publisher,
+    confirms: Confirms,
+    confirmed: u64,
+}
+
+impl AmqpPipe {
+    /// Connects and sets up (blocking, bounded by `deadline`).
+    pub(crate) fn open(config: &ProducerConfig, target: &Target, deadline: Instant) -> Result<AmqpPipe> {
+        let publisher = Publisher::open(config, target, deadline)?;
+        Ok(AmqpPipe { config: config.clone(), publisher, confirms: Confirms::default(), confirmed: 0 })
+    }
+}
+
+impl crate::mux::Pipe for AmqpPipe {
+    fn writer(&mut self) -> &mut FrameWriter {
+        &mut self.publisher.writer
+    }
+
+    fn encode(&mut self, queue: u32, seq: u64) {
+        let p = &mut self.publisher;
+        encode_publish(&p.prefixes[queue as usize], &self.config.body(seq), p.chunk, p.writer.pending_mut());
+    }
+
+    fn read(&mut self) -> Result<u64> {
+        self.publisher.reader.fill()?;
+        while let Some(frame) = self.publisher.reader.buffered_frame()? {
+            if let Some(count) = on_publisher_frame(frame, &mut self.confirms)? {
+                self.confirmed = count;
+            }
+        }
+        Ok(self.confirmed)
+    }
+
+    fn close(&mut self, until: Instant) -> Result<()> {
+        let p = &mut self.publisher;
+        if !close(&mut p.reader, &mut p.writer, until) {
+            bail!("no connection.close-ok: the broker may not have taken every publish");
+        }
+        Ok(())
+    }
 }
 
 /// The method and content-header frames of a publish to `queue` (the body is per message).
@@ -196,22 +275,17 @@ fn read_confirms(
                 break;
             }
         };
-        match frame {
-            Frame::Method { method: Method::BasicAck(ack), .. } => {
-                let count = confirms.ack(ack.delivery_tag, ack.multiple);
-                board.update(|s| {
-                    Shared::add(&shared.receipted, count - s.count);
-                    s.count = count;
-                });
-            }
-            // The broker holds publishers back (a resource alarm); the socket tells the rest.
-            Frame::Method { method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_), .. } => {}
-            Frame::Method { method, .. } => {
-                shared.error(who, format!("unexpected {} from broker", describe(&method)));
+        match on_publisher_frame(frame, &mut confirms) {
+            Ok(Some(count)) => board.update(|s| {
+                Shared::add(&shared.receipted, count - s.count);
+                s.count = count;
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                shared.error(who, format!("{e:#}"));
                 shared.request_stop();
                 break;
             }
-            _ => {}
         }
     }
     board.update(|s| s.closed = true);

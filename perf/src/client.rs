@@ -257,6 +257,34 @@ impl FrameWriter {
         self.buf.len()
     }
 
+    /// The socket's descriptor (shared with the read half), for `poll`.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
+    }
+
+    /// Switches the socket (both halves: they share one open file) to non-blocking reads and
+    /// writes, or back to the blocking ones with the I/O tick.
+    pub fn set_nonblocking(&self, on: bool) -> Result<()> {
+        self.stream.set_nonblocking(on).context("switch the socket's blocking mode")
+    }
+
+    /// Writes as much of the pending buffer as the socket takes now, without waiting; whether
+    /// all of it went out. Only for a non-blocking socket.
+    pub fn write_some(&mut self) -> Result<bool> {
+        let mut done = 0;
+        while done < self.buf.len() {
+            match self.stream.write(&self.buf[done..]) {
+                Ok(0) => bail!("the broker stopped accepting bytes"),
+                Ok(n) => done += n,
+                Err(e) if is_tick(&e) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("write to broker"),
+            }
+        }
+        self.buf.drain(..done);
+        Ok(self.buf.is_empty())
+    }
+
     /// Writes everything pending; fails if the broker does not take it before `deadline`.
     pub fn flush(&mut self, deadline: Instant) -> Result<()> {
         let mut done = 0;

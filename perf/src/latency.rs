@@ -90,6 +90,7 @@ pub fn latency(args: &LatencyArgs) -> Result<bool> {
         persistent: args.persistent,
         receipts: args.receipts,
         receipt_window: 1 << 20,
+        producer_threads: None,
         ack: args.ack,
         prefetch: None,
         login: b.login.clone(),

@@ -16,6 +16,7 @@ mod fanout;
 mod latency;
 mod mqtt;
 mod mqtt_load;
+mod mux;
 mod pace;
 mod plot;
 mod producer;
@@ -129,6 +130,11 @@ pub struct ScenarioArgs {
     /// Most unreceipted SENDs in flight per producer (with --receipts).
     #[arg(long, default_value_t = 256)]
     pub receipt_window: u64,
+    /// Drive the producers from this many threads, each polling its share of the
+    /// connections (STOMP and AMQP). Default: a writer and a reader thread per producer.
+    /// Fewer threads leave more of a small host's CPU to the broker being measured.
+    #[arg(long)]
+    pub producer_threads: Option<u32>,
     /// Consumer acknowledgement mode.
     #[arg(long, value_enum, default_value_t = AckMode::Auto)]
     pub ack: AckMode,

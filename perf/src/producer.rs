@@ -124,11 +124,7 @@ pub fn run(
             .spawn(move || read_receipts(reader, &board, &shared, &stop, &who, deadline))?
     };
 
-    let destinations: Vec<String> = match &config.topic {
-        Some(key) => vec![format!("/topic/{key}")],
-        None => (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect(),
-    };
-    let prefixes: Vec<Vec<u8>> = destinations.iter().map(|d| send_prefix(d, config)).collect();
+    let prefixes = send_prefixes(config);
     let (sent, mut result) = send_all(config, &mut writer, &board, shared, deadline, |writer, queue, seq| {
         encode_send(&prefixes[queue as usize], config.receipts.then_some(seq), &config.body(seq), writer.pending_mut());
     });
@@ -147,6 +143,69 @@ pub fn run(
         shared.error(&who, format!("{e:#}"));
     }
     Ok(ProducerOutcome { id: config.id, sent, receipted, finished_at })
+}
+
+/// The SEND heads of `config`'s destinations, by queue index.
+fn send_prefixes(config: &ProducerConfig) -> Vec<Vec<u8>> {
+    let destinations: Vec<String> = match &config.topic {
+        Some(key) => vec![format!("/topic/{key}")],
+        None => (0..config.queues).map(|q| format!("/queue/perf-{q}")).collect(),
+    };
+    destinations.iter().map(|d| send_prefix(d, config)).collect()
+}
+
+/// A STOMP producer for the one-thread loop ([`crate::mux`]): SENDs written from their
+/// prefixes, RECEIPTs counted as they are read.
+pub(crate) struct StompPipe {
+    config: ProducerConfig,
+    reader: FrameReader,
+    writer: FrameWriter,
+    prefixes: Vec<Vec<u8>>,
+    receipts: u64,
+}
+
+impl StompPipe {
+    /// Connects (blocking, bounded by `deadline`).
+    pub(crate) fn open(config: &ProducerConfig, target: &Target, deadline: Instant) -> Result<StompPipe> {
+        let (reader, writer) = connect(target, deadline)?;
+        Ok(StompPipe { config: config.clone(), reader, writer, prefixes: send_prefixes(config), receipts: 0 })
+    }
+}
+
+impl crate::mux::Pipe for StompPipe {
+    fn writer(&mut self) -> &mut FrameWriter {
+        &mut self.writer
+    }
+
+    fn encode(&mut self, queue: u32, seq: u64) {
+        let receipt = self.config.receipts.then_some(seq);
+        encode_send(&self.prefixes[queue as usize], receipt, &self.config.body(seq), self.writer.pending_mut());
+    }
+
+    fn read(&mut self) -> Result<u64> {
+        self.reader.fill()?;
+        while let Some(frame) = self.reader.buffered_frame()? {
+            match frame.command {
+                Command::Receipt => self.receipts += 1,
+                Command::Error => anyhow::bail!("ERROR from broker: {}", describe(&frame)),
+                other => anyhow::bail!("unexpected {} frame", other.as_str()),
+            }
+        }
+        Ok(self.receipts)
+    }
+
+    fn close(&mut self, until: Instant) -> Result<()> {
+        self.writer.queue(&Frame::new(Command::Disconnect).with_header("receipt", BYE));
+        self.writer.flush(until)?;
+        while let Some(frame) = self.reader.next_frame(until)? {
+            match frame.command {
+                Command::Receipt if frame.header("receipt-id") == Some(BYE) => return Ok(()),
+                Command::Receipt => self.receipts += 1,
+                _ => anyhow::bail!("{} frame while disconnecting: {}", frame.command.as_str(), describe(&frame)),
+            }
+        }
+        anyhow::bail!("no RECEIPT for DISCONNECT before the deadline")
+    }
 }
 
 /// The fixed head of every SEND to `destination`: the command and the headers that do not

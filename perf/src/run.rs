@@ -52,6 +52,9 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
     if args.timeout_s == 0 {
         bail!("--timeout-s must be at least 1");
     }
+    if args.producer_threads == Some(0) {
+        bail!("--producer-threads must be at least 1");
+    }
     Ok(())
 }
 
@@ -114,10 +117,16 @@ pub fn measure_paced(
     if let Some(base) = &base {
         let _ = base.set(send_start);
     }
+    if pace.is_some() && args.producer_threads.is_some() {
+        bail!("--producer-threads does not pace: leave it out of latency runs");
+    }
     let producers = start_producers(args, &target, &shared, pace, deadline)?;
     let progress = progress.then(|| start_progress(&shared, &checker, send_start));
 
-    let produced: Vec<ProducerOutcome> = join_all(producers, &shared, "producer");
+    let produced: Vec<ProducerOutcome> = match producers {
+        Producers::Threaded(handles) => join_all(handles, &shared, "producer"),
+        Producers::Polled(handles) => join_all(handles, &shared, "producer thread").into_iter().flatten().collect(),
+    };
     shared.producers_done.store(true, Ordering::Relaxed);
     let consumed: Vec<ConsumerOutcome> = join_all(consumers, &shared, "consumer");
     let timed_out = Instant::now() >= deadline;
@@ -210,13 +219,19 @@ pub(crate) fn spawn_consumers(
     Ok(handles)
 }
 
+/// The producers' threads: one per producer, or `--producer-threads` each driving several.
+enum Producers {
+    Threaded(Vec<JoinHandle<Result<ProducerOutcome>>>),
+    Polled(Vec<JoinHandle<Result<Vec<ProducerOutcome>>>>),
+}
+
 fn start_producers(
     args: &ScenarioArgs,
     target: &Target,
     shared: &Arc<Shared>,
     pace: Option<Pace>,
     deadline: Instant,
-) -> Result<Vec<JoinHandle<Result<ProducerOutcome>>>> {
+) -> Result<Producers> {
     let producers = (0..args.producers).map(|id| ProducerConfig {
         id,
         messages: args.messages,
@@ -228,7 +243,10 @@ fn start_producers(
         pace,
         topic: None,
     });
-    spawn_producers(producers.collect(), target, shared, deadline)
+    Ok(match args.producer_threads {
+        Some(threads) => Producers::Polled(crate::mux::spawn(producers.collect(), threads, target, shared, deadline)?),
+        None => Producers::Threaded(spawn_producers(producers.collect(), target, shared, deadline)?),
+    })
 }
 
 /// Starts one thread per producer.
