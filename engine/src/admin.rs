@@ -113,6 +113,10 @@ impl Status {
              # TYPE ferry_uptime_seconds counter\nferry_uptime_seconds {}\n\
              # HELP ferry_connections_parked Idle connections parked without a task (see runtime::park).\n\
              # TYPE ferry_connections_parked gauge\nferry_connections_parked {}\n\
+             # HELP ferry_log_syncs_total Group commits (log syncs) completed, all shards.\n\
+             # TYPE ferry_log_syncs_total counter\nferry_log_syncs_total {}\n\
+             # HELP ferry_log_sync_released_total Receipts, confirms and other completions released by those syncs.\n\
+             # TYPE ferry_log_sync_released_total counter\nferry_log_sync_released_total {}\n\
              # HELP ferry_connections Connections each shard serves (see runtime::spread).\n\
              # TYPE ferry_connections gauge\n{}",
             u8::from(role == Role::Active),
@@ -120,6 +124,8 @@ impl Status {
             self.shards,
             self.started.elapsed().as_secs(),
             crate::runtime::parked_total(),
+            crate::journal::SYNCS_TOTAL.load(Ordering::Relaxed),
+            crate::journal::SYNC_RELEASED_TOTAL.load(Ordering::Relaxed),
             per_shard_connections()
         )
     }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_storage::{
     CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob, Tail,
@@ -57,6 +58,12 @@ impl LiveIndex {
         }
     }
 }
+
+/// Group commits completed, over every shard of the process (`/metrics`).
+pub static SYNCS_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Completions (receipts, confirms, ...) those syncs released: divided by
+/// [`SYNCS_TOTAL`], the mean group-commit batch a raw sync loop is compared at.
+pub static SYNC_RELEASED_TOTAL: AtomicU64 = AtomicU64::new(0);
 
 /// When confirmations (receipts, publisher confirms) for persistent messages go out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -304,6 +311,7 @@ impl Journal {
         };
         assert!(durable >= self.durable, "durable offset never goes back");
         self.durable = durable;
+        SYNCS_TOTAL.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -323,6 +331,7 @@ impl Journal {
                 done.push(c);
             }
         }
+        SYNC_RELEASED_TOTAL.fetch_add(done.len() as u64, Ordering::Relaxed);
         done
     }
 }
