@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Issue 3's durable-confirm bar, A/B: 16 producers, window 1, persistent messages with
 # receipts (STOMP) or publisher confirms (AMQP), against two or more `ferry` binaries and the
-# raw pwrite + fdatasync loop (`ferry-perf raw-sync --batch 16`) in the same run. Rounds are
-# interleaved (raw, bin1, bin2, ..., raw, bin1, ...) so the machine's noise hits all alike;
-# each broker run gets a fresh data dir (same disk as raw-sync: /tmp). Prints one line per run
-# and the medians, and each binary's median as a fraction of raw-sync's median.
+# raw pwrite + fdatasync loop (`ferry-perf raw-sync`) in the same run. Rounds are interleaved
+# (raw, bin1, raw at bin1's batch, bin2, ...) so the machine's noise hits all alike; each
+# broker run gets a fresh data dir (same disk as raw-sync: /tmp).
+#
+# Two raw baselines per round:
+#   - batch = PRODUCERS: every group commit carrying one message of every producer, the
+#     best batching 16 producers at window 1 allow;
+#   - batch = the binary's own mean group commit in that round (receipts released per log
+#     sync, from `/metrics` `ferry_log_sync_released_total / ferry_log_syncs_total`): "the
+#     same batch sizes" of the issue. A binary without those metrics gets none.
+# Prints one line per run, the medians, and each binary's median against both.
 #
 #   scripts/durable-ab.sh BIN [BIN...]
 #
 # A BIN may carry its own arguments, quoted as one word: "target/release/ferry --shards 1".
 #
 # Environment: ROUNDS (3), URL_KIND (stomp|amqp, stomp), MESSAGES (3000 per producer),
-# PRODUCERS (16), SHARDS (2), PORT (62613). Needs: jq. Stops every ferry it started.
+# PRODUCERS (16), WINDOW (1), SHARDS (2), PORT (62613), ADMIN_PORT (62161), PERF_ARGS (more
+# `ferry-perf throughput` options; default "--producer-threads 1", PERF_ARGS= for the threaded
+# producers). Needs: jq, curl. Stops every ferry it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +30,11 @@ MESSAGES=${MESSAGES:-3000}
 PRODUCERS=${PRODUCERS:-16}
 SHARDS=${SHARDS:-2}
 PORT=${PORT:-62613}
+ADMIN_PORT=${ADMIN_PORT:-62161}
+WINDOW=${WINDOW:-1}
+# Polled producers by default: the threaded tool's two threads per producer cost this 2-core
+# host about 32 CPU-us per message against about 20 (docs/PERFORMANCE.md, session 8).
+read -r -a PERF_ARGS <<<"${PERF_ARGS-"--producer-threads 1"}"
 PERF=target/release/ferry-perf
 OUT=$(mktemp -d /tmp/durable-ab.XXXXXX)
 FERRY_PID=
@@ -34,15 +48,19 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     mkdir -p "$data"
     read -r -a cmd <<<"$1"
     case " $1 " in *" --shards "*) ;; *) cmd+=(--shards "$SHARDS") ;; esac
-    "${cmd[@]}" --data-dir "$data" --listen "$URL_KIND=127.0.0.1:$PORT" >"$OUT/$2-$3.log" 2>&1 &
+    "${cmd[@]}" --data-dir "$data" --listen "$URL_KIND=127.0.0.1:$PORT" --listen "admin=127.0.0.1:$ADMIN_PORT" \
+        >"$OUT/$2-$3.log" 2>&1 &
     FERRY_PID=$!
     wait_listening "$PORT" || true
-    local extra=()
-    [ "$URL_KIND" = stomp ] && extra=(--receipt-window 1)
-    [ "$URL_KIND" = amqp ] && extra=(--receipt-window 1)
+    local syncs0 released0
+    syncs0=$(metric ferry_log_syncs_total)
+    released0=$(metric ferry_log_sync_released_total)
     timeout 180 "$PERF" throughput --url "$URL_KIND://127.0.0.1:$PORT" --producers "$PRODUCERS" --consumers 1 \
-        --messages "$MESSAGES" --size 16 --persistent --receipts "${extra[@]}" --broker-pid "$FERRY_PID" \
-        --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
+        --messages "$MESSAGES" --size 16 --persistent --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
+        ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
+    BATCH=$(awk -v s0="$syncs0" -v r0="$released0" -v s1="$(metric ferry_log_syncs_total)" \
+        -v r1="$(metric ferry_log_sync_released_total)" \
+        'BEGIN { if (s0 == "" || s1 == "" || s1 <= s0) print 0; else { b = (r1 - r0) / (s1 - s0); print (b < 1) ? 1 : int(b + 0.5) } }')
     kill "$FERRY_PID"
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
@@ -53,32 +71,45 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     tool=$(jq -r '.tool.cpu_s_per_million_msgs | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
     ok=$(jq -r '(.verdict.lost == 0 and .verdict.duplicated == 0 and .receipted == .send.messages)' \
         "$OUT/$2-$3.json" 2>/dev/null || echo false)
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
-run_raw() { # ROUND
+# The admin endpoint's counter NAME (empty when the binary has none).
+metric() {
+    curl -s --max-time 2 -u guest:guest "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
+        awk -v k="$1" '$1 == k { print $2 }'
+}
+
+run_raw() { # BATCH TAG ROUND
     mkdir -p "$OUT/raw"
     local line
-    line=$("$PERF" raw-sync --dir "$OUT/raw" --batch "$PRODUCERS" --size 16 --seconds 3)
+    line=$("$PERF" raw-sync --dir "$OUT/raw" --batch "$1" --size 16 --seconds 3)
     rm -rf "$OUT/raw"
-    echo "raw-sync round $1: $line"
-    echo "$line" | sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' >>"$OUT/raw.rates"
+    echo "raw-sync ($2) round $3: $line"
+    echo "$line" | sed -n 's/.*: \([0-9]*\) records\/s.*/\1/p' >>"$OUT/$2.rates"
 }
 
 for round in $(seq "$ROUNDS"); do
-    run_raw "$round"
+    run_raw "$PRODUCERS" raw "$round"
     i=0
     for bin in "$@"; do
         i=$((i + 1))
         run_ferry "$bin" "bin$i" "$round"
+        [ "$BATCH" -gt 0 ] && run_raw "$BATCH" "raw-bin$i" "$round"
     done
 done
 raw=$(median <"$OUT/raw.rates")
-echo "median raw-sync: $raw records/s"
+echo "median raw-sync (batch $PRODUCERS): $raw records/s"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 i=0
 for bin in "$@"; do
     i=$((i + 1))
     m=$(median <"$OUT/bin$i.rates")
-    echo "median bin$i ($bin): $m msg/s = $(awk -v a="$m" -v b="$raw" 'BEGIN {printf "%.2f", a / b}') of raw-sync"
+    line="median bin$i ($bin): $m msg/s = $(ratio "$m" "$raw") of raw-sync at batch $PRODUCERS"
+    if [ -s "$OUT/raw-bin$i.rates" ]; then
+        matched=$(median <"$OUT/raw-bin$i.rates")
+        line+=", $(ratio "$m" "$matched") of raw-sync at its own batch ($matched records/s)"
+    fi
+    echo "$line"
 done
