@@ -152,6 +152,16 @@ class Broker:
                     return float(line.split()[1])
         raise AssertionError(f"no metric {name}")
 
+    def connections(self):
+        """Connections the shards serve (the sum of `ferry_connections`), None if unknown."""
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}/metrics", timeout=2) as r:
+                lines = r.read().decode().splitlines()
+        except OSError:
+            return None
+        return sum(int(line.split()[1]) for line in lines if line.startswith("ferry_connections{"))
+
     def cmdline(self):
         cmd = [
             self.binary,
@@ -189,7 +199,10 @@ class Broker:
             # (it closes before the shards bind theirs, and STOMP is only bound by a
             # process that serves). A test that starts on the MQTT or AMQP port right
             # after STOMP accepted could otherwise find it not yet bound.
-            if all(port_accepts(p) for p in (self.port, self.amqp_port, self.mqtt_port)):
+            # Then until the probes' own connections are gone: a test that counts
+            # connections, or runs with a per-shard connection limit, starts from none.
+            if all(port_accepts(p) for p in (self.port, self.amqp_port, self.mqtt_port)) \
+                    and self.connections() == 0:
                 return self
             time.sleep(0.05)
         self.stop()
