@@ -122,6 +122,55 @@ def test_a_stomp_consumer_moves_to_its_queues_shard_and_loses_nothing(broker, st
     assert sorted(m.body for m in rest) == sorted(f"m{i}" for i in range(150, 200))
 
 
+@pytest.mark.ferry(shards=2, config=PINNED)
+def test_a_confirming_producer_moves_to_its_queues_shard_and_loses_nothing(broker, stomp_client):
+    """A connection that has sent 16 persistent SENDs in a row to one queue on another shard,
+    each waiting for its receipt, moves to that shard before the next (each receipt waits on
+    that shard's log sync anyway): every receipt comes back, every message arrives once and
+    in order, and the connection moves only once."""
+    producer, plis = stomp_client()
+    before = settled_counts(broker, 1)
+    here = before.index(1)
+    away = 1 - here
+    queue = f"/queue/home-{away}"
+    for i in range(200):
+        send_sync(producer, plis, queue, f"m{i}", headers={"persistent": "true"})
+        if i == 10:
+            assert settled_counts(broker, 1)[here] == 1, "moved before its 17th SEND"
+    assert settled_counts(broker, 1)[away] == 1, f"producer on {before}, sent to shard {away}"
+    # A run of confirmed SENDs to a queue on the shard it left does not move it back.
+    for i in range(20):
+        send_sync(producer, plis, f"/queue/home-{here}", f"back{i}", headers={"persistent": "true"})
+    assert settled_counts(broker, 1)[away] == 1
+
+    consumer, clis = stomp_client()
+    consumer.subscribe(queue, id="s1", ack="auto")
+    got = clis.wait_messages(200, timeout=10)
+    assert [m.body for m in got] == [f"m{i}" for i in range(200)]
+    assert all(m.headers.get("persistent") == "true" for m in got)
+    consumer.disconnect()
+
+
+@pytest.mark.ferry(shards=2, config=PINNED)
+@pytest.mark.parametrize("kind", ["not-persistent", "no-receipt", "two-queues"])
+def test_other_producers_stay_on_their_shard(broker, stomp_client, kind):
+    """Only a run of persistent, receipted SENDs to one queue moves a producer: not
+    non-persistent ones, not fire-and-forget ones, not one spreading over two queues."""
+    producer, plis = stomp_client()
+    here = settled_counts(broker, 1).index(1)
+    queues = [f"/queue/home-{1 - here}"] + ([f"/queue/home-{here}"] if kind == "two-queues" else [])
+    for i in range(40):
+        queue = queues[i % len(queues)]
+        if kind == "not-persistent":
+            send_sync(producer, plis, queue, f"m{i}")
+        elif kind == "no-receipt":
+            producer.send(queue, f"m{i}", headers={"persistent": "true"})
+        else:
+            send_sync(producer, plis, queue, f"m{i}", headers={"persistent": "true"})
+    send_sync(producer, plis, queues[0], "last")
+    assert settled_counts(broker, 1)[here] == 1, kind
+
+
 @pytest.mark.ferry(shards=2, config=PINNED + "\n[limits]\nconnection_count_max = 1\n")
 def test_a_consumer_stays_when_its_queues_shard_is_at_its_connection_limit(broker, stomp_client):
     """The move is an optimisation: a shard at its connection limit does not take a moving
