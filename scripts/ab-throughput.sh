@@ -9,7 +9,8 @@
 #   scripts/ab-throughput.sh BIN [BIN...]
 #
 # Environment: ROUNDS (8), PROTO (amqp|stomp, amqp), P (producers = queues = consumers, 1),
-# N (messages per producer, 1000000 / P), SHARDS (2), PORT (62690). Needs: jq.
+# N (messages per producer, 1000000 / P), SHARDS (2), PORT (62690), PERF_ARGS (more
+# `ferry-perf throughput` options, e.g. "--persistent --receipts"). Needs: jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ N=${N:-$((1000000 / P))}
 SHARDS=${SHARDS:-2}
 PORT=${PORT:-62690}
 PERF=target/release/ferry-perf
+read -r -a PERF_ARGS <<<"${PERF_ARGS:-}"
 OUT=$(mktemp -d /tmp/ab-throughput.XXXXXX)
 BROKER=
 trap '[ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null; rm -rf "$OUT"' EXIT
@@ -37,7 +39,8 @@ for round in $(seq "$ROUNDS"); do
         wait_listening "$PORT" || true
         timeout 120 "$PERF" throughput --url "$PROTO://127.0.0.1:$PORT" --login guest --passcode guest \
             --producers "$P" --queues "$P" --consumers "$P" --messages "$N" --size 16 \
-            --ack client-individual --prefetch 1000 --broker-pid "$BROKER" --json "$OUT/run.json" >/dev/null 2>&1 || true
+            --ack client-individual --prefetch 1000 --broker-pid "$BROKER" ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} \
+            --json "$OUT/run.json" >/dev/null 2>&1 || true
         kill "$BROKER" && wait "$BROKER" 2>/dev/null || true
         BROKER=
         rate=$(jq -r 'if .verdict.lost == 0 and .verdict.duplicated == 0 then .receive.msg_per_s | floor else 0 end' "$OUT/run.json" 2>/dev/null || echo 0)

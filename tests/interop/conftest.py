@@ -162,6 +162,12 @@ class Broker:
             return None
         return sum(int(line.split()[1]) for line in lines if line.startswith("ferry_connections{"))
 
+    def _no_connections_for(self, seconds):
+        if self.connections() != 0:
+            return False
+        time.sleep(seconds)
+        return self.connections() == 0
+
     def cmdline(self):
         cmd = [
             self.binary,
@@ -200,9 +206,10 @@ class Broker:
             # process that serves). A test that starts on the MQTT or AMQP port right
             # after STOMP accepted could otherwise find it not yet bound.
             # Then until the probes' own connections are gone: a test that counts
-            # connections, or runs with a per-shard connection limit, starts from none.
+            # connections, or runs with a per-shard connection limit, starts from none. Read
+            # twice: a probe the shard has not yet taken from the accept queue counts later.
             if all(port_accepts(p) for p in (self.port, self.amqp_port, self.mqtt_port)) \
-                    and self.connections() == 0:
+                    and self._no_connections_for(0.05):
                 return self
             time.sleep(0.05)
         self.stop()
