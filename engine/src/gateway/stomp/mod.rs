@@ -69,7 +69,7 @@ pub struct StompConn {
     /// It asked once: it never asks again.
     asked_to_move: bool,
     /// The destination of the SENDs just performed, and how many in a row, while each was
-    /// persistent, receipted and outside a transaction (see `move_for`).
+    /// persistent, receipted and outside a transaction (see `move_candidate`).
     confirmed_run: Option<(String, u32)>,
 }
 
@@ -141,20 +141,24 @@ impl StompConn {
             let Some(event) = self.session.poll_event() else {
                 break;
             };
-            if let Some(home) = self.move_for(&event) {
-                // The frame is performed on the queue's shard, after the move.
-                self.session.unpoll_event(event);
-                self.move_to = Some(home);
-                self.asked_to_move = true;
-                break;
+            if let Some(destination) = self.move_candidate(&event) {
+                if let Some(home) = self.queue_home(destination) {
+                    // The frame is performed on the queue's shard, after the move.
+                    self.session.unpoll_event(event);
+                    self.move_to = Some(home);
+                    self.asked_to_move = true;
+                    break;
+                }
+                // Its queue is here (or it is no queue): stop counting this producer's run.
+                self.confirmed_run = None;
             }
             self.handle_event(event).await;
         }
         self.drain_mailbox();
     }
 
-    /// The shard this connection should move to before performing `event`, if any: the
-    /// shard of the queue it works with, when that is another one.
+    /// The destination of `event` if this connection should move to that queue's shard
+    /// ([`Self::queue_home`]) before performing it:
     ///
     /// - A consumer: the first act is a SUBSCRIBE to a queue. On another shard each delivery
     ///   crosses cores and each ack crosses back; on a 2-core host 1 -> 1 STOMP ran at ~0.6M
@@ -169,7 +173,7 @@ impl StompConn {
     ///
     /// Only a connection with nothing in progress moves (its whole state is then its
     /// session), and only once.
-    fn move_for(&self, event: &Event) -> Option<ShardId> {
+    fn move_candidate<'e>(&self, event: &'e Event) -> Option<&'e str> {
         if self.asked_to_move {
             return None;
         }
@@ -195,6 +199,12 @@ impl StompConn {
         {
             return None;
         }
+        Some(destination)
+    }
+
+    /// The shard owning (or that would own) the queue `destination` names, when that is not
+    /// this connection's shard.
+    fn queue_home(&self, destination: &str) -> Option<ShardId> {
         let name = match Destination::parse(destination).ok()? {
             Destination::Queue(name) | Destination::AmqQueue(name) => name,
             _ => return None,
@@ -207,8 +217,8 @@ impl StompConn {
         (home != self.id.shard).then_some(home)
     }
 
-    /// Counts persistent, receipted SENDs in a row to one destination (see `move_for`); any
-    /// other SEND ends the count for good.
+    /// Counts persistent, receipted SENDs in a row to one destination (see
+    /// `move_candidate`); any other SEND ends the count for good.
     fn note_send(&mut self, destination: &str, confirmed: bool) {
         match &mut self.confirmed_run {
             _ if !confirmed => self.confirmed_run = None,
@@ -390,7 +400,7 @@ impl StompConn {
 }
 
 /// Confirming producers move after this many persistent, receipted SENDs in a row to one
-/// queue ([`StompConn::move_for`]).
+/// queue ([`StompConn::move_candidate`]).
 const PRODUCER_MOVE_RUN: u32 = 16;
 
 /// Whether a SEND's headers ask for a persistent message.
@@ -403,7 +413,7 @@ impl crate::gateway::Gateway for StompConn {
         self.move_to.take()
     }
     fn start_move(self) -> Result<crate::gateway::Arrival<Self>, Self> {
-        // Nothing but the registration to release (see `move_for`).
+        // Nothing but the registration to release (see `move_candidate`).
         self.shard.borrow_mut().unregister_conn(self.id);
         tracing::debug!(conn = %self.id, "stomp connection moving to its queue's shard");
         let moving = MovingStomp { session: self.session, peer: self.peer };
