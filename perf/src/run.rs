@@ -102,6 +102,9 @@ pub fn measure_paced(
 ) -> Result<(Report, Option<Histogram<u64>>)> {
     let args = scenario;
     validate(args)?;
+    if rate.is_some() && args.producer_threads.is_some() {
+        bail!("--producer-threads does not pace: leave it out of latency runs");
+    }
     let target = queue_target(url, args.login.clone(), args.passcode.clone())?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_s);
@@ -116,9 +119,6 @@ pub fn measure_paced(
     let pace = rate.map(|rate| Pace { base: send_start, rate });
     if let Some(base) = &base {
         let _ = base.set(send_start);
-    }
-    if pace.is_some() && args.producer_threads.is_some() {
-        bail!("--producer-threads does not pace: leave it out of latency runs");
     }
     let producers = start_producers(args, &target, &shared, pace, deadline)?;
     let progress = progress.then(|| start_progress(&shared, &checker, send_start));
