@@ -143,21 +143,23 @@ class Broker:
     def addr(self):
         return (self.host, self.port)
 
-    def metric(self, name):
-        """One value of the admin endpoint's /metrics (Prometheus text)."""
+    def metrics_lines(self, timeout=5):
+        """The admin endpoint's /metrics (Prometheus text), line by line."""
         import urllib.request
-        with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
+        with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}/metrics", timeout=timeout) as r:
+            return r.read().decode().splitlines()
+
+    def metric(self, name):
+        """One value of /metrics."""
+        for line in self.metrics_lines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
         raise AssertionError(f"no metric {name}")
 
     def connections(self):
         """Connections the shards serve (the sum of `ferry_connections`), None if unknown."""
-        import urllib.request
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}/metrics", timeout=2) as r:
-                lines = r.read().decode().splitlines()
+            lines = self.metrics_lines(timeout=2)
         except OSError:
             return None
         return sum(int(line.split()[1]) for line in lines if line.startswith("ferry_connections{"))

@@ -5,7 +5,6 @@ kernel's placement alone would fail this (12 connections staying within one of e
 after every connect)."""
 
 import re
-import urllib.request
 
 import pika
 import pytest
@@ -17,8 +16,7 @@ COUNT = re.compile(r'^ferry_connections\{shard="(\d+)"\} (\d+)$')
 
 
 def shard_connections(broker):
-    with urllib.request.urlopen(f"http://{broker.host}:{broker.admin_port}/metrics", timeout=5) as r:
-        found = [COUNT.match(line) for line in r.read().decode().splitlines()]
+    found = [COUNT.match(line) for line in broker.metrics_lines()]
     return [int(m.group(2)) for m in found if m]
 
 
