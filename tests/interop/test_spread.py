@@ -150,6 +150,64 @@ def test_a_confirming_producer_moves_to_its_queues_shard_and_loses_nothing(broke
 
 
 @pytest.mark.ferry(shards=2, config=PINNED)
+def test_a_confirming_amqp_publisher_moves_to_its_queues_shard_and_loses_nothing(broker):
+    """pika with publisher confirms, one persistent publish at a time to a queue on the other
+    shard: after 16 the connection moves there. Confirms keep their sequence numbers across
+    the move (pika checks each one), every message arrives once and in order, and a second
+    channel opened before the move keeps working."""
+    params = pika.ConnectionParameters(HOST, broker.amqp_port)
+    publisher = pika.BlockingConnection(params)
+    try:
+        before = settled_counts(broker, 1)
+        here = before.index(1)
+        away = 1 - here
+        queue = f"home-{away}"
+        ch = publisher.channel()
+        ch.queue_declare(queue, durable=True)
+        ch.confirm_delivery()
+        other = publisher.channel()
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for i in range(200):
+            ch.basic_publish("", queue, f"m{i}".encode(), persistent, mandatory=True)
+            if i == 10:
+                assert settled_counts(broker, 1)[here] == 1, "moved before its 17th publish"
+        assert settled_counts(broker, 1)[away] == 1, f"publisher on {before}, its queue on shard {away}"
+        other.queue_declare(f"home-{here}", durable=True)
+        other.basic_publish("", f"home-{here}", b"other")
+        got = []
+        for _ in range(200):
+            method, _props, body = ch.basic_get(queue, auto_ack=True)
+            assert method is not None, f"only {len(got)} messages"
+            got.append(body.decode())
+        assert got == [f"m{i}" for i in range(200)]
+        assert ch.basic_get(f"home-{here}", auto_ack=True)[2] == b"other"
+    finally:
+        publisher.close()
+
+
+@pytest.mark.ferry(shards=2, config=PINNED)
+@pytest.mark.parametrize("kind", ["transient", "no-confirms", "two-queues"])
+def test_other_amqp_publishers_stay_on_their_shard(broker, kind):
+    """Only a run of persistent, confirmed publishes to one queue moves an AMQP publisher."""
+    publisher = pika.BlockingConnection(pika.ConnectionParameters(HOST, broker.amqp_port))
+    try:
+        here = settled_counts(broker, 1).index(1)
+        queues = [f"home-{1 - here}"] + ([f"home-{here}"] if kind == "two-queues" else [])
+        ch = publisher.channel()
+        for q in queues:
+            ch.queue_declare(q, durable=True)
+        if kind != "no-confirms":
+            ch.confirm_delivery()
+        props = pika.BasicProperties(delivery_mode=1 if kind == "transient" else 2)
+        for i in range(40):
+            ch.basic_publish("", queues[i % len(queues)], f"m{i}".encode(), props)
+        ch.queue_declare(queues[0], durable=True, passive=True)  # a round trip after them
+        assert settled_counts(broker, 1)[here] == 1, kind
+    finally:
+        publisher.close()
+
+
+@pytest.mark.ferry(shards=2, config=PINNED)
 @pytest.mark.parametrize("kind", ["not-persistent", "no-receipt", "two-queues"])
 def test_other_producers_stay_on_their_shard(broker, stomp_client, kind):
     """Only a run of persistent, receipted SENDs to one queue moves a producer: not

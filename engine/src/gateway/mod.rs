@@ -82,6 +82,17 @@ pub trait Gateway: Sized {
     }
 }
 
+/// The shard that owns queue `name` (or would own it, once declared), when that is not
+/// `here`: where a connection working with that one queue should move. `None` with one shard.
+pub(crate) fn queue_home_elsewhere(shard: &ShardRef, here: ShardId, name: &str) -> Option<ShardId> {
+    let shard = shard.borrow();
+    if shard.placement().shard_count() < 2 {
+        return None;
+    }
+    let home = shard.routing().queue(name).map_or_else(|| shard.placement().place("/", name, 0), |q| q.shard);
+    (home != here).then_some(home)
+}
+
 /// Rebuilds a moved connection on its new shard (registered there; `None` at its connection
 /// limit). Carries the connection's portable state across cores.
 pub type Arrival<G> = Box<dyn FnOnce(ShardRef, Rc<Users>, Rc<dyn Wake>) -> Option<G> + Send>;

@@ -285,6 +285,11 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Puts back an event [`Connection::poll_event`] returned: it is the next one polled.
+    pub fn unpoll_event(&mut self, event: Event) {
+        self.events.push_front(event);
+    }
+
     /// Appends every pending output byte to `out`.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         if out.is_empty() {

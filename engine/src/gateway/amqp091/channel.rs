@@ -117,6 +117,44 @@ impl Channel {
     pub fn take_all(&mut self) -> Vec<Unacked> {
         self.unacked.take_all()
     }
+
+    /// What the channel is when nothing is in progress on it (no consumer, nothing unacked,
+    /// no get, no transaction, no confirm owed): its settings and counters, which a moving
+    /// connection carries to its new shard. `None` otherwise.
+    pub fn portable(&self) -> Option<PortableChannel> {
+        let idle = self.consumers.is_empty()
+            && self.unacked.is_empty()
+            && self.got_from.is_empty()
+            && self.tx.is_none()
+            && self.confirms.is_idle();
+        idle.then_some(PortableChannel {
+            prefetch: self.prefetch,
+            confirm: self.confirm,
+            next_publish_seq: self.next_publish_seq,
+            next_delivery_tag: self.next_delivery_tag,
+        })
+    }
+
+    /// The channel `portable` described, on the connection's new shard.
+    pub fn resume(getter: ConsumerKey, portable: &PortableChannel) -> Self {
+        Channel {
+            prefetch: portable.prefetch,
+            confirm: portable.confirm,
+            next_publish_seq: portable.next_publish_seq,
+            next_delivery_tag: portable.next_delivery_tag,
+            ..Channel::new(getter)
+        }
+    }
+}
+
+/// An idle channel's state: settings, and the counters the client sees continue (publish
+/// sequence numbers for confirms, delivery tags).
+#[derive(Debug, Clone)]
+pub struct PortableChannel {
+    prefetch: u16,
+    confirm: bool,
+    next_publish_seq: u64,
+    next_delivery_tag: u64,
 }
 
 #[cfg(test)]

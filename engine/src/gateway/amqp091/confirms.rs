@@ -75,6 +75,11 @@ impl Confirms {
         self.nacked.clear();
     }
 
+    /// No publish awaits its confirm and no outcome awaits its flush.
+    pub fn is_idle(&self) -> bool {
+        self.outstanding.is_empty() && self.acked.is_empty() && self.nacked.is_empty()
+    }
+
     /// Publishes still waiting for their confirm.
     #[cfg(test)]
     pub fn outstanding(&self) -> usize {

@@ -18,17 +18,17 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use ferry_amqp091::frame::DeliverRef;
-use ferry_amqp091::{BasicAck, BasicNack, Connection, ConnectionConfig, Event, Method};
+use ferry_amqp091::{BasicAck, BasicNack, BasicProperties, BasicPublish, Connection, ConnectionConfig, Event, Method};
 
 use crate::auth::Users;
 use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
-use crate::ids::{ConnectionId, ConsumerKey};
+use crate::ids::{ConnectionId, ConsumerKey, ShardId};
 use crate::model::queue::Delivery;
 use crate::shard::ShardRef;
 use crate::shard::mailbox::Mailbox;
 use crate::shard::mailbox::Wake;
-use channel::{Channel, Unacked};
+use channel::{Channel, PortableChannel, Unacked};
 use confirms::ConfirmFrame;
 
 /// Work the connection answers once the engine has done it: a publisher confirm waiting for
@@ -65,6 +65,26 @@ pub struct AmqpConn {
     publisher: bool,
     /// connection.blocked was sent and not yet lifted.
     blocked: bool,
+    /// The shard this connection asked to move to (its next publish waits for the move).
+    move_to: Option<ShardId>,
+    /// It asked once: it never asks again.
+    asked_to_move: bool,
+    /// The channel and queue of the publishes just performed, and how many in a row, while
+    /// each was persistent, confirmed and to the default exchange (see `move_candidate`).
+    confirmed_run: Option<(u16, String, u32)>,
+}
+
+/// Confirming publishers move after this many persistent, confirmed publishes in a row to one
+/// queue ([`AmqpConn::move_candidate`]), as STOMP producers do.
+const PUBLISHER_MOVE_RUN: u32 = 16;
+
+/// An AMQP connection on its way to another shard: its protocol state (negotiated tuning,
+/// heart-beats, input not yet parsed, the publish that made it move, output not yet written),
+/// its peer and its idle channels. Only a connection with nothing in progress moves.
+struct MovingAmqp {
+    conn: Connection,
+    peer: SocketAddr,
+    channels: Vec<(u16, PortableChannel)>,
 }
 
 /// A consumer of this connection, by engine consumer tag: its channel, its AMQP consumer tag,
@@ -112,6 +132,9 @@ impl AmqpConn {
             exclusive_queues: Vec::new(),
             publisher: false,
             blocked: false,
+            move_to: None,
+            asked_to_move: false,
+            confirmed_run: None,
         })
     }
 
@@ -144,11 +167,59 @@ impl AmqpConn {
             Event::ChannelClosed { channel } => self.release_channel(channel),
             Event::Method { channel, method } => self.method(channel, method).await,
             Event::Publish { channel, method, properties, body } => {
+                if !self.asked_to_move && (!self.publisher || self.confirmed_run.is_some()) {
+                    let confirmed = self.confirmed_publish(channel, &method, &properties);
+                    self.note_publish(channel, &method.routing_key, confirmed);
+                }
                 self.publisher = true;
                 self.publish(channel, method, properties, body).await;
             }
             Event::Closed { reason } => tracing::debug!(conn = %self.id, reason, "amqp connection closed by protocol"),
         }
+    }
+
+    /// Whether a publish waits to be durable: persistent, to the default exchange (so its
+    /// routing key names its queue), on a channel in confirm mode outside a transaction.
+    fn confirmed_publish(&self, channel: u16, method: &BasicPublish, properties: &BasicProperties) -> bool {
+        method.exchange.is_empty()
+            && properties.delivery_mode == Some(2)
+            && self.channels.get(&channel).is_some_and(|ch| ch.confirm && ch.tx.is_none())
+    }
+
+    /// Counts confirmed publishes in a row to one queue on one channel (see
+    /// `move_candidate`); any other publish ends the count for good.
+    fn note_publish(&mut self, channel: u16, queue: &str, confirmed: bool) {
+        match &mut self.confirmed_run {
+            _ if !confirmed => self.confirmed_run = None,
+            Some((c, q, n)) if *c == channel && q == queue => *n = n.saturating_add(1),
+            run => *run = Some((channel, queue.to_owned(), 1)),
+        }
+    }
+
+    /// The queue of `event` if this connection should move to that queue's shard before
+    /// performing it: a publisher that made [`PUBLISHER_MOVE_RUN`] confirmed publishes in a
+    /// row to that queue, with nothing in progress now (no consumer, nothing unacked, no
+    /// confirm owed, no transaction, no exclusive queue). Each of its messages would cross to
+    /// the queue's shard and each confirm back, after that shard's log sync.
+    fn move_candidate<'e>(&self, event: &'e Event) -> Option<&'e str> {
+        let Event::Publish { channel, method, properties, .. } = event else { return None };
+        let run = self.confirmed_run.as_ref()?;
+        if self.asked_to_move
+            || run.0 != *channel
+            || run.1 != method.routing_key
+            || run.2 < PUBLISHER_MOVE_RUN
+            || !self.confirmed_publish(*channel, method, properties)
+            || !self.consumers.is_empty()
+            || !self.confirms.is_empty()
+            || !self.confirms_due.is_empty()
+            || !self.exclusive_queues.is_empty()
+            || self.blocked
+            || !self.mailbox.borrow().is_idle()
+            || self.channels.values().any(|ch| ch.portable().is_none())
+        {
+            return None;
+        }
+        Some(&method.routing_key)
     }
 
     /// Sends a channel exception for `error`, naming the method that failed.
@@ -323,10 +394,50 @@ impl crate::gateway::Gateway for AmqpConn {
     }
 
     async fn handle_events(&mut self) {
-        while let Some(event) = self.conn.poll_event() {
+        while self.move_to.is_none()
+            && let Some(event) = self.conn.poll_event()
+        {
+            if let Some(queue) = self.move_candidate(&event) {
+                if let Some(home) = crate::gateway::queue_home_elsewhere(&self.shard, self.id.shard, queue) {
+                    // The publish is performed on the queue's shard, after the move.
+                    self.conn.unpoll_event(event);
+                    self.move_to = Some(home);
+                    self.asked_to_move = true;
+                    break;
+                }
+                // Its queue is here: stop counting this publisher's run.
+                self.confirmed_run = None;
+            }
             self.handle_event(event).await;
         }
         self.drain_mailbox_inner();
+    }
+
+    fn take_move(&mut self) -> Option<ShardId> {
+        self.move_to.take()
+    }
+
+    fn start_move(self) -> Result<crate::gateway::Arrival<Self>, Self> {
+        // Idle channels only (`move_candidate`): nothing to release but the registration.
+        let Some(channels) =
+            self.channels.iter().map(|(n, ch)| ch.portable().map(|p| (*n, p))).collect::<Option<Vec<_>>>()
+        else {
+            return Err(self);
+        };
+        self.shard.borrow_mut().unregister_conn(self.id);
+        tracing::debug!(conn = %self.id, "amqp connection moving to its queue's shard");
+        let moving = MovingAmqp { conn: self.conn, peer: self.peer, channels };
+        Ok(Box::new(move |shard, users, wake| {
+            let mut conn = AmqpConn::new(shard, moving.peer, users, wake, Instant::now())?;
+            conn.conn = moving.conn;
+            for (number, portable) in &moving.channels {
+                let getter = conn.next_key();
+                conn.channels.insert(*number, Channel::resume(getter, portable));
+            }
+            conn.asked_to_move = true;
+            tracing::debug!(conn = %conn.id, "amqp connection moved");
+            Some(conn)
+        }))
     }
 
     fn drain_mailbox(&mut self) {

@@ -209,12 +209,7 @@ impl StompConn {
             Destination::Queue(name) | Destination::AmqQueue(name) => name,
             _ => return None,
         };
-        let shard = self.shard.borrow();
-        if shard.placement().shard_count() < 2 {
-            return None;
-        }
-        let home = shard.routing().queue(&name).map_or_else(|| shard.placement().place("/", &name, 0), |q| q.shard);
-        (home != self.id.shard).then_some(home)
+        crate::gateway::queue_home_elsewhere(&self.shard, self.id.shard, &name)
     }
 
     /// Counts persistent, receipted SENDs in a row to one destination (see
