@@ -82,6 +82,48 @@ pub trait Gateway: Sized {
     }
 }
 
+/// Persistent publishes in a row, each awaiting its receipt or confirm, that make a producer
+/// move to its queue's shard (STOMP `StompConn::move_candidate`, AMQP
+/// `AmqpConn::move_candidate`). Sixteen: a producer spreading over queues shows it within a
+/// few publishes, and one that stays has paid 16 round trips across cores.
+pub(crate) const CONFIRMED_RUN_TO_MOVE: u32 = 16;
+
+/// The run a producer is on: confirmed publishes in a row on one channel (STOMP: 0) to one
+/// queue. Any other publish ends the count for good, as does [`ConfirmedRun::end`] (the
+/// producer moved, or its queue is on its own shard): a connection is counted only until it
+/// is known never to move.
+#[derive(Debug, Default)]
+pub(crate) struct ConfirmedRun {
+    current: Option<(u16, String, u32)>,
+    over: bool,
+}
+
+impl ConfirmedRun {
+    /// Counts one publish on `channel` to `queue`; `confirmed`: persistent, awaiting its
+    /// receipt or confirm, outside a transaction.
+    pub(crate) fn note(&mut self, channel: u16, queue: &str, confirmed: bool) {
+        if self.over {
+            return;
+        }
+        match &mut self.current {
+            _ if !confirmed => self.end(),
+            Some((c, q, n)) if *c == channel && q == queue => *n = n.saturating_add(1),
+            run => *run = Some((channel, queue.to_owned(), 1)),
+        }
+    }
+
+    /// Whether the run on `channel` to `queue` is long enough to move for.
+    pub(crate) fn reached(&self, channel: u16, queue: &str) -> bool {
+        self.current.as_ref().is_some_and(|(c, q, n)| *c == channel && q == queue && *n >= CONFIRMED_RUN_TO_MOVE)
+    }
+
+    /// Stops counting for good.
+    pub(crate) fn end(&mut self) {
+        self.current = None;
+        self.over = true;
+    }
+}
+
 /// The shard that owns queue `name` (or would own it, once declared), when that is not
 /// `here`: where a connection working with that one queue should move. `None` with one shard.
 pub(crate) fn queue_home_elsewhere(shard: &ShardRef, here: ShardId, name: &str) -> Option<ShardId> {
@@ -126,4 +168,35 @@ pub(crate) async fn request(shard: &ShardRef, to: ShardId, request: Request) -> 
 /// Asks the metadata authority for a routing change and waits until every shard applied it.
 pub(crate) async fn meta(shard: &ShardRef, op: MetaOp) -> Result<(), EngineError> {
     request(shard, AUTHORITY, Request::Meta(op)).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONFIRMED_RUN_TO_MOVE, ConfirmedRun};
+
+    #[test]
+    fn a_run_counts_confirmed_publishes_to_one_queue_and_any_other_publish_ends_it() {
+        let mut run = ConfirmedRun::default();
+        for _ in 1..CONFIRMED_RUN_TO_MOVE {
+            run.note(1, "q", true);
+        }
+        assert!(!run.reached(1, "q"), "one short");
+        run.note(1, "q", true);
+        assert!(run.reached(1, "q") && !run.reached(2, "q") && !run.reached(1, "r"));
+        // Another queue (or channel) starts a new run.
+        run.note(1, "r", true);
+        assert!(!run.reached(1, "q") && !run.reached(1, "r"));
+        // A publish that is not confirmed ends counting for good.
+        run.note(1, "r", false);
+        for _ in 0..2 * CONFIRMED_RUN_TO_MOVE {
+            run.note(1, "r", true);
+        }
+        assert!(!run.reached(1, "r"));
+        let mut ended = ConfirmedRun::default();
+        ended.end();
+        for _ in 0..CONFIRMED_RUN_TO_MOVE {
+            ended.note(0, "q", true);
+        }
+        assert!(!ended.reached(0, "q"));
+    }
 }

@@ -23,6 +23,7 @@ use ferry_amqp091::{BasicAck, BasicNack, BasicProperties, BasicPublish, Connecti
 use crate::auth::Users;
 use crate::error::{EngineError, ErrorKind};
 use crate::fastmap::HashMap;
+use crate::gateway::ConfirmedRun;
 use crate::ids::{ConnectionId, ConsumerKey, ShardId};
 use crate::model::queue::Delivery;
 use crate::shard::ShardRef;
@@ -69,14 +70,10 @@ pub struct AmqpConn {
     move_to: Option<ShardId>,
     /// It asked once: it never asks again.
     asked_to_move: bool,
-    /// The channel and queue of the publishes just performed, and how many in a row, while
-    /// each was persistent, confirmed and to the default exchange (see `move_candidate`).
-    confirmed_run: Option<(u16, String, u32)>,
+    /// Persistent, confirmed publishes in a row on one channel to one queue (see
+    /// `move_candidate`).
+    confirmed_run: ConfirmedRun,
 }
-
-/// Confirming publishers move after this many persistent, confirmed publishes in a row to one
-/// queue ([`AmqpConn::move_candidate`]), as STOMP producers do.
-const PUBLISHER_MOVE_RUN: u32 = 16;
 
 /// An AMQP connection on its way to another shard: its protocol state (negotiated tuning,
 /// heart-beats, input not yet parsed, the publish that made it move, output not yet written),
@@ -134,7 +131,7 @@ impl AmqpConn {
             blocked: false,
             move_to: None,
             asked_to_move: false,
-            confirmed_run: None,
+            confirmed_run: ConfirmedRun::default(),
         })
     }
 
@@ -167,10 +164,8 @@ impl AmqpConn {
             Event::ChannelClosed { channel } => self.release_channel(channel),
             Event::Method { channel, method } => self.method(channel, method).await,
             Event::Publish { channel, method, properties, body } => {
-                if !self.asked_to_move && (!self.publisher || self.confirmed_run.is_some()) {
-                    let confirmed = self.confirmed_publish(channel, &method, &properties);
-                    self.note_publish(channel, &method.routing_key, confirmed);
-                }
+                let confirmed = self.confirmed_publish(channel, &method, &properties);
+                self.confirmed_run.note(channel, &method.routing_key, confirmed);
                 self.publisher = true;
                 self.publish(channel, method, properties, body).await;
             }
@@ -186,28 +181,15 @@ impl AmqpConn {
             && self.channels.get(&channel).is_some_and(|ch| ch.confirm && ch.tx.is_none())
     }
 
-    /// Counts confirmed publishes in a row to one queue on one channel (see
-    /// `move_candidate`); any other publish ends the count for good.
-    fn note_publish(&mut self, channel: u16, queue: &str, confirmed: bool) {
-        match &mut self.confirmed_run {
-            _ if !confirmed => self.confirmed_run = None,
-            Some((c, q, n)) if *c == channel && q == queue => *n = n.saturating_add(1),
-            run => *run = Some((channel, queue.to_owned(), 1)),
-        }
-    }
-
     /// The queue of `event` if this connection should move to that queue's shard before
-    /// performing it: a publisher that made [`PUBLISHER_MOVE_RUN`] confirmed publishes in a
+    /// performing it: a publisher that made [`CONFIRMED_RUN_TO_MOVE`](crate::gateway::CONFIRMED_RUN_TO_MOVE) confirmed publishes in a
     /// row to that queue, with nothing in progress now (no consumer, nothing unacked, no
     /// confirm owed, no transaction, no exclusive queue). Each of its messages would cross to
     /// the queue's shard and each confirm back, after that shard's log sync.
     fn move_candidate<'e>(&self, event: &'e Event) -> Option<&'e str> {
         let Event::Publish { channel, method, properties, .. } = event else { return None };
-        let run = self.confirmed_run.as_ref()?;
         if self.asked_to_move
-            || run.0 != *channel
-            || run.1 != method.routing_key
-            || run.2 < PUBLISHER_MOVE_RUN
+            || !self.confirmed_run.reached(*channel, &method.routing_key)
             || !self.confirmed_publish(*channel, method, properties)
             || !self.consumers.is_empty()
             || !self.confirms.is_empty()
@@ -403,10 +385,11 @@ impl crate::gateway::Gateway for AmqpConn {
                     self.conn.unpoll_event(event);
                     self.move_to = Some(home);
                     self.asked_to_move = true;
+                    self.confirmed_run.end();
                     break;
                 }
                 // Its queue is here: stop counting this publisher's run.
-                self.confirmed_run = None;
+                self.confirmed_run.end();
             }
             self.handle_event(event).await;
         }
@@ -435,6 +418,7 @@ impl crate::gateway::Gateway for AmqpConn {
                 conn.channels.insert(*number, Channel::resume(getter, portable));
             }
             conn.asked_to_move = true;
+            conn.confirmed_run.end();
             tracing::debug!(conn = %conn.id, "amqp connection moved");
             Some(conn)
         }))

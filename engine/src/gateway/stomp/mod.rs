@@ -13,6 +13,7 @@ mod receipts;
 mod subscription;
 
 use crate::fastmap::HashMap;
+use crate::gateway::ConfirmedRun;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -68,9 +69,8 @@ pub struct StompConn {
     move_to: Option<ShardId>,
     /// It asked once: it never asks again.
     asked_to_move: bool,
-    /// The destination of the SENDs just performed, and how many in a row, while each was
-    /// persistent, receipted and outside a transaction (see `move_candidate`).
-    confirmed_run: Option<(String, u32)>,
+    /// Persistent, receipted SENDs in a row to one destination (see `move_candidate`).
+    confirmed_run: ConfirmedRun,
 }
 
 /// A STOMP connection on its way to another shard: its session (negotiated version and
@@ -113,7 +113,7 @@ impl StompConn {
             destination_text: String::new(),
             move_to: None,
             asked_to_move: false,
-            confirmed_run: None,
+            confirmed_run: ConfirmedRun::default(),
         })
     }
 
@@ -147,10 +147,11 @@ impl StompConn {
                     self.session.unpoll_event(event);
                     self.move_to = Some(home);
                     self.asked_to_move = true;
+                    self.confirmed_run.end();
                     break;
                 }
                 // Its queue is here (or it is no queue): stop counting this producer's run.
-                self.confirmed_run = None;
+                self.confirmed_run.end();
             }
             self.handle_event(event).await;
         }
@@ -163,7 +164,7 @@ impl StompConn {
     /// - A consumer: the first act is a SUBSCRIBE to a queue. On another shard each delivery
     ///   crosses cores and each ack crosses back; on a 2-core host 1 -> 1 STOMP ran at ~0.6M
     ///   msg/s with the consumer on the queue's shard and ~0.37M with it on the other.
-    /// - A confirming producer: [`PRODUCER_MOVE_RUN`] persistent, receipted SENDs in a row to
+    /// - A confirming producer: [`CONFIRMED_RUN_TO_MOVE`](crate::gateway::CONFIRMED_RUN_TO_MOVE) persistent, receipted SENDs in a row to
     ///   one queue, and this is the next. Each of its messages crosses to the queue's shard
     ///   and its receipt crosses back after that shard's log sync. 16 such producers to one
     ///   queue at window 1 ran at 23.2k msg/s with the move against 19.1k without, on 2
@@ -180,11 +181,7 @@ impl StompConn {
         let destination = match event {
             Event::Subscribe { destination, .. } if !self.publisher => destination,
             Event::Send { destination, transaction: None, receipt: Some(_), headers, .. }
-                if persistent(headers)
-                    && self
-                        .confirmed_run
-                        .as_ref()
-                        .is_some_and(|(d, n)| d == destination && *n >= PRODUCER_MOVE_RUN) =>
+                if persistent(headers) && self.confirmed_run.reached(0, destination) =>
             {
                 destination
             }
@@ -212,24 +209,12 @@ impl StompConn {
         crate::gateway::queue_home_elsewhere(&self.shard, self.id.shard, &name)
     }
 
-    /// Counts persistent, receipted SENDs in a row to one destination (see
-    /// `move_candidate`); any other SEND ends the count for good.
-    fn note_send(&mut self, destination: &str, confirmed: bool) {
-        match &mut self.confirmed_run {
-            _ if !confirmed => self.confirmed_run = None,
-            Some((d, n)) if d == destination => *n = n.saturating_add(1),
-            run => *run = Some((destination.to_owned(), 1)),
-        }
-    }
-
     async fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connect { login, passcode, .. } => self.connect(login.as_deref(), passcode.as_deref()),
             Event::Send { destination, transaction, receipt, headers, body } => {
-                if !self.asked_to_move && (!self.publisher || self.confirmed_run.is_some()) {
-                    let confirmed = transaction.is_none() && receipt.is_some() && persistent(&headers);
-                    self.note_send(&destination, confirmed);
-                }
+                let confirmed = transaction.is_none() && receipt.is_some() && persistent(&headers);
+                self.confirmed_run.note(0, &destination, confirmed);
                 self.publisher = true;
                 self.send(destination, transaction, receipt, headers, body).await;
             }
@@ -394,10 +379,6 @@ impl StompConn {
     }
 }
 
-/// Confirming producers move after this many persistent, receipted SENDs in a row to one
-/// queue ([`StompConn::move_candidate`]).
-const PRODUCER_MOVE_RUN: u32 = 16;
-
 /// Whether a SEND's headers ask for a persistent message.
 fn persistent(headers: &[ferry_stomp::Header]) -> bool {
     headers.iter().any(|(k, v)| k == "persistent" && v.eq_ignore_ascii_case("true"))
@@ -416,6 +397,7 @@ impl crate::gateway::Gateway for StompConn {
             let mut conn = StompConn::new(shard, moving.peer, users, wake, Instant::now())?;
             conn.session = moving.session;
             conn.asked_to_move = true;
+            conn.confirmed_run.end();
             tracing::debug!(conn = %conn.id, "stomp connection moved");
             Some(conn)
         }))
