@@ -13,6 +13,12 @@ const MESSAGE_RESERVED: [&str; 7] =
 /// SEND headers consumed by the frame itself.
 const SEND_CONTROL: [&str; 4] = ["destination", "receipt", "transaction", "content-length"];
 
+/// Whether a SEND asks for a persistent message, read as [`properties_from_send`] reads it:
+/// the first `persistent` header wins (STOMP 1.2).
+pub fn is_persistent(headers: &[ferry_stomp::Header]) -> bool {
+    headers.iter().find(|(name, _)| name == "persistent").is_some_and(|(_, value)| value.eq_ignore_ascii_case("true"))
+}
+
 /// Builds the properties of a SEND.
 pub fn properties_from_send(headers: &[ferry_stomp::Header]) -> Properties {
     let mut props = Properties::default();
@@ -86,6 +92,16 @@ mod tests {
 
     fn h(pairs: &[(&str, &str)]) -> Vec<ferry_stomp::Header> {
         pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn persistence_is_read_from_the_first_persistent_header() {
+        for headers in [h(&[("persistent", "TRUE")]), h(&[("persistent", "true"), ("persistent", "false")])] {
+            assert!(is_persistent(&headers) && properties_from_send(&headers).persistent, "{headers:?}");
+        }
+        for headers in [h(&[]), h(&[("persistent", "false"), ("persistent", "true")]), h(&[("persistent", "yes")])] {
+            assert!(!is_persistent(&headers) && !properties_from_send(&headers).persistent, "{headers:?}");
+        }
     }
 
     #[test]

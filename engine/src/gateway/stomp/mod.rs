@@ -181,7 +181,7 @@ impl StompConn {
         let destination = match event {
             Event::Subscribe { destination, .. } if !self.publisher => destination,
             Event::Send { destination, transaction: None, receipt: Some(_), headers, .. }
-                if persistent(headers) && self.confirmed_run.reached(0, destination) =>
+                if mapping::is_persistent(headers) && self.confirmed_run.reached(0, destination) =>
             {
                 destination
             }
@@ -213,7 +213,7 @@ impl StompConn {
         match event {
             Event::Connect { login, passcode, .. } => self.connect(login.as_deref(), passcode.as_deref()),
             Event::Send { destination, transaction, receipt, headers, body } => {
-                let confirmed = transaction.is_none() && receipt.is_some() && persistent(&headers);
+                let confirmed = transaction.is_none() && receipt.is_some() && mapping::is_persistent(&headers);
                 self.confirmed_run.note(0, &destination, confirmed);
                 self.publisher = true;
                 self.send(destination, transaction, receipt, headers, body).await;
@@ -377,11 +377,6 @@ impl StompConn {
         shard.unregister_conn(self.id);
         tracing::debug!(conn = %self.id, clean = self.closed_cleanly, "stomp connection closed");
     }
-}
-
-/// Whether a SEND's headers ask for a persistent message.
-fn persistent(headers: &[ferry_stomp::Header]) -> bool {
-    headers.iter().any(|(k, v)| k == "persistent" && v.eq_ignore_ascii_case("true"))
 }
 
 impl crate::gateway::Gateway for StompConn {
