@@ -15,8 +15,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use memmap2::MmapOptions;
 pub use memmap2::MmapRaw;
+use memmap2::{Advice, MmapOptions};
 
 /// The fallible system calls of the log. Every method returns the raw `io::Error`; the log
 /// adds the operation and path when it wraps it in `StorageError::Io`.
@@ -26,7 +26,8 @@ pub trait Io: Send + Sync + Debug + 'static {
     /// Reserves real blocks for bytes `[0, len)` of `file`, so its mapping never sits over a
     /// sparse file (a write into a hole on a full disk would be SIGBUS, not an error).
     fn allocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
-    /// Maps all of `file` read-write, shared, pre-faulted.
+    /// Maps all of `file` read-write, shared, pre-faulted, without readahead (single-page
+    /// page cache: see `RealIo::map_writable`).
     fn map_writable(&self, file: &File, path: &Path) -> io::Result<MmapRaw>;
     /// Makes bytes `[start, start + len)` of a writable mapping of `path` durable (msync).
     fn sync_range(&self, map: &MmapRaw, path: &Path, start: usize, len: usize) -> io::Result<()>;
@@ -41,6 +42,10 @@ pub trait Io: Send + Sync + Debug + 'static {
         std::fs::rename(from, to)
     }
 }
+
+/// The page size the pre-fault fallback steps by (the smallest on Linux; a larger page is
+/// touched more than once, which is harmless).
+const PAGE_BYTES: usize = 4096;
 
 /// The real system calls. Stateless.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,7 +76,24 @@ impl Io for RealIo {
     }
 
     fn map_writable(&self, file: &File, _path: &Path) -> io::Result<MmapRaw> {
-        MmapOptions::new().populate().map_raw(file)
+        let map = MmapOptions::new().map_raw(file)?;
+        // No readahead on this mapping, so its page cache is made of single pages. Pre-faulting
+        // with readahead (as `MAP_POPULATE` does) builds large folios, up to megabytes as it
+        // ramps through the file; a write fault then dirties the whole folio and each sync
+        // writes it all back. Measured (docs/PERFORMANCE.md, session 9): 16 producers at
+        // window 1 fell from ~25k to ~11k msg/s as a segment filled, and recovered at each roll.
+        map.advise(Advice::Random)?;
+        // Pre-fault (read) every page now, on the thread preparing the segment, not on the
+        // shard's first write to each page. Kernels before 5.14 lack MADV_POPULATE_READ: touch
+        // each page instead.
+        if map.advise(Advice::PopulateRead).is_err() {
+            for offset in (0..map.len()).step_by(PAGE_BYTES) {
+                // SAFETY: `offset` is within the mapping, which lives until the end of this
+                // function at least; a volatile read of one byte of a readable shared mapping.
+                unsafe { std::ptr::read_volatile(map.as_ptr().add(offset)) };
+            }
+        }
+        Ok(map)
     }
 
     fn sync_range(&self, map: &MmapRaw, _path: &Path, start: usize, len: usize) -> io::Result<()> {
@@ -88,5 +110,39 @@ impl Io for RealIo {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` line of the mapping that starts at `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let start = format!("{addr:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines.find(|l| l.starts_with("VmFlags:")).expect("the mapping's VmFlags").to_owned()
+    }
+
+    #[test]
+    fn a_writable_segment_mapping_has_no_readahead_and_is_prefaulted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        let io = RealIo;
+        let file = io.create(&path).expect("create");
+        io.allocate(&file, &path, 1 << 20).expect("allocate");
+        let map = io.map_writable(&file, &path).expect("map");
+        // "rr": MADV_RANDOM, so the page cache under it is single pages, not large folios.
+        let flags = vm_flags(map.as_ptr() as usize);
+        assert!(flags.split_whitespace().any(|f| f == "rr"), "{flags}");
+        assert!(flags.split_whitespace().any(|f| f == "sh"), "shared: {flags}");
+        // Pre-faulted: every page is resident before the first write.
+        let pages = map.len().div_ceil(PAGE_BYTES);
+        let mut resident = vec![0u8; pages];
+        // SAFETY: the mapping is live; `resident` has one byte per page of it.
+        let rc = unsafe { libc::mincore(map.as_mut_ptr().cast(), map.len(), resident.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        assert!(resident.iter().all(|r| r & 1 == 1), "every page resident");
     }
 }
