@@ -4,6 +4,7 @@
 //! ```toml
 //! data_dir = "./ferry-data"
 //! shards = 2
+//! producers_follow_queue = true
 //! listen = ["stomp=127.0.0.1:61613"]
 //! [limits]
 //! frame_size_bytes_max = 65536
@@ -108,6 +109,7 @@ pub struct FileConfig {
     pub users: Vec<User>,
     pub placement: Vec<PlacementOverride>,
     pub spin_before_park_us: Option<u64>,
+    pub producers_follow_queue: Option<bool>,
     pub segment_size_bytes: Option<u64>,
     pub sync: SyncPolicy,
     pub disk_budget_bytes: Option<u64>,
@@ -135,6 +137,9 @@ pub struct BrokerConfig {
     pub users: Vec<User>,
     pub placement_overrides: HashMap<String, ShardId>,
     pub spin_before_park: Option<Duration>,
+    /// Whether a producer confirming a run of persistent sends to one queue moves to that
+    /// queue's shard (default on).
+    pub producers_follow_queue: bool,
     /// Size of each log segment file; must hold the largest frame.
     pub segment_size_bytes: u64,
     /// When persistent messages are confirmed (default: after the sync).
@@ -209,6 +214,7 @@ impl BrokerConfig {
             users: file.users,
             placement_overrides,
             spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
+            producers_follow_queue: file.producers_follow_queue.unwrap_or(true),
             segment_size_bytes,
             sync: file.sync,
             disk_budget_bytes: file.disk_budget_bytes.unwrap_or(0),
@@ -224,6 +230,7 @@ impl BrokerConfig {
 
     pub fn placement(&self) -> Placement {
         Placement::new(self.shards, self.placement_overrides.clone())
+            .with_producers_following_queue(self.producers_follow_queue)
     }
 }
 
@@ -262,6 +269,14 @@ mod tests {
         let c = BrokerConfig::build(Some("sync = \"ack-before-sync\""), Overrides::default(), 1).expect("valid");
         assert_eq!(c.sync, SyncPolicy::AckBeforeSync);
         assert!(BrokerConfig::build(Some("sync = \"sometimes\""), Overrides::default(), 1).is_err());
+    }
+
+    #[test]
+    fn producers_follow_their_queue_unless_the_file_says_not() {
+        let c = BrokerConfig::build(None, Overrides::default(), 2).expect("valid");
+        assert!(c.placement().producers_follow_queue());
+        let c = BrokerConfig::build(Some("producers_follow_queue = false"), Overrides::default(), 2).expect("valid");
+        assert!(!c.placement().producers_follow_queue());
     }
 
     #[test]

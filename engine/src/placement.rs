@@ -12,6 +12,7 @@ use crate::ids::ShardId;
 pub struct Placement {
     shard_count: u16,
     overrides: HashMap<String, ShardId>,
+    producers_follow_queue: bool,
 }
 
 impl Placement {
@@ -21,7 +22,18 @@ impl Placement {
         for shard in overrides.values() {
             assert!(shard.0 < shard_count, "override names a shard that does not exist");
         }
-        Placement { shard_count, overrides }
+        Placement { shard_count, overrides, producers_follow_queue: true }
+    }
+
+    /// Whether a confirming producer moves to its queue's shard (config
+    /// `producers_follow_queue`, default on; see `gateway::ConfirmedRun`).
+    pub fn with_producers_following_queue(mut self, on: bool) -> Self {
+        self.producers_follow_queue = on;
+        self
+    }
+
+    pub fn producers_follow_queue(&self) -> bool {
+        self.producers_follow_queue
     }
 
     pub fn shard_count(&self) -> u16 {

@@ -227,6 +227,32 @@ def test_other_producers_stay_on_their_shard(broker, stomp_client, kind):
     assert settled_counts(broker, 1)[here] == 1, kind
 
 
+@pytest.mark.ferry(shards=2, config="producers_follow_queue = false\n" + PINNED)
+def test_producers_stay_where_the_config_says_they_do_not_follow_their_queue(broker, stomp_client):
+    """`producers_follow_queue = false`: a STOMP producer and an AMQP publisher that would
+    move (40 persistent, confirmed sends to one queue on the other shard) stay, and every
+    message arrives."""
+    producer, plis = stomp_client()
+    here = settled_counts(broker, 1).index(1)
+    for i in range(40):
+        send_sync(producer, plis, f"/queue/home-{1 - here}", f"m{i}", headers={"persistent": "true"})
+    assert settled_counts(broker, 1)[here] == 1
+    publisher = pika.BlockingConnection(pika.ConnectionParameters(HOST, broker.amqp_port))
+    try:
+        counts = settled_counts(broker, 2)
+        amqp_here = next(s for s in (0, 1) if counts[s] == (2 if here == s else 1))
+        ch = publisher.channel()
+        ch.queue_declare(f"home-{1 - amqp_here}", durable=True)
+        ch.confirm_delivery()
+        for i in range(40):
+            ch.basic_publish("", f"home-{1 - amqp_here}", f"a{i}".encode(), pika.BasicProperties(delivery_mode=2))
+        assert settled_counts(broker, 2) == counts
+        got = [ch.basic_get(f"home-{1 - here}", auto_ack=True)[2] for _ in range(40)]
+        assert got == [f"m{i}".encode() for i in range(40)]
+    finally:
+        publisher.close()
+
+
 @pytest.mark.ferry(shards=2, config=PINNED + "\n[limits]\nconnection_count_max = 1\n")
 def test_a_consumer_stays_when_its_queues_shard_is_at_its_connection_limit(broker, stomp_client):
     """The move is an optimisation: a shard at its connection limit does not take a moving

@@ -99,6 +99,12 @@ pub(crate) struct ConfirmedRun {
 }
 
 impl ConfirmedRun {
+    /// A run counter for a connection on `shard`; one that never counts where producers do
+    /// not follow their queue (config `producers_follow_queue = false`).
+    pub(crate) fn for_shard(shard: &ShardRef) -> Self {
+        ConfirmedRun { current: None, over: !shard.borrow().placement().producers_follow_queue() }
+    }
+
     /// Counts one publish on `channel` to `queue`; `confirmed`: persistent, awaiting its
     /// receipt or confirm, outside a transaction.
     pub(crate) fn note(&mut self, channel: u16, queue: &str, confirmed: bool) {

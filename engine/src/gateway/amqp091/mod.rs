@@ -104,6 +104,7 @@ impl AmqpConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
     pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Wake>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
+        let confirmed_run = ConfirmedRun::for_shard(&shard);
         let config = ConnectionConfig {
             limits,
             frame_max: 131_072,
@@ -131,7 +132,7 @@ impl AmqpConn {
             blocked: false,
             move_to: None,
             asked_to_move: false,
-            confirmed_run: ConfirmedRun::default(),
+            confirmed_run,
         })
     }
 

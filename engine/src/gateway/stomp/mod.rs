@@ -92,6 +92,7 @@ impl StompConn {
     /// Registers a connection on `shard`; `None` when the shard is at its connection limit.
     pub fn new(shard: ShardRef, peer: SocketAddr, users: Rc<Users>, wake: Rc<dyn Wake>, now: Instant) -> Option<Self> {
         let (id, mailbox, limits) = crate::gateway::register(&shard, wake)?;
+        let confirmed_run = ConfirmedRun::for_shard(&shard);
         let config = SessionConfig { limits, server: format!("ferry/{}", env!("CARGO_PKG_VERSION")) };
         Some(StompConn {
             id,
@@ -113,7 +114,7 @@ impl StompConn {
             destination_text: String::new(),
             move_to: None,
             asked_to_move: false,
-            confirmed_run: ConfirmedRun::default(),
+            confirmed_run,
         })
     }
 
