@@ -20,7 +20,9 @@
 # Environment: ROUNDS (3), URL_KIND (stomp|amqp, stomp), MESSAGES (3000 per producer),
 # PRODUCERS (16), WINDOW (1), SHARDS (2), PORT (62613), ADMIN_PORT (62161), PERF_ARGS (more
 # `ferry-perf throughput` options; default "--producer-threads 1", PERF_ARGS= for the threaded
-# producers). Needs: jq, curl. Stops every ferry it started.
+# producers), DIR (where the data dirs and raw-sync's file go, /tmp: one disk for all). Needs
+# python3 (for JSON and the admin endpoint), nothing else beside the binaries, so it runs on a
+# bare host. Stops every ferry it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +38,7 @@ WINDOW=${WINDOW:-1}
 # host about 32 CPU-us per message against about 20 (docs/PERFORMANCE.md, session 8).
 read -r -a PERF_ARGS <<<"${PERF_ARGS-"--producer-threads 1"}"
 PERF=target/release/ferry-perf
-OUT=$(mktemp -d /tmp/durable-ab.XXXXXX)
+OUT=$(mktemp -d "${DIR:-/tmp}/durable-ab.XXXXXX")
 FERRY_PID=
 trap '[ -n "$FERRY_PID" ] && kill "$FERRY_PID" 2>/dev/null; rm -rf "$OUT"/data-*' EXIT
 
@@ -66,19 +68,34 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     FERRY_PID=
     rm -rf "$data"
     local rate cpu tool ok
-    rate=$(jq -r '.send.msg_per_s | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
-    cpu=$(jq -r '.broker.cpu_s_per_million_msgs | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
-    tool=$(jq -r '.tool.cpu_s_per_million_msgs | floor' "$OUT/$2-$3.json" 2>/dev/null || echo 0)
-    ok=$(jq -r '(.verdict.lost == 0 and .verdict.duplicated == 0 and .receipted == .send.messages)' \
-        "$OUT/$2-$3.json" 2>/dev/null || echo false)
+    read -r rate cpu tool ok < <(json_summary "$OUT/$2-$3.json")
     echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
 # The admin endpoint's counter NAME (empty when the binary has none).
 metric() {
-    curl -s --max-time 2 -u guest:guest "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null |
-        awk -v k="$1" '$1 == k { print $2 }'
+    python3 - "$1" "$ADMIN_PORT" <<'PY' 2>/dev/null || true
+import base64, sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/metrics")
+req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+for line in urllib.request.urlopen(req, timeout=2).read().decode().splitlines():
+    parts = line.split()
+    if len(parts) == 2 and parts[0] == sys.argv[1]:
+        print(parts[1])
+PY
+}
+
+# "rate broker-cpu tool-cpu clean" from a `ferry-perf throughput --json` file ("0 0 0 false" when
+# the run wrote none).
+json_summary() {
+    python3 - "$1" <<'PY' 2>/dev/null || echo "0 0 0 false"
+import json, sys
+r = json.load(open(sys.argv[1]))
+clean = r["verdict"]["lost"] == 0 and r["verdict"]["duplicated"] == 0 and r["receipted"] == r["send"]["messages"]
+print(int(r["send"]["msg_per_s"]), int(r["broker"]["cpu_s_per_million_msgs"]),
+      int(r["tool"]["cpu_s_per_million_msgs"]), str(clean).lower())
+PY
 }
 
 run_raw() { # BATCH TAG ROUND
