@@ -2,6 +2,8 @@
 //! per queue in config (`[[placement]] queue = "orders" shard = 1`). Every shard computes the
 //! same answer, so routing never asks anyone. Server-named queues pick a name that places them
 //! on the declaring connection's shard (see [`Placement::name_for_shard`]).
+//! It also carries the one connection-placement policy operators set: whether confirming
+//! producers follow their queue (`producers_follow_queue`).
 
 use std::collections::HashMap;
 
