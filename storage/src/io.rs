@@ -84,14 +84,19 @@ impl Io for RealIo {
         // window 1 fell from ~25k to ~11k msg/s as a segment filled, and recovered at each roll.
         map.advise(Advice::Random)?;
         // Pre-fault (read) every page now, on the thread preparing the segment, not on the
-        // shard's first write to each page. Kernels before 5.14 lack MADV_POPULATE_READ: touch
-        // each page instead.
-        if map.advise(Advice::PopulateRead).is_err() {
-            for offset in (0..map.len()).step_by(PAGE_BYTES) {
-                // SAFETY: `offset` is within the mapping, which lives until the end of this
-                // function at least; a volatile read of one byte of a readable shared mapping.
-                unsafe { std::ptr::read_volatile(map.as_ptr().add(offset)) };
+        // shard's first write to each page. Kernels before 5.14 lack MADV_POPULATE_READ
+        // (EINVAL): touch each page instead. Any other error is the file's, and is returned.
+        match map.advise(Advice::PopulateRead) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                for offset in (0..map.len()).step_by(PAGE_BYTES) {
+                    // SAFETY: `offset` is within the mapping, which lives until the end of
+                    // this function at least; a volatile read of one byte of a readable shared
+                    // mapping over allocated blocks.
+                    unsafe { std::ptr::read_volatile(map.as_ptr().add(offset)) };
+                }
             }
+            Err(e) => return Err(e),
         }
         Ok(map)
     }
