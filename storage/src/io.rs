@@ -43,9 +43,12 @@ pub trait Io: Send + Sync + Debug + 'static {
     }
 }
 
-/// The page size the pre-fault fallback steps by (the smallest on Linux; a larger page is
-/// touched more than once, which is harmless).
-const PAGE_BYTES: usize = 4096;
+/// The system's page size: the pre-fault fallback touches one byte per page.
+fn page_bytes() -> usize {
+    // SAFETY: sysconf reads a constant of the running system; no memory is passed.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
 
 /// The real system calls. Stateless.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,7 +92,7 @@ impl Io for RealIo {
         match map.advise(Advice::PopulateRead) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                for offset in (0..map.len()).step_by(PAGE_BYTES) {
+                for offset in (0..map.len()).step_by(page_bytes()) {
                     // SAFETY: `offset` is within the mapping, which lives until the end of
                     // this function at least; a volatile read of one byte of a readable shared
                     // mapping over allocated blocks.
@@ -143,7 +146,7 @@ mod tests {
         assert!(flags.split_whitespace().any(|f| f == "rr"), "{flags}");
         assert!(flags.split_whitespace().any(|f| f == "sh"), "shared: {flags}");
         // Pre-faulted: every page is resident before the first write.
-        let pages = map.len().div_ceil(PAGE_BYTES);
+        let pages = map.len().div_ceil(page_bytes());
         let mut resident = vec![0u8; pages];
         // SAFETY: the mapping is live; `resident` has one byte per page of it.
         let rc = unsafe { libc::mincore(map.as_mut_ptr().cast(), map.len(), resident.as_mut_ptr()) };
