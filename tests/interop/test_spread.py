@@ -240,15 +240,24 @@ def test_producers_stay_where_the_config_says_they_do_not_follow_their_queue(bro
     publisher = pika.BlockingConnection(pika.ConnectionParameters(HOST, broker.amqp_port))
     try:
         counts = settled_counts(broker, 2)
-        amqp_here = next(s for s in (0, 1) if counts[s] == (2 if here == s else 1))
+        amqp_here = here if counts[here] == 2 else 1 - here
+        away = f"home-{1 - amqp_here}"
         ch = publisher.channel()
-        ch.queue_declare(f"home-{1 - amqp_here}", durable=True)
-        ch.confirm_delivery()
+        ch.queue_declare(away, durable=True)
+        ch.confirm_delivery()  # pika raises on a nack or a missing confirm
         for i in range(40):
-            ch.basic_publish("", f"home-{1 - amqp_here}", f"a{i}".encode(), pika.BasicProperties(delivery_mode=2))
+            ch.basic_publish("", away, f"a{i}".encode(), pika.BasicProperties(delivery_mode=2))
         assert settled_counts(broker, 2) == counts
-        got = [ch.basic_get(f"home-{1 - here}", auto_ack=True)[2] for _ in range(40)]
-        assert got == [f"m{i}".encode() for i in range(40)]
+        got = {}
+        for queue in {f"home-{1 - here}", away}:
+            while (body := ch.basic_get(queue, auto_ack=True)[2]) is not None:
+                got.setdefault(queue, []).append(body)
+        stomp_sent = [f"m{i}".encode() for i in range(40)]
+        amqp_sent = [f"a{i}".encode() for i in range(40)]
+        if away == f"home-{1 - here}":
+            assert got[away] == stomp_sent + amqp_sent
+        else:
+            assert got == {f"home-{1 - here}": stomp_sent, away: amqp_sent}
     finally:
         publisher.close()
 
