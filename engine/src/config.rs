@@ -112,6 +112,7 @@ pub struct FileConfig {
     pub producers_follow_queue: Option<bool>,
     pub segment_size_bytes: Option<u64>,
     pub sync: SyncPolicy,
+    pub group_commit_wait_us: Option<u64>,
     pub disk_budget_bytes: Option<u64>,
     pub disk_free_bytes_min: Option<u64>,
     pub lease_duration_ms: Option<u64>,
@@ -144,6 +145,9 @@ pub struct BrokerConfig {
     pub segment_size_bytes: u64,
     /// When persistent messages are confirmed (default: after the sync).
     pub sync: SyncPolicy,
+    /// Longest a sync waits for the producers the last one released to send again (the
+    /// wait is also capped by the recent sync time; zero: never wait). `runtime::gather`.
+    pub group_commit_wait: Duration,
     /// Most bytes of log segments all shards together may hold (0 = no budget).
     pub disk_budget_bytes: u64,
     /// Publishers are held back while the data dir's file system has less free space.
@@ -154,6 +158,11 @@ pub struct BrokerConfig {
 
 /// Default free-space floor: RabbitMQ's `disk_free_limit` is 50 MB; one segment more.
 pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 128 * 1024 * 1024;
+
+/// Default cap on a group commit's wait for its siblings (the recent sync time caps it too).
+pub const GROUP_COMMIT_WAIT_US_DEFAULT: u64 = 1000;
+/// Largest `group_commit_wait_us` accepted: every confirm may wait this long.
+pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
 
 /// Most shards a broker runs (placement uses `u16`; this bounds memory per shard mesh).
 pub const SHARD_COUNT_MAX: u16 = 256;
@@ -198,6 +207,10 @@ impl BrokerConfig {
                 "segment_size_bytes ({segment_size_bytes}) must hold the largest frame ({largest_record} bytes with overhead)"
             );
         }
+        let group_commit_wait_us = file.group_commit_wait_us.unwrap_or(GROUP_COMMIT_WAIT_US_DEFAULT);
+        if group_commit_wait_us > GROUP_COMMIT_WAIT_US_MAX {
+            bail!("group_commit_wait_us must be at most {GROUP_COMMIT_WAIT_US_MAX}, got {group_commit_wait_us}");
+        }
         let lease_duration_ms = flags.lease_duration_ms.or(file.lease_duration_ms).unwrap_or(2000);
         if !(300..=600_000).contains(&lease_duration_ms) {
             bail!("lease_duration_ms must be between 300 and 600000, got {lease_duration_ms}");
@@ -217,6 +230,7 @@ impl BrokerConfig {
             producers_follow_queue: file.producers_follow_queue.unwrap_or(true),
             segment_size_bytes,
             sync: file.sync,
+            group_commit_wait: Duration::from_micros(group_commit_wait_us),
             disk_budget_bytes: file.disk_budget_bytes.unwrap_or(0),
             disk_free_bytes_min: file.disk_free_bytes_min.unwrap_or(DISK_FREE_BYTES_MIN_DEFAULT),
             lease,
@@ -269,6 +283,16 @@ mod tests {
         let c = BrokerConfig::build(Some("sync = \"ack-before-sync\""), Overrides::default(), 1).expect("valid");
         assert_eq!(c.sync, SyncPolicy::AckBeforeSync);
         assert!(BrokerConfig::build(Some("sync = \"sometimes\""), Overrides::default(), 1).is_err());
+    }
+
+    #[test]
+    fn group_commit_wait_defaults_to_a_millisecond_and_is_bounded() {
+        let c = BrokerConfig::build(None, Overrides::default(), 1).expect("valid");
+        assert_eq!(c.group_commit_wait, Duration::from_micros(GROUP_COMMIT_WAIT_US_DEFAULT));
+        let c = BrokerConfig::build(Some("group_commit_wait_us = 0"), Overrides::default(), 1).expect("valid");
+        assert!(c.group_commit_wait.is_zero());
+        let too_long = format!("group_commit_wait_us = {}", GROUP_COMMIT_WAIT_US_MAX + 1);
+        assert!(BrokerConfig::build(Some(&too_long), Overrides::default(), 1).is_err());
     }
 
     #[test]

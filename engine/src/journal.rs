@@ -14,11 +14,13 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ferry_storage::{
     CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob, Tail,
 };
 
+use crate::gather::Gather;
 use crate::ids::Completion;
 use crate::model::exchange::ExchangeSpec;
 use crate::model::message::{Content, NativeHeaders, Properties};
@@ -93,7 +95,9 @@ const COPY_FORWARD_SEGMENT_FRACTION: u64 = 4;
 pub struct Journal {
     backend: Backend,
     durable: u64,
-    waiters: VecDeque<(u64, Completion)>,
+    /// Completions waiting for the offset, and whether their connection returned promptly.
+    waiters: VecDeque<(u64, Completion, bool)>,
+    gather: Gather,
     sync_wake: Rc<dyn Fn()>,
     live: LiveIndex,
     /// Segments below `.0` may go once the log is durable up to `.1` (the copies).
@@ -139,6 +143,7 @@ impl Journal {
             backend: Backend::Memory { appended: 0 },
             durable: 0,
             waiters: VecDeque::new(),
+            gather: Gather::new(Duration::ZERO),
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
@@ -171,6 +176,7 @@ impl Journal {
             backend: Backend::Log(Box::new(log)),
             durable,
             waiters: VecDeque::new(),
+            gather: Gather::new(Duration::ZERO),
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
@@ -216,7 +222,8 @@ impl Journal {
             SyncPolicy::AckBeforeSync => Some(completion),
             SyncPolicy::AckAfterSync => {
                 let offset = self.appended();
-                self.waiters.push_back((offset, completion));
+                let prompt = self.gather.added(completion.conn, Instant::now());
+                self.waiters.push_back((offset, completion, prompt));
                 (self.sync_wake)();
                 None
             }
@@ -315,6 +322,16 @@ impl Journal {
         Ok(())
     }
 
+    /// Lets syncs wait up to `limit` for the producers the last one released (`gather`).
+    pub fn set_group_commit_wait(&mut self, limit: Duration) {
+        self.gather = Gather::new(limit);
+    }
+
+    /// When the next sync is cut: see [`Gather`].
+    pub fn gather_mut(&mut self) -> &mut Gather {
+        &mut self.gather
+    }
+
     /// True when nothing appended waits for a sync.
     pub fn is_synced(&self) -> bool {
         self.appended() <= self.durable
@@ -323,11 +340,13 @@ impl Journal {
     /// Completions now covered by the durable offset.
     pub fn take_durable_waiters(&mut self) -> Vec<Completion> {
         let mut done = Vec::new();
-        while let Some((offset, _)) = self.waiters.front() {
+        let now = Instant::now();
+        while let Some((offset, _, _)) = self.waiters.front() {
             if *offset > self.durable {
                 break;
             }
-            if let Some((_, c)) = self.waiters.pop_front() {
+            if let Some((_, c, prompt)) = self.waiters.pop_front() {
+                self.gather.released(c.conn, prompt, now);
                 done.push(c);
             }
         }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod fastmap;
 pub mod gateway;
+pub mod gather;
 pub mod ids;
 pub mod journal;
 pub mod lease;

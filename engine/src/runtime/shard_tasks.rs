@@ -83,13 +83,14 @@ pub(super) async fn shard_main(
         ..LogConfig::new(dir.clone())
     };
     let opened = Journal::open_warm(log, activation.warm.take(id.0), config.sync, wake_hook(&sync_notify));
-    let (journal, recovered) = match opened {
+    let (mut journal, recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             let _ = ready.send(Err(format!("opening the log in {}: {e}", dir.display())));
             return;
         }
     };
+    journal.set_group_commit_wait(config.group_commit_wait);
     let shard = Shard::new(id, config.placement(), config.limits.clone(), journal, wake_hook(&outbox_notify));
     let shard: ShardRef = Rc::new(RefCell::new(shard));
     shard.borrow_mut().set_conn_gauge(spread.gauge(usize::from(id.0)));
@@ -282,16 +283,22 @@ async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, batche
 async fn commit_journal(shard: ShardRef, notify: Rc<Notify>) {
     while !shutting_down() {
         notify.wait().await;
-        sync_pending(&shard, false).await;
+        sync_pending(&shard, false, Some(&notify)).await;
     }
 }
 
-async fn sync_pending(shard: &ShardRef, last: bool) {
+/// Runs syncs until nothing appended waits; with `gathering` (the commit task's wake-up) each
+/// sync first waits for the producers the last one released ([`crate::gather`]).
+async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) {
     loop {
         if shutting_down() && !last {
             return;
         }
+        if let Some(notify) = gathering {
+            wait_for_siblings(shard, notify).await;
+        }
         let Some(work) = shard.borrow_mut().journal_mut().sync_work() else { break };
+        let started = std::time::Instant::now();
         let result = run_blocking(move || work.run()).await;
         let mut s = shard.borrow_mut();
         if let Err(e) = s.journal_mut().complete_sync(result) {
@@ -305,6 +312,8 @@ async fn sync_pending(shard: &ShardRef, last: bool) {
             std::process::exit(70);
         }
         s.journal_synced();
+        let now = std::time::Instant::now();
+        s.journal_mut().gather_mut().synced(now - started, now);
         s.maybe_compact();
         if last {
             // Covers everything appended before it was cut; clients still sending while the
@@ -328,6 +337,32 @@ async fn sync_pending(shard: &ShardRef, last: bool) {
     }
 }
 
+/// Holds the next sync while [`crate::gather::Gather`] waits for a released producer, waking at
+/// each completion added (they notify the commit task) and at the deadline.
+async fn wait_for_siblings(shard: &ShardRef, notify: &Notify) {
+    let hold = |shard: &ShardRef| shard.borrow_mut().journal_mut().gather_mut().hold(std::time::Instant::now());
+    if let Some(until) = hold(shard) {
+        let mut deadline = glommio::timer::Timer::new(until.saturating_duration_since(std::time::Instant::now()));
+        loop {
+            let passed = futures_lite::future::or(
+                async {
+                    (&mut deadline).await;
+                    true
+                },
+                async {
+                    notify.wait().await;
+                    false
+                },
+            )
+            .await;
+            if passed || hold(shard).is_none() {
+                break;
+            }
+        }
+    }
+    shard.borrow_mut().journal_mut().gather_mut().cut();
+}
+
 /// Creating, preallocating and mapping a segment file takes milliseconds: do it on the
 /// blocking pool before the log needs it, so a roll is only a rename.
 async fn prepare_next_segment(shard: &ShardRef) {
@@ -344,6 +379,6 @@ async fn prepare_next_segment(shard: &ShardRef) {
 /// no job of this shard runs any more.
 async fn final_sync(shard: &ShardRef) {
     blocking_jobs_done(STOP_JOBS_WAIT).await;
-    sync_pending(shard, true).await;
+    sync_pending(shard, true, None).await;
     blocking_jobs_done(STOP_JOBS_WAIT).await;
 }
