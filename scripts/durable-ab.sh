@@ -20,7 +20,9 @@
 # Environment: ROUNDS (3), URL_KIND (stomp|amqp, stomp), MESSAGES (3000 per producer),
 # PRODUCERS (16), WINDOW (1), SHARDS (2), PORT (62613), ADMIN_PORT (62161), PERF_ARGS (more
 # `ferry-perf throughput` options; default "--producer-threads 1", PERF_ARGS= for the threaded
-# producers), DIR (where the data dirs and raw-sync's file go, /tmp: one disk for all). Needs
+# producers), DIR (where the data dirs and raw-sync's file go, /tmp: one disk for all; a
+# network-like disk: scripts/slow-sync-fs.sh), SETTLE_S (seconds between the broker listening
+# and the load, 0: a slow file system may still be making the first spare segment). Needs
 # python3 (for JSON and the admin endpoint), nothing else beside the binaries, so it runs on a
 # bare host. Stops every ferry it started.
 set -euo pipefail
@@ -34,6 +36,7 @@ SHARDS=${SHARDS:-2}
 PORT=${PORT:-62613}
 ADMIN_PORT=${ADMIN_PORT:-62161}
 WINDOW=${WINDOW:-1}
+SETTLE_S=${SETTLE_S:-0}
 # Polled producers by default: the threaded tool's two threads per producer cost this 2-core
 # host about 32 CPU-us per message against about 20 (docs/PERFORMANCE.md, session 8).
 read -r -a PERF_ARGS <<<"${PERF_ARGS-"--producer-threads 1"}"
@@ -54,6 +57,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
         >"$OUT/$2-$3.log" 2>&1 &
     FERRY_PID=$!
     wait_listening "$PORT" || true
+    sleep "$SETTLE_S"
     local syncs0 released0
     syncs0=$(metric ferry_log_syncs_total)
     released0=$(metric ferry_log_sync_released_total)
