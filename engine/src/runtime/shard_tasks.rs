@@ -342,6 +342,7 @@ async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) 
 async fn wait_for_siblings(shard: &ShardRef, notify: &Notify) {
     let hold = |shard: &ShardRef| shard.borrow_mut().journal_mut().gather_mut().hold(std::time::Instant::now());
     if let Some(until) = hold(shard) {
+        crate::gather::WAITS_TOTAL.fetch_add(1, Ordering::Relaxed);
         let mut deadline = glommio::timer::Timer::new(until.saturating_duration_since(std::time::Instant::now()));
         loop {
             let passed = futures_lite::future::or(
