@@ -58,22 +58,26 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     FERRY_PID=$!
     wait_listening "$PORT" || true
     sleep "$SETTLE_S"
-    local syncs0 released0
+    local syncs0 released0 waits0 waited
     syncs0=$(metric ferry_log_syncs_total)
     released0=$(metric ferry_log_sync_released_total)
+    waits0=$(metric ferry_log_sync_waits_total)
     timeout 180 "$PERF" throughput --url "$URL_KIND://127.0.0.1:$PORT" --producers "$PRODUCERS" --consumers 1 \
         --messages "$MESSAGES" --size 16 --persistent --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
         ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
     BATCH=$(awk -v s0="$syncs0" -v r0="$released0" -v s1="$(metric ferry_log_syncs_total)" \
         -v r1="$(metric ferry_log_sync_released_total)" \
         'BEGIN { if (s0 == "" || s1 == "" || s1 <= s0) print 0; else { b = (r1 - r0) / (s1 - s0); print (b < 1) ? 1 : int(b + 0.5) } }')
+    # Syncs that waited for their producers (group_commit_wait_us), as "W of S syncs".
+    waited=$(awk -v w0="$waits0" -v w1="$(metric ferry_log_sync_waits_total)" -v s0="$syncs0" \
+        -v s1="$(metric ferry_log_syncs_total)" 'BEGIN { if (w0 != "" && w1 != "") print ", waited in " w1 - w0 " of " s1 - s0 " syncs" }')
     kill "$FERRY_PID"
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
     rm -rf "$data"
     local rate cpu tool ok
     read -r rate cpu tool ok < <(json_summary "$OUT/$2-$3.json")
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH$waited"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
