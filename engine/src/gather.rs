@@ -8,16 +8,18 @@
 //!
 //! The rule. A connection *returns promptly* when its next durable completion (a persistent
 //! SEND with a receipt, a confirmed publish) arrives within `group_commit_wait_us` of the
-//! release of its last one. Gathering is on while such returns take less than half a sync
-//! (running averages of the slowest return per sync and of the sync, cut to completion): then
-//! a sync that waits for its siblings carries twice the producers for at most one and a half
-//! times the time. On a fast local disk, where a sync is about as quick as the clients' round
-//! trip, it stays off: there the next sync overlapping the clients' work wins (measured: a
-//! version that gathered whenever returns beat a whole sync lost a quarter of its rate there). While on, when a sync releases
-//! completions of promptly returning connections, the next sync waits until each of them has a
-//! completion pending again, or at most one sync time (and never more than the limit). A lone
-//! producer is never held (it is the one the sync waits for), and a connection that publishes
-//! now and then is never waited for.
+//! release of its last one. Gathering is on while such returns take less than half a sync:
+//! the running average of the slowest return per sync, against the lower of the last sync and
+//! the running average of syncs (one stall of the disk does not count as slow storage), each
+//! cut to completion. Then a sync that waits for its siblings carries twice the producers for
+//! at most one and a half times the time. On a fast local disk, where a sync is about as quick
+//! as the clients' round trip, it stays off: there the next sync overlapping the clients' work
+//! wins (a version that gathered whenever returns beat a whole sync lost up to a quarter of
+//! its rate there). While on, when a sync releases completions of promptly returning
+//! connections, the next sync waits until each of them has a completion pending again, or at
+//! most that sync time (and never more than the limit). A lone producer is never held (it is
+//! the one the sync waits for), and a connection that publishes now and then is never waited
+//! for.
 //!
 //! Limits: a promptly returning producer that stops costs the next sync one wait, once.
 
@@ -109,8 +111,11 @@ impl Gather {
         if self.limit.is_zero() {
             return;
         }
-        let sync_time = smooth(self.sync_time, took);
-        self.sync_time = Some(sync_time);
+        let average = smooth(self.sync_time, took);
+        self.sync_time = Some(average);
+        // The lower of the running average and the last sync: one stall of the disk does not
+        // make the next (quick) sync wait as if syncs were slow.
+        let sync_time = average.min(took);
         if let Some(slowest) = self.slowest_return.take() {
             self.return_time = Some(smooth(self.return_time, slowest));
         }
@@ -210,16 +215,39 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_is_the_running_sync_time_capped_by_the_limit() {
+    fn the_wait_is_the_lower_of_the_last_sync_and_the_running_average_capped_by_the_limit() {
         let t0 = Instant::now();
         let mut g = Gather::new(2 * MS);
         cycle(&mut g, &[1], t0, 8 * MS, t0 + 8 * MS);
         cycle(&mut g, &[1], t0 + 9 * MS, 8 * MS, t0 + 16 * MS);
         assert_eq!(g.hold(t0 + 16 * MS), Some(t0 + 18 * MS), "capped at the limit");
-        let mut g = Gather::new(10 * MS);
+        let mut g = Gather::new(20 * MS);
         cycle(&mut g, &[1], t0, 8 * MS, t0 + 8 * MS);
-        cycle(&mut g, &[1], t0 + 9 * MS, Duration::ZERO, t0 + 16 * MS);
-        assert_eq!(g.hold(t0 + 16 * MS), Some(t0 + 23 * MS), "7/8 of 8 ms: the running average");
+        cycle(&mut g, &[1], t0 + 9 * MS, 16 * MS, t0 + 25 * MS);
+        assert_eq!(g.hold(t0 + 25 * MS), Some(t0 + 34 * MS), "the average, 7/8 of 8 ms + 1/8 of 16");
+        g.cut();
+        cycle(&mut g, &[1], t0 + 26 * MS, 4 * MS, t0 + 30 * MS);
+        assert_eq!(g.hold(t0 + 30 * MS), Some(t0 + 34 * MS), "the last sync, 4 ms, below the average");
+    }
+
+    #[test]
+    fn one_slow_sync_among_quick_ones_does_not_turn_it_on() {
+        let mut g = Gather::new(10 * MS);
+        let mut t = Instant::now();
+        let (back, quick) = (MS / 10, MS / 10);
+        for took in [quick, quick, 50 * quick, quick] {
+            cycle(&mut g, &[1, 2], t + back, took, t + back + took);
+            t += back + took;
+            if took == quick {
+                assert_eq!(g.hold(t), None, "returns as long as a quick sync");
+            }
+        }
+        let (mut g, mut t) = (Gather::new(10 * MS), Instant::now());
+        for _ in 0..3 {
+            cycle(&mut g, &[1, 2], t + back, 50 * quick, t + back + 50 * quick);
+            t += back + 50 * quick;
+        }
+        assert!(g.hold(t).is_some(), "slow syncs, quick returns: on");
     }
 
     #[test]
