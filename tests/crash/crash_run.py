@@ -9,11 +9,14 @@ Checked per run, and summed over runs:
 Only loopback traffic; every wait is bounded.
 
 Usage: python tests/crash/crash_run.py [--runs 50] [--shards 2] [--seed N] [--bin target/debug/ferry]
-Exit status 1 if anything was lost, resurrected or duplicated.
+Exit status 1 if anything was lost, resurrected or duplicated. FERRY_CRASH_ARGS adds broker
+arguments (both crash tests), e.g. "--config small-segments.toml" for a data dir (TMPDIR) on
+the slow-sync file system of scripts/slow-sync-fs.sh.
 """
 import argparse
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -48,8 +51,9 @@ def free_port():
 
 
 def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None):
+    extra = shlex.split(os.environ.get("FERRY_CRASH_ARGS", ""))
     proc = subprocess.Popen(
-        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"{protocol}=127.0.0.1:{port}"],
+        [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"{protocol}=127.0.0.1:{port}", *extra],
         stdout=subprocess.DEVNULL, stderr=log)
     answers = answers or stomp_answers
     deadline = time.time() + 15
