@@ -3,7 +3,7 @@
 sync is a network round trip away (an NFS or EFS mount in another zone), for benchmarks on a
 host that has only a local disk. Everything else goes straight to BACKING_DIR.
 
-    scripts/slow-sync-fs.sh MOUNT DELAY_MS      # sets up and mounts; fusermount -u MOUNT ends it
+    scripts/slow-sync-fs.sh MOUNT DELAY_MS      # sets up and mounts; umount MOUNT ends it
     DIR=MOUNT scripts/durable-ab.sh ...           # then benchmark on it
 
 Not for data anyone keeps: it is a measuring aid. Every request is a Python call, so writes

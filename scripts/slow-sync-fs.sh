@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Mounts scripts/slow-sync-fs.py at MOUNT: a pass-through FUSE file system (backed by
 # MOUNT.backing) whose fsync waits DELAY_MS first, like storage in another zone. Installs
-# what it needs: Debian's libfuse2 and fuse3 (fusermount) when run as root, and fusepy in
-# .venv-fuse. Unmount with `fusermount -u MOUNT`.
+# what it needs: Debian's libfuse2 when run as root, and the pinned fusepy of
+# tests/interop/requirements.txt in the project's .venv. Unmount with `umount MOUNT`.
 #
 #   scripts/slow-sync-fs.sh /tmp/slow 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MOUNT=${1:?usage: slow-sync-fs.sh MOUNT DELAY_MS}
 DELAY_MS=${2:?usage: slow-sync-fs.sh MOUNT DELAY_MS}
-if ! ldconfig -p | grep -q 'libfuse.so.2' || ! command -v fusermount >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse2 fuse3 >/dev/null
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_libfuse2
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c 'import fuse' 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check "$(grep '^fusepy==' tests/interop/requirements.txt)"
 fi
-[ -x .venv-fuse/bin/python ] || python3 -m venv .venv-fuse
-.venv-fuse/bin/python -c 'import fuse' 2>/dev/null || .venv-fuse/bin/pip install -q --disable-pip-version-check fusepy
 mkdir -p "$MOUNT" "$MOUNT.backing"
-setsid nohup .venv-fuse/bin/python scripts/slow-sync-fs.py "$MOUNT.backing" "$MOUNT" "$DELAY_MS" \
+setsid nohup .venv/bin/python scripts/slow-sync-fs.py "$MOUNT.backing" "$MOUNT" "$DELAY_MS" \
     >"$MOUNT.log" 2>&1 </dev/null &
 for _ in $(seq 50); do
     grep -q " $MOUNT fuse" /proc/mounts && { echo "mounted $MOUNT (fsync +${DELAY_MS} ms), log $MOUNT.log"; exit 0; }

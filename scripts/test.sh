@@ -32,15 +32,9 @@ fi
 
 # libfuse2 for fusepy: test_group_commit.py mounts scripts/slow-sync-fs.py (a file system
 # whose sync is slow, like network storage). Without it (not root, no apt) that test skips.
-if ! ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2'; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        log "installing libfuse2 with apt-get"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse2 >/dev/null 2>&1 || {
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse2 >/dev/null
-        }
-    fi
-fi
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+ensure_libfuse2
 
 # Reinstall only when requirements.txt changed since the last successful install.
 STAMP="$VENV/.ferry-requirements.sha256"
