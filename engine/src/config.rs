@@ -146,7 +146,7 @@ pub struct BrokerConfig {
     /// When persistent messages are confirmed (default: after the sync).
     pub sync: SyncPolicy,
     /// Longest a sync waits for the producers the last one released to send again (the
-    /// wait is also capped by the recent sync time; zero: never wait). `runtime::gather`.
+    /// wait is also capped by the recent sync time; zero: never wait). See `crate::gather`.
     pub group_commit_wait: Duration,
     /// Most bytes of log segments all shards together may hold (0 = no budget).
     pub disk_budget_bytes: u64,
