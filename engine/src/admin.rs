@@ -119,7 +119,7 @@ impl Status {
              # TYPE ferry_log_sync_released_total counter\nferry_log_sync_released_total {}\n\
              # HELP ferry_log_sync_waits_total Group commits that first waited for the producers the previous one released.\n\
              # TYPE ferry_log_sync_waits_total counter\nferry_log_sync_waits_total {}\n\
-             # HELP ferry_connections Connections each shard serves (see runtime::spread).\n\
+             {}# HELP ferry_connections Connections each shard serves (see runtime::spread).\n\
              # TYPE ferry_connections gauge\n{}",
             u8::from(role == Role::Active),
             self.epoch.load(Ordering::SeqCst),
@@ -129,6 +129,7 @@ impl Status {
             crate::journal::SYNCS_TOTAL.load(Ordering::Relaxed),
             crate::journal::SYNC_RELEASED_TOTAL.load(Ordering::Relaxed),
             crate::gather::WAITS_TOTAL.load(Ordering::Relaxed),
+            crate::sync_time::SYNC_TIMES.render(),
             per_shard_connections()
         )
     }

@@ -17,3 +17,4 @@ pub mod placement;
 pub mod runtime;
 pub mod shard;
 pub mod standby;
+pub mod sync_time;

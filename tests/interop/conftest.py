@@ -156,6 +156,25 @@ class Broker:
                 return float(line.split()[1])
         raise AssertionError(f"no metric {name}")
 
+    def histogram(self, name):
+        """A histogram of /metrics, read by the Prometheus project's own parser (so the
+        exposition format is checked too): {"buckets": {le: cumulative count}, "sum", "count"}."""
+        from prometheus_client.parser import text_string_to_metric_families
+        text = "\n".join(self.metrics_lines()) + "\n"
+        for family in text_string_to_metric_families(text):
+            if family.name == name:
+                assert family.type == "histogram", family.type
+                found = {"buckets": {}}
+                for sample in family.samples:
+                    if sample.name == name + "_bucket":
+                        found["buckets"][float(sample.labels["le"])] = sample.value
+                    elif sample.name == name + "_sum":
+                        found["sum"] = sample.value
+                    elif sample.name == name + "_count":
+                        found["count"] = sample.value
+                return found
+        raise AssertionError(f"no histogram {name}")
+
     def connections(self):
         """Connections the shards serve (the sum of `ferry_connections`), None if unknown."""
         try:

@@ -21,6 +21,7 @@ import stomp
 from conftest import REPO_ROOT, Collector, close_conn, send_sync, subscribe_sync, uniq, wait_for
 
 SYNC_DELAY_MS = 10
+SYNC_TIMES = "ferry_log_sync_duration_seconds"
 PRODUCERS = 8
 MESSAGES = 40  # per producer
 # Small segments: the FUSE file system zero-fills them a write at a time.
@@ -85,6 +86,7 @@ def produce_and_consume(broker):
         syncs = broker.metric("ferry_log_syncs_total")
         released = broker.metric("ferry_log_sync_released_total")
         waits = broker.metric("ferry_log_sync_waits_total")
+        times = broker.histogram(SYNC_TIMES)
         failures = []
 
         def produce(index, conn, listener):
@@ -103,6 +105,14 @@ def produce_and_consume(broker):
         syncs = broker.metric("ferry_log_syncs_total") - syncs
         released = broker.metric("ferry_log_sync_released_total") - released
         waits = broker.metric("ferry_log_sync_waits_total") - waits
+        # Every sync went through the file system's fsync, which sleeps SYNC_DELAY_MS first: the
+        # sync-time histogram must put none of them under half of that, and their mean above it.
+        after = broker.histogram(SYNC_TIMES)
+        timed = after["count"] - times["count"]
+        assert timed >= syncs > 0, (timed, syncs)
+        fast = max(le for le in after["buckets"] if le <= SYNC_DELAY_MS / 2000)
+        assert after["buckets"][fast] == times["buckets"][fast], f"syncs under {fast}s: {times} -> {after}"
+        assert (after["sum"] - times["sum"]) / timed >= SYNC_DELAY_MS / 1000, (times, after)
         total = PRODUCERS * MESSAGES
         bodies = [m.body for m in received.wait_messages(total, timeout=30)]
         assert sorted(bodies) == sorted(f"{i}-{n}" for i in range(PRODUCERS) for n in range(MESSAGES)), \

@@ -3,7 +3,8 @@
 AMQP publisher confirms. Every persistent message must be receipted (confirmed) once and
 reach the consumer once; the broker's group-commit counters (`ferry_log_syncs_total`,
 `ferry_log_sync_released_total` on /metrics) must account for every receipt, so the mean
-group commit that `scripts/durable-ab.sh` compares the raw sync loop at is what the log did."""
+group commit that `scripts/durable-ab.sh` compares the raw sync loop at is what the log did,
+and `ferry_log_sync_duration_seconds` must have timed every one of those syncs."""
 
 import json
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, wait_for
 
 PRODUCERS = 5
 MESSAGES = 300
+SYNC_TIMES = "ferry_log_sync_duration_seconds"
 
 
 def perf_bin():
@@ -41,6 +43,7 @@ def test_polled_producers_get_every_persistent_message_receipted_once(broker, tm
     port = broker.port if proto == "stomp" else broker.amqp_port
     syncs = broker.metric("ferry_log_syncs_total")
     released = broker.metric("ferry_log_sync_released_total")
+    times = broker.histogram(SYNC_TIMES)
     done, report = run_perf(f"{proto}://{broker.host}:{port}", tmp_path / "report.json",
                             "--producer-threads", str(threads), "--receipt-window", str(window))
     total = PRODUCERS * MESSAGES
@@ -55,6 +58,16 @@ def test_polled_producers_get_every_persistent_message_receipted_once(broker, tm
     synced = broker.metric("ferry_log_syncs_total") - syncs
     assert broker.metric("ferry_log_sync_released_total") - released >= total
     assert synced >= total / (PRODUCERS * window), synced
+    # Every one of those syncs was timed: the histogram's count moved with the sync counter,
+    # its buckets rise to that count, and the time they took is a positive sum.
+    def timed_every_sync():
+        after = broker.histogram(SYNC_TIMES)
+        return after["count"] - times["count"] == broker.metric("ferry_log_syncs_total") - syncs and after
+
+    after = wait_for(timed_every_sync, timeout=5, what="the histogram's count to match the sync counter")
+    counts = [after["buckets"][le] for le in sorted(after["buckets"])]
+    assert counts == sorted(counts) and counts[-1] == after["count"], after
+    assert after["sum"] > times["sum"], (times, after)
 
 
 def test_producer_threads_refuses_zero(broker, tmp_path):

@@ -300,6 +300,7 @@ async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) 
         let Some(work) = shard.borrow_mut().journal_mut().sync_work() else { break };
         let started = std::time::Instant::now();
         let result = run_blocking(move || work.run()).await;
+        crate::sync_time::SYNC_TIMES.record(started.elapsed());
         let mut s = shard.borrow_mut();
         if let Err(e) = s.journal_mut().complete_sync(result) {
             // A failed sync is fatal: never retry and acknowledge (ARCHITECTURE §4). So is a
