@@ -11,6 +11,8 @@
 #   - batch = the binary's own mean group commit in that round (receipts released per log
 #     sync, from `/metrics` `ferry_log_sync_released_total / ferry_log_syncs_total`): "the
 #     same batch sizes" of the issue. A binary without those metrics gets none.
+# Each broker run also prints its syncs' mean wall time (`ferry_log_sync_duration_seconds`),
+# to set beside raw-sync's p50.
 # Prints one line per run, the medians, and each binary's median against both.
 #
 #   scripts/durable-ab.sh BIN [BIN...]
@@ -62,6 +64,8 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     syncs0=$(metric ferry_log_syncs_total)
     released0=$(metric ferry_log_sync_released_total)
     waits0=$(metric ferry_log_sync_waits_total)
+    sum0=$(metric ferry_log_sync_duration_seconds_sum)
+    count0=$(metric ferry_log_sync_duration_seconds_count)
     timeout 180 "$PERF" throughput --url "$URL_KIND://127.0.0.1:$PORT" --producers "$PRODUCERS" --consumers 1 \
         --messages "$MESSAGES" --size 16 --persistent --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
         ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
@@ -71,6 +75,10 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     # Syncs that waited for their producers (group_commit_wait_us), as "W of S syncs".
     waited=$(awk -v w0="$waits0" -v w1="$(metric ferry_log_sync_waits_total)" -v s0="$syncs0" \
         -v s1="$(metric ferry_log_syncs_total)" 'BEGIN { if (w0 != "" && w1 != "") print ", waited in " w1 - w0 " of " s1 - s0 " syncs" }')
+    # The mean wall time of its syncs (`ferry_log_sync_duration_seconds`), beside raw-sync's p50.
+    waited+=$(awk -v a0="$sum0" -v a1="$(metric ferry_log_sync_duration_seconds_sum)" -v c0="$count0" \
+        -v c1="$(metric ferry_log_sync_duration_seconds_count)" \
+        'BEGIN { if (a0 != "" && a1 != "" && c1 > c0) printf ", mean sync %.0fµs", (a1 - a0) / (c1 - c0) * 1e6 }')
     kill "$FERRY_PID"
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
