@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """A pass-through FUSE file system whose fsync/fdatasync first waits DELAY_MS: storage whose
 sync is a network round trip away (an NFS or EFS mount in another zone), for benchmarks on a
-host that has only a local disk. Everything else goes straight to BACKING_DIR.
+host that has only a local disk. With LOOKUP_DELAY_MS, looking up a name that does not exist
+waits that long too: NFS mounted with `lookupcache=positive`, as docs/HA.md asks, sends every
+such lookup to the server, and the lease fence looks one up after every log sync. Names that
+exist are answered from the kernel's cache (FUSE's default 1 s entry and attribute timeouts),
+as NFS answers them from its positive cache. Everything else goes straight to BACKING_DIR.
 
-    scripts/slow-sync-fs.sh MOUNT DELAY_MS      # sets up and mounts; umount MOUNT ends it
-    DIR=MOUNT scripts/durable-ab.sh ...           # then benchmark on it
+    scripts/slow-sync-fs.sh MOUNT DELAY_MS [LOOKUP_DELAY_MS]   # mounts; umount MOUNT ends it
+    DIR=MOUNT scripts/durable-ab.sh ...                          # then benchmark on it
 
 Not for data anyone keeps: it is a measuring aid. Every request is a Python call, so writes
 cost more than on a kernel file system; the raw-sync baseline pays that too, and its pwrite
@@ -19,8 +23,8 @@ from fuse import FUSE, FuseOSError, Operations
 
 
 class SlowSync(Operations):
-    def __init__(self, root, delay_s):
-        self.root, self.delay_s = root, delay_s
+    def __init__(self, root, delay_s, lookup_delay_s=0.0):
+        self.root, self.delay_s, self.lookup_delay_s = root, delay_s, lookup_delay_s
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -36,7 +40,14 @@ class SlowSync(Operations):
             raise FuseOSError(errno.EACCES)
 
     def getattr(self, path, fh=None):
-        st = self._os(os.lstat, self._p(path))
+        try:
+            st = os.lstat(self._p(path))
+        except FileNotFoundError:
+            # A miss is never cached (libfuse's negative timeout is 0): each one pays the trip.
+            time.sleep(self.lookup_delay_s)
+            raise FuseOSError(errno.ENOENT) from None
+        except OSError as e:
+            raise FuseOSError(e.errno or errno.EIO) from e
         keys = ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size", "st_uid", "st_blocks")
         return {k: getattr(st, k) for k in keys}
 
@@ -111,7 +122,9 @@ class SlowSync(Operations):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: slow-sync-fs.py BACKING_DIR MOUNT DELAY_MS")
+    if len(sys.argv) not in (4, 5):
+        sys.exit("usage: slow-sync-fs.py BACKING_DIR MOUNT DELAY_MS [LOOKUP_DELAY_MS]")
     backing, mount, delay_ms = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    FUSE(SlowSync(os.path.abspath(backing), delay_ms / 1000), mount, foreground=True, nothreads=False)
+    lookup_delay_ms = float(sys.argv[4]) if len(sys.argv) == 5 else 0.0
+    FUSE(SlowSync(os.path.abspath(backing), delay_ms / 1000, lookup_delay_ms / 1000), mount, foreground=True,
+         nothreads=False)
