@@ -41,9 +41,10 @@ def run_perf(url, out, *extra):
 @pytest.mark.parametrize("threads,window", [(1, 1), (2, 4)])
 def test_polled_producers_get_every_persistent_message_receipted_once(broker, tmp_path, proto, threads, window):
     port = broker.port if proto == "stomp" else broker.amqp_port
+    # The histogram first: a sync that ends between two reads is then in its count too.
+    times = broker.histogram(SYNC_TIMES)
     syncs = broker.metric("ferry_log_syncs_total")
     released = broker.metric("ferry_log_sync_released_total")
-    times = broker.histogram(SYNC_TIMES)
     done, report = run_perf(f"{proto}://{broker.host}:{port}", tmp_path / "report.json",
                             "--producer-threads", str(threads), "--receipt-window", str(window))
     total = PRODUCERS * MESSAGES
@@ -58,13 +59,13 @@ def test_polled_producers_get_every_persistent_message_receipted_once(broker, tm
     synced = broker.metric("ferry_log_syncs_total") - syncs
     assert broker.metric("ferry_log_sync_released_total") - released >= total
     assert synced >= total / (PRODUCERS * window), synced
-    # Every one of those syncs was timed: the histogram's count moved with the sync counter,
+    # Every one of those syncs was timed: the histogram's count moved at least as the sync counter,
     # its buckets rise to that count, and the time they took is a positive sum.
     def timed_every_sync():
         after = broker.histogram(SYNC_TIMES)
-        return after["count"] - times["count"] == broker.metric("ferry_log_syncs_total") - syncs and after
+        return after["count"] - times["count"] >= broker.metric("ferry_log_syncs_total") - syncs and after
 
-    after = wait_for(timed_every_sync, timeout=5, what="the histogram's count to match the sync counter")
+    after = wait_for(timed_every_sync, timeout=5, what="the histogram's count to cover the sync counter")
     counts = [after["buckets"][le] for le in sorted(after["buckets"])]
     assert counts == sorted(counts) and counts[-1] == after["count"], after
     assert after["sum"] > times["sum"], (times, after)
