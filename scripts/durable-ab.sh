@@ -60,7 +60,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     FERRY_PID=$!
     wait_listening "$PORT" || true
     sleep "$SETTLE_S"
-    local syncs0 released0 waits0 waited
+    local syncs0 released0 waits0 waited sum0 count0 sync_mean
     syncs0=$(metric ferry_log_syncs_total)
     released0=$(metric ferry_log_sync_released_total)
     waits0=$(metric ferry_log_sync_waits_total)
@@ -76,7 +76,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     waited=$(awk -v w0="$waits0" -v w1="$(metric ferry_log_sync_waits_total)" -v s0="$syncs0" \
         -v s1="$(metric ferry_log_syncs_total)" 'BEGIN { if (w0 != "" && w1 != "") print ", waited in " w1 - w0 " of " s1 - s0 " syncs" }')
     # The mean wall time of its syncs (`ferry_log_sync_duration_seconds`), beside raw-sync's p50.
-    waited+=$(awk -v a0="$sum0" -v a1="$(metric ferry_log_sync_duration_seconds_sum)" -v c0="$count0" \
+    sync_mean=$(awk -v a0="$sum0" -v a1="$(metric ferry_log_sync_duration_seconds_sum)" -v c0="$count0" \
         -v c1="$(metric ferry_log_sync_duration_seconds_count)" \
         'BEGIN { if (a0 != "" && a1 != "" && c1 > c0) printf ", mean sync %.0fµs", (a1 - a0) / (c1 - c0) * 1e6 }')
     kill "$FERRY_PID"
@@ -85,7 +85,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     rm -rf "$data"
     local rate cpu tool ok
     read -r rate cpu tool ok < <(json_summary "$OUT/$2-$3.json")
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH$waited"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH$waited$sync_mean"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
