@@ -441,6 +441,8 @@ pub fn acquire(
 struct Held {
     dir: LeaseDir,
     epoch: u64,
+    /// `epoch-<epoch + 1>`: the name every fence check looks up, built once.
+    successor: PathBuf,
     duration: Duration,
     anchor: Instant,
     /// Start of the last successful renewal, in nanoseconds since `anchor`.
@@ -450,6 +452,19 @@ struct Held {
 }
 
 impl Held {
+    fn new(dir: LeaseDir, epoch: u64, duration: Duration) -> Held {
+        Held {
+            successor: dir.path("epoch", epoch + 1),
+            dir,
+            epoch,
+            duration,
+            anchor: Instant::now(),
+            renewed_ns: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
     fn since_anchor(&self, at: Instant) -> u64 {
         u64::try_from(at.duration_since(self.anchor).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -468,23 +483,41 @@ impl Held {
 }
 
 impl Fence for Held {
+    /// Passes only on a lookup that answered "no such file" for the successor's claim, within
+    /// the renew deadline. A lookup that fails otherwise (EIO, ESTALE, a timeout of a soft NFS
+    /// mount, ...) proves nothing: it is retried, as a late renewal is waited for, and after a
+    /// lease duration of failures the check fails (the log is poisoned and the broker exits).
     fn check(&self) -> Result<(), String> {
+        let mut failing_since: Option<Instant> = None;
         loop {
             if self.lost.load(Ordering::SeqCst) {
                 return Err(format!("epoch {} lost its lease", self.epoch));
             }
-            if self.dir.exists("epoch", self.epoch + 1) {
-                self.lost.store(true, Ordering::SeqCst);
-                return Err(format!(
-                    "epoch {} exists: this process (epoch {}) was taken over",
-                    self.epoch + 1,
-                    self.epoch
-                ));
+            match std::fs::symlink_metadata(&self.successor) {
+                Ok(_) => {
+                    self.lost.store(true, Ordering::SeqCst);
+                    return Err(format!(
+                        "epoch {} exists: this process (epoch {}) was taken over",
+                        self.epoch + 1,
+                        self.epoch
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !self.renew_deadline_passed(Instant::now()) {
+                        return Ok(());
+                    }
+                    // A late renewal: wait for the renew thread to renew or to give the lease up.
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(|| {
+                        tracing::warn!(path = %self.successor.display(), error = %e, "cannot look for a successor; acknowledgements wait");
+                        Instant::now()
+                    });
+                    if since.elapsed() > self.duration {
+                        return Err(format!("cannot look for {}: {e}", self.successor.display()));
+                    }
+                }
             }
-            if !self.renew_deadline_passed(Instant::now()) {
-                return Ok(());
-            }
-            // A late renewal: wait for the renew thread to renew or to give the lease up.
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -501,16 +534,7 @@ impl ActiveLease {
     /// on the lease thread, so that a takeover does not wait for that file system work (under
     /// heavy fsync traffic on the same disk it took hundreds of milliseconds).
     fn start(dir: LeaseDir, epoch: u64, timing: LeaseTiming) -> anyhow::Result<ActiveLease> {
-        let anchor = Instant::now();
-        let held = Arc::new(Held {
-            dir,
-            epoch,
-            duration: timing.duration,
-            anchor,
-            renewed_ns: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-        });
+        let held = Arc::new(Held::new(dir, epoch, timing.duration));
         let renewer = held.clone();
         std::thread::Builder::new()
             .name("ferry-lease".to_owned())
@@ -577,7 +601,7 @@ fn renew_loop(held: &Held, file: &File) {
         if held.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if held.dir.exists("epoch", held.epoch + 1) {
+        if held.successor.exists() {
             held.lose("a newer epoch was claimed");
         }
         if !handover_asked && held.dir.exists("handover", held.epoch) {
@@ -621,15 +645,7 @@ mod tests {
     use super::*;
 
     fn held(dir: &LeaseDir, epoch: u64, duration: Duration) -> Held {
-        Held {
-            dir: dir.clone(),
-            epoch,
-            duration,
-            anchor: Instant::now(),
-            renewed_ns: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-        }
+        Held::new(dir.clone(), epoch, duration)
     }
 
     #[test]
@@ -741,6 +757,32 @@ mod tests {
         assert!(dir.claim(4, "successor").expect("claim"));
         assert!(me.check().is_err());
         assert!(me.check().is_err(), "once lost, always lost");
+    }
+
+    #[test]
+    fn the_fence_never_passes_on_a_lookup_that_failed() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = LeaseDir::new(data.path()).expect("lease dir");
+        assert!(dir.claim(3, "me").expect("claim"));
+        let lease = data.path().join("lease");
+        let aside = data.path().join("lease-aside");
+        // `lease` a plain file: the lookup of `lease/epoch-…4` fails with ENOTDIR, not ENOENT.
+        std::fs::rename(&lease, &aside).expect("move the lease dir aside");
+        std::fs::write(&lease, b"").expect("a file in its place");
+        // Failing for longer than the lease duration: the check fails, it does not pass.
+        let short = held(&dir, 3, Duration::from_millis(30));
+        let refused = short.check().expect_err("a failed lookup must not pass the fence");
+        assert!(refused.contains("cannot look for"), "{refused}");
+        // Failing for a moment: the check waits, and passes once the lookup answers again.
+        let me = held(&dir, 3, Duration::from_secs(60));
+        std::thread::scope(|s| {
+            let checking = s.spawn(|| me.check());
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!checking.is_finished(), "the fence passed while its lookup failed");
+            std::fs::remove_file(&lease).expect("remove the file");
+            std::fs::rename(&aside, &lease).expect("restore the lease dir");
+            assert_eq!(checking.join().expect("check thread"), Ok(()));
+        });
     }
 
     #[test]
