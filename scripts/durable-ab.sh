@@ -13,13 +13,16 @@
 #     same batch sizes" of the issue. A binary without those metrics gets none.
 # Each broker run also prints its syncs' mean wall time (`ferry_log_sync_duration_seconds`),
 # to set beside raw-sync's p50.
+# CEILING=1 adds, per round, the first binary under the same load with non-persistent messages
+# (receipts and confirms then wait for no sync): what the same producers, sockets and broker
+# reach without the log, the most any durable path could reach on this host.
 # Prints one line per run, the medians, and each binary's median against both.
 #
 #   scripts/durable-ab.sh BIN [BIN...]
 #
 # A BIN may carry its own arguments, quoted as one word: "target/release/ferry --shards 1".
 #
-# Environment: ROUNDS (3), URL_KIND (stomp|amqp, stomp), MESSAGES (3000 per producer),
+# Environment: ROUNDS (3), CEILING (0), URL_KIND (stomp|amqp, stomp), MESSAGES (3000 per producer),
 # PRODUCERS (16), WINDOW (1), SHARDS (2), PORT (62613), ADMIN_PORT (62161), PERF_ARGS (more
 # `ferry-perf throughput` options; default "--producer-threads 1", PERF_ARGS= for the threaded
 # producers), DIR (where the data dirs and raw-sync's file go, /tmp: one disk for all; a
@@ -39,6 +42,9 @@ PORT=${PORT:-62613}
 ADMIN_PORT=${ADMIN_PORT:-62161}
 WINDOW=${WINDOW:-1}
 SETTLE_S=${SETTLE_S:-0}
+CEILING=${CEILING:-0}
+PERSISTENT=--persistent # cleared for the ceiling runs, which send 3x MESSAGES (they are quicker)
+RUN_MESSAGES=$MESSAGES
 # Polled producers by default: the threaded tool's two threads per producer cost this 2-core
 # host about 32 CPU-us per message against about 20 (docs/PERFORMANCE.md, session 8).
 read -r -a PERF_ARGS <<<"${PERF_ARGS-"--producer-threads 1"}"
@@ -67,7 +73,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     sum0=$(metric ferry_log_sync_duration_seconds_sum)
     count0=$(metric ferry_log_sync_duration_seconds_count)
     timeout 180 "$PERF" throughput --url "$URL_KIND://127.0.0.1:$PORT" --producers "$PRODUCERS" --consumers 1 \
-        --messages "$MESSAGES" --size 16 --persistent --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
+        --messages "$RUN_MESSAGES" --size 16 ${PERSISTENT:+"$PERSISTENT"} --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
         ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
     BATCH=$(awk -v s0="$syncs0" -v r0="$released0" -v s1="$(metric ferry_log_syncs_total)" \
         -v r1="$(metric ferry_log_sync_released_total)" \
@@ -131,6 +137,11 @@ for round in $(seq "$ROUNDS"); do
         run_ferry "$bin" "bin$i" "$round"
         [ "$BATCH" -gt 0 ] && run_raw "$BATCH" "raw-bin$i" "$round"
     done
+    if [ "$CEILING" = 1 ]; then
+        PERSISTENT= RUN_MESSAGES=$((MESSAGES * 3))
+        run_ferry "$1" ceiling "$round"
+        PERSISTENT=--persistent RUN_MESSAGES=$MESSAGES
+    fi
 done
 raw=$(median <"$OUT/raw.rates")
 echo "median raw-sync (batch $PRODUCERS): $raw records/s"
@@ -146,3 +157,8 @@ for bin in "$@"; do
     fi
     echo "$line"
 done
+if [ "$CEILING" = 1 ]; then
+    c=$(median <"$OUT/ceiling.rates")
+    echo "median ceiling ($1, non-persistent): $c msg/s = $(ratio "$c" "$raw") of raw-sync at batch $PRODUCERS;" \
+        "bin1 durable = $(ratio "$(median <"$OUT/bin1.rates")" "$c") of it"
+fi
