@@ -195,3 +195,32 @@ def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args
         for b in brokers:
             b.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+
+@pytest.mark.ferry(config=f"lease_duration_ms = {LEASE_MS}\n")
+def test_the_fence_holds_receipts_while_its_lookup_fails_then_stops_the_broker(broker, broker_factory, stomp_client):
+    """The owner may acknowledge only after a lookup that *answered* "no epoch N+1". With the
+    lease directory replaced by a plain file, that lookup fails (ENOTDIR) instead: the receipt
+    must wait, and after a lease duration of failures the broker stops (75). Renewals still
+    work meanwhile (the heartbeat file is already open), so nothing else would stop it."""
+    from conftest import send_sync, subscribe_sync, uniq, wait_for
+    c, lis = stomp_client()
+    q = f"/queue/{uniq('fence')}"
+    send_sync(c, lis, q, "before", headers={"persistent": "true"})
+    data = broker.data_dir
+    (data / "lease").rename(data / "lease-aside")
+    (data / "lease").write_text("")
+    c.send(q, "during", headers={"persistent": "true", "receipt": "r-during"})
+    wait_for(lambda: broker.proc.poll() is not None, timeout=10 * LEASE_MS / 1000, what="the broker to stop")
+    assert "r-during" not in lis.receipts, "a receipt was released without a fence lookup"
+    assert broker.stop() == 75, broker.log_tail()
+    assert "cannot look for" in broker.log_tail()
+    # The data dir is intact: with the lease dir back, the acknowledged message is there.
+    (data / "lease").unlink()
+    (data / "lease-aside").rename(data / "lease")
+    b2 = broker_factory(data_dir=data, name="after-fence")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, q)
+    got = [m.body for m in l2.quiet_for(0.5)]
+    assert got[:1] == ["before"] and set(got) <= {"before", "during"} and len(got) == len(set(got)), got
