@@ -20,7 +20,7 @@ import stomp
 
 from conftest import REPO_ROOT, Collector, close_conn, send_sync, subscribe_sync, uniq, wait_for
 
-SYNC_DELAY_MS = 10
+SYNC_DELAY_MS = 20
 SYNC_TIMES = "ferry_log_sync_duration_seconds"
 PRODUCERS = 8
 MESSAGES = 40  # per producer
