@@ -19,6 +19,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "ha"))
 import ha_run  # noqa: E402
+from conftest import send_sync, subscribe_sync, uniq, wait_for  # noqa: E402
 
 LEASE_MS = 1000
 pytestmark = pytest.mark.timeout(90)
@@ -204,7 +205,6 @@ def test_the_fence_holds_receipts_while_its_lookup_fails_then_stops_the_broker(b
     lease directory replaced by a plain file, that lookup fails (ENOTDIR) instead: the receipt
     must wait, and after a lease duration of failures the broker stops (75). Renewals still
     work meanwhile (the heartbeat file is already open), so nothing else would stop it."""
-    from conftest import send_sync, subscribe_sync, uniq, wait_for
     c, lis = stomp_client()
     q = f"/queue/{uniq('fence')}"
     send_sync(c, lis, q, "before", headers={"persistent": "true"})
