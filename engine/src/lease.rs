@@ -89,6 +89,9 @@ impl LeaseDir {
         Ok(highest)
     }
 
+    /// Whether `<what>-<epoch>` exists; a lookup that fails reads as "no". Right for markers a
+    /// false "no" only delays (released, handover); never for the fence, which must tell a
+    /// failed lookup from an absent claim (`Held::check`).
     fn exists(&self, what: &str, epoch: u64) -> bool {
         self.path(what, epoch).exists()
     }
@@ -541,6 +544,7 @@ fn renew_loop(held: &Held, file: &File) {
         if held.stopping.load(Ordering::SeqCst) {
             return;
         }
+        // Only to notice a takeover early; a failed lookup reading as "no" is safe here.
         if held.successor.exists() {
             held.lose("a newer epoch was claimed");
         }

@@ -198,7 +198,6 @@ def test_a_standby_sends_mqtt_clients_to_the_active_then_serves_them_itself(args
         shutil.rmtree(data, ignore_errors=True)
 
 
-
 @pytest.mark.ferry(config=f"lease_duration_ms = {LEASE_MS}\n")
 def test_the_fence_holds_receipts_while_its_lookup_fails_then_stops_the_broker(broker, broker_factory, stomp_client):
     """The owner may acknowledge only after a lookup that *answered* "no epoch N+1". With the
