@@ -91,7 +91,10 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     rm -rf "$data"
     local rate cpu tool ok
     read -r rate cpu tool ok < <(json_summary "$OUT/$2-$3.json")
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok, mean group commit $BATCH$waited$sync_mean"
+    # A non-persistent (ceiling) run syncs only its queue declaration: no group-commit figures.
+    local commits=", non-persistent"
+    [ -n "$PERSISTENT" ] && commits=", mean group commit $BATCH$waited$sync_mean"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok$commits"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
