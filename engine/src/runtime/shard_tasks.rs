@@ -59,6 +59,7 @@ pub(super) async fn shard_main(
         return;
     };
     let id = ShardId(u16::try_from(senders.peer_id()).expect("shard count fits u16"));
+    SHARD_INDEX.with(|index| index.set(Some(id.0)));
     // A standby starts its shards ahead (executor, io_uring, mesh: slow on a busy machine) and
     // they wait here, logs unopened and listeners closed, until the process holds the lease.
     if activation.get().is_none() {
@@ -178,6 +179,10 @@ pub(super) async fn shard_main(
 thread_local! {
     /// Blocking-pool jobs of this shard not yet returned to it.
     static BLOCKING_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// This executor's shard, once it joined the mesh: names its blocking thread.
+    static SHARD_INDEX: std::cell::Cell<Option<u16>> = const { std::cell::Cell::new(None) };
+    /// Set on a blocking-pool thread once it carries its shard's name.
+    static LOG_THREAD_NAMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `job` on the blocking pool, counted so that a stopping shard can wait for it.
@@ -190,7 +195,25 @@ async fn run_blocking<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'stati
     }
     BLOCKING_IN_FLIGHT.with(|n| n.set(n.get() + 1));
     let _counted = Counted;
-    executor().spawn_blocking(job).await
+    let shard = SHARD_INDEX.with(std::cell::Cell::get);
+    executor()
+        .spawn_blocking(move || {
+            name_log_thread(shard);
+            job()
+        })
+        .await
+}
+
+/// Names the blocking thread that runs a shard's log jobs (syncs, compaction, spare segments)
+/// `ferry-log-<shard>`, the first time it runs one. It would otherwise carry its executor's
+/// name, so `top -H`, `perf` and `ferry-perf --broker-pid` could not tell the sync's CPU from
+/// the event loop's. Cosmetic: if `/proc` refuses, the thread keeps the inherited name.
+fn name_log_thread(shard: Option<u16>) {
+    let Some(shard) = shard else { return };
+    if LOG_THREAD_NAMED.with(|named| named.replace(true)) {
+        return;
+    }
+    let _ = std::fs::write("/proc/thread-self/comm", format!("ferry-log-{shard}"));
 }
 
 /// Waits (up to `limit`) until no blocking job of this shard is outstanding.
