@@ -89,12 +89,12 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
     rm -rf "$data"
-    local rate cpu tool ok
-    read -r rate cpu tool ok < <(json_summary "$OUT/$2-$3.json")
+    local rate cpu tool ok roles
+    read -r rate cpu tool ok roles < <(json_summary "$OUT/$2-$3.json")
     # A non-persistent (ceiling) run syncs only its queue declaration: no group-commit figures.
     local commits=", non-persistent"
     [ -n "$PERSISTENT" ] && commits=", mean group commit $BATCH$waited$sync_mean"
-    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M, ferry-perf $tool CPU-s/1M, clean=$ok$commits"
+    echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M${roles:+ ($roles)}, ferry-perf $tool CPU-s/1M, clean=$ok$commits"
     echo "$rate" >>"$OUT/$2.rates"
 }
 
@@ -111,15 +111,18 @@ for line in urllib.request.urlopen(req, timeout=2).read().decode().splitlines():
 PY
 }
 
-# "rate broker-cpu tool-cpu clean" from a `ferry-perf throughput --json` file ("0 0 0 false" when
-# the run wrote none).
+# "rate broker-cpu tool-cpu clean roles" from a `ferry-perf throughput --json` file ("0 0 0 false"
+# when the run wrote none); roles is the broker's CPU per thread role, "shard 28.5, log 9.0"
+# (CPU-s/1M: the shards' event loops, their sync threads), empty from an older ferry-perf.
 json_summary() {
     python3 - "$1" <<'PY' 2>/dev/null || echo "0 0 0 false"
 import json, sys
 r = json.load(open(sys.argv[1]))
 clean = r["verdict"]["lost"] == 0 and r["verdict"]["duplicated"] == 0 and r["receipted"] == r["send"]["messages"]
+roles = ", ".join(f'{t["role"].removeprefix("ferry-")} {t["cpu_s_per_million_msgs"]:.1f}'
+                  for t in r.get("broker_threads", []) if t["role"] in ("ferry-shard", "ferry-log"))
 print(int(r["send"]["msg_per_s"]), int(r["broker"]["cpu_s_per_million_msgs"]),
-      int(r["tool"]["cpu_s_per_million_msgs"]), str(clean).lower())
+      int(r["tool"]["cpu_s_per_million_msgs"]), str(clean).lower(), roles)
 PY
 }
 

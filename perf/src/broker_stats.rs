@@ -1,6 +1,9 @@
-//! The broker process as Linux sees it: CPU time (utime + stime from `/proc/PID/stat`) and
-//! peak resident memory (`VmHWM` from `/proc/PID/status`). Read on the main thread before
-//! and after a run; the broker must run on the same machine. Linux only.
+//! The broker process as Linux sees it: CPU time (utime + stime from `/proc/PID/stat`), the
+//! same per thread role (`/proc/PID/task/*/stat`), and peak resident memory (`VmHWM` from
+//! `/proc/PID/status`). Read on the main thread before and after a run; the broker must run on
+//! the same machine. Linux only.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow};
 
@@ -32,6 +35,53 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// CPU seconds of `pid` per thread role, summed over its threads. A role is a thread's name
+/// without its trailing `-<number>` parts: Ferry's `ferry-shard-0-1` and `ferry-shard-1-2`
+/// (event loops) are both `ferry-shard`, `ferry-log-0` (a shard's sync and compaction thread)
+/// is `ferry-log`. A thread that exits between two readings drops out of its role's sum.
+pub fn thread_roles(pid: u32) -> Result<BTreeMap<String, f64>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("list /proc/{pid}/task"))?;
+    let mut roles = BTreeMap::new();
+    for task in tasks {
+        // A thread may exit while we read: skip what is gone.
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(name), Ok(ticks)) = (thread_name(&stat), cpu_ticks(&stat)) else { continue };
+        *roles.entry(role(name).to_owned()).or_insert(0.0) += ticks as f64 / clock_ticks_per_s();
+    }
+    Ok(roles)
+}
+
+/// The CPU seconds each role used between two [`thread_roles`] readings, largest first; roles
+/// that used none are left out.
+pub fn role_deltas(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut used: Vec<(String, f64)> = after
+        .iter()
+        .map(|(role, cpu)| (role.clone(), cpu - before.get(role).copied().unwrap_or(0.0)))
+        .filter(|(_, cpu)| *cpu > 0.0)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used
+}
+
+/// The thread name (field 2, in parentheses) of a `/proc` stat line.
+fn thread_name(stat: &str) -> Option<&str> {
+    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
+}
+
+/// `name` without trailing `-<digits>` parts. Linux cuts names at 15 bytes, so an empty or
+/// cut-off last part counts as a number too (`ferry-shard-12-` is `ferry-shard`).
+fn role(name: &str) -> &str {
+    let mut role = name;
+    while let Some((head, last)) = role.rsplit_once('-') {
+        if !last.bytes().all(|b| b.is_ascii_digit()) || head.is_empty() {
+            break;
+        }
+        role = head;
+    }
+    role
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks.
@@ -71,6 +121,45 @@ mod tests {
         let stat = "1234 (ferry shard 0) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
         assert_eq!(cpu_ticks(stat).ok(), Some(300));
         assert!(cpu_ticks("garbage").is_err());
+    }
+
+    #[test]
+    fn thread_roles_drop_trailing_numbers() {
+        assert_eq!(role("ferry-shard-0-1"), "ferry-shard");
+        assert_eq!(role("ferry-shard-12-"), "ferry-shard");
+        assert_eq!(role("ferry-log-3"), "ferry-log");
+        assert_eq!(role("ferry-admin"), "ferry-admin");
+        assert_eq!(role("ferry"), "ferry");
+        assert_eq!(role("-1"), "-1");
+        assert_eq!(thread_name("77 (ferry-log-0) S 1 2"), Some("ferry-log-0"));
+        assert_eq!(thread_name("no parentheses"), None);
+    }
+
+    #[test]
+    fn role_deltas_subtract_and_sort() {
+        let before = BTreeMap::from([("ferry-shard".to_owned(), 1.0), ("ferry-log".to_owned(), 0.5)]);
+        let after = BTreeMap::from([
+            ("ferry-shard".to_owned(), 3.0),
+            ("ferry-log".to_owned(), 0.5),
+            ("ferry-lease".to_owned(), 0.25),
+            ("ferry-new".to_owned(), 4.0),
+        ]);
+        let used = role_deltas(&before, &after);
+        assert_eq!(
+            used,
+            vec![("ferry-new".to_owned(), 4.0), ("ferry-shard".to_owned(), 2.0), ("ferry-lease".to_owned(), 0.25)]
+        );
+    }
+
+    #[test]
+    fn reads_this_process_threads() {
+        let probe = std::thread::Builder::new()
+            .name("stats-probe-7".to_owned())
+            .spawn(|| thread_roles(std::process::id()).expect("own /proc tasks"))
+            .expect("spawn");
+        let roles = probe.join().expect("probe thread");
+        assert!(roles.contains_key("stats-probe"), "{roles:?}");
+        assert!(!roles.contains_key("stats-probe-7"), "{roles:?}");
     }
 
     #[test]

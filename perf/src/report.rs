@@ -70,6 +70,14 @@ pub struct BrokerUse {
     pub peak_rss_mib: f64,
 }
 
+/// The broker's CPU over the run for one thread role (`broker_stats::thread_roles`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadUse {
+    pub role: String,
+    pub cpu_s: f64,
+    pub cpu_s_per_million_msgs: f64,
+}
+
 /// The load tool's own CPU over the run: on a shared machine it is taken from the broker.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ToolUse {
@@ -89,6 +97,8 @@ pub struct Report {
     pub checked: bool,
     pub timed_out: bool,
     pub broker: Option<BrokerUse>,
+    /// The broker's CPU split by thread role, largest first (with `--broker-pid`).
+    pub broker_threads: Vec<ThreadUse>,
     pub tool: Option<ToolUse>,
     pub error_count: u64,
     pub errors: Vec<String>,
@@ -149,6 +159,11 @@ impl Report {
                 "broker pid {}: cpu {:.2} s ({:.2} s per 1M msgs), peak rss {:.1} MiB",
                 b.pid, b.cpu_s, b.cpu_s_per_million_msgs, b.peak_rss_mib
             );
+        }
+        if !self.broker_threads.is_empty() {
+            let roles: Vec<String> =
+                self.broker_threads.iter().map(|t| format!("{} {:.2}", t.role, t.cpu_s_per_million_msgs)).collect();
+            let _ = writeln!(out, "broker cpu by thread (s per 1M msgs): {}", roles.join(", "));
         }
         if let Some(t) = &self.tool {
             let _ = writeln!(

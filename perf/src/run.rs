@@ -19,7 +19,7 @@ use crate::consumer::{self, ConsumerConfig, ConsumerOutcome};
 use crate::pace::Pace;
 use crate::producer::{self, ProducerConfig, ProducerOutcome};
 use crate::progress::{self, PerSecond};
-use crate::report::{self, BrokerUse, Rate, Report, Scenario, ToolUse};
+use crate::report::{self, BrokerUse, Rate, Report, Scenario, ThreadUse, ToolUse};
 use crate::shared::Shared;
 use crate::{ScenarioArgs, ThroughputArgs};
 
@@ -111,6 +111,7 @@ pub fn measure_paced(
     let checker = Arc::new(SeqChecker::new(args.producers, args.messages, args.queues));
     let shared = Arc::new(Shared::default());
     let before = broker_pid.map(broker_stats::sample).transpose()?;
+    let roles_before = broker_pid.and_then(|pid| broker_stats::thread_roles(pid).ok());
     let tool_before = broker_stats::sample(std::process::id()).ok();
 
     let base = rate.map(|_| Arc::new(OnceLock::new()));
@@ -133,8 +134,10 @@ pub fn measure_paced(
     shared.request_stop();
     progress::join(progress, &shared);
     let after = broker_pid.map(broker_stats::sample).transpose()?;
+    let roles_after = broker_pid.and_then(|pid| broker_stats::thread_roles(pid).ok());
     let tool_after = broker_stats::sample(std::process::id()).ok();
-    let run = RunFacts { url, broker_pid, send_start, timed_out, tool: tool_before.zip(tool_after) };
+    let roles = roles_before.zip(roles_after).map(|(b, a)| broker_stats::role_deltas(&b, &a)).unwrap_or_default();
+    let run = RunFacts { url, broker_pid, send_start, timed_out, tool: tool_before.zip(tool_after), roles };
     let latency = merge_latency(&consumed);
     Ok((build_report(args, &run, &checker, &shared, &produced, &consumed, before.zip(after)), latency))
 }
@@ -159,6 +162,8 @@ struct RunFacts<'a> {
     timed_out: bool,
     /// This process's own CPU before and after (it shares the machine with the broker).
     tool: Option<(BrokerSample, BrokerSample)>,
+    /// The broker's CPU seconds per thread role over the run (`broker_stats::role_deltas`).
+    roles: Vec<(String, f64)>,
 }
 
 fn start_consumers(
@@ -355,6 +360,15 @@ fn build_report(
         checked: args.consumers > 0,
         timed_out: run.timed_out,
         broker,
+        broker_threads: run
+            .roles
+            .iter()
+            .map(|(role, cpu_s)| ThreadUse {
+                role: role.clone(),
+                cpu_s: *cpu_s,
+                cpu_s_per_million_msgs: cpu_s * 1e6 / moved as f64,
+            })
+            .collect(),
         tool,
         error_count,
         errors,

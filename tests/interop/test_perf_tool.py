@@ -75,3 +75,22 @@ def test_producer_threads_refuses_zero(broker, tmp_path):
     done = subprocess.run([str(perf_bin()), "throughput", "--url", f"stomp://{broker.host}:{broker.port}",
                            "--producer-threads", "0"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "--producer-threads must be at least 1" in done.stderr, done.stderr
+
+
+def test_broker_cpu_is_split_by_thread_role(broker, tmp_path):
+    """With --broker-pid, the report splits the broker's CPU by thread role; a shard's syncs run
+    on a thread of their own, `ferry-log-N`, so that split tells the sync's CPU from the event
+    loop's (scripts/durable-ab.sh prints both)."""
+    done, report = run_perf(f"stomp://{broker.host}:{broker.port}", tmp_path / "report.json",
+                            "--producer-threads", "1", "--broker-pid", str(broker.proc.pid))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert report["receipted"] == PRODUCERS * MESSAGES
+    names = {(p / "comm").read_text().strip() for p in Path(f"/proc/{broker.proc.pid}/task").iterdir()}
+    assert any(n.startswith("ferry-log-") for n in names), names
+    assert any(n.startswith("ferry-shard-") for n in names), names
+    roles = {t["role"]: t for t in report["broker_threads"]}
+    assert "ferry-shard" in roles and roles["ferry-shard"]["cpu_s"] > 0, report["broker_threads"]
+    assert not any(r[-1].isdigit() for r in roles), roles
+    # The roles are a split of the broker's CPU, not more (the readings are moments apart).
+    assert sum(t["cpu_s"] for t in roles.values()) <= report["broker"]["cpu_s"] + 0.05, report
+    assert "broker cpu by thread (s per 1M msgs): ferry-shard " in done.stdout, done.stdout
