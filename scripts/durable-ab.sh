@@ -66,7 +66,7 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     FERRY_PID=$!
     wait_listening "$PORT" || true
     sleep "$SETTLE_S"
-    local syncs0 released0 waits0 waited sum0 count0 sync_mean
+    local syncs0 syncs1 released0 waits0 waited sum0 count0 sync_mean
     syncs0=$(metric ferry_log_syncs_total)
     released0=$(metric ferry_log_sync_released_total)
     waits0=$(metric ferry_log_sync_waits_total)
@@ -75,12 +75,13 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     timeout 180 "$PERF" throughput --url "$URL_KIND://127.0.0.1:$PORT" --producers "$PRODUCERS" --consumers 1 \
         --messages "$RUN_MESSAGES" --size 16 ${PERSISTENT:+"$PERSISTENT"} --receipts --receipt-window "$WINDOW" --broker-pid "$FERRY_PID" \
         ${PERF_ARGS[@]+"${PERF_ARGS[@]}"} --json "$OUT/$2-$3.json" >/dev/null 2>&1 || true
-    BATCH=$(awk -v s0="$syncs0" -v r0="$released0" -v s1="$(metric ferry_log_syncs_total)" \
+    syncs1=$(metric ferry_log_syncs_total)
+    BATCH=$(awk -v s0="$syncs0" -v r0="$released0" -v s1="$syncs1" \
         -v r1="$(metric ferry_log_sync_released_total)" \
         'BEGIN { if (s0 == "" || s1 == "" || s1 <= s0) print 0; else { b = (r1 - r0) / (s1 - s0); print (b < 1) ? 1 : int(b + 0.5) } }')
     # Syncs that waited for their producers (group_commit_wait_us), as "W of S syncs".
     waited=$(awk -v w0="$waits0" -v w1="$(metric ferry_log_sync_waits_total)" -v s0="$syncs0" \
-        -v s1="$(metric ferry_log_syncs_total)" 'BEGIN { if (w0 != "" && w1 != "") print ", waited in " w1 - w0 " of " s1 - s0 " syncs" }')
+        -v s1="$syncs1" 'BEGIN { if (w0 != "" && w1 != "") print ", waited in " w1 - w0 " of " s1 - s0 " syncs" }')
     # The mean wall time of its syncs (`ferry_log_sync_duration_seconds`), beside raw-sync's p50.
     sync_mean=$(awk -v a0="$sum0" -v a1="$(metric ferry_log_sync_duration_seconds_sum)" -v c0="$count0" \
         -v c1="$(metric ferry_log_sync_duration_seconds_count)" \
@@ -89,11 +90,15 @@ run_ferry() { # "BIN [ARGS]" TAG ROUND
     wait "$FERRY_PID" 2>/dev/null || true
     FERRY_PID=
     rm -rf "$data"
-    local rate cpu tool ok roles
-    read -r rate cpu tool ok roles < <(json_summary "$OUT/$2-$3.json")
+    local rate cpu tool ok log_cpu roles
+    read -r rate cpu tool ok log_cpu roles < <(json_summary "$OUT/$2-$3.json")
+    # The log threads' CPU per sync, beside raw-sync's "cpu µs/sync".
+    local log_per_sync
+    log_per_sync=$(awk -v c="$log_cpu" -v s0="$syncs0" -v s1="$syncs1" \
+        'BEGIN { if (s0 != "" && s1 != "" && s1 > s0 && c > 0) printf ", log thread %.0fµs CPU/sync", c * 1e6 / (s1 - s0) }')
     # A non-persistent (ceiling) run syncs only its queue declaration: no group-commit figures.
     local commits=", non-persistent"
-    [ -n "$PERSISTENT" ] && commits=", mean group commit $BATCH$waited$sync_mean"
+    [ -n "$PERSISTENT" ] && commits=", mean group commit $BATCH$waited$sync_mean$log_per_sync"
     echo "$2 round $3: $rate msg/s, broker $cpu CPU-s/1M${roles:+ ($roles)}, ferry-perf $tool CPU-s/1M, clean=$ok$commits"
     echo "$rate" >>"$OUT/$2.rates"
 }
@@ -111,18 +116,20 @@ for line in urllib.request.urlopen(req, timeout=2).read().decode().splitlines():
 PY
 }
 
-# "rate broker-cpu tool-cpu clean roles" from a `ferry-perf throughput --json` file ("0 0 0 false"
-# when the run wrote none); roles is the broker's CPU per thread role, "shard 28.5, log 9.0"
-# (CPU-s/1M: the shards' event loops, their sync threads), empty from an older ferry-perf.
+# "rate broker-cpu tool-cpu clean log-cpu-s roles" from a `ferry-perf throughput --json` file
+# ("0 0 0 false 0" when the run wrote none); log-cpu-s is the CPU seconds of the shards' sync
+# threads (`ferry-log-N`), roles the broker's CPU per thread role, "shard 28.5, log 9.0"
+# (CPU-s/1M: the shards' event loops, their sync threads); 0 and empty from an older ferry-perf.
 json_summary() {
-    python3 - "$1" <<'PY' 2>/dev/null || echo "0 0 0 false"
+    python3 - "$1" <<'PY' 2>/dev/null || echo "0 0 0 false 0"
 import json, sys
 r = json.load(open(sys.argv[1]))
 clean = r["verdict"]["lost"] == 0 and r["verdict"]["duplicated"] == 0 and r["receipted"] == r["send"]["messages"]
 roles = ", ".join(f'{t["role"].removeprefix("ferry-")} {t["cpu_s_per_million_msgs"]:.1f}'
                   for t in r.get("broker_threads", []) if t["role"] in ("ferry-shard", "ferry-log"))
+log_cpu = sum(t["cpu_s"] for t in r.get("broker_threads", []) if t["role"] == "ferry-log")
 print(int(r["send"]["msg_per_s"]), int(r["broker"]["cpu_s_per_million_msgs"]),
-      int(r["tool"]["cpu_s_per_million_msgs"]), str(clean).lower(), roles)
+      int(r["tool"]["cpu_s_per_million_msgs"]), str(clean).lower(), log_cpu, roles)
 PY
 }
 

@@ -1,7 +1,7 @@
 //! `ferry-perf raw-sync`: the durability baseline a broker is measured against — one thread
 //! doing what an ideal group commit does with no broker around it: `pwrite` a batch of
-//! records to a preallocated file, `fdatasync`, repeat. Reports records/s and the sync
-//! latency distribution. Bounded by `--seconds` and by the file size (it wraps around).
+//! records to a preallocated file, `fdatasync`, repeat. Reports records/s, the sync
+//! latency distribution and the loop's CPU per sync. Bounded by `--seconds` and by the file size (it wraps around).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -49,6 +49,8 @@ fn run(file: &std::fs::File, args: &RawSyncArgs) -> anyhow::Result<f64> {
     let batch_bytes = vec![0xabu8; args.batch * (args.size + RECORD_OVERHEAD_BYTES)];
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let (mut offset, mut syncs, mut latencies) = (0u64, 0u64, Vec::new());
+    // This process runs only the loop: its CPU is the loop's.
+    let cpu_before = crate::broker_stats::sample(std::process::id()).ok();
     let start = Instant::now();
     while Instant::now() < deadline {
         let t = Instant::now();
@@ -62,11 +64,18 @@ fn run(file: &std::fs::File, args: &RawSyncArgs) -> anyhow::Result<f64> {
         latencies.push(t.elapsed());
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_after = crate::broker_stats::sample(std::process::id()).ok();
+    let cpu = match cpu_before.zip(cpu_after) {
+        Some((before, after)) if syncs > 0 => {
+            format!(", cpu {:.0}µs/sync", (after.cpu_s - before.cpu_s) * 1e6 / syncs as f64)
+        }
+        _ => String::new(),
+    };
     let records = syncs as f64 * args.batch as f64;
     latencies.sort_unstable();
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
     println!(
-        "raw-sync batch={} size={}B: {:.0} records/s, {:.0} syncs/s, sync p50={:?} p99={:?}",
+        "raw-sync batch={} size={}B: {:.0} records/s, {:.0} syncs/s, sync p50={:?} p99={:?}{cpu}",
         args.batch,
         args.size,
         records / secs,
