@@ -1,6 +1,9 @@
 """Durability across restarts: persistent + RECEIPT means on disk (ARCHITECTURE §4)."""
 
+import pika
+
 from conftest import BOTH_SHARDS, ack_args, send_sync, subscribe_sync, uniq
+from test_amqp_pika import amqp
 
 pytestmark = BOTH_SHARDS
 
@@ -111,3 +114,23 @@ def test_queue_declaration_survives_restart(broker, broker_factory, stomp_client
     send_sync(c2, l2, f"/amq/queue/{name}", "after restart")
     l2.wait_messages(1)
     assert [m.body for m in l2.quiet_for(0.3)] == ["after restart"]
+
+
+def test_purged_persistent_messages_stay_gone_after_sigkill(broker, broker_factory):
+    """queue.purge settles what it drops in the log, as an ack does: after a SIGKILL (once a
+    later confirmed publish's sync covered the purge) only what came after it is there (pika)."""
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = uniq("purge")
+    ch.queue_declare(q, durable=True)
+    for i in range(5):
+        ch.basic_publish("", q, f"before{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    assert ch.queue_purge(q).method.message_count == 5
+    ch.basic_publish("", q, b"after", pika.BasicProperties(delivery_mode=2))  # confirmed: synced
+    b2 = _restart(broker, broker_factory, "kill")
+    conn2 = amqp(b2)
+    ch2 = conn2.channel()
+    assert ch2.queue_declare(q, durable=True, passive=True).method.message_count == 1
+    assert ch2.basic_get(q, auto_ack=True)[2] == b"after"
+    conn2.close()

@@ -330,9 +330,9 @@ impl Queue {
         }
     }
 
-    /// Drops all ready messages; returns how many (unacked ones stay, as in AMQP purge).
-    pub fn purge(&mut self) -> usize {
-        self.ready.clear()
+    /// Takes all ready messages out and returns them (unacked ones stay, as in AMQP purge).
+    pub fn purge(&mut self) -> Vec<QueuedMessage> {
+        self.ready.take_all()
     }
 
     /// A message still held (ready or unacked) by its id.

@@ -98,13 +98,13 @@ impl Ready {
         out
     }
 
-    pub fn clear(&mut self) -> usize {
-        let n = self.len;
-        self.levels.iter_mut().for_each(VecDeque::clear);
+    /// Takes every ready message out, highest level first (purge).
+    pub fn take_all(&mut self) -> Vec<QueuedMessage> {
+        let out: Vec<QueuedMessage> = self.levels.iter_mut().rev().flat_map(|level| level.drain(..)).collect();
         self.len = 0;
         self.bytes = 0;
         self.expiring = 0;
-        n
+        out
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {

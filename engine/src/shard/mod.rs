@@ -388,7 +388,16 @@ impl Shard {
             }
             Request::Purge { queue } => {
                 let result = match self.queues.get_mut(&queue) {
-                    Some(q) => Ok(Reply::Purged(q.purge())),
+                    Some(q) => {
+                        let durable = q.spec.durable;
+                        let purged = q.purge();
+                        // Settled in the log like an ack, so that a restart does not bring
+                        // them back (the next group commit syncs it).
+                        for m in purged.iter().filter(|m| durable && m.content.properties.persistent) {
+                            self.journal.append_settle(&queue, m.msg_id);
+                        }
+                        Ok(Reply::Purged(purged.len()))
+                    }
                     None => Err(EngineError::new(ErrorKind::NotFound, format!("no queue '{queue}'"))),
                 };
                 self.reply(from, id, result);
