@@ -107,3 +107,51 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
     assert_eq!(back, kept, "exactly the unacked messages come back");
     assert!(q.messages.iter().all(|m| m.body.len() == 1024));
 }
+
+/// A persistent message of `len` body bytes to the default exchange, routed to `queue`.
+fn persistent(queue: &str, len: usize) -> Arc<Content> {
+    Arc::new(Content {
+        exchange: String::new(),
+        routing_key: queue.into(),
+        properties: Properties { persistent: true, ..Properties::default() },
+        body: Bytes::from(vec![7u8; len]),
+    })
+}
+
+#[test]
+fn a_backlog_in_the_oldest_segment_starts_no_compaction_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut shard, _) = open(dir.path(), 1);
+    for i in 0..50 {
+        let spec = QueueSpec {
+            name: format!("q{i}"),
+            durable: true,
+            auto_delete: false,
+            exclusive: None,
+            arguments: vec![],
+            shard: ShardId(0),
+        };
+        drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+    }
+    // No consumer: a backlog of several segments, its oldest message in the oldest segment.
+    for _ in 0..300 {
+        shard.publish("", "q0", persistent("q0", 1024), None, || None).expect("routable");
+        commit(&mut shard);
+    }
+    assert!(shard.journal_mut().segment_count() >= 4, "a backlog over several segments");
+    // Each further message costs its own record, not a round that writes all 50 queues'
+    // declarations again and deletes nothing.
+    let record = {
+        let before = shard.journal_mut().appended_offset();
+        shard.publish("", "q0", persistent("q0", 1024), None, || None).expect("routable");
+        shard.journal_mut().appended_offset() - before
+    };
+    commit(&mut shard);
+    let before = shard.journal_mut().appended_offset();
+    for _ in 0..20 {
+        shard.publish("", "q0", persistent("q0", 1024), None, || None).expect("routable");
+        commit(&mut shard);
+    }
+    let grown = shard.journal_mut().appended_offset() - before;
+    assert!(grown <= 20 * record + 2 * SEGMENT_BYTES / 64, "20 messages of {record} B grew the log by {grown} B");
+}

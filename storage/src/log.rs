@@ -370,6 +370,12 @@ impl ShardLog {
         Ok(Some(CompactJob { segments, dir: self.dir.clone(), io: Arc::clone(&self.io), fence: self.fence.clone() }))
     }
 
+    /// How many sealed segments lie wholly below `keep_from`: what a compaction to it deletes
+    /// once everything appended is durable.
+    pub fn sealed_below(&self, keep_from: Offset) -> usize {
+        self.sealed.iter().take_while(|s| s.end < keep_from).count()
+    }
+
     /// Base offset of the segment being appended to: everything below it is sealed.
     pub fn active_base(&self) -> Offset {
         self.active.base
