@@ -407,6 +407,15 @@ impl Journal {
         }
     }
 
+    /// A compaction job stopped part-way: the segments it left go back to the log, to be
+    /// deleted by a later round before any after them. Returns why it stopped.
+    pub fn compact_failed(&mut self, failed: ferry_storage::CompactFailed) -> StorageError {
+        match &mut self.backend {
+            Backend::Log(log) => log.compact_failed(failed),
+            Backend::Memory { .. } => failed.error,
+        }
+    }
+
     /// Drops a message from the live index (it is no longer in its queue).
     pub fn forget(&mut self, queue: &str, msg_id: u64) {
         self.live.remove(queue, msg_id);

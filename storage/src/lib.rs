@@ -30,7 +30,7 @@ pub use error::StorageError;
 pub use fold::{Fold, Recovered, RecoveredQueue};
 pub use io::{Io, MmapRaw, RealIo};
 pub use log::{
-    CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
+    CompactFailed, CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
     SEGMENT_SIZE_BYTES_MIN, ShardLog,
 };
 pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};

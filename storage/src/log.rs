@@ -122,21 +122,43 @@ pub struct CompactJob {
     fence: Option<Arc<dyn Fence>>,
 }
 
+/// A [`CompactJob`] that stopped part-way: why, and the segments it left on disk. Hand it to
+/// [`ShardLog::compact_failed`]: those segments go back to the log, to be deleted by a later
+/// round, and no segment after them (where the settles of their messages may lie) is deleted
+/// first. Dropping it instead would let a restart read them with those settles gone.
+#[derive(Debug)]
+pub struct CompactFailed {
+    pub error: StorageError,
+    left: Vec<SealedSegment>,
+}
+
 impl CompactJob {
-    /// Unlinks the segments oldest first (stopping at the first failure), then fsyncs the
-    /// directory. A writer that lost its lease deletes nothing: its settles may lie beyond the
-    /// new epoch's seal, where they do not count.
-    pub fn run(self) -> Result<CompactReport, StorageError> {
-        check_fence(self.fence.as_ref())?;
+    /// Unlinks the segments oldest first (stopping at the first failure; one already gone
+    /// counts as deleted), then fsyncs the directory. A writer that lost its lease deletes
+    /// nothing: its settles may lie beyond the new epoch's seal, where they do not count.
+    pub fn run(self) -> Result<CompactReport, CompactFailed> {
+        let mut segments = self.segments.into_iter();
+        let fail = |error, left: Vec<SealedSegment>| Err(CompactFailed { error, left });
+        if let Err(error) = check_fence(self.fence.as_ref()) {
+            return fail(error, segments.collect());
+        }
         let mut report = CompactReport::default();
-        for segment in &self.segments {
+        while let Some(segment) = segments.next() {
             let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
-            self.io.remove(&segment.path).map_err(|e| StorageError::io("remove segment", &segment.path, e))?;
+            match self.io.remove(&segment.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let error = StorageError::io("remove segment", &segment.path, e);
+                    return fail(error, std::iter::once(segment).chain(segments).collect());
+                }
+            }
             tracing::info!(segment = segment.id.0, base = segment.base.0, end = segment.end.0, path = %segment.path.display(), "deleted settled segment");
             report.segments_deleted += 1;
             report.bytes_freed += len;
         }
-        fsync_dir(&*self.io, &self.dir)?;
+        // The unlinks happened; a later round's directory sync makes them durable too.
+        fsync_dir(&*self.io, &self.dir).map_err(|error| CompactFailed { error, left: Vec::new() })?;
         Ok(report)
     }
 }
@@ -350,9 +372,17 @@ impl ShardLog {
     /// Blocking (unlink + directory fsync); the engine uses [`ShardLog::compact_job`] instead.
     pub fn compact(&mut self, keep_from: Offset) -> Result<CompactReport, StorageError> {
         match self.compact_job(keep_from)? {
-            Some(job) => job.run(),
+            Some(job) => job.run().map_err(|failed| self.compact_failed(failed)),
             None => Ok(CompactReport::default()),
         }
+    }
+
+    /// Takes back the segments a failed [`CompactJob`] left on disk (oldest of all, so the next
+    /// round tries them first) and returns why it failed.
+    pub fn compact_failed(&mut self, failed: CompactFailed) -> StorageError {
+        let CompactFailed { error, left } = failed;
+        self.sealed.splice(0..0, left);
+        error
     }
 
     /// Like [`ShardLog::compact`], but returns the file work as a `Send` job to run on a

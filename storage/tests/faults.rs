@@ -436,3 +436,50 @@ fn model_of_appends_syncs_faults_and_crashes() {
         restart(seed, &mut rng, &io, dir.path(), log, &mut history);
     }
 }
+
+/// Message 1's first enqueue sits in the oldest segment; a compaction copied it forward, then
+/// failed to delete an old segment (EIO). Those segments stay in the log's bookkeeping, so
+/// the next round deletes them before the later segments that hold the copy and, once the
+/// message is acked, its settle: a restart never finds the old enqueue without its settle.
+#[test]
+fn a_segment_whose_delete_failed_goes_before_any_later_one() {
+    let dir = tempdir();
+    let io = Arc::new(FaultyIo::new(0, FaultPlan::default()));
+    let (mut log, _) = open(dir.path(), &io).expect("open");
+    log.append(&declare("q")).expect("declare");
+    log.append(&enqueue("q", 1, &[1; 100])).expect("message 1");
+    for id in 2..60 {
+        log.append(&enqueue("q", id, &[7; 200])).expect("enqueue");
+        log.append(&settle("q", id)).expect("settle");
+    }
+    log.append(&declare("q")).expect("declare again");
+    let copied = log.append(&enqueue("q", 1, &[1; 100])).expect("copy of message 1");
+    sync(&mut log).expect("a sync").expect("synced");
+    let keep_from = Offset(copied.0 - 1);
+    let before = segment_files(dir.path());
+    assert!(log.sealed_below(keep_from) >= 3, "segments to delete");
+    io.set_plan(FaultPlan { remove_eio_at: Some(io.count(FaultOp::Remove) + 1), ..FaultPlan::default() });
+    let failed = log.compact(keep_from).expect_err("the second delete fails");
+    assert!(is_injected(&failed), "{failed}");
+    assert_eq!(segment_files(dir.path()), before - 1, "one segment deleted");
+    assert_eq!(log.segment_count(), before - 1, "the rest are still the log's");
+    io.set_plan(FaultPlan::default());
+    // Message 1 is acked; more traffic rolls on.
+    log.append(&settle("q", 1)).expect("ack of message 1");
+    for id in 60..90 {
+        log.append(&enqueue("q", id, &[7; 200])).expect("enqueue");
+        log.append(&settle("q", id)).expect("settle");
+    }
+    log.append(&declare("q")).expect("declare again");
+    sync(&mut log).expect("a sync").expect("synced");
+    let report = log.compact(log.active_base()).expect("second round");
+    assert!(report.segments_deleted >= 3, "{report:?}");
+    drop(log);
+    let (_, recovered) = open(dir.path(), &io).expect("reopen");
+    let q = recovered.queues.iter().find(|q| q.name == "q").expect("queue q");
+    assert!(
+        q.messages.is_empty(),
+        "acked messages came back: {:?}",
+        q.messages.iter().map(|m| m.msg_id).collect::<Vec<_>>()
+    );
+}

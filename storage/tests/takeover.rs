@@ -168,7 +168,7 @@ fn a_refusing_fence_stops_acknowledgements_and_deletions() {
     sync_now(&mut log);
     fence.0.store(true, std::sync::atomic::Ordering::SeqCst);
     let job = log.compact_job(log.active_base()).expect("cut").expect("segments to delete");
-    assert!(matches!(job.run(), Err(StorageError::LeaseLost(_))));
+    assert!(matches!(job.run(), Err(ferry_storage::CompactFailed { error: StorageError::LeaseLost(_), .. })));
     let before = segment_names(dir.path()).len();
     assert!(before > 2);
     log.append(&enqueue("q", 99, b"late")).expect("append");

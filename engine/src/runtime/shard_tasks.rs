@@ -355,8 +355,12 @@ async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) 
             Ok(report) => {
                 tracing::debug!(deleted = report.segments_deleted, bytes = report.bytes_freed, "compaction done")
             }
-            // Files left behind are re-read by recovery and superseded by their copies.
-            Err(e) => tracing::warn!("deleting settled segments failed: {e}"),
+            // The segments left behind go back to the log: a later round deletes them, and
+            // none after them goes first (their messages' settles may lie there).
+            Err(failed) => {
+                let e = shard.borrow_mut().journal_mut().compact_failed(failed);
+                tracing::warn!("deleting settled segments failed, retried after the next sync: {e}");
+            }
         }
     }
 }
