@@ -407,6 +407,15 @@ impl Journal {
         }
     }
 
+    /// Hard-links the log's segment files into its sub-directory `name` (see
+    /// `ShardLog::keep_segments`); `None` without a log.
+    pub fn keep_segments(&self, name: &str) -> Option<Result<std::path::PathBuf, StorageError>> {
+        match &self.backend {
+            Backend::Log(log) => Some(log.keep_segments(name)),
+            Backend::Memory { .. } => None,
+        }
+    }
+
     /// A compaction job stopped part-way: the segments it left go back to the log, to be
     /// deleted by a later round before any after them. Returns why it stopped.
     pub fn compact_failed(&mut self, failed: ferry_storage::CompactFailed) -> StorageError {

@@ -400,6 +400,29 @@ impl ShardLog {
         Ok(Some(CompactJob { segments, dir: self.dir.clone(), io: Arc::clone(&self.io), fence: self.fence.clone() }))
     }
 
+    /// Hard-links every segment file of this log into the sub-directory `name` (created), then
+    /// syncs both directories: the records as they are now stay on disk whatever compaction
+    /// deletes later, at no cost in space until the log's own names go. Recovery never reads
+    /// sub-directories. Blocking. For a queue that recovery could not bring back (quarantined,
+    /// or refused): its records are kept for inspection while the log compacts on.
+    pub fn keep_segments(&self, name: &str) -> Result<PathBuf, StorageError> {
+        let into = self.dir.join(name);
+        std::fs::create_dir_all(&into).map_err(|e| StorageError::io("create dir", &into, e))?;
+        for segment in crate::segment::list_segments(&self.dir)? {
+            let Some(file) = segment.path.file_name() else { continue };
+            let link = into.join(file);
+            match std::fs::hard_link(&segment.path, &link) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(StorageError::io("link segment", &link, e));
+                }
+                _ => {}
+            }
+        }
+        fsync_dir(&*self.io, &into)?;
+        fsync_dir(&*self.io, &self.dir)?;
+        Ok(into)
+    }
+
     /// How many sealed segments lie wholly below `keep_from`: what a compaction to it deletes
     /// once everything appended is durable.
     pub fn sealed_below(&self, keep_from: Offset) -> usize {

@@ -1,5 +1,7 @@
 """Durability across restarts: persistent + RECEIPT means on disk (ARCHITECTURE §4)."""
 
+from pathlib import Path
+
 import pika
 
 from conftest import BOTH_SHARDS, ack_args, send_sync, subscribe_sync, uniq
@@ -134,3 +136,36 @@ def test_purged_persistent_messages_stay_gone_after_sigkill(broker, broker_facto
     assert ch2.queue_declare(q, durable=True, passive=True).method.message_count == 1
     assert ch2.basic_get(q, auto_ack=True)[2] == b"after"
     conn2.close()
+
+
+def test_a_damaged_record_quarantines_its_queue_and_keeps_its_records(broker, broker_factory, stomp_client):
+    """A record damaged inside the synced region (a flipped body byte: the CRC fails) takes
+    only its queue out of service; the other queue is served, and the log's segments as they
+    were at start are kept (hard links) under quarantine-*/ for inspection, so compaction
+    cannot delete the damaged queue's records (stomp.py)."""
+    qa, qb = uniq("qa"), uniq("qb")
+    c, lis = stomp_client()
+    for i in range(3):
+        send_sync(c, lis, f"/queue/{qa}", f"DAMAGE-ME-{i}", headers={"persistent": "true"})
+        send_sync(c, lis, f"/queue/{qb}", f"b{i}", headers={"persistent": "true"})
+    assert broker.stop() == 0
+    marker = b"DAMAGE-ME-1"
+    damaged = []
+    for seg in Path(broker.data_dir).glob("shard-*/*.seg"):
+        data = bytearray(seg.read_bytes())
+        at = data.find(marker)
+        if at >= 0:
+            data[at] ^= 0xFF
+            seg.write_bytes(bytes(data))
+            damaged.append(seg)
+    assert len(damaged) == 1, damaged
+    b2 = broker_factory(shards=broker.shards, data_dir=broker.data_dir, name="after-damage")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, f"/queue/{qb}")
+    l2.wait_messages(3)
+    assert [m.body for m in l2.quiet_for(0.3)] == ["b0", "b1", "b2"]
+    kept = list(damaged[0].parent.glob("quarantine-*/" + damaged[0].name))
+    assert len(kept) == 1 and kept[0].stat().st_ino == damaged[0].stat().st_ino, kept
+    assert marker[1:] in kept[0].read_bytes(), "the damaged record is in the kept copy"
+    log = b2.log_path.read_text()
+    assert qa in log and "quarantine" in log, log[-3000:]

@@ -50,6 +50,8 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     for name in &recovered.quarantined {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
+    // Queues whose records this start does not take up: compaction would delete them.
+    let mut lost = recovered.quarantined.clone();
     for record in recovered.exchanges {
         if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, arguments } = record {
             let Some(kind) = ExchangeKind::parse(&kind) else {
@@ -73,7 +75,8 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
             shard: owner,
         };
         if let Err(e) = meta(shard, MetaOp::DeclareQueue { spec, passive: false, by: None }).await {
-            tracing::warn!(shard = %me, queue = %queue.name, "recovering a queue failed: {e}");
+            tracing::error!(shard = %me, queue = %queue.name, "recovering a queue failed: {e}");
+            lost.push(queue.name.clone());
             continue;
         }
         report.queues += 1;
@@ -116,6 +119,9 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         moves.settle_arrived(&mut shard.borrow_mut());
     }
     moves.finish(&mut shard.borrow_mut());
+    if !lost.is_empty() {
+        keep_lost_records(&mut shard.borrow_mut(), &lost);
+    }
     for record in recovered.bindings {
         if let Record::Bind { exchange, queue, routing_key, arguments } = record {
             let op = match queue.strip_prefix(crate::journal::EXCHANGE_DESTINATION_MARK) {
@@ -132,6 +138,26 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
         }
     }
     report
+}
+
+/// Keeps the records of queues this start could not bring back (`lost`): the log's segments,
+/// as they are now, are hard-linked into `quarantine-<unix seconds>/` of the shard directory,
+/// so compaction, which knows nothing of those records, deletes only the log's own names. If
+/// that fails, this shard's log is not compacted until the next start.
+fn keep_lost_records(shard: &mut crate::shard::Shard, lost: &[String]) {
+    let me = shard.id();
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match shard.journal_mut().keep_segments(&format!("quarantine-{seconds}")) {
+        Some(Ok(dir)) => tracing::error!(shard = %me, queues = ?lost, dir = %dir.display(),
+            "the log's segments with these queues' records are kept there (hard links) for inspection; \
+             the broker serves the rest; delete the directory to free the space"),
+        Some(Err(e)) => {
+            shard.journal_mut().hold_compaction();
+            tracing::error!(shard = %me, queues = ?lost,
+                "could not keep these queues' records aside ({e}): this shard's log is not compacted until restart");
+        }
+        None => {}
+    }
 }
 
 /// A durable MQTT session queue that recorded its Session Expiry Interval: the client id and
