@@ -211,8 +211,10 @@ impl Journal {
 
     /// Records a persistent message; `completion` is released once it is durable.
     pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content) {
+        let start = self.appended();
         let offset = self.append(&Record::Enqueue(stored_message(queue, msg_id, content)));
-        self.live.insert(queue, msg_id, offset, content.size_bytes());
+        // The record's size, not the body's: what copying it forward appends again.
+        self.live.insert(queue, msg_id, offset, usize::try_from(offset - start).unwrap_or(usize::MAX));
     }
 
     /// Holds `completion` until everything appended so far is durable, or hands it straight

@@ -155,3 +155,31 @@ fn a_backlog_in_the_oldest_segment_starts_no_compaction_rounds() {
     let grown = shard.journal_mut().appended_offset() - before;
     assert!(grown <= 20 * record + 2 * SEGMENT_BYTES / 64, "20 messages of {record} B grew the log by {grown} B");
 }
+
+#[test]
+fn a_backlog_of_small_messages_is_not_copied_forward_over_and_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut shard, _) = open(dir.path(), 1);
+    let spec = QueueSpec {
+        name: "q".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive: None,
+        arguments: vec![],
+        shard: ShardId(0),
+    };
+    drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+    // No consumer: every message stays. Their bodies are tiny, their records are not: a
+    // round that counted bodies would copy the whole backlog forward again and again.
+    let start = shard.journal_mut().appended_offset();
+    let mut record = 0;
+    for _ in 0..2000 {
+        let before = shard.journal_mut().appended_offset();
+        shard.publish("", "q", persistent("q", 1), None, || None).expect("routable");
+        record = record.max(shard.journal_mut().appended_offset() - before);
+        commit(&mut shard);
+    }
+    let written = shard.journal_mut().appended_offset() - start;
+    assert!(written <= 2000 * record * 3 / 2, "2000 records of at most {record} B wrote {written} B");
+    assert_eq!(shard.journal_mut().live_count(), 2000);
+}

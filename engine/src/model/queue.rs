@@ -335,12 +335,9 @@ impl Queue {
         self.ready.take_all()
     }
 
-    /// A message still held (ready or unacked) by its id.
-    pub fn find(&self, msg_id: u64) -> Option<&QueuedMessage> {
-        self.ready
-            .iter()
-            .find(|m| m.msg_id == msg_id)
-            .or_else(|| self.unacked.values().map(|u| &u.message).find(|m| m.msg_id == msg_id))
+    /// Every message the queue holds, ready (highest priority first, oldest first) then unacked.
+    pub fn held(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.ready.iter().chain(self.unacked.values().map(|u| &u.message))
     }
 
     /// The ready messages, highest priority first, oldest first.

@@ -5,6 +5,10 @@
 //! copy), and once those copies are durable the old segments are deleted off the event loop.
 //! Disk use so follows the live backlog (ARCHITECTURE §4).
 
+use std::sync::Arc;
+
+use crate::fastmap::{HashMap, HashSet};
+use crate::model::message::Content;
 use crate::model::routing::MetaOp;
 use crate::shard::Shard;
 
@@ -43,15 +47,25 @@ impl Shard {
                 _ => {}
             }
         }
+        // One pass over each queue concerned, not a search of it per message copied.
+        let mut wanted: HashMap<&str, HashSet<u64>> = HashMap::default();
+        for (queue, msg_id) in &plan.copy {
+            wanted.entry(queue.as_str()).or_default().insert(*msg_id);
+        }
+        let mut found: HashMap<(&str, u64), Arc<Content>> = HashMap::default();
+        for (queue, ids) in &wanted {
+            let held = self.queues.get(*queue).into_iter().flat_map(|q| q.held());
+            found.extend(held.filter(|m| ids.contains(&m.msg_id)).map(|m| ((*queue, m.msg_id), m.content.clone())));
+        }
         let mut copied = 0usize;
-        for (queue, msg_id) in plan.copy {
-            let content = self.queues.get(&queue).and_then(|q| q.find(msg_id)).map(|m| m.content.clone());
-            match content {
+        for (queue, msg_id) in &plan.copy {
+            let (queue, msg_id) = (queue.as_str(), *msg_id);
+            match found.remove(&(queue, msg_id)) {
                 Some(content) => {
-                    self.journal.append_enqueue(&queue, msg_id, &content);
+                    self.journal.append_enqueue(queue, msg_id, &content);
                     copied += 1;
                 }
-                None => self.journal.forget(&queue, msg_id),
+                None => self.journal.forget(queue, msg_id),
             }
         }
         tracing::debug!(shard = %self.id, copied, keep_from = plan.keep_from, "compaction: copied forward");
