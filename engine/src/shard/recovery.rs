@@ -50,8 +50,10 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     for name in &recovered.quarantined {
         tracing::error!(shard = %me, queue = %name, "queue quarantined: its log records are damaged inside the durable region");
     }
-    // Queues whose records this start does not take up: compaction would delete them.
+    // Queues whose records this start does not take up: compaction would delete them, so
+    // none runs before they are kept aside (the requests below yield to the commit task).
     let mut lost = recovered.quarantined.clone();
+    shard.borrow_mut().journal_mut().hold_compaction();
     for record in recovered.exchanges {
         if let Record::ExchangeDeclare { name, kind, durable, auto_delete, internal, arguments } = record {
             let Some(kind) = ExchangeKind::parse(&kind) else {
@@ -122,6 +124,7 @@ pub async fn recover(shard: &ShardRef, recovered: Recovered) -> RecoveryReport {
     if !lost.is_empty() {
         keep_lost_records(&mut shard.borrow_mut(), &lost);
     }
+    shard.borrow_mut().journal_mut().release_compaction();
     for record in recovered.bindings {
         if let Record::Bind { exchange, queue, routing_key, arguments } = record {
             let op = match queue.strip_prefix(crate::journal::EXCHANGE_DESTINATION_MARK) {
