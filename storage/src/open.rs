@@ -119,18 +119,7 @@ fn scan_read_only(
         let seal = seals.end_of(file.epoch);
         let limit = seal.map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
         let (start, before) = seen.iter().find(|s| s.file == file).map_or((0, 0), |s| (s.pos, s.records));
-        let (id, mut scan) = match scan_sealed(io, &file, limit, start, tail_limit, fold) {
-            // Listed, then unlinked before it could be opened: the previous owner's last
-            // compaction, racing a takeover (it checked its lease just before). A compaction
-            // deletes only segments whose records are all settled or copied forward and
-            // durable, so the log reads as if it had been listed a moment later.
-            Err(_) if matches!(std::fs::symlink_metadata(&file.path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) =>
-            {
-                tracing::info!(path = %file.path.display(), "segment deleted while opening the log (a compaction); skipped");
-                continue;
-            }
-            result => result?,
-        };
+        let (id, mut scan) = scan_sealed(io, &file, limit, start, tail_limit, fold)?;
         scan.records += before;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
         scanned.push(Scanned { file, id, scan, sealed_epoch: seal.is_some() });
@@ -373,23 +362,4 @@ fn read_header(path: &Path) -> Result<Option<SegmentHeader>, StorageError> {
         .read_to_end(&mut bytes)
         .map_err(|e| StorageError::io("read segment header", path, e))?;
     Ok(SegmentHeader::read_from(&bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_segment_deleted_between_listing_and_opening_is_skipped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let gone = SegmentFile {
-            base: Offset(0),
-            epoch: Epoch(1),
-            path: dir.path().join("00000000000000000000-00000000000000000001.seg"),
-        };
-        let mut fold = Fold::new();
-        let io = crate::io::RealIo;
-        let scanned = scan_read_only(&io, vec![gone], &Seals::default(), usize::MAX, &[], &mut fold).expect("scan");
-        assert!(scanned.is_empty());
-    }
 }

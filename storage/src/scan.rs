@@ -3,17 +3,14 @@
 //! can start before the last segment: a crash right after a roll leaves the previous segment
 //! torn and the new one empty); `replay` reads a whole shard directory read-only. Used at
 //! open (blocking, on the shard thread) and by the engine when it folds several shards' logs
-//! itself. Limits: it never writes; a bad record is only skipped when a valid record follows
-//! it in its segment (at its claimed length, or, when its header is garbled, at the next
-//! position that holds a whole valid record of that position's offset).
+//! itself. Limits: it never writes; a record that fails its checksum is only skipped when the
+//! claimed length leads to a valid record.
 
 use std::path::Path;
 
 use crate::codec::{decode, queue_of_damaged};
 use crate::error::StorageError;
-use crate::format::{
-    Parsed, RECORD_ALIGN, RECORD_HEADER_SIZE, RECORD_MAGIC, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record,
-};
+use crate::format::{Parsed, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record};
 use crate::io::RealIo;
 use crate::seals::Seals;
 use crate::segment::{list_segments, open_sealed};
@@ -69,11 +66,8 @@ impl BadRecord {
 
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
 /// `base`, calling `sink(end_offset, record)` for each valid one. A bad record with a valid
-/// one after it in the segment is damage (`damaged_queues`), and the walk goes on from that
-/// valid one; one with nothing valid after it ends the scan (`stopped_at`), and the caller
-/// decides whether it is the log's torn tail. So a garbled length or magic inside the synced
-/// region costs the bytes up to the next record, never the rest of the segment (which, in the
-/// last segment, would be zeroed as a tail).
+/// one right after it is damage (`damaged_queues`); one with nothing valid after it ends the
+/// scan (`stopped_at`), and the caller decides whether it is the log's torn tail.
 /// Non-zero bytes after the last valid record are looked for within `tail_limit` bytes only
 /// (the whole rest of the segment when the tail will be zeroed; a takeover only reports it).
 /// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
@@ -91,17 +85,7 @@ pub(crate) fn scan_segment(
     let mut pos = start.max(SEGMENT_HEADER_SIZE).min(bytes.len());
     loop {
         match parse_record(bytes, pos, base.0 + pos as u64) {
-            Parsed::End => {
-                // Zeros where a record should start: the end of the data, unless a valid
-                // record follows (damage that zeroed a header).
-                match next_valid(bytes, base, pos).filter(|_| skip_damage) {
-                    Some(next) => {
-                        note_damage(&mut scan, base, pos, None, "zeroed record header");
-                        pos = next;
-                    }
-                    None => break,
-                }
-            }
+            Parsed::End => break,
             Parsed::Valid { len, header, meta, body } => {
                 match decode(header.kind, meta, body) {
                     Ok(record) => {
@@ -113,14 +97,13 @@ pub(crate) fn scan_segment(
                 pos += len;
             }
             Parsed::Bad { len, meta, reason, .. } => {
-                let resumes = len
-                    .map(|len| pos + len)
-                    .filter(|&next| matches!(parse_record(bytes, next, base.0 + next as u64), Parsed::Valid { .. }))
-                    .or_else(|| next_valid(bytes, base, pos))
-                    .filter(|_| skip_damage);
-                if let Some(next) = resumes {
+                let resumes = len.filter(|&len| {
+                    skip_damage
+                        && matches!(parse_record(bytes, pos + len, base.0 + (pos + len) as u64), Parsed::Valid { .. })
+                });
+                if let Some(len) = resumes {
                     note_damage(&mut scan, base, pos, meta, reason);
-                    pos = next;
+                    pos += len;
                     continue;
                 }
                 let queue = meta.and_then(queue_of_damaged);
@@ -135,21 +118,6 @@ pub(crate) fn scan_segment(
     scan.torn_tail_bytes = nonzero;
     scan.dirty_end = pos + nonzero;
     scan
-}
-
-/// The first position after `pos` (on the record alignment) that holds a whole valid record of
-/// that position's offset. Records carry their own offset and checksum, so stale or random
-/// bytes do not pass.
-fn next_valid(bytes: &[u8], base: Offset, pos: usize) -> Option<usize> {
-    let magic = RECORD_MAGIC.to_le_bytes();
-    let mut at = pos + RECORD_ALIGN;
-    while at + RECORD_HEADER_SIZE <= bytes.len() {
-        if bytes[at..at + 4] == magic && matches!(parse_record(bytes, at, base.0 + at as u64), Parsed::Valid { .. }) {
-            return Some(at);
-        }
-        at += RECORD_ALIGN;
-    }
-    None
 }
 
 fn note_damage(scan: &mut SegmentScan, base: Offset, pos: usize, meta: Option<&[u8]>, reason: &str) {
