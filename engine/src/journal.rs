@@ -90,6 +90,10 @@ pub struct CompactionPlan {
 /// Copy live messages forward only when those below the active segment are at most this
 /// share of a segment (else only the fully-settled prefix of segments is deleted).
 const COPY_FORWARD_SEGMENT_FRACTION: u64 = 4;
+/// After segment deletions failed, the next compaction round waits this long: each round
+/// writes the declarations again, so one per sync against a disk that refuses unlinks would
+/// fill it.
+const COMPACTION_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A shard's journal plus the completions waiting for durability.
 pub struct Journal {
@@ -105,6 +109,8 @@ pub struct Journal {
     /// While above 0 no compaction is planned: records the live index does not know about
     /// must stay on disk (recovery's moves in flight, `shard::recovery::Moves`).
     compaction_holds: u32,
+    /// No compaction round before this (segment deletions failed).
+    compaction_retry_at: Option<Instant>,
     segment_size_bytes: u64,
     policy: SyncPolicy,
 }
@@ -148,6 +154,7 @@ impl Journal {
             live: LiveIndex::default(),
             pending_compaction: None,
             compaction_holds: 0,
+            compaction_retry_at: None,
             segment_size_bytes: 0,
             policy: SyncPolicy::AckAfterSync,
         }
@@ -181,6 +188,7 @@ impl Journal {
             live: LiveIndex::default(),
             pending_compaction: None,
             compaction_holds: 0,
+            compaction_retry_at: None,
             segment_size_bytes,
             policy,
         };
@@ -367,6 +375,9 @@ impl Journal {
         if log.segment_count() < 3 || self.pending_compaction.is_some() || self.compaction_holds > 0 {
             return None;
         }
+        if self.compaction_retry_at.is_some_and(|at| Instant::now() < at) {
+            return None;
+        }
         let active = log.active_base().0;
         let below: Vec<(&u64, &(String, u64))> = self.live.by_offset.range(..active).collect();
         let bytes: u64 =
@@ -419,8 +430,10 @@ impl Journal {
     }
 
     /// A compaction job stopped part-way: the segments it left go back to the log, to be
-    /// deleted by a later round before any after them. Returns why it stopped.
+    /// deleted by a later round (not before `COMPACTION_RETRY_AFTER`) before any after them.
+    /// Returns why it stopped.
     pub fn compact_failed(&mut self, failed: ferry_storage::CompactFailed) -> StorageError {
+        self.compaction_retry_at = Some(Instant::now() + COMPACTION_RETRY_AFTER);
         match &mut self.backend {
             Backend::Log(log) => log.compact_failed(failed),
             Backend::Memory { .. } => failed.error,

@@ -183,3 +183,75 @@ fn a_backlog_of_small_messages_is_not_copied_forward_over_and_over() {
     assert!(written <= 2000 * record * 3 / 2, "2000 records of at most {record} B wrote {written} B");
     assert_eq!(shard.journal_mut().live_count(), 2000);
 }
+
+#[test]
+fn after_a_failed_delete_compaction_waits_instead_of_rewriting_declarations_every_sync() {
+    use ferry_storage::fault::{FaultOp, FaultPlan, FaultyIo};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = Arc::new(FaultyIo::new(0, FaultPlan::default()));
+    let log =
+        LogConfig { segment_size_bytes: SEGMENT_BYTES, io: io.clone(), ..LogConfig::new(dir.path().join("shard-0")) };
+    let (journal, _) = Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log");
+    let mut shard =
+        Shard::new(ShardId(0), Placement::new(1, HashMap::new()), Limits::default(), journal, Rc::new(|| {}));
+    for i in 0..50 {
+        let spec = QueueSpec {
+            name: format!("q{i}"),
+            durable: true,
+            auto_delete: false,
+            exclusive: None,
+            arguments: vec![],
+            shard: ShardId(0),
+        };
+        drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+    }
+    // Every unlink from now on fails, as on a disk that refuses them.
+    let failing = |io: &FaultyIo| FaultPlan { remove_eio_at: Some(io.count(FaultOp::Remove)), ..FaultPlan::default() };
+    let failures = std::cell::Cell::new(0);
+    let commit_failing = |shard: &mut Shard| {
+        while let Some(work) = shard.journal_mut().sync_work() {
+            let result = work.run();
+            shard.journal_mut().complete_sync(result).expect("sync");
+            shard.journal_synced();
+            shard.maybe_compact();
+        }
+        if let Some(job) = shard.journal_mut().compact_job() {
+            io.set_plan(failing(&io));
+            if let Err(failed) = job.run() {
+                shard.journal_mut().compact_failed(failed);
+                failures.set(failures.get() + 1);
+            }
+        }
+    };
+    // Messages published and consumed at once (a settle follows each): old segments hold
+    // nothing live, so every round could delete them all, but the deletes fail.
+    let (conn, mailbox) = shard.register_conn(Rc::new(|| {})).expect("conn");
+    let consumer = Consumer {
+        key: ConsumerKey { conn, tag: 1 },
+        credit_max: 100_000,
+        outstanding: 0,
+        no_ack: true,
+        priority: 0,
+        exclusive: false,
+    };
+    drop(shard.request(ShardId(0), Request::Consume { queue: "q0".into(), consumer }));
+    let settle_all = |shard: &mut Shard| {
+        shard.publish("", "q0", persistent("q0", 1024), None, || None).expect("routable");
+        mailbox.borrow_mut().deliveries.clear(); // auto-ack: settled in the log at delivery
+    };
+    let mut record = 0;
+    for _ in 0..200 {
+        let before = shard.journal_mut().appended_offset();
+        settle_all(&mut shard);
+        record = record.max(shard.journal_mut().appended_offset() - before);
+        commit_failing(&mut shard);
+    }
+    assert_eq!(failures.get(), 1, "one failed round, then a pause");
+    let before = shard.journal_mut().appended_offset();
+    for _ in 0..20 {
+        settle_all(&mut shard);
+        commit_failing(&mut shard);
+    }
+    let grown = shard.journal_mut().appended_offset() - before;
+    assert!(grown <= 20 * record + 2 * SEGMENT_BYTES / 64, "20 messages of {record} B grew the log by {grown} B");
+}

@@ -359,7 +359,7 @@ async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) 
             // none after them goes first (their messages' settles may lie there).
             Err(failed) => {
                 let e = shard.borrow_mut().journal_mut().compact_failed(failed);
-                tracing::warn!("deleting settled segments failed, retried after the next sync: {e}");
+                tracing::warn!("deleting settled segments failed, retried in a few seconds: {e}");
             }
         }
     }
