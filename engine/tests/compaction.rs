@@ -2,6 +2,7 @@
 //! consumer keeps up (except for a few it never acks) leave only a few small segments, and
 //! reopening the log brings back exactly the unacked messages. Real mmap log, no runtime.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ferry_engine::model::message::{Content, Extra, Properties};
 use ferry_engine::model::queue::Consumer;
 use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::placement::Placement;
+use ferry_engine::shard::mailbox::Mailbox;
 use ferry_engine::shard::msg::Request;
 use ferry_engine::shard::{AUTHORITY, Shard};
 use ferry_storage::{Epoch, LogConfig};
@@ -29,25 +31,28 @@ fn open(dir: &std::path::Path, epoch: u64) -> (Shard, ferry_storage::Recovered) 
     (Shard::new(ShardId(0), placement, Limits::default(), journal, Rc::new(|| {})), recovered)
 }
 
-/// What the runtime's committer does after appends: sync, release, compact, delete.
-fn commit(shard: &mut Shard) {
+/// The committer's syncs: sync, release, plan compaction, until nothing is left to sync.
+fn sync_all(shard: &mut Shard) {
     while let Some(work) = shard.journal_mut().sync_work() {
         let result = work.run();
         shard.journal_mut().complete_sync(result).expect("sync");
         shard.journal_synced();
         shard.maybe_compact();
     }
+}
+
+/// What the runtime's committer does after appends: sync, release, compact, delete.
+fn commit(shard: &mut Shard) {
+    sync_all(shard);
     if let Some(job) = shard.journal_mut().compact_job() {
         job.run().expect("delete segments");
     }
 }
 
-#[test]
-fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut shard, _) = open(dir.path(), 1);
+/// Declares the durable queue `name` on shard 0.
+fn declare(shard: &mut Shard, name: &str) {
     let spec = QueueSpec {
-        name: "q".into(),
+        name: name.into(),
         durable: true,
         auto_delete: false,
         exclusive: None,
@@ -55,16 +60,29 @@ fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
         shard: ShardId(0),
     };
     drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+}
+
+/// Attaches a consumer (auto-ack when `no_ack`) to `queue`; returns its mailbox.
+fn consume(shard: &mut Shard, queue: &str, no_ack: bool) -> Rc<RefCell<Mailbox>> {
     let (conn, mailbox) = shard.register_conn(Rc::new(|| {})).expect("conn");
     let consumer = Consumer {
         key: ConsumerKey { conn, tag: 1 },
         credit_max: 100_000,
         outstanding: 0,
-        no_ack: false,
+        no_ack,
         priority: 0,
         exclusive: false,
     };
-    drop(shard.request(ShardId(0), Request::Consume { queue: "q".into(), consumer }));
+    drop(shard.request(ShardId(0), Request::Consume { queue: queue.into(), consumer }));
+    mailbox
+}
+
+#[test]
+fn settled_segments_are_deleted_and_long_lived_messages_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut shard, _) = open(dir.path(), 1);
+    declare(&mut shard, "q");
+    let mailbox = consume(&mut shard, "q", false);
 
     let body = Bytes::from(vec![7u8; 1024]);
     let mut kept = Vec::new();
@@ -123,15 +141,7 @@ fn a_backlog_in_the_oldest_segment_starts_no_compaction_rounds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut shard, _) = open(dir.path(), 1);
     for i in 0..50 {
-        let spec = QueueSpec {
-            name: format!("q{i}"),
-            durable: true,
-            auto_delete: false,
-            exclusive: None,
-            arguments: vec![],
-            shard: ShardId(0),
-        };
-        drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+        declare(&mut shard, &format!("q{i}"));
     }
     // No consumer: a backlog of several segments, its oldest message in the oldest segment.
     for _ in 0..300 {
@@ -160,15 +170,7 @@ fn a_backlog_in_the_oldest_segment_starts_no_compaction_rounds() {
 fn a_backlog_of_small_messages_is_not_copied_forward_over_and_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut shard, _) = open(dir.path(), 1);
-    let spec = QueueSpec {
-        name: "q".into(),
-        durable: true,
-        auto_delete: false,
-        exclusive: None,
-        arguments: vec![],
-        shard: ShardId(0),
-    };
-    drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+    declare(&mut shard, "q");
     // No consumer: every message stays. Their bodies are tiny, their records are not: a
     // round that counted bodies would copy the whole backlog forward again and again.
     let start = shard.journal_mut().appended_offset();
@@ -195,26 +197,13 @@ fn after_a_failed_delete_compaction_waits_instead_of_rewriting_declarations_ever
     let mut shard =
         Shard::new(ShardId(0), Placement::new(1, HashMap::new()), Limits::default(), journal, Rc::new(|| {}));
     for i in 0..50 {
-        let spec = QueueSpec {
-            name: format!("q{i}"),
-            durable: true,
-            auto_delete: false,
-            exclusive: None,
-            arguments: vec![],
-            shard: ShardId(0),
-        };
-        drop(shard.request(AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None })));
+        declare(&mut shard, &format!("q{i}"));
     }
     // Every unlink from now on fails, as on a disk that refuses them.
     let failing = |io: &FaultyIo| FaultPlan { remove_eio_at: Some(io.count(FaultOp::Remove)), ..FaultPlan::default() };
     let failures = std::cell::Cell::new(0);
     let commit_failing = |shard: &mut Shard| {
-        while let Some(work) = shard.journal_mut().sync_work() {
-            let result = work.run();
-            shard.journal_mut().complete_sync(result).expect("sync");
-            shard.journal_synced();
-            shard.maybe_compact();
-        }
+        sync_all(shard);
         if let Some(job) = shard.journal_mut().compact_job() {
             io.set_plan(failing(&io));
             if let Err(failed) = job.run() {
@@ -225,16 +214,7 @@ fn after_a_failed_delete_compaction_waits_instead_of_rewriting_declarations_ever
     };
     // Messages published and consumed at once (a settle follows each): old segments hold
     // nothing live, so every round could delete them all, but the deletes fail.
-    let (conn, mailbox) = shard.register_conn(Rc::new(|| {})).expect("conn");
-    let consumer = Consumer {
-        key: ConsumerKey { conn, tag: 1 },
-        credit_max: 100_000,
-        outstanding: 0,
-        no_ack: true,
-        priority: 0,
-        exclusive: false,
-    };
-    drop(shard.request(ShardId(0), Request::Consume { queue: "q0".into(), consumer }));
+    let mailbox = consume(&mut shard, "q0", true);
     let settle_all = |shard: &mut Shard| {
         shard.publish("", "q0", persistent("q0", 1024), None, || None).expect("routable");
         mailbox.borrow_mut().deliveries.clear(); // auto-ack: settled in the log at delivery
