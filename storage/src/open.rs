@@ -49,6 +49,42 @@ pub(crate) fn open_dir(
     epoch: Epoch,
     warm: Option<Tail>,
 ) -> Result<Opened, StorageError> {
+    let mut warm = warm;
+    relist_if_vanished(|| open_listed(io, dir, size_bytes, epoch, warm.take()))
+}
+
+/// How often an open lists the directory again after a listed segment vanished.
+const VANISHED_RELISTS_MAX: u32 = 5;
+
+/// Runs `open` again (up to [`VANISHED_RELISTS_MAX`] times) when it failed because a segment
+/// it listed was gone before it could open it: the previous owner's last compaction, racing a
+/// takeover (it asked its lease just before the claim). Compaction deletes oldest first, so a
+/// fresh listing and fold read a consistent log; skipping only the vanished file would keep
+/// enqueues from earlier segments whose settles went with it. Nothing is written before the
+/// scan, so starting over is safe; a retry reads cold (the warm fold went with the first try).
+fn relist_if_vanished<T>(mut open: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    let mut relists = 0;
+    loop {
+        match open() {
+            Err(StorageError::Io { op: "open segment", path, source })
+                if source.kind() == std::io::ErrorKind::NotFound && relists < VANISHED_RELISTS_MAX =>
+            {
+                relists += 1;
+                tracing::info!(path = %path.display(), "a listed segment was deleted while opening the log (a compaction); listing again");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// [`open_dir`] on one listing of the directory.
+fn open_listed(
+    io: &dyn Io,
+    dir: &Path,
+    size_bytes: u32,
+    epoch: Epoch,
+    warm: Option<Tail>,
+) -> Result<Opened, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
     crate::spare::remove_leftover_spares(io, dir)?;
     let mut seals = Seals::load(dir)?;
@@ -362,4 +398,41 @@ fn read_header(path: &Path) -> Result<Option<SegmentHeader>, StorageError> {
         .read_to_end(&mut bytes)
         .map_err(|e| StorageError::io("read segment header", path, e))?;
     Ok(SegmentHeader::read_from(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vanished() -> StorageError {
+        StorageError::io("open segment", "/x/1.seg", std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    #[test]
+    fn an_open_whose_listed_segment_vanished_lists_again() {
+        let mut tries = 0;
+        let result = relist_if_vanished(|| {
+            tries += 1;
+            if tries < 3 { Err(vanished()) } else { Ok(tries) }
+        });
+        assert_eq!(result.ok(), Some(3));
+    }
+
+    #[test]
+    fn other_errors_and_endless_vanishing_still_fail() {
+        let mut tries = 0;
+        let result: Result<(), _> = relist_if_vanished(|| {
+            tries += 1;
+            Err(vanished())
+        });
+        assert!(result.is_err());
+        assert_eq!(tries, VANISHED_RELISTS_MAX + 1);
+        let mut tries = 0;
+        let result: Result<(), _> = relist_if_vanished(|| {
+            tries += 1;
+            Err(StorageError::io("open segment", "/x", std::io::Error::from(std::io::ErrorKind::PermissionDenied)))
+        });
+        assert!(result.is_err());
+        assert_eq!(tries, 1, "only a vanished segment is retried");
+    }
 }
