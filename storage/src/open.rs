@@ -18,7 +18,8 @@ use crate::io::Io;
 use crate::scan::{SegmentScan, check_header, last_with_records, scan_segment};
 use crate::seals::Seals;
 use crate::segment::{
-    ActiveSegment, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed, open_writable,
+    ActiveSegment, OPEN_SEALED_OP, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed,
+    open_writable,
 };
 use crate::tail::{Seen, Tail};
 use crate::{Epoch, Offset, SegmentId};
@@ -66,8 +67,10 @@ fn relist_if_vanished<T>(mut open: impl FnMut() -> Result<T, StorageError>) -> R
     let mut relists = 0;
     loop {
         match open() {
-            Err(StorageError::Io { op: "open segment", path, source })
-                if source.kind() == std::io::ErrorKind::NotFound && relists < VANISHED_RELISTS_MAX =>
+            Err(StorageError::Io { op, path, source })
+                if op == OPEN_SEALED_OP
+                    && source.kind() == std::io::ErrorKind::NotFound
+                    && relists < VANISHED_RELISTS_MAX =>
             {
                 relists += 1;
                 tracing::info!(path = %path.display(), "a listed segment was deleted while opening the log (a compaction); listing again");
@@ -405,7 +408,7 @@ mod tests {
     use super::*;
 
     fn vanished() -> StorageError {
-        StorageError::io("open segment", "/x/1.seg", std::io::Error::from(std::io::ErrorKind::NotFound))
+        StorageError::io(OPEN_SEALED_OP, "/x/1.seg", std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 
     #[test]
@@ -430,9 +433,17 @@ mod tests {
         let mut tries = 0;
         let result: Result<(), _> = relist_if_vanished(|| {
             tries += 1;
-            Err(StorageError::io("open segment", "/x", std::io::Error::from(std::io::ErrorKind::PermissionDenied)))
+            Err(StorageError::io(OPEN_SEALED_OP, "/x", std::io::Error::from(std::io::ErrorKind::PermissionDenied)))
         });
         assert!(result.is_err());
         assert_eq!(tries, 1, "only a vanished segment is retried");
+        // A segment opened for writing (the reopened last one, a tail being zeroed) is not.
+        let mut tries = 0;
+        let result: Result<(), _> = relist_if_vanished(|| {
+            tries += 1;
+            Err(StorageError::io("open segment", "/x", std::io::Error::from(std::io::ErrorKind::NotFound)))
+        });
+        assert!(result.is_err());
+        assert_eq!(tries, 1, "only a sealed segment's open is retried");
     }
 }

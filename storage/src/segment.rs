@@ -176,10 +176,14 @@ pub(crate) fn open_writable(io: &dyn Io, path: &Path, size_bytes: u64) -> Result
     io.map_writable(&file, path).map_err(|e| StorageError::io("mmap segment", path, e))
 }
 
+/// The `op` of [`open_sealed`]'s error when the file cannot be opened: an open that finds a
+/// listed segment gone (`NotFound`) lists the directory again (`open::relist_if_vanished`).
+pub(crate) const OPEN_SEALED_OP: &str = "open sealed segment";
+
 /// Opens a sealed segment read-only and maps it; also fdatasyncs it, so that data a crashed
 /// process left in the page cache is durable before recovery reports it as durable.
 pub(crate) fn open_sealed(io: &dyn Io, path: &Path) -> Result<Option<MmapRaw>, StorageError> {
-    let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
+    let file = File::open(path).map_err(|e| StorageError::io(OPEN_SEALED_OP, path, e))?;
     io.sync_file(&file, path).map_err(|e| StorageError::io("fdatasync segment", path, e))?;
     let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len == 0 {
