@@ -210,7 +210,8 @@ impl Journal {
         offset
     }
 
-    fn appended(&self) -> u64 {
+    /// Where the next record goes.
+    pub fn appended_offset(&self) -> u64 {
         match &self.backend {
             Backend::Memory { appended } => *appended,
             Backend::Log(log) => log.appended_offset().0,
@@ -219,7 +220,7 @@ impl Journal {
 
     /// Records a persistent message; `completion` is released once it is durable.
     pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content) {
-        let start = self.appended();
+        let start = self.appended_offset();
         let offset = self.append(&Record::Enqueue(stored_message(queue, msg_id, content)));
         // The record's size, not the body's: what copying it forward appends again.
         self.live.insert(queue, msg_id, offset, usize::try_from(offset - start).unwrap_or(usize::MAX));
@@ -231,7 +232,7 @@ impl Journal {
         match self.policy {
             SyncPolicy::AckBeforeSync => Some(completion),
             SyncPolicy::AckAfterSync => {
-                let offset = self.appended();
+                let offset = self.appended_offset();
                 let prompt = self.gather.added(completion.conn, Instant::now());
                 self.waiters.push_back((offset, completion, prompt));
                 (self.sync_wake)();
@@ -344,7 +345,7 @@ impl Journal {
 
     /// True when nothing appended waits for a sync.
     pub fn is_synced(&self) -> bool {
-        self.appended() <= self.durable
+        self.appended_offset() <= self.durable
     }
 
     /// Completions now covered by the durable offset.
@@ -402,7 +403,7 @@ impl Journal {
     /// After copying forward: segments below `keep_from` go once everything now appended is
     /// durable.
     pub fn schedule_compaction(&mut self, keep_from: u64) {
-        self.pending_compaction = Some((keep_from, self.appended()));
+        self.pending_compaction = Some((keep_from, self.appended_offset()));
         (self.sync_wake)();
     }
 
@@ -458,11 +459,6 @@ impl Journal {
         if let Backend::Log(log) = &mut self.backend {
             log.install_spare(result);
         }
-    }
-
-    /// Where the next record goes (for tests).
-    pub fn appended_offset(&self) -> u64 {
-        self.appended()
     }
 
     /// Live persistent messages the journal tracks (for tests and metrics).

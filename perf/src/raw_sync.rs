@@ -1,7 +1,8 @@
 //! `ferry-perf raw-sync`: the durability baseline a broker is measured against — one thread
 //! doing what an ideal group commit does with no broker around it: `pwrite` a batch of
 //! records to a preallocated file, `fdatasync`, repeat. Reports records/s, the sync
-//! latency distribution and the loop's CPU per sync. Bounded by `--seconds` and by the file size (it wraps around).
+//! latency distribution and the loop's CPU per sync. Bounded by `--seconds` and by the file
+//! size (it wraps around).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
