@@ -68,7 +68,7 @@ pub fn role_deltas(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>
 
 /// The thread name (field 2, in parentheses) of a `/proc` stat line.
 fn thread_name(stat: &str) -> Option<&str> {
-    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
 }
 
 /// `name` without trailing `-<digits>` parts. Linux cuts names at 15 bytes, so an empty or
@@ -133,6 +133,7 @@ mod tests {
         assert_eq!(role("-1"), "-1");
         assert_eq!(thread_name("77 (ferry-log-0) S 1 2"), Some("ferry-log-0"));
         assert_eq!(thread_name("no parentheses"), None);
+        assert_eq!(thread_name("1 x) (y"), None, "a closing parenthesis before the opening one");
     }
 
     #[test]
