@@ -8,8 +8,11 @@
 pub(crate) const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"FRec");
 /// `"FERRYSEG"`: first eight bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"FERRYSEG");
-/// Bumped on any incompatible layout change.
-pub(crate) const SEGMENT_VERSION: u32 = 1;
+/// Bumped on any incompatible layout change. Version 2 salts record checksums (see
+/// [`SegmentHeader::salt`]); version 1 segments (salt 0) are still read.
+pub(crate) const SEGMENT_VERSION: u32 = 2;
+/// The oldest segment version this code reads.
+const SEGMENT_VERSION_MIN: u32 = 1;
 /// Records (and so the rkyv metadata after each header) start at multiples of this.
 pub(crate) const RECORD_ALIGN: usize = 8;
 /// Size of `RecordHeader` on disk.
@@ -28,7 +31,8 @@ pub(crate) const fn record_len(meta_len: usize, body_len: usize) -> usize {
 }
 
 /// Fixed header before every record. `crc` is CRC32C of the record's bytes `[8, len)`: the
-/// rest of this header, the metadata, the body and the padding.
+/// rest of this header, the metadata, the body and the padding, seeded with the segment's
+/// salt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct RecordHeader {
@@ -37,7 +41,8 @@ pub(crate) struct RecordHeader {
     /// Whole record, header and padding included; a multiple of `RECORD_ALIGN`.
     pub len: u32,
     pub kind: u8,
-    pub reserved: [u8; 3],
+    /// How far back the log was durable when this record was written: see [`SyncedMark`].
+    pub synced: SyncedMark,
     pub meta_len: u32,
     pub body_len: u32,
     pub epoch: u64,
@@ -53,7 +58,7 @@ impl RecordHeader {
         out[4..8].copy_from_slice(&self.crc.to_le_bytes());
         out[8..12].copy_from_slice(&self.len.to_le_bytes());
         out[12] = self.kind;
-        out[13..16].copy_from_slice(&self.reserved);
+        out[13..16].copy_from_slice(&self.synced.0);
         out[16..20].copy_from_slice(&self.meta_len.to_le_bytes());
         out[20..24].copy_from_slice(&self.body_len.to_le_bytes());
         out[24..32].copy_from_slice(&self.epoch.to_le_bytes());
@@ -66,12 +71,44 @@ impl RecordHeader {
             crc: le_u32(bytes, 4),
             len: le_u32(bytes, 8),
             kind: bytes[12],
-            reserved: [bytes[13], bytes[14], bytes[15]],
+            synced: SyncedMark([bytes[13], bytes[14], bytes[15]]),
             meta_len: le_u32(bytes, 16),
             body_len: le_u32(bytes, 20),
             epoch: le_u64(bytes, 24),
             offset: le_u64(bytes, 32),
         }
+    }
+}
+
+/// A record's note of the log's durable offset when it was written, in the 24 bits the header
+/// has for it: zero when unknown (version 1 records, or more than 128 MiB behind), else one
+/// more than the distance back from the record's own offset in `RECORD_ALIGN` units.
+/// Recovery reads it as evidence: a bad record that a later valid record's mark covers lies
+/// inside the synced region, so it is damage, never a torn tail, and what follows it is kept.
+/// It costs no write and no sync: the next record carries it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SyncedMark(pub [u8; 3]);
+
+impl SyncedMark {
+    const UNITS_MAX: u64 = (1 << 24) - 1;
+
+    /// The mark of a record at `offset` written while the log was durable up to `durable`.
+    /// Rounds the durable offset down, so the mark never claims more than was synced.
+    pub fn new(offset: u64, durable: u64) -> SyncedMark {
+        let units = offset.saturating_sub(durable).div_ceil(RECORD_ALIGN as u64) + 1;
+        if units > Self::UNITS_MAX {
+            return SyncedMark::default();
+        }
+        let bytes = (units as u32).to_le_bytes();
+        SyncedMark([bytes[0], bytes[1], bytes[2]])
+    }
+
+    /// The log offset below which everything was synced before the record at `offset` was
+    /// written, when the mark says.
+    pub fn durable_before(self, offset: u64) -> Option<u64> {
+        let units = u64::from(u32::from_le_bytes([self.0[0], self.0[1], self.0[2], 0]));
+        let back = units.checked_sub(1)? * RECORD_ALIGN as u64;
+        offset.checked_sub(back)
     }
 }
 
@@ -81,7 +118,10 @@ impl RecordHeader {
 pub(crate) struct SegmentHeader {
     pub magic: u64,
     pub version: u32,
-    pub reserved: u32,
+    /// Seeds the checksum of every record in the segment; random for each new segment, zero in
+    /// version 1. A message body that holds bytes shaped like a record cannot match it, so
+    /// recovery may look past damage for the next record without being fooled by one.
+    pub salt: u32,
     pub epoch: u64,
     pub base_offset: u64,
     pub segment_id: u64,
@@ -93,11 +133,11 @@ const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
 
 impl SegmentHeader {
     /// A header for a fresh segment (crc filled in by `write_to`).
-    pub fn new(epoch: u64, base_offset: u64, segment_id: u64, size_bytes: u32) -> Self {
+    pub fn new(epoch: u64, base_offset: u64, segment_id: u64, size_bytes: u32, salt: u32) -> Self {
         SegmentHeader {
             magic: SEGMENT_MAGIC,
             version: SEGMENT_VERSION,
-            reserved: 0,
+            salt,
             epoch,
             base_offset,
             segment_id,
@@ -110,7 +150,7 @@ impl SegmentHeader {
     pub fn write_to(&self, out: &mut [u8]) {
         out[0..8].copy_from_slice(&self.magic.to_le_bytes());
         out[8..12].copy_from_slice(&self.version.to_le_bytes());
-        out[12..16].copy_from_slice(&self.reserved.to_le_bytes());
+        out[12..16].copy_from_slice(&self.salt.to_le_bytes());
         out[16..24].copy_from_slice(&self.epoch.to_le_bytes());
         out[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
         out[32..40].copy_from_slice(&self.segment_id.to_le_bytes());
@@ -128,7 +168,7 @@ impl SegmentHeader {
         let header = SegmentHeader {
             magic: le_u64(bytes, 0),
             version: le_u32(bytes, 8),
-            reserved: le_u32(bytes, 12),
+            salt: le_u32(bytes, 12),
             epoch: le_u64(bytes, 16),
             base_offset: le_u64(bytes, 24),
             segment_id: le_u64(bytes, 32),
@@ -136,26 +176,63 @@ impl SegmentHeader {
             crc: le_u32(bytes, 44),
         };
         let valid = header.magic == SEGMENT_MAGIC
-            && header.version == SEGMENT_VERSION
+            && (SEGMENT_VERSION_MIN..=SEGMENT_VERSION).contains(&header.version)
+            && (header.version > 1 || header.salt == 0)
             && header.crc == crc32c::crc32c(&bytes[0..44]);
         valid.then_some(header)
     }
 }
 
+/// A fresh random salt for a new segment (never zero, the version 1 value).
+pub(crate) fn fresh_salt() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let random = RandomState::new().hash_one((nanos, std::process::id()));
+    ((random >> 32) as u32 ^ random as u32).max(1)
+}
+
+/// The checksum salt of the segment whose bytes start at `bytes[0]` and whose first byte has
+/// logical offset `base`: its header's, or, when the header is unreadable, whichever of the
+/// raw salt field and zero (version 1) makes the first record valid (the raw field when
+/// neither does).
+pub(crate) fn segment_salt(bytes: &[u8], base: u64) -> u32 {
+    if let Some(header) = SegmentHeader::read_from(bytes) {
+        return header.salt;
+    }
+    let raw = bytes.get(12..16).map_or(0, |_| le_u32(bytes, 12));
+    let first = base + SEGMENT_HEADER_SIZE as u64;
+    let first_is_valid = |salt| matches!(parse_record(bytes, SEGMENT_HEADER_SIZE, first, salt), Parsed::Valid { .. });
+    [raw, 0].into_iter().find(|&salt| first_is_valid(salt)).unwrap_or(raw)
+}
+
+/// Where and by whom a record is written: the header fields that are not its contents.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub kind: u8,
+    pub epoch: u64,
+    /// Logical offset of the record's first byte.
+    pub offset: u64,
+    /// The log's durable offset at the time of writing.
+    pub durable: u64,
+    /// The segment's checksum salt.
+    pub salt: u32,
+}
+
 /// Writes one record into `out`, which must be exactly `record_len(meta.len(), body.len())`
 /// bytes. Padding is written as zeros; the checksum is computed over the bytes in place.
-pub(crate) fn write_record(out: &mut [u8], kind: u8, epoch: u64, offset: u64, meta: &[u8], body: &[u8]) {
+pub(crate) fn write_record(out: &mut [u8], stamp: Stamp, meta: &[u8], body: &[u8]) {
     let len = record_len(meta.len(), body.len());
     assert_eq!(out.len(), len, "record buffer has the wrong length");
+    let offset = stamp.offset;
     let mut header = RecordHeader {
         magic: RECORD_MAGIC,
         crc: 0,
         len: u32::try_from(len).expect("record length checked against the segment size"),
-        kind,
-        reserved: [0; 3],
+        kind: stamp.kind,
+        synced: SyncedMark::new(offset, stamp.durable),
         meta_len: u32::try_from(meta.len()).expect("metadata length fits u32"),
         body_len: u32::try_from(body.len()).expect("body length fits u32"),
-        epoch,
+        epoch: stamp.epoch,
         offset,
     };
     let meta_start = RECORD_HEADER_SIZE;
@@ -165,10 +242,10 @@ pub(crate) fn write_record(out: &mut [u8], kind: u8, epoch: u64, offset: u64, me
     out[body_start..body_start + body.len()].copy_from_slice(body);
     out[body_start + body.len()..].fill(0);
     header.write_to(&mut out[..RECORD_HEADER_SIZE]);
-    header.crc = crc32c::crc32c(&out[8..]);
+    header.crc = crc32c::crc32c_append(stamp.salt, &out[8..]);
     header.write_to(&mut out[..RECORD_HEADER_SIZE]);
     debug_assert!(
-        matches!(parse_record(out, 0, offset), Parsed::Valid { len: l, .. } if l == len),
+        matches!(parse_record(out, 0, offset, stamp.salt), Parsed::Valid { len: l, .. } if l == len),
         "record does not read back after encoding"
     );
 }
@@ -185,8 +262,12 @@ pub(crate) enum Parsed<'a> {
     Bad { len: Option<usize>, meta: Option<&'a [u8]>, reason: &'static str },
 }
 
-/// Parses the record at `pos` of `segment`; `expected_offset` is its logical offset.
-pub(crate) fn parse_record<'a>(segment: &'a [u8], pos: usize, expected_offset: u64) -> Parsed<'a> {
+/// Why `parse_record` rejects a record that is whole but sits at the wrong offset.
+pub(crate) const OFFSET_MISMATCH: &str = "record offset does not match its position";
+
+/// Parses the record at `pos` of `segment`; `expected_offset` is its logical offset, `salt`
+/// the segment's checksum salt.
+pub(crate) fn parse_record<'a>(segment: &'a [u8], pos: usize, expected_offset: u64, salt: u32) -> Parsed<'a> {
     let Some(header_bytes) = segment.get(pos..pos + RECORD_HEADER_SIZE) else {
         return Parsed::End;
     };
@@ -212,11 +293,11 @@ pub(crate) fn parse_record<'a>(segment: &'a [u8], pos: usize, expected_offset: u
     let body_start = meta_start + align_up(meta_len);
     let meta = &record[meta_start..meta_start + meta_len];
     let body = &record[body_start..body_start + body_len];
-    if crc32c::crc32c(&record[8..]) != header.crc {
+    if crc32c::crc32c_append(salt, &record[8..]) != header.crc {
         return bad(Some(len), Some(meta), "record checksum mismatch");
     }
     if header.offset != expected_offset {
-        return bad(Some(len), Some(meta), "record offset does not match its position");
+        return bad(Some(len), Some(meta), OFFSET_MISMATCH);
     }
     Parsed::Valid { len, header, meta, body }
 }
@@ -240,26 +321,55 @@ mod tests {
     #[test]
     fn record_header_layout_is_pinned() {
         let mut out = vec![0u8; record_len(5, 3)];
-        write_record(&mut out, 7, 2, 4096, b"meta!", b"abc");
+        let stamp = Stamp { kind: 7, epoch: 2, offset: 4096, durable: 4000, salt: 0x1234_5678 };
+        write_record(&mut out, stamp, b"meta!", b"abc");
         assert_eq!(&out[0..4], b"FRec");
         assert_eq!(out.len(), 40 + 8 + 8);
         let header = RecordHeader::read_from(&out);
         assert_eq!((header.len, header.kind, header.meta_len, header.body_len), (56, 7, 5, 3));
         assert_eq!((header.epoch, header.offset), (2, 4096));
-        assert!(matches!(parse_record(&out, 0, 4096), Parsed::Valid { len: 56, .. }));
-        assert!(matches!(parse_record(&out, 0, 4104), Parsed::Bad { len: Some(56), .. }), "wrong offset is stale data");
+        assert_eq!(header.synced.durable_before(4096), Some(4000));
+        assert!(matches!(parse_record(&out, 0, 4096, 0x1234_5678), Parsed::Valid { len: 56, .. }));
+        assert!(matches!(parse_record(&out, 0, 4096, 0), Parsed::Bad { len: Some(56), .. }), "the salt is checked");
+        assert!(
+            matches!(parse_record(&out, 0, 4104, 0x1234_5678), Parsed::Bad { len: Some(56), .. }),
+            "wrong offset is stale data"
+        );
         out[55] ^= 1;
-        assert!(matches!(parse_record(&out, 0, 4096), Parsed::Bad { len: Some(56), .. }), "padding is checksummed");
+        assert!(
+            matches!(parse_record(&out, 0, 4096, 0x1234_5678), Parsed::Bad { len: Some(56), .. }),
+            "padding is checksummed"
+        );
+    }
+
+    #[test]
+    fn a_synced_mark_never_claims_more_than_was_durable() {
+        assert_eq!(SyncedMark::default().durable_before(4096), None, "zero: unknown (version 1)");
+        assert_eq!(SyncedMark::new(4096, 4096).durable_before(4096), Some(4096));
+        assert_eq!(SyncedMark::new(4096, 0).durable_before(4096), Some(0));
+        assert_eq!(SyncedMark::new(4096, 4093).durable_before(4096), Some(4088), "rounded down");
+        let far = 200 << 20;
+        assert_eq!(SyncedMark::new(far, 0).durable_before(far), None, "too far back to say");
+        assert_eq!(SyncedMark::new(far, far - (100 << 20)).durable_before(far), Some(far - (100 << 20)));
     }
 
     #[test]
     fn segment_header_round_trips_and_detects_damage() {
         let mut out = [0u8; SEGMENT_HEADER_SIZE];
-        SegmentHeader::new(3, 1 << 20, 9, 65536).write_to(&mut out);
+        SegmentHeader::new(3, 1 << 20, 9, 65536, 77).write_to(&mut out);
         let header = SegmentHeader::read_from(&out).expect("valid");
         assert_eq!((header.epoch, header.base_offset, header.segment_id, header.size_bytes), (3, 1 << 20, 9, 65536));
+        assert_eq!((header.version, header.salt), (2, 77));
         out[30] ^= 0x10;
         assert!(SegmentHeader::read_from(&out).is_none());
         assert!(SegmentHeader::read_from(&[0u8; SEGMENT_HEADER_SIZE]).is_none());
+        let mut v1 = SegmentHeader::new(3, 0, 0, 65536, 0);
+        v1.version = 1;
+        v1.write_to(&mut out);
+        assert_eq!(SegmentHeader::read_from(&out).map(|h| h.salt), Some(0), "version 1 is read, unsalted");
+        out[12] = 5;
+        let crc = crc32c::crc32c(&out[0..44]);
+        out[44..48].copy_from_slice(&crc.to_le_bytes());
+        assert!(SegmentHeader::read_from(&out).is_none(), "version 1 had no salt");
     }
 }

@@ -12,7 +12,7 @@ use rkyv::util::AlignedVec;
 
 use crate::error::StorageError;
 use crate::fold::Recovered;
-use crate::format::{SEGMENT_HEADER_SIZE, record_len, write_record};
+use crate::format::{SEGMENT_HEADER_SIZE, Stamp, record_len, write_record};
 use crate::io::{Io, RealIo};
 use memmap2::MmapRaw;
 
@@ -249,7 +249,14 @@ impl ShardLog {
         }
         let pos = self.active.write_pos;
         let offset = self.active.base.0 + pos as u64;
-        write_record(self.active.bytes_mut(pos, len), record.kind() as u8, self.epoch.0, offset, meta, body);
+        let stamp = Stamp {
+            kind: record.kind() as u8,
+            epoch: self.epoch.0,
+            offset,
+            durable: self.durable.0,
+            salt: self.active.salt,
+        };
+        write_record(self.active.bytes_mut(pos, len), stamp, meta, body);
         self.active.write_pos = pos + len;
         mark_dirty(&mut self.dirty, &self.active.map, &self.active.path, pos, pos + len);
         self.appended = Offset(offset + len as u64);
@@ -283,10 +290,7 @@ impl ShardLog {
     fn promote_spare(&self, spare: Spare, base: Offset, id: SegmentId) -> Result<ActiveSegment, StorageError> {
         let path = crate::segment::segment_path(&self.dir, base, self.epoch);
         self.io.rename(&spare.path, &path).map_err(|e| StorageError::io("rename spare", &spare.path, e))?;
-        let mut segment = ActiveSegment { id, base, path, map: Arc::new(spare.map), write_pos: SEGMENT_HEADER_SIZE };
-        let header = crate::format::SegmentHeader::new(self.epoch.0, base.0, id.0, self.segment_size_bytes);
-        header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
-        Ok(segment)
+        Ok(ActiveSegment::stamped(id, base, path, spare.map, self.epoch, self.segment_size_bytes))
     }
 
     /// A job preparing the next segment's file, when none is ready or being prepared. Run it

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::fold::{Fold, Recovered};
-use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
+use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, segment_salt};
 use crate::io::Io;
 use crate::scan::{SegmentScan, check_header, last_with_records, scan_segment};
 use crate::seals::Seals;
@@ -372,11 +372,13 @@ fn recover_last(
         path: last.path.to_path_buf(),
         map: Arc::new(map),
         write_pos: SEGMENT_HEADER_SIZE,
+        salt: 0,
     };
+    active.salt = segment_salt(active.bytes(), last.base.0);
     if check_header(active.bytes(), last.base, last.path).is_none() {
-        tracing::warn!(path = %last.path.display(), "rewriting the last segment's header");
+        tracing::warn!(path = %last.path.display(), salt = active.salt, "rewriting the last segment's header");
         let size_bytes = u32::try_from(active.size()).unwrap_or(u32::MAX);
-        let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes);
+        let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes, active.salt);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
     let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, true, &mut |_, record| fold.apply(record));

@@ -3,14 +3,17 @@
 //! can start before the last segment: a crash right after a roll leaves the previous segment
 //! torn and the new one empty); `replay` reads a whole shard directory read-only. Used at
 //! open (blocking, on the shard thread) and by the engine when it folds several shards' logs
-//! itself. Limits: it never writes; a record that fails its checksum is only skipped when the
-//! claimed length leads to a valid record.
+//! itself. Limits: it never writes; bad bytes are only skipped when the claimed length leads
+//! to a valid record, or when a later valid record's synced mark shows they were synced (then
+//! every aligned position up to the end of the data may be tried, once per damaged region).
 
 use std::path::Path;
 
 use crate::codec::{decode, queue_of_damaged};
 use crate::error::StorageError;
-use crate::format::{Parsed, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record};
+use crate::format::{
+    Parsed, RECORD_ALIGN, RECORD_MAGIC, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record, segment_salt,
+};
 use crate::io::RealIo;
 use crate::seals::Seals;
 use crate::segment::{list_segments, open_sealed};
@@ -65,11 +68,13 @@ impl BadRecord {
 }
 
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
-/// `base`, calling `sink(end_offset, record)` for each valid one. A bad record with a valid
-/// one right after it is damage (`damaged_queues`); one with nothing valid after it ends the
-/// scan (`stopped_at`), and the caller decides whether it is the log's torn tail.
-/// Non-zero bytes after the last valid record are looked for within `tail_limit` bytes only
-/// (the whole rest of the segment when the tail will be zeroed; a takeover only reports it).
+/// `base`, calling `sink(end_offset, record)` for each valid one. Bad bytes that what follows
+/// them shows to be damage (see [`resume_after`]) are logged, their queue counted in
+/// `damaged_queues` when their metadata names one, and the walk goes on after them. Other bad
+/// bytes end the scan (`stopped_at`, unless they are zeros), and the caller decides whether
+/// they are the log's torn tail. Non-zero bytes after the last valid record, and the records
+/// that show bad bytes to be damage, are looked for within `tail_limit` bytes only (the whole
+/// rest of the segment when the tail will be zeroed; a takeover only reports it).
 /// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
 /// With `skip_damage` false the walk stops at the first bad record instead: a reader of a log
 /// that is being written can see a record half-copied while the next one is already whole.
@@ -82,10 +87,10 @@ pub(crate) fn scan_segment(
     sink: &mut dyn FnMut(Offset, Record),
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
+    let salt = segment_salt(bytes, base.0);
     let mut pos = start.max(SEGMENT_HEADER_SIZE).min(bytes.len());
     loop {
-        match parse_record(bytes, pos, base.0 + pos as u64) {
-            Parsed::End => break,
+        let (len, meta, reason) = match parse_record(bytes, pos, base.0 + pos as u64, salt) {
             Parsed::Valid { len, header, meta, body } => {
                 match decode(header.kind, meta, body) {
                     Ok(record) => {
@@ -95,29 +100,88 @@ pub(crate) fn scan_segment(
                     Err(reason) => note_damage(&mut scan, base, pos, Some(meta), &reason),
                 }
                 pos += len;
+                continue;
             }
-            Parsed::Bad { len, meta, reason, .. } => {
-                let resumes = len.filter(|&len| {
-                    skip_damage
-                        && matches!(parse_record(bytes, pos + len, base.0 + (pos + len) as u64), Parsed::Valid { .. })
-                });
-                if let Some(len) = resumes {
-                    note_damage(&mut scan, base, pos, meta, reason);
-                    pos += len;
-                    continue;
-                }
-                let queue = meta.and_then(queue_of_damaged);
-                scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
-                break;
+            Parsed::End => (None, None, ZEROED),
+            Parsed::Bad { len, meta, reason } => (len, meta, reason),
+        };
+        let dirty_end = pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
+        let next = skip_damage.then(|| resume_after(bytes, base, salt, pos, len, dirty_end)).flatten();
+        if let Some(next) = next {
+            if next != pos + len.unwrap_or(0) || reason == ZEROED {
+                tracing::error!(
+                    offset = base.0 + pos as u64,
+                    bytes = next - pos,
+                    reason,
+                    "unreadable bytes inside the synced region (a later record says they were synced): reading on after them"
+                );
             }
+            note_damage(&mut scan, base, pos, meta, reason);
+            pos = next;
+            continue;
+        }
+        if reason != ZEROED {
+            let queue = meta.and_then(queue_of_damaged);
+            scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
+        }
+        scan.valid_end = pos;
+        scan.torn_tail_bytes = dirty_end - pos;
+        scan.dirty_end = dirty_end;
+        return scan;
+    }
+}
+
+/// `parse_record`'s "no record here" as a damage reason: zeros where a record should be.
+const ZEROED: &str = "zeroed bytes where a record should be";
+
+/// Bytes up to and including the last non-zero one of `bytes`.
+fn nonzero_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// Where a scan that met bad bytes at `pos` goes on, when they are damage rather than a torn
+/// tail, looking no further than `dirty_end` (the end of the non-zero bytes looked at):
+/// - At the bad record's claimed length `len`, when a valid record starts there (its body or
+///   checksum damaged, its header whole). This needs no proof that it was synced: taking
+///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
+///   tail taken for damage only quarantines a queue.
+/// - Else (a garbled header, or zeros where a record should be, with data after them) at the
+///   first valid record after `pos`, but only if some valid record from there on carries a
+///   [`crate::format::SyncedMark`] covering `pos`. A torn tail is never covered: the record carrying the mark
+///   was written after a sync that covered `pos` completed. Every aligned position is tried;
+///   the segment's salt keeps a message body shaped like a record from passing.
+fn resume_after(
+    bytes: &[u8],
+    base: Offset,
+    salt: u32,
+    pos: usize,
+    len: Option<usize>,
+    dirty_end: usize,
+) -> Option<usize> {
+    let bad_at = base.0 + pos as u64;
+    let valid_at = |at: usize| match parse_record(bytes, at, base.0 + at as u64, salt) {
+        Parsed::Valid { len, header, .. } => Some((len, header)),
+        _ => None,
+    };
+    let next_valid = |from: usize| {
+        (from..dirty_end).step_by(RECORD_ALIGN).find(|&at| {
+            bytes.get(at..at + 4).is_some_and(|magic| magic == RECORD_MAGIC.to_le_bytes()) && valid_at(at).is_some()
+        })
+    };
+    if let Some(claimed) = len.map(|len| pos + len).filter(|&at| valid_at(at).is_some()) {
+        return Some(claimed);
+    }
+    let first = next_valid(pos + RECORD_ALIGN)?;
+    let mut at = first;
+    loop {
+        match valid_at(at) {
+            Some((_, header)) if header.synced.durable_before(header.offset).is_some_and(|d| d > bad_at) => {
+                return Some(first);
+            }
+            Some((len, _)) => at += len,
+            None => at = next_valid(at + RECORD_ALIGN)?,
         }
     }
-    scan.valid_end = pos;
-    let tail = &bytes[pos.min(bytes.len())..pos.saturating_add(tail_limit).min(bytes.len())];
-    let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    scan.torn_tail_bytes = nonzero;
-    scan.dirty_end = pos + nonzero;
-    scan
 }
 
 fn note_damage(scan: &mut SegmentScan, base: Offset, pos: usize, meta: Option<&[u8]>, reason: &str) {
@@ -194,4 +258,45 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use rkyv::util::AlignedVec;
+
+    use super::*;
+    use crate::codec::encode_meta;
+    use crate::format::{Stamp, record_len, write_record};
+
+    /// Writes `record` at `pos` of a segment based at 0, as if the log had been durable up to
+    /// `durable`, checksummed with `salt`; returns its length.
+    fn put(segment: &mut [u8], pos: usize, record: &Record, durable: u64, salt: u32) -> usize {
+        let meta = encode_meta(record, AlignedVec::new()).expect("encode");
+        let len = record_len(meta.len(), record.body().len());
+        let stamp = Stamp { kind: record.kind() as u8, epoch: 1, offset: pos as u64, durable, salt };
+        write_record(&mut segment[pos..pos + len], stamp, &meta, record.body());
+        len
+    }
+
+    #[test]
+    fn only_a_record_checksummed_with_the_segment_salt_shows_bad_bytes_were_synced() {
+        const SALT: u32 = 0x5EED_0001;
+        let declare = Record::QueueDeclare { name: "q".into(), durable: true, auto_delete: false, arguments: vec![] };
+        let scan_with = |later_salt: u32| {
+            let mut segment = vec![0u8; 4096];
+            SegmentHeader::new(1, 0, 0, 4096, SALT).write_to(&mut segment);
+            let bad_at = SEGMENT_HEADER_SIZE + put(&mut segment, SEGMENT_HEADER_SIZE, &declare, 48, SALT);
+            segment[bad_at..bad_at + 16].fill(0xEE);
+            // Shaped like a record written after a sync that covered the garbled one: what a
+            // message body could hold, but for the salt.
+            let later = bad_at + 64;
+            put(&mut segment, later, &declare, later as u64, later_salt);
+            let mut records = 0;
+            let scan = scan_segment(&segment, Offset(0), 0, usize::MAX, true, &mut |_, _| records += 1);
+            (records, scan.valid_end == bad_at && scan.stopped_at.is_some())
+        };
+        assert_eq!(scan_with(SALT), (2, false), "the segment's own record: damage, read on after it");
+        assert_eq!(scan_with(0), (1, true), "an unsalted look-alike: a torn tail");
+        assert_eq!(scan_with(SALT ^ 1), (1, true), "another salt: a torn tail");
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::StorageError;
-use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader};
+use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, fresh_salt};
 use crate::io::Io;
 use crate::{Epoch, Offset, SegmentId};
 
@@ -74,9 +74,20 @@ pub(crate) struct ActiveSegment {
     pub map: Arc<MmapRaw>,
     /// Next write position inside the segment (bytes from the file start).
     pub write_pos: usize,
+    /// The header's checksum salt, stamped into every record's checksum.
+    pub salt: u32,
 }
 
 impl ActiveSegment {
+    /// A fresh segment in `map`, its header written with a new salt; nothing is appended yet.
+    pub fn stamped(id: SegmentId, base: Offset, path: PathBuf, map: MmapRaw, epoch: Epoch, size_bytes: u32) -> Self {
+        let salt = fresh_salt();
+        let mut segment = ActiveSegment { id, base, path, map: Arc::new(map), write_pos: SEGMENT_HEADER_SIZE, salt };
+        let header = SegmentHeader::new(epoch.0, base.0, id.0, size_bytes, salt);
+        header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
+        segment
+    }
+
     /// Mapped length of the segment file.
     pub fn size(&self) -> usize {
         self.map.len()
@@ -147,10 +158,7 @@ pub(crate) fn create_segment(
             return Err(error);
         }
     };
-    let mut segment = ActiveSegment { id, base, path, map: Arc::new(map), write_pos: SEGMENT_HEADER_SIZE };
-    let header = SegmentHeader::new(epoch.0, base.0, id.0, size_bytes);
-    header.write_to(segment.bytes_mut(0, SEGMENT_HEADER_SIZE));
-    Ok(segment)
+    Ok(ActiveSegment::stamped(id, base, path, map, epoch, size_bytes))
 }
 
 /// True if the file at `path` has no segment header yet (all zeros or shorter than one): what
