@@ -5,8 +5,10 @@
 //! listing; when this tail had read them to their end their records stay folded, which folds to
 //! the same live state (what compaction deletes is settled or copied forward); when it had not,
 //! a settle it never saw could leave a ghost message, so the fold starts over. A change of the
-//! seals (another process took over) starts the fold over too. Limits: one mapping at a time; a record is folded only once it is
-//! whole and its checksum holds, so a record being written is simply read on a later call.
+//! seals (another process took over) starts the fold over too. The fold stays in log order: a
+//! segment not yet read up to where the next one starts (a record still on its way to shared
+//! storage) holds the tail there. Limits: one mapping at a time; a record is folded only once it
+//! is whole and its checksum holds, so a record being written is simply read on a later call.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +28,7 @@ pub(crate) struct Seen {
     pub pos: usize,
     /// Valid records read from it.
     pub records: u64,
-    /// A later segment existed when this one was last read to its end: it cannot grow.
+    /// Read up to where the next segment starts: it cannot grow.
     pub complete: bool,
 }
 
@@ -94,11 +96,19 @@ impl Tail {
             if self.seen[index].complete {
                 continue;
             }
-            let later_exists = i + 1 < files.len();
             let limit =
                 self.seals.end_of(file.epoch).map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
             self.read(index, limit)?;
-            self.seen[index].complete = later_exists;
+            let Some(next) = files.get(i + 1) else { break };
+            let seen = &mut self.seen[index];
+            seen.complete = file.base.0 + seen.pos as u64 == next.base.0;
+            if !seen.complete {
+                // A later segment starts where this one ends, and this one was not read that
+                // far: a gap (a record still in flight to shared storage, or damage). Folding
+                // later segments first would apply their settles before the enqueues in the
+                // gap, so wait here; a takeover reads on from here in order.
+                break;
+            }
         }
         Ok(self.fold.records_applied() - before)
     }

@@ -322,3 +322,44 @@ fn a_tail_waits_at_a_half_written_record_instead_of_calling_it_damage() {
     assert!(recovered.quarantined.is_empty(), "nothing was damaged");
     assert_eq!(live_ids(&recovered, "q"), vec![0, 1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn a_tail_does_not_read_past_a_gap_into_the_next_segment() {
+    // On shared storage a standby can see a later segment while a record of an earlier one is
+    // still in flight. Folding the later segment first would apply a settle before its enqueue
+    // and bring the message back at takeover.
+    use ferry_storage::Tail;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open_at(dir.path(), 1, 4096);
+    log.append(&declare("q")).expect("declare");
+    let mut ends = Vec::new();
+    for id in 0..12 {
+        ends.push(log.append(&enqueue("q", id, &[7; 300])).expect("enqueue"));
+    }
+    // The last enqueue that lies wholly in the first segment; its settle goes to a later one.
+    let first_end = segment_names(dir.path())[1].split_once('-').expect("base").0.parse::<u64>().expect("base");
+    let gap = (0..12).rev().find(|&id| ends[id].0 <= first_end).expect("an enqueue in the first segment");
+    for id in (0..12).filter(|id| id % 2 == 0 || *id == gap) {
+        log.append(&settle("q", id as u64)).expect("settle");
+    }
+    sync_now(&mut log);
+    drop(log);
+    let path = dir.path().join(&segment_names(dir.path())[0]);
+    let whole = std::fs::read(&path).expect("read");
+    let mut in_flight = whole.clone();
+    let start = usize::try_from(ends[gap - 1].0).expect("fits");
+    in_flight[start..start + 16].fill(0);
+    std::fs::write(&path, &in_flight).expect("write");
+    let mut tail = Tail::new(dir.path());
+    tail.catch_up().expect("catch up");
+    assert_eq!(tail.records(), 1 + gap as u64, "the declare and the enqueues before the gap, then it waits");
+    std::fs::write(&path, &whole).expect("the record arrived");
+    tail.catch_up().expect("catch up");
+    let (_, recovered) = ShardLog::open_warm(
+        LogConfig { segment_size_bytes: 4096, epoch: Epoch(2), ..LogConfig::new(dir.path()) },
+        Some(tail),
+    )
+    .expect("warm open");
+    let expected: Vec<u64> = (0..12).filter(|id| id % 2 == 1 && *id != gap as u64).collect();
+    assert_eq!(live_ids(&recovered, "q"), expected);
+}
