@@ -15,7 +15,9 @@ use crate::error::StorageError;
 use crate::fold::{Fold, Recovered};
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, segment_salt};
 use crate::io::Io;
-use crate::scan::{SegmentScan, check_header, last_with_records, scan_segment};
+use crate::scan::{
+    Later, OnDamage, SegmentScan, check_header, last_with_records, scan_reading_on, scan_segment, seal_limit,
+};
 use crate::seals::Seals;
 use crate::segment::{
     ActiveSegment, OPEN_SEALED_OP, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed,
@@ -143,25 +145,27 @@ struct Scanned {
 }
 
 /// Scans `segments` read-only into `fold`, each sealed epoch's only up to its seal, each from
-/// where `seen` (a warm standby's progress, already in `fold`) stopped. Ids come from the
-/// headers, or follow the previous segment's when a header is unreadable.
+/// where `seen` (a warm standby's progress, already in `fold`) stopped; `after` are the
+/// segments that follow them (read ahead only, to tell damage from a torn tail). Ids come from
+/// the headers, or follow the previous segment's when a header is unreadable.
 fn scan_read_only(
     io: &dyn Io,
     segments: Vec<SegmentFile>,
+    after: &[SegmentFile],
     seals: &Seals,
     tail_limit: usize,
     seen: &[Seen],
     fold: &mut Fold,
 ) -> Result<Vec<Scanned>, StorageError> {
     let mut scanned: Vec<Scanned> = Vec::with_capacity(segments.len());
-    for file in segments {
-        let seal = seals.end_of(file.epoch);
-        let limit = seal.map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
-        let (start, before) = seen.iter().find(|s| s.file == file).map_or((0, 0), |s| (s.pos, s.records));
-        let (id, mut scan) = scan_sealed(io, &file, limit, start, tail_limit, fold)?;
+    for (i, file) in segments.iter().enumerate() {
+        let (start, before) = seen.iter().find(|s| s.file == *file).map_or((0, 0), |s| (s.pos, s.records));
+        let later = Later { io, seals, files: segments[i + 1..].iter().chain(after) };
+        let (id, mut scan) = scan_sealed(file, start, tail_limit, later, fold)?;
         scan.records += before;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
-        scanned.push(Scanned { file, id, scan, sealed_epoch: seal.is_some() });
+        let sealed_epoch = seals.end_of(file.epoch).is_some();
+        scanned.push(Scanned { file: file.clone(), id, scan, sealed_epoch });
     }
     Ok(scanned)
 }
@@ -187,7 +191,8 @@ fn reopen(
 ) -> Result<Opened, StorageError> {
     let last_file = segments.pop().expect("reopen needs a segment");
     let mut fold = Fold::new();
-    let mut scanned = scan_read_only(io, segments, seals, usize::MAX, &[], &mut fold)?;
+    let mut scanned =
+        scan_read_only(io, segments, std::slice::from_ref(&last_file), seals, usize::MAX, &[], &mut fold)?;
     let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let last =
         LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
@@ -224,7 +229,7 @@ fn take_over(
         }
         None => (Fold::new(), Vec::new()),
     };
-    let mut scanned = scan_read_only(io, segments, seals, TAKEOVER_TAIL_PROBE_BYTES, &seen, &mut fold)?;
+    let mut scanned = scan_read_only(io, segments, &[], seals, TAKEOVER_TAIL_PROBE_BYTES, &seen, &mut fold)?;
     let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut torn_tail_bytes = 0;
     for (i, s) in scanned.iter().enumerate() {
@@ -286,19 +291,18 @@ fn finish(dir: &Path, fold: Fold, torn_tail_bytes: usize) -> Recovered {
     recovered
 }
 
-/// Scans one segment read-only into `fold`, only its first `limit` bytes when its epoch is
-/// sealed, looking for a torn tail within `tail_limit` bytes; returns its id when the header
-/// is readable.
-fn scan_sealed(
-    io: &dyn Io,
+/// Scans one segment read-only into `fold`, only up to its epoch's seal, from byte `start`,
+/// looking for a torn tail within `tail_limit` bytes (and into the `later` segments when
+/// damage needs telling from a torn tail); returns its id when the header is readable.
+fn scan_sealed<'a>(
     file: &SegmentFile,
-    limit: Option<usize>,
     start: usize,
     tail_limit: usize,
+    later: Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     fold: &mut Fold,
 ) -> Result<(Option<SegmentId>, SegmentScan), StorageError> {
     let path = &file.path;
-    let Some(map) = open_sealed(io, path)? else {
+    let Some(map) = open_sealed(later.io, path)? else {
         tracing::error!(path = %path.display(), "empty sealed segment file");
         return Ok((None, SegmentScan::default()));
     };
@@ -306,8 +310,8 @@ fn scan_sealed(
     // function; nobody writes sealed segments or truncates segment files.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
-    let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
-    let mut scan = scan_segment(bytes, file.base, start, tail_limit, true, &mut |_, record| fold.apply(record));
+    let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
+    let mut scan = scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |_, record| fold.apply(record))?;
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -381,7 +385,8 @@ fn recover_last(
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes, active.salt);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, true, &mut |_, record| fold.apply(record));
+    let skip = OnDamage::Skip { synced: 0 };
+    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

@@ -14,9 +14,10 @@ use crate::error::StorageError;
 use crate::format::{
     Parsed, RECORD_ALIGN, RECORD_MAGIC, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record, segment_salt,
 };
+use crate::io::Io;
 use crate::io::RealIo;
 use crate::seals::Seals;
-use crate::segment::{list_segments, open_sealed};
+use crate::segment::{SegmentFile, list_segments, open_sealed};
 use crate::{Offset, Record};
 
 /// What scanning one segment found besides its records.
@@ -67,6 +68,18 @@ impl BadRecord {
     }
 }
 
+/// What a scan does at bad bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDamage {
+    /// Stops: a reader of a log that is being written can see a record half-copied while the
+    /// next one is already whole.
+    Stop,
+    /// Reads on after bytes shown to be damage (see [`resume_after`]). `synced` is a log offset
+    /// the caller knows was synced (from a later segment's records; 0 when it knows none): bad
+    /// bytes below it are damage without further proof.
+    Skip { synced: u64 },
+}
+
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
 /// `base`, calling `sink(end_offset, record)` for each valid one. Bad bytes that what follows
 /// them shows to be damage (see [`resume_after`]) are logged, their queue counted in
@@ -76,14 +89,13 @@ impl BadRecord {
 /// that show bad bytes to be damage, are looked for within `tail_limit` bytes only (the whole
 /// rest of the segment when the tail will be zeroed; a takeover only reports it).
 /// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
-/// With `skip_damage` false the walk stops at the first bad record instead: a reader of a log
-/// that is being written can see a record half-copied while the next one is already whole.
+/// With [`OnDamage::Stop`] it stops at the first bad record instead.
 pub(crate) fn scan_segment(
     bytes: &[u8],
     base: Offset,
     start: usize,
     tail_limit: usize,
-    skip_damage: bool,
+    on_damage: OnDamage,
     sink: &mut dyn FnMut(Offset, Record),
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
@@ -106,7 +118,10 @@ pub(crate) fn scan_segment(
             Parsed::Bad { len, meta, reason } => (len, meta, reason),
         };
         let dirty_end = pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
-        let next = skip_damage.then(|| resume_after(bytes, base, salt, pos, len, dirty_end)).flatten();
+        let next = match on_damage {
+            OnDamage::Stop => None,
+            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, dirty_end, synced),
+        };
         if let Some(next) = next {
             if next != pos + len.unwrap_or(0) || reason == ZEROED {
                 tracing::error!(
@@ -146,10 +161,11 @@ fn nonzero_len(bytes: &[u8]) -> usize {
 ///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
 ///   tail taken for damage only quarantines a queue.
 /// - Else (a garbled header, or zeros where a record should be, with data after them) at the
-///   first valid record after `pos`, but only if some valid record from there on carries a
-///   [`crate::format::SyncedMark`] covering `pos`. A torn tail is never covered: the record carrying the mark
-///   was written after a sync that covered `pos` completed. Every aligned position is tried;
-///   the segment's salt keeps a message body shaped like a record from passing.
+///   first valid record after `pos`, but only if `synced` (known from later segments) or some
+///   valid record from there on carries a [`crate::format::SyncedMark`] covering `pos`. A torn
+///   tail is never covered: the record carrying the mark was written after a sync that covered
+///   `pos` completed. Every aligned position is tried; the segment's salt keeps a message body
+///   shaped like a record from passing.
 fn resume_after(
     bytes: &[u8],
     base: Offset,
@@ -157,6 +173,7 @@ fn resume_after(
     pos: usize,
     len: Option<usize>,
     dirty_end: usize,
+    synced: u64,
 ) -> Option<usize> {
     let bad_at = base.0 + pos as u64;
     let valid_at = |at: usize| match parse_record(bytes, at, base.0 + at as u64, salt) {
@@ -172,6 +189,9 @@ fn resume_after(
         return Some(claimed);
     }
     let first = next_valid(pos + RECORD_ALIGN)?;
+    if synced > bad_at {
+        return Some(first);
+    }
     let mut at = first;
     loop {
         match valid_at(at) {
@@ -217,6 +237,74 @@ pub(crate) fn check_header(bytes: &[u8], base: Offset, path: &Path) -> Option<Se
     }
 }
 
+/// How many bytes of `file` its epoch's seal leaves readable (all when not sealed).
+pub(crate) fn seal_limit(file: &SegmentFile, seals: &Seals) -> usize {
+    seals
+        .end_of(file.epoch)
+        .map_or(usize::MAX, |end| usize::try_from(end.0.saturating_sub(file.base.0)).unwrap_or(usize::MAX))
+}
+
+/// The segments after the one being scanned, for [`scan_reading_on`] to look ahead into.
+pub(crate) struct Later<'a, I> {
+    pub io: &'a dyn Io,
+    pub seals: &'a Seals,
+    pub files: I,
+}
+
+/// [`scan_segment`], reading on after damage, over a segment followed by the `later` ones.
+/// When the scan stops before non-zero bytes with nothing in this segment to show they were
+/// synced (the damage is at its end), the first records of the later segments may show it: then
+/// the scan reads on past them, still in log order, since nothing of `later` is folded yet.
+pub(crate) fn scan_reading_on<'a>(
+    bytes: &[u8],
+    base: Offset,
+    start: usize,
+    tail_limit: usize,
+    later: Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
+    sink: &mut dyn FnMut(Offset, Record),
+) -> Result<SegmentScan, StorageError> {
+    let mut scan = scan_segment(bytes, base, start, tail_limit, OnDamage::Skip { synced: 0 }, sink);
+    while scan.torn_tail_bytes > 0 {
+        let bad_at = base.0 + scan.valid_end as u64;
+        let Some(synced) = later_mark_above(&later, bad_at)? else { break };
+        let mut more = scan_segment(bytes, base, scan.valid_end, tail_limit, OnDamage::Skip { synced }, sink);
+        if more.valid_end == scan.valid_end {
+            break;
+        }
+        let damaged_queues =
+            [std::mem::take(&mut scan.damaged_queues), std::mem::take(&mut more.damaged_queues)].concat();
+        scan = SegmentScan { records: scan.records + more.records, damaged_queues, ..more };
+    }
+    Ok(scan)
+}
+
+/// The first synced mark above `bad_at` carried by a record of `later`, read in order from
+/// each segment's start. It stops at a record that carries no mark (older format, or too far
+/// behind) and at each segment's first bad record: marks only grow along the log, and without
+/// a mark above `bad_at` nothing after `bad_at` was synced, so what it reads is one unsynced
+/// batch at most.
+fn later_mark_above<'a>(
+    later: &Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
+    bad_at: u64,
+) -> Result<Option<u64>, StorageError> {
+    for file in later.files.clone() {
+        let Some(map) = open_sealed(later.io, &file.path)? else { continue };
+        // SAFETY: as in `replay`: a read-only mapping alive for this iteration.
+        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+        let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
+        let salt = segment_salt(bytes, file.base.0);
+        let mut pos = SEGMENT_HEADER_SIZE;
+        while let Parsed::Valid { len, header, .. } = parse_record(bytes, pos, file.base.0 + pos as u64, salt) {
+            match header.synced.durable_before(header.offset) {
+                Some(durable) if durable > bad_at => return Ok(Some(durable)),
+                Some(_) => pos += len,
+                None => return Ok(None),
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Index of the last segment holding a valid record: bad records that end the scan of a
 /// segment before it are damage; from it on they are the log's torn tail.
 pub(crate) fn last_with_records<'a>(scans: impl IntoIterator<Item = &'a SegmentScan>) -> Option<usize> {
@@ -232,11 +320,12 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
     let seals = Seals::load(dir)?;
     let mut records = Vec::new();
     let mut scans = Vec::new();
-    for file in list_segments(dir)? {
+    let files: Vec<SegmentFile> = list_segments(dir)?
+        .into_iter()
+        .filter(|file| seals.end_of(file.epoch).is_none_or(|end| file.base < end))
+        .collect();
+    for (i, file) in files.iter().enumerate() {
         let seal = seals.end_of(file.epoch);
-        if seal.is_some_and(|end| file.base >= end) {
-            continue;
-        }
         let Some(map) = open_sealed(&RealIo, &file.path)? else {
             scans.push((true, SegmentScan::default()));
             continue;
@@ -245,10 +334,11 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         // never write it, and nobody truncates segment files.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         check_header(bytes, file.base, &file.path);
-        let limit = seal.map_or(bytes.len(), |end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
-        let bytes = &bytes[..limit.min(bytes.len())];
-        let scan =
-            scan_segment(bytes, file.base, 0, usize::MAX, true, &mut |offset, record| records.push((offset, record)));
+        let bytes = &bytes[..seal_limit(file, &seals).min(bytes.len())];
+        let later = Later { io: &RealIo, seals: &seals, files: files[i + 1..].iter() };
+        let scan = scan_reading_on(bytes, file.base, 0, usize::MAX, later, &mut |offset, record| {
+            records.push((offset, record));
+        })?;
         scans.push((seal.is_some(), scan));
     }
     let end = last_with_records(scans.iter().map(|(_, scan)| scan)).unwrap_or(0);
@@ -292,7 +382,8 @@ mod tests {
             let later = bad_at + 64;
             put(&mut segment, later, &declare, later as u64, later_salt);
             let mut records = 0;
-            let scan = scan_segment(&segment, Offset(0), 0, usize::MAX, true, &mut |_, _| records += 1);
+            let skip = OnDamage::Skip { synced: 0 };
+            let scan = scan_segment(&segment, Offset(0), 0, usize::MAX, skip, &mut |_, _| records += 1);
             (records, scan.valid_end == bad_at && scan.stopped_at.is_some())
         };
         assert_eq!(scan_with(SALT), (2, false), "the segment's own record: damage, read on after it");

@@ -16,7 +16,7 @@ use memmap2::MmapOptions;
 
 use crate::error::StorageError;
 use crate::fold::Fold;
-use crate::scan::scan_segment;
+use crate::scan::{OnDamage, scan_segment};
 use crate::seals::Seals;
 use crate::segment::{SegmentFile, list_segments};
 
@@ -135,7 +135,8 @@ impl Tail {
         let fold = &mut self.fold;
         // Stop at the first record that does not check out: it may be half-copied by the writer
         // right now. Real damage stays where it is, for the takeover's own scan to judge.
-        let scan = scan_segment(bytes, seen.file.base, seen.pos, 0, false, &mut |_, record| fold.apply(record));
+        let scan =
+            scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |_, record| fold.apply(record));
         seen.pos = scan.valid_end;
         seen.records += scan.records;
         Ok(())

@@ -310,3 +310,45 @@ fn a_garbled_header_in_the_last_synced_batch_is_still_a_torn_tail() {
     assert!(recovered.quarantined.is_empty());
     assert_eq!(log.appended_offset(), ends[1]);
 }
+
+#[test]
+fn damage_at_the_end_of_a_sealed_segment_is_told_from_a_torn_tail_by_the_next_segment() {
+    // The damaged record and the one after it end the first segment; nothing in that segment
+    // says they were synced, but the second batch, in the next segment, does.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open(dir.path(), SEGMENT);
+    let mut records = vec![declare("a"), declare("b")];
+    records.extend((0..14).map(|id| enqueue(if id % 2 == 0 { "a" } else { "b" }, id, &[id as u8; 300])));
+    let mut ends: Vec<Offset> = records.iter().map(|r| log.append(r).expect("append")).collect();
+    sync_now(&mut log);
+    let second: Vec<Record> = (14..16).map(|id| enqueue("a", id, b"second batch")).collect();
+    ends.extend(second.iter().map(|r| log.append(r).expect("append")));
+    records.extend(second);
+    sync_now(&mut log);
+    drop(log);
+    let files = segment_files(dir.path());
+    let next_base: u64 = files[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.split_once('-'))
+        .expect("name")
+        .0
+        .parse()
+        .expect("base");
+    let last_in_first = ends.iter().rposition(|end| end.0 <= next_base).expect("records in the first segment");
+    assert!(last_in_first < 15, "the first batch (records 0..=15) goes on into the next segment");
+    let damaged = last_in_first - 1;
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    let at = ends[damaged - 1].0 as usize;
+    bytes[at..at + 12].fill(0xEE);
+    std::fs::write(&files[0], &bytes).expect("write");
+    let mut expected: Vec<(Offset, Record)> = ends.iter().copied().zip(records).collect();
+    expected.remove(damaged);
+    let got = replay(dir.path()).expect("replay");
+    let offsets = |records: &[(Offset, Record)]| records.iter().map(|(end, _)| end.0).collect::<Vec<_>>();
+    assert_eq!(offsets(&got), offsets(&expected), "all but the damaged record");
+    assert!(got == expected, "the records themselves");
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.records_replayed, expected.len() as u64);
+    assert!(recovered.quarantined.is_empty(), "the damaged record names no readable queue");
+}
