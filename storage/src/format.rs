@@ -192,17 +192,64 @@ pub(crate) fn fresh_salt() -> u32 {
 }
 
 /// The checksum salt of the segment whose bytes start at `bytes[0]` and whose first byte has
-/// logical offset `base`: its header's, or, when the header is unreadable, whichever of the
-/// raw salt field and zero (version 1) makes the first record valid (the raw field when
-/// neither does).
-pub(crate) fn segment_salt(bytes: &[u8], base: u64) -> u32 {
-    if let Some(header) = SegmentHeader::read_from(bytes) {
-        return header.salt;
+/// logical offset `base`: its header's when the header is readable; else the one its first
+/// record was written with, when a second record confirms it (see [`recover_salt`]); else
+/// `None` (nothing in the segment can be verified).
+pub(crate) fn segment_salt(bytes: &[u8], base: u64) -> Option<u32> {
+    match SegmentHeader::read_from(bytes) {
+        Some(header) => Some(header.salt),
+        None => recover_salt(bytes, base),
     }
+}
+
+/// The salt of a segment whose header is unreadable, found from its first two records (the
+/// only ones known to start where they seem to: a message body can hold bytes shaped like a
+/// record, but not at the segment's first position). The raw salt field (one damaged byte
+/// elsewhere in the header) and zero (version 1) are tried first; then the salt is solved from
+/// the first record's checksum, which is affine in the salt, and kept only if the second
+/// record holds under it too.
+fn recover_salt(bytes: &[u8], base: u64) -> Option<u32> {
+    let first = SEGMENT_HEADER_SIZE;
+    let valid_at = |pos: usize, salt| matches!(parse_record(bytes, pos, base + pos as u64, salt), Parsed::Valid { .. });
     let raw = bytes.get(12..16).map_or(0, |_| le_u32(bytes, 12));
-    let first = base + SEGMENT_HEADER_SIZE as u64;
-    let first_is_valid = |salt| matches!(parse_record(bytes, SEGMENT_HEADER_SIZE, first, salt), Parsed::Valid { .. });
-    [raw, 0].into_iter().find(|&salt| first_is_valid(salt)).unwrap_or(raw)
+    if let Some(salt) = [raw, 0].into_iter().find(|&salt| valid_at(first, salt)) {
+        return Some(salt);
+    }
+    let Parsed::Bad { len: Some(len), .. } = parse_record(bytes, first, base + first as u64, 0) else {
+        return None;
+    };
+    let record = &bytes[first..first + len];
+    let salt = solve_seed(crc32c::crc32c(&record[8..]), le_u32(record, 4), len - 8)?;
+    (valid_at(first, salt) && valid_at(first + len, salt)).then_some(salt)
+}
+
+/// The seed `s` for which `crc32c_append(s, data) == crc`, where `data` is `len` bytes whose
+/// unseeded checksum is `plain`. Seeding shifts the seed through `len` bytes of zeros and adds
+/// it: `crc = plain ^ shift(s)`, with `shift` linear over GF(2) (and invertible), so `s` is
+/// found by elimination over the images of the 32 one-bit seeds.
+fn solve_seed(plain: u32, crc: u32, len: usize) -> Option<u32> {
+    let shift = |seed: u32| crc32c::crc32c_combine(seed, 0, len);
+    // basis[b]: an image whose highest set bit is b, and the seed bits that produce it.
+    let mut basis: [Option<(u32, u32)>; 32] = [None; 32];
+    for bit in 0..32 {
+        let (mut image, mut seed) = (shift(1 << bit), 1u32 << bit);
+        while image != 0 {
+            let top = 31 - image.leading_zeros() as usize;
+            match basis[top] {
+                Some((other, other_seed)) => (image, seed) = (image ^ other, seed ^ other_seed),
+                None => {
+                    basis[top] = Some((image, seed));
+                    break;
+                }
+            }
+        }
+    }
+    let (mut target, mut seed) = (crc ^ plain, 0u32);
+    while target != 0 {
+        let (image, image_seed) = basis[31 - target.leading_zeros() as usize]?;
+        (target, seed) = (target ^ image, seed ^ image_seed);
+    }
+    Some(seed)
 }
 
 /// Where and by whom a record is written: the header fields that are not its contents.
@@ -260,6 +307,38 @@ pub(crate) enum Parsed<'a> {
     /// Something non-zero that is not a valid record. `len` is the claimed length when it is
     /// plausible (so the next record may be found); `meta` the claimed metadata bytes then.
     Bad { len: Option<usize>, meta: Option<&'a [u8]>, reason: &'static str },
+}
+
+/// The claimed length and metadata of what looks like a record header at `pos` of `segment`
+/// whose logical offset is `offset` (magic, offset field and lengths check out), without
+/// computing its checksum: a cheap first look when hunting for records among unknown bytes.
+pub(crate) fn record_shaped(segment: &[u8], pos: usize, offset: u64) -> Option<(usize, &[u8])> {
+    let bytes = segment.get(pos..pos.checked_add(RECORD_HEADER_SIZE)?)?;
+    if bytes[0..4] != RECORD_MAGIC.to_le_bytes() {
+        return None;
+    }
+    let header = RecordHeader::read_from(bytes);
+    let (len, meta_len) = (header.len as usize, header.meta_len as usize);
+    let plausible = header.magic == RECORD_MAGIC
+        && header.offset == offset
+        && len.is_multiple_of(RECORD_ALIGN)
+        && pos.checked_add(len).is_some_and(|end| end <= segment.len())
+        && record_len(meta_len, header.body_len as usize) == len;
+    plausible.then(|| (len, &segment[pos + RECORD_HEADER_SIZE..pos + RECORD_HEADER_SIZE + meta_len]))
+}
+
+/// The metadata of the record at `pos` as its `meta_len` field alone places it, when it ends
+/// before `before`: what is left to read of a record whose magic, checksum or length is
+/// garbled. It still has to validate as metadata to name anything.
+pub(crate) fn meta_by_its_length(segment: &[u8], pos: usize, before: usize) -> Option<&[u8]> {
+    let field = segment.get(pos.checked_add(16)?..pos.checked_add(20)?)?;
+    let meta_len = u32::from_le_bytes([field[0], field[1], field[2], field[3]]) as usize;
+    let start = pos.checked_add(RECORD_HEADER_SIZE)?;
+    let end = start.checked_add(meta_len)?;
+    if end > before.min(segment.len()) {
+        return None;
+    }
+    Some(&segment[start..end])
 }
 
 /// Why `parse_record` rejects a record that is whole but sits at the wrong offset.
@@ -340,6 +419,43 @@ mod tests {
             matches!(parse_record(&out, 0, 4096, 0x1234_5678), Parsed::Bad { len: Some(56), .. }),
             "padding is checksummed"
         );
+    }
+
+    #[test]
+    fn a_segment_salt_is_recovered_from_its_first_two_records_when_the_header_is_damaged() {
+        const SALT: u32 = 0x9E37_79B9;
+        let mut segment = vec![0u8; 4096];
+        SegmentHeader::new(1, 8192, 0, 4096, SALT).write_to(&mut segment);
+        let mut pos = SEGMENT_HEADER_SIZE;
+        for (i, body) in [&b"first"[..], b"second", b"third"].into_iter().enumerate() {
+            let len = record_len(3, body.len());
+            let stamp = Stamp { kind: 1, epoch: 1, offset: 8192 + pos as u64, durable: 0, salt: SALT };
+            write_record(&mut segment[pos..pos + len], stamp, &[i as u8; 3], body);
+            pos += len;
+        }
+        assert_eq!(segment_salt(&segment, 8192), Some(SALT));
+        for byte in 12..16 {
+            let mut damaged = segment.clone();
+            damaged[byte] ^= 0x40;
+            assert_eq!(segment_salt(&damaged, 8192), Some(SALT), "salt byte {byte} damaged");
+        }
+        let mut zeroed = segment.clone();
+        zeroed[..SEGMENT_HEADER_SIZE].fill(0);
+        assert_eq!(segment_salt(&zeroed, 8192), Some(SALT), "header lost");
+        let second = SEGMENT_HEADER_SIZE + record_len(3, 5);
+        zeroed[second + 50] ^= 1;
+        assert_eq!(segment_salt(&zeroed, 8192), None, "no second record to confirm it");
+        assert_eq!(segment_salt(&[0u8; 20], 0), None, "a short file");
+    }
+
+    #[test]
+    fn a_seed_is_solved_from_a_checksum() {
+        for (seed, data) in
+            [(0u32, &b""[..]), (1, b"x"), (0xDEAD_BEEF, b"a longer run of record bytes"), (u32::MAX, &[0u8; 999][..])]
+        {
+            let crc = crc32c::crc32c_append(seed, data);
+            assert_eq!(solve_seed(crc32c::crc32c(data), crc, data.len()), Some(seed), "{seed:#x}");
+        }
     }
 
     #[test]

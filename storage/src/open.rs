@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::fold::{Fold, Recovered};
-use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, segment_salt};
+use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, fresh_salt, segment_salt};
 use crate::io::Io;
 use crate::scan::{
     Later, OnDamage, SegmentScan, check_header, last_with_records, scan_reading_on, scan_segment, seal_limit,
@@ -160,8 +160,9 @@ fn scan_read_only(
     let mut scanned: Vec<Scanned> = Vec::with_capacity(segments.len());
     for (i, file) in segments.iter().enumerate() {
         let (start, before) = seen.iter().find(|s| s.file == *file).map_or((0, 0), |s| (s.pos, s.records));
-        let later = Later { io, seals, files: segments[i + 1..].iter().chain(after) };
-        let (id, mut scan) = scan_sealed(file, start, tail_limit, later, fold)?;
+        let map = |file: &SegmentFile| open_sealed(io, &file.path);
+        let later = Later { map: &map, seals, files: segments[i + 1..].iter().chain(after) };
+        let (id, mut scan) = scan_sealed(io, file, start, tail_limit, later, fold)?;
         scan.records += before;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
         let sealed_epoch = seals.end_of(file.epoch).is_some();
@@ -196,10 +197,26 @@ fn reopen(
     let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let last =
         LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
-    let (active, last_scan) = recover_last(io, &last, &mut fold)?;
-    let sealed = sealed_list(&scanned, active.base);
-    let last_torn = last_scan.torn_tail_bytes;
-    scanned.push(Scanned { file: last_file.clone(), id: active.id, scan: last_scan, sealed_epoch: false });
+    let (active, last_scan, last_id, sealed) = match recover_last(io, &last, &mut fold)? {
+        LastRecovered::Active(active, scan) => {
+            let sealed = sealed_list(&scanned, active.base);
+            let id = active.id;
+            (active, scan, id, sealed)
+        }
+        LastRecovered::KeptAside { end, id, scan } => {
+            // Nothing in it could be checked, so nothing may be written into it: appends go
+            // on in a new segment after all of its bytes, and it stays as it is, for inspection.
+            let active = create_segment(io, dir, end, SegmentId(id.0 + 1), last_file.epoch, size_bytes)?;
+            io.sync_range(&active.map, &active.path, 0, SEGMENT_HEADER_SIZE)
+                .map_err(|e| StorageError::io("msync", &active.path, e))?;
+            scanned.push(Scanned { file: last_file.clone(), id, scan: SegmentScan::default(), sealed_epoch: false });
+            let sealed = sealed_list(&scanned, active.base);
+            scanned.pop();
+            (active, scan, id, sealed)
+        }
+    };
+    let last_torn = if last_scan.unverifiable { 0 } else { last_scan.torn_tail_bytes };
+    scanned.push(Scanned { file: last_file.clone(), id: last_id, scan: last_scan, sealed_epoch: false });
     let torn_tail_bytes = settle_sealed_tails(io, &scanned, &mut fold)? + last_torn;
     fsync_dir(io, dir)?;
     Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
@@ -295,6 +312,7 @@ fn finish(dir: &Path, fold: Fold, torn_tail_bytes: usize) -> Recovered {
 /// looking for a torn tail within `tail_limit` bytes (and into the `later` segments when
 /// damage needs telling from a torn tail); returns its id when the header is readable.
 fn scan_sealed<'a>(
+    io: &dyn Io,
     file: &SegmentFile,
     start: usize,
     tail_limit: usize,
@@ -302,7 +320,7 @@ fn scan_sealed<'a>(
     fold: &mut Fold,
 ) -> Result<(Option<SegmentId>, SegmentScan), StorageError> {
     let path = &file.path;
-    let Some(map) = open_sealed(later.io, path)? else {
+    let Some(map) = open_sealed(io, path)? else {
         tracing::error!(path = %path.display(), "empty sealed segment file");
         return Ok((None, SegmentScan::default()));
     };
@@ -333,7 +351,7 @@ fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Res
             if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
                 fold.quarantine(queue);
             }
-        } else if s.scan.torn_tail_bytes > 0 {
+        } else if s.scan.torn_tail_bytes > 0 && !s.scan.unverifiable {
             zero_range(io, &s.file.path, s.scan.valid_end, s.scan.dirty_end)?;
             zeroed += s.scan.torn_tail_bytes;
         }
@@ -360,13 +378,19 @@ struct LastSegment<'a> {
     epoch: Epoch,
 }
 
-/// Maps the last segment writable, scans it, zeroes its torn tail and syncs it. Returns the
-/// positioned segment and its scan.
-fn recover_last(
-    io: &dyn Io,
-    last: &LastSegment<'_>,
-    fold: &mut Fold,
-) -> Result<(ActiveSegment, SegmentScan), StorageError> {
+/// What became of the last segment of a reopened log.
+enum LastRecovered {
+    /// Positioned after its last valid record, its torn tail zeroed, ready to append to.
+    Active(ActiveSegment, SegmentScan),
+    /// Its header is unreadable and no record confirms a salt, yet it holds data: nothing of it
+    /// can be checked, so it is left untouched. Its bytes end at `end`.
+    KeptAside { end: Offset, id: SegmentId, scan: SegmentScan },
+}
+
+/// Maps the last segment writable, scans it, zeroes its torn tail and syncs it. A damaged
+/// header is written again with the salt the records were written with (a fresh one when the
+/// segment holds nothing).
+fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<LastRecovered, StorageError> {
     let header = read_header(last.path)?;
     let size = header.map_or(last.size_bytes, |h| h.size_bytes);
     let map = open_writable(io, last.path, u64::from(size))?;
@@ -378,15 +402,19 @@ fn recover_last(
         write_pos: SEGMENT_HEADER_SIZE,
         salt: 0,
     };
-    active.salt = segment_salt(active.bytes(), last.base.0);
+    let skip = OnDamage::Skip { synced: 0 };
+    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
+    if scan.unverifiable {
+        let end = Offset(last.base.0 + active.size() as u64);
+        return Ok(LastRecovered::KeptAside { end, id: active.id, scan });
+    }
+    active.salt = segment_salt(active.bytes(), last.base.0).unwrap_or_else(fresh_salt);
     if check_header(active.bytes(), last.base, last.path).is_none() {
         tracing::warn!(path = %last.path.display(), salt = active.salt, "rewriting the last segment's header");
         let size_bytes = u32::try_from(active.size()).unwrap_or(u32::MAX);
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes, active.salt);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
     }
-    let skip = OnDamage::Skip { synced: 0 };
-    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -396,7 +424,7 @@ fn recover_last(
     }
     active.write_pos = scan.valid_end;
     io.sync_range(&active.map, last.path, 0, active.size()).map_err(|e| StorageError::io("msync", last.path, e))?;
-    Ok((active, scan))
+    Ok(LastRecovered::Active(active, scan))
 }
 
 /// Reads and validates the first bytes of a segment file without mapping it.

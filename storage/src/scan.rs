@@ -9,12 +9,14 @@
 
 use std::path::Path;
 
+use memmap2::MmapRaw;
+
 use crate::codec::{decode, queue_of_damaged};
 use crate::error::StorageError;
 use crate::format::{
-    Parsed, RECORD_ALIGN, RECORD_MAGIC, SEGMENT_HEADER_SIZE, SegmentHeader, parse_record, segment_salt,
+    Parsed, RECORD_ALIGN, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader, meta_by_its_length, parse_record,
+    record_shaped, segment_salt,
 };
-use crate::io::Io;
 use crate::io::RealIo;
 use crate::seals::Seals;
 use crate::segment::{SegmentFile, list_segments, open_sealed};
@@ -36,6 +38,9 @@ pub(crate) struct SegmentScan {
     /// The bad record the scan stopped at, if it did not stop at the end of the data: damage
     /// when a valid record follows anywhere later in the log, else part of the torn tail.
     pub stopped_at: Option<BadRecord>,
+    /// The header is unreadable and no record confirms a salt, yet there is data: nothing of
+    /// the segment could be checked. It must be kept as it is, never zeroed as a torn tail.
+    pub unverifiable: bool,
 }
 
 /// A record that failed to parse or decode and that nothing valid follows in its segment.
@@ -82,14 +87,15 @@ pub(crate) enum OnDamage {
 
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
 /// `base`, calling `sink(end_offset, record)` for each valid one. Bad bytes that what follows
-/// them shows to be damage (see [`resume_after`]) are logged, their queue counted in
-/// `damaged_queues` when their metadata names one, and the walk goes on after them. Other bad
-/// bytes end the scan (`stopped_at`, unless they are zeros), and the caller decides whether
-/// they are the log's torn tail. Non-zero bytes after the last valid record, and the records
-/// that show bad bytes to be damage, are looked for within `tail_limit` bytes only (the whole
-/// rest of the segment when the tail will be zeroed; a takeover only reports it).
-/// The walk starts at byte `start` (past the header; a warm standby resumes where it stopped).
-/// With [`OnDamage::Stop`] it stops at the first bad record instead.
+/// them shows to be damage (see [`resume_after`]) are logged, the queues their metadata (and
+/// that of any record-shaped header among them) names are counted in `damaged_queues`, and the
+/// walk goes on after them. Other bad bytes end the scan (`stopped_at`, unless they are zeros),
+/// and the caller decides whether they are the log's torn tail. Non-zero bytes after the last
+/// valid record are looked for within `tail_limit` bytes only (the whole rest of the segment
+/// when the tail will be zeroed; a takeover only reports it), and so is proof that zeros in
+/// the middle of the data are damage; the next record after a garbled one is looked for up to
+/// the end of `bytes`. The walk starts at byte `start` (past the header; a warm standby
+/// resumes where it stopped). With [`OnDamage::Stop`] it stops at the first bad record.
 pub(crate) fn scan_segment(
     bytes: &[u8],
     base: Offset,
@@ -99,8 +105,25 @@ pub(crate) fn scan_segment(
     sink: &mut dyn FnMut(Offset, Record),
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
-    let salt = segment_salt(bytes, base.0);
     let mut pos = start.max(SEGMENT_HEADER_SIZE).min(bytes.len());
+    let probe_end = |pos: usize| pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
+    let Some(salt) = segment_salt(bytes, base.0) else {
+        // Header unreadable and no record to learn the salt from: nothing here can be checked.
+        scan.dirty_end = probe_end(pos);
+        scan.torn_tail_bytes = scan.dirty_end - pos;
+        scan.valid_end = pos;
+        scan.unverifiable = scan.torn_tail_bytes > 0;
+        if scan.unverifiable && on_damage != OnDamage::Stop {
+            let reason = "segment header and first records unreadable";
+            tracing::error!(
+                offset = base.0 + pos as u64,
+                reason,
+                "no record of this segment can be verified; it is kept as it is and not read"
+            );
+            scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue: None, reason });
+        }
+        return scan;
+    };
     loop {
         let (len, meta, reason) = match parse_record(bytes, pos, base.0 + pos as u64, salt) {
             Parsed::Valid { len, header, meta, body } => {
@@ -117,21 +140,26 @@ pub(crate) fn scan_segment(
             Parsed::End => (None, None, ZEROED),
             Parsed::Bad { len, meta, reason } => (len, meta, reason),
         };
-        let dirty_end = pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
         let next = match on_damage {
             OnDamage::Stop => None,
-            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, dirty_end, synced),
+            OnDamage::Skip { synced } => {
+                // Zeros end the data unless non-zero bytes follow them within the probe.
+                let end = || if reason == ZEROED { probe_end(pos) } else { bytes.len() };
+                resume_after(bytes, base, salt, pos, len, end, synced)
+            }
         };
         if let Some(next) = next {
-            if next != pos + len.unwrap_or(0) || reason == ZEROED {
+            let meta = meta.or_else(|| meta_by_its_length(bytes, pos, next));
+            note_damage(&mut scan, base, pos, meta, reason);
+            if next != pos + len.unwrap_or(0) {
                 tracing::error!(
                     offset = base.0 + pos as u64,
                     bytes = next - pos,
                     reason,
                     "unreadable bytes inside the synced region (a later record says they were synced): reading on after them"
                 );
+                name_queues_among(bytes, base, pos + RECORD_ALIGN..next, &mut scan);
             }
-            note_damage(&mut scan, base, pos, meta, reason);
             pos = next;
             continue;
         }
@@ -140,8 +168,8 @@ pub(crate) fn scan_segment(
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
         }
         scan.valid_end = pos;
-        scan.torn_tail_bytes = dirty_end - pos;
-        scan.dirty_end = dirty_end;
+        scan.dirty_end = probe_end(pos);
+        scan.torn_tail_bytes = scan.dirty_end - pos;
         return scan;
     }
 }
@@ -154,53 +182,105 @@ fn nonzero_len(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
-/// Where a scan that met bad bytes at `pos` goes on, when they are damage rather than a torn
-/// tail, looking no further than `dirty_end` (the end of the non-zero bytes looked at):
-/// - At the bad record's claimed length `len`, when a valid record starts there (its body or
+/// Counts in `scan.damaged_queues` every queue named by a record-shaped header in `range` of
+/// skipped bytes (its checksum is not checked: the bytes are damaged anyway), so that the
+/// queues that lost records there are quarantined rather than served short.
+fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, scan: &mut SegmentScan) {
+    for at in range.step_by(RECORD_ALIGN) {
+        if let Some(queue) = record_shaped(bytes, at, base.0 + at as u64).and_then(|(_, meta)| queue_of_damaged(meta)) {
+            tracing::error!(offset = base.0 + at as u64, %queue, "a record among the unreadable bytes names this queue: quarantining it");
+            scan.damaged_queues.push(queue);
+        }
+    }
+}
+
+/// The search for valid records among bytes after damage, bounded: every checksum it computes
+/// is charged to a budget of twice the bytes searched (plus 1 MiB), so that bytes shaped like
+/// record headers (a message body can hold them) cannot make it quadratic. Out of budget, it
+/// finds nothing, and the damage is taken for a torn tail, as it would be without the search.
+struct Hunt<'a> {
+    bytes: &'a [u8],
+    base: Offset,
+    salt: u32,
+    /// Records are looked for before this position only.
+    end: usize,
+    /// Checksum bytes left; `None` once spent, which ends the search.
+    budget: Option<usize>,
+}
+
+impl Hunt<'_> {
+    /// The length and header of the valid record at `at`, if there is one and budget is left.
+    fn valid_at(&mut self, at: usize) -> Option<(usize, RecordHeader)> {
+        let offset = self.base.0 + at as u64;
+        let (claimed, _) = record_shaped(self.bytes, at, offset)?;
+        self.budget = self.budget?.checked_sub(claimed);
+        if self.budget.is_none() {
+            tracing::warn!(offset, "gave up looking for a valid record after damage: too many record-shaped bytes");
+            return None;
+        }
+        match parse_record(self.bytes, at, offset, self.salt) {
+            Parsed::Valid { len, header, .. } => Some((len, header)),
+            _ => None,
+        }
+    }
+
+    /// The first valid record at an aligned position from `from` on.
+    fn next_valid(&mut self, from: usize) -> Option<(usize, usize, RecordHeader)> {
+        for at in (from..self.end).step_by(RECORD_ALIGN) {
+            if let Some((len, header)) = self.valid_at(at) {
+                return Some((at, len, header));
+            }
+            self.budget?;
+        }
+        None
+    }
+}
+
+/// Where a scan that met bad bytes at `pos` (with claimed length `len`) goes on, when they
+/// are damage rather than a torn tail:
+/// - At the claimed length, when a valid record starts there (the bad record's body or
 ///   checksum damaged, its header whole). This needs no proof that it was synced: taking
 ///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
 ///   tail taken for damage only quarantines a queue.
 /// - Else (a garbled header, or zeros where a record should be, with data after them) at the
-///   first valid record after `pos`, but only if `synced` (known from later segments) or some
-///   valid record from there on carries a [`crate::format::SyncedMark`] covering `pos`. A torn
-///   tail is never covered: the record carrying the mark was written after a sync that covered
-///   `pos` completed. Every aligned position is tried; the segment's salt keeps a message body
-///   shaped like a record from passing.
+///   first valid record before `end()`, but only if `synced` (known from later segments) or
+///   some valid record from there on carries a [`crate::format::SyncedMark`] covering the bad
+///   bytes. A torn tail is never covered: the record carrying the mark was written after a
+///   sync that covered them completed. Every aligned position is tried; the segment's salt
+///   keeps a message body shaped like a record from passing, so an unsalted (version 1)
+///   segment is never searched.
 fn resume_after(
     bytes: &[u8],
     base: Offset,
     salt: u32,
     pos: usize,
     len: Option<usize>,
-    dirty_end: usize,
+    end: impl FnOnce() -> usize,
     synced: u64,
 ) -> Option<usize> {
     let bad_at = base.0 + pos as u64;
-    let valid_at = |at: usize| match parse_record(bytes, at, base.0 + at as u64, salt) {
-        Parsed::Valid { len, header, .. } => Some((len, header)),
-        _ => None,
-    };
-    let next_valid = |from: usize| {
-        (from..dirty_end).step_by(RECORD_ALIGN).find(|&at| {
-            bytes.get(at..at + 4).is_some_and(|magic| magic == RECORD_MAGIC.to_le_bytes()) && valid_at(at).is_some()
-        })
-    };
-    if let Some(claimed) = len.map(|len| pos + len).filter(|&at| valid_at(at).is_some()) {
-        return Some(claimed);
+    let claimed = len.map(|len| pos + len);
+    if let Some(at) =
+        claimed.filter(|&at| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. }))
+    {
+        return Some(at);
     }
-    let first = next_valid(pos + RECORD_ALIGN)?;
-    if synced > bad_at {
-        return Some(first);
+    if salt == 0 {
+        return None;
     }
+    let end = end();
+    let mut hunt = Hunt { bytes, base, salt, end, budget: Some(2 * end.saturating_sub(pos) + (1 << 20)) };
+    let (first, mut len, mut header) = hunt.next_valid(pos + RECORD_ALIGN)?;
     let mut at = first;
     loop {
-        match valid_at(at) {
-            Some((_, header)) if header.synced.durable_before(header.offset).is_some_and(|d| d > bad_at) => {
-                return Some(first);
-            }
-            Some((len, _)) => at += len,
-            None => at = next_valid(at + RECORD_ALIGN)?,
+        if synced > bad_at || header.synced.durable_before(header.offset).is_some_and(|durable| durable > bad_at) {
+            return Some(first);
         }
+        at += len;
+        (at, len, header) = match hunt.valid_at(at) {
+            Some((len, header)) => (at, len, header),
+            None => hunt.next_valid(at + RECORD_ALIGN)?,
+        };
     }
 }
 
@@ -244,9 +324,12 @@ pub(crate) fn seal_limit(file: &SegmentFile, seals: &Seals) -> usize {
         .map_or(usize::MAX, |end| usize::try_from(end.0.saturating_sub(file.base.0)).unwrap_or(usize::MAX))
 }
 
+/// Maps a segment file read-only; `None` when it is empty (or, for a standby, gone).
+pub(crate) type MapSegment<'a> = &'a dyn Fn(&SegmentFile) -> Result<Option<MmapRaw>, StorageError>;
+
 /// The segments after the one being scanned, for [`scan_reading_on`] to look ahead into.
 pub(crate) struct Later<'a, I> {
-    pub io: &'a dyn Io,
+    pub map: MapSegment<'a>,
     pub seals: &'a Seals,
     pub files: I,
 }
@@ -283,16 +366,16 @@ pub(crate) fn scan_reading_on<'a>(
 /// behind) and at each segment's first bad record: marks only grow along the log, and without
 /// a mark above `bad_at` nothing after `bad_at` was synced, so what it reads is one unsynced
 /// batch at most.
-fn later_mark_above<'a>(
+pub(crate) fn later_mark_above<'a>(
     later: &Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     bad_at: u64,
 ) -> Result<Option<u64>, StorageError> {
     for file in later.files.clone() {
-        let Some(map) = open_sealed(later.io, &file.path)? else { continue };
+        let Some(map) = (later.map)(file)? else { continue };
         // SAFETY: as in `replay`: a read-only mapping alive for this iteration.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
-        let salt = segment_salt(bytes, file.base.0);
+        let Some(salt) = segment_salt(bytes, file.base.0) else { continue };
         let mut pos = SEGMENT_HEADER_SIZE;
         while let Parsed::Valid { len, header, .. } = parse_record(bytes, pos, file.base.0 + pos as u64, salt) {
             match header.synced.durable_before(header.offset) {
@@ -305,10 +388,11 @@ fn later_mark_above<'a>(
     Ok(None)
 }
 
-/// Index of the last segment holding a valid record: bad records that end the scan of a
-/// segment before it are damage; from it on they are the log's torn tail.
+/// Index of the last segment holding a valid record (or data that cannot be checked, which is
+/// kept rather than taken for a tail): bad records that end the scan of a segment before it
+/// are damage; from it on they are the log's torn tail.
 pub(crate) fn last_with_records<'a>(scans: impl IntoIterator<Item = &'a SegmentScan>) -> Option<usize> {
-    scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0).map(|(i, _)| i).last()
+    scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0 || scan.unverifiable).map(|(i, _)| i).last()
 }
 
 /// Everything a shard directory holds, read-only: each valid record with its END offset (the
@@ -335,7 +419,8 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         check_header(bytes, file.base, &file.path);
         let bytes = &bytes[..seal_limit(file, &seals).min(bytes.len())];
-        let later = Later { io: &RealIo, seals: &seals, files: files[i + 1..].iter() };
+        let map = |file: &SegmentFile| open_sealed(&RealIo, &file.path);
+        let later = Later { map: &map, seals: &seals, files: files[i + 1..].iter() };
         let scan = scan_reading_on(bytes, file.base, 0, usize::MAX, later, &mut |offset, record| {
             records.push((offset, record));
         })?;
@@ -389,5 +474,55 @@ mod tests {
         assert_eq!(scan_with(SALT), (2, false), "the segment's own record: damage, read on after it");
         assert_eq!(scan_with(0), (1, true), "an unsalted look-alike: a torn tail");
         assert_eq!(scan_with(SALT ^ 1), (1, true), "another salt: a torn tail");
+    }
+
+    /// A segment based at 0 and salted with `salt`: a declare, then 16 garbled bytes at the
+    /// returned position `bad_at`.
+    fn segment_with_garbled_record(size: usize, salt: u32) -> (Vec<u8>, usize) {
+        let declare = Record::QueueDeclare { name: "q".into(), durable: true, auto_delete: false, arguments: vec![] };
+        let mut segment = vec![0u8; size];
+        SegmentHeader::new(1, 0, 0, size as u32, salt).write_to(&mut segment);
+        let bad_at = SEGMENT_HEADER_SIZE + put(&mut segment, SEGMENT_HEADER_SIZE, &declare, 48, salt);
+        segment[bad_at..bad_at + 16].fill(0xEE);
+        (segment, bad_at)
+    }
+
+    fn records_read(segment: &[u8]) -> u64 {
+        scan_segment(segment, Offset(0), 0, usize::MAX, OnDamage::Skip { synced: 0 }, &mut |_, _| {}).records
+    }
+
+    #[test]
+    fn an_unsalted_segment_is_never_searched_past_a_garbled_record() {
+        // Version 1 (salt 0): any message body could pass for a record, marks or not.
+        let declare = Record::QueueDeclare { name: "q".into(), durable: true, auto_delete: false, arguments: vec![] };
+        let (mut segment, bad_at) = segment_with_garbled_record(4096, 0);
+        put(&mut segment, bad_at + 64, &declare, (bad_at + 64) as u64, 0);
+        assert_eq!(records_read(&segment), 1);
+    }
+
+    #[test]
+    fn a_search_through_record_shaped_bytes_gives_up_within_its_budget() {
+        // Headers with the right magic and offset, claiming nearly the whole rest of the
+        // segment, one after another: each would cost a checksum over megabytes. The search stops
+        // once it has spent twice the bytes it searches (plus 1 MiB), before the valid record
+        // (with a mark covering the garbled one) that it would otherwise reach.
+        const SALT: u32 = 7;
+        let size = 4 << 20;
+        let declare = Record::QueueDeclare { name: "q".into(), durable: true, auto_delete: false, arguments: vec![] };
+        let (mut segment, bad_at) = segment_with_garbled_record(size, SALT);
+        let valid_at = size - 4096;
+        for at in (bad_at + 16..bad_at + 16 + 64 * 40).step_by(40) {
+            let len = (valid_at - at) as u32 & !7;
+            segment[at..at + 4].copy_from_slice(b"FRec");
+            segment[at + 8..at + 12].copy_from_slice(&len.to_le_bytes());
+            segment[at + 20..at + 24].copy_from_slice(&(len - 40).to_le_bytes());
+            segment[at + 32..at + 40].copy_from_slice(&(at as u64).to_le_bytes());
+        }
+        put(&mut segment, valid_at, &declare, valid_at as u64, SALT);
+        assert_eq!(records_read(&segment), 1, "gave up: taken for a torn tail");
+        let (mut few, bad_at) = segment_with_garbled_record(size, SALT);
+        put(&mut few, valid_at, &declare, valid_at as u64, SALT);
+        assert_eq!(records_read(&few), 2, "without the look-alikes the search finds it");
+        assert!(bad_at < valid_at);
     }
 }

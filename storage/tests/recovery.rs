@@ -271,13 +271,22 @@ fn reopen_after_damage_in_first_batch(damage: impl Fn(&mut [u8], usize, usize)) 
 }
 
 #[test]
-fn a_garbled_header_inside_the_synced_region_loses_only_that_record() {
+fn a_garbled_header_inside_the_synced_region_quarantines_its_queue_and_keeps_the_rest() {
     // Magic, checksum and length unreadable: the record's extent is unknown. The records after
-    // it were written after the sync that covered it, so it is damage, not a torn tail.
+    // it were written after the sync that covered it, so it is damage, not a torn tail; its
+    // metadata, placed by its intact metadata length, still names its queue.
     let recovered = reopen_after_damage_in_first_batch(|bytes, start, _| bytes[start..start + 12].fill(0xEE));
     assert_eq!(recovered.records_replayed, 5);
     assert_eq!(recovered.torn_tail_bytes, 0);
-    assert!(recovered.quarantined.is_empty(), "the damaged record names no readable queue");
+    assert_eq!(recovered.quarantined, vec!["a".to_owned()]);
+    assert_eq!(live_ids(&recovered, "b"), vec![2, 4]);
+}
+
+#[test]
+fn a_wholly_garbled_header_inside_the_synced_region_loses_only_that_record() {
+    let recovered = reopen_after_damage_in_first_batch(|bytes, start, _| bytes[start..start + 40].fill(0xEE));
+    assert_eq!(recovered.records_replayed, 5);
+    assert!(recovered.quarantined.is_empty(), "nothing names the damaged record's queue");
     assert_eq!(live_ids(&recovered, "a"), vec![3]);
     assert_eq!(live_ids(&recovered, "b"), vec![2, 4]);
 }
@@ -350,5 +359,52 @@ fn damage_at_the_end_of_a_sealed_segment_is_told_from_a_torn_tail_by_the_next_se
     assert!(got == expected, "the records themselves");
     let (_, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.records_replayed, expected.len() as u64);
-    assert!(recovered.quarantined.is_empty(), "the damaged record names no readable queue");
+    let queue = if (damaged - 2) % 2 == 0 { "a" } else { "b" };
+    assert_eq!(recovered.quarantined, vec![queue.to_owned()], "named by the damaged record's metadata");
+}
+
+#[test]
+fn a_damaged_salt_in_the_last_segment_header_is_recovered_from_its_records() {
+    // Every record's checksum depends on the header's salt: one flipped bit there must not
+    // make the segment's records unreadable, let alone have them zeroed as a torn tail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut records = vec![declare("q")];
+    records.extend((0..10).map(|id| enqueue("q", id, b"confirmed")));
+    let ends = write_log(dir.path(), &records);
+    let file = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(file).expect("read");
+    bytes[12] ^= 1;
+    std::fs::write(file, &bytes).expect("write");
+    let (mut log, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(live_ids(&recovered, "q"), (0..10).collect::<Vec<_>>());
+    assert_eq!(recovered.torn_tail_bytes, 0);
+    assert_eq!(log.appended_offset(), *ends.last().expect("end"));
+    log.append(&settle("q", 0)).expect("append");
+    sync_now(&mut log);
+    drop(log);
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(live_ids(&recovered, "q"), (1..10).collect::<Vec<_>>(), "the header was written again, same salt");
+}
+
+#[test]
+fn a_last_segment_that_cannot_be_checked_is_kept_aside_not_zeroed() {
+    // Header and first record both damaged: no salt can be confirmed, so nothing of the
+    // segment can be verified. It stays as it is and appends go to a new segment after it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Record> = (0..5).map(|id| enqueue("q", id, b"unverifiable")).collect();
+    write_log(dir.path(), &records);
+    let file = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(file).expect("read");
+    bytes[0..60].fill(0x77);
+    std::fs::write(file, &bytes).expect("write");
+    let (mut log, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.records_replayed, 0);
+    assert_eq!(std::fs::read(file).expect("read"), bytes, "left untouched");
+    assert_eq!(log.active_base().0, SEGMENT, "appends start after all of its bytes");
+    log.append(&declare("later")).expect("append");
+    sync_now(&mut log);
+    drop(log);
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.records_replayed, 1);
+    assert_eq!(std::fs::read(file).expect("read"), bytes, "still untouched after a second start");
 }

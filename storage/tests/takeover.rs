@@ -363,3 +363,36 @@ fn a_tail_does_not_read_past_a_gap_into_the_next_segment() {
     let expected: Vec<u64> = (0..12).filter(|id| id % 2 == 1 && *id != gap as u64).collect();
     assert_eq!(live_ids(&recovered, "q"), expected);
 }
+
+#[test]
+fn a_takeover_reads_on_past_a_garbled_header_as_far_as_a_reopen_does() {
+    // The record after the garbled one is more than the takeover's 1 MiB tail probe away; the
+    // search for it must not stop there, or the seal would cut off the synced records after it.
+    let records = |dir: &Path| {
+        let (mut log, _) = open_at(dir, 1, 8 << 20);
+        log.append(&declare("q")).expect("declare");
+        log.append(&enqueue("q", 1, b"one")).expect("enqueue");
+        let garbled_at = sync_now(&mut log);
+        log.append(&enqueue("q", 2, &vec![2; 2 << 20])).expect("enqueue");
+        sync_now(&mut log);
+        for id in 3..6 {
+            log.append(&enqueue("q", id, b"after")).expect("enqueue");
+            sync_now(&mut log);
+        }
+        drop(log);
+        let path = dir.join(&segment_names(dir)[0]);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let at = usize::try_from(garbled_at.0).expect("fits");
+        bytes[at..at + 12].fill(0xEE);
+        std::fs::write(&path, &bytes).expect("write");
+    };
+    let (reopened, taken_over) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    records(reopened.path());
+    records(taken_over.path());
+    let (_, reopen) = open_at(reopened.path(), 1, 8 << 20);
+    let (_, takeover) = open_at(taken_over.path(), 2, 8 << 20);
+    assert_eq!(reopen.quarantined, vec!["q".to_owned()], "the garbled record's metadata names its queue");
+    assert_eq!(takeover.quarantined, reopen.quarantined);
+    assert_eq!(takeover.records_replayed, reopen.records_replayed);
+    assert_eq!(takeover.records_replayed, 5, "the declare and messages 1, 3, 4 and 5: all but the garbled record");
+}

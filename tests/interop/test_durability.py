@@ -169,3 +169,37 @@ def test_a_damaged_record_quarantines_its_queue_and_keeps_its_records(broker, br
     assert marker[1:] in kept[0].read_bytes(), "the damaged record is in the kept copy"
     log = b2.log_path.read_text()
     assert qa in log and "quarantine" in log, log[-3000:]
+
+
+def test_a_garbled_record_header_inside_the_synced_region_costs_only_its_queue(
+    broker, broker_factory, stomp_client
+):
+    """A record whose magic, checksum and length are garbled in the middle of the log: the
+    records after it were written after the sync that covered it, and say so, so it is damage
+    rather than a torn tail. Its queue (named by its metadata) is quarantined; the other
+    queue's messages after it are still delivered, not zeroed away with it (stomp.py)."""
+    q, r = uniq("garbled"), uniq("after")
+    c, lis = stomp_client()
+    for i in range(5):
+        send_sync(c, lis, f"/queue/{q}", f"GARBLE-{i}", headers={"persistent": "true"})
+        send_sync(c, lis, f"/queue/{r}", f"r{i}", headers={"persistent": "true"})
+    assert broker.stop() == 0
+    damaged = []
+    for seg in Path(broker.data_dir).glob("shard-*/*.seg"):
+        data = bytearray(seg.read_bytes())
+        body = data.find(b"GARBLE-2")
+        if body < 0:
+            continue
+        start = max(at for at in range(0, body, 8) if data[at : at + 4] == b"FRec")
+        data[start : start + 12] = b"\xee" * 12
+        seg.write_bytes(bytes(data))
+        damaged.append(seg)
+    assert len(damaged) == 1, damaged
+    b2 = broker_factory(shards=broker.shards, data_dir=broker.data_dir, name="after-garble")
+    c2, l2 = stomp_client(target=b2)
+    subscribe_sync(c2, l2, f"/queue/{r}")
+    l2.wait_messages(5)
+    assert [m.body for m in l2.quiet_for(0.5)] == [f"r{i}" for i in range(5)]
+    log = b2.log_path.read_text()
+    assert "unreadable bytes inside the synced region" in log, log[-3000:]
+    assert q in log and "quarantine" in log, log[-3000:]
