@@ -12,11 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapOptions;
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::StorageError;
 use crate::fold::Fold;
-use crate::scan::{OnDamage, scan_segment};
+use crate::scan::{Later, OnDamage, later_mark_above, scan_segment, seal_limit};
 use crate::seals::Seals;
 use crate::segment::{SegmentFile, list_segments};
 
@@ -28,7 +28,8 @@ pub(crate) struct Seen {
     pub pos: usize,
     /// Valid records read from it.
     pub records: u64,
-    /// Read up to where the next segment starts: it cannot grow.
+    /// Read up to where the next segment starts, or final (a later record says all of it was
+    /// synced) and read past any damage: it cannot grow.
     pub complete: bool,
 }
 
@@ -96,51 +97,71 @@ impl Tail {
             if self.seen[index].complete {
                 continue;
             }
-            let limit =
-                self.seals.end_of(file.epoch).map(|end| usize::try_from(end.0 - file.base.0).unwrap_or(usize::MAX));
-            self.read(index, limit)?;
+            self.read(index, OnDamage::Stop)?;
             let Some(next) = files.get(i + 1) else { break };
-            let seen = &mut self.seen[index];
-            seen.complete = file.base.0 + seen.pos as u64 == next.base.0;
-            if !seen.complete {
-                // A later segment starts where this one ends, and this one was not read that
-                // far: a gap (a record still in flight to shared storage, or damage). Folding
-                // later segments first would apply their settles before the enqueues in the
-                // gap, so wait here; a takeover reads on from here in order.
-                break;
+            let seen = &self.seen[index];
+            if file.base.0 + seen.pos as u64 == next.base.0 {
+                self.seen[index].complete = true;
+                continue;
             }
+            // A later segment starts where this one ends, and this one was not read that far: a
+            // gap. Folding later segments first would apply their settles before the enqueues
+            // in the gap, so wait here, unless a later record says all of this segment was
+            // synced: then the gap is final (damage, or a torn tail that a restart zeroed), and
+            // the segment is read on past it as a takeover would.
+            let later = Later { map: &map_unsynced, seals: &self.seals, files: files[i + 1..].iter() };
+            let Some(synced) = later_mark_above(&later, next.base.0.saturating_sub(1))? else { break };
+            self.read(index, OnDamage::Skip { synced })?;
+            self.seen[index].complete = true;
         }
         Ok(self.fold.records_applied() - before)
     }
 
-    /// Reads one segment from where the last call stopped.
-    fn read(&mut self, index: usize, limit: Option<usize>) -> Result<(), StorageError> {
+    /// Reads one segment from where the last call stopped. With [`OnDamage::Stop`] it stops at
+    /// the first record that does not check out (it may be half-copied by the writer right
+    /// now); with [`OnDamage::Skip`] (the segment is final) it reads on past damage, and
+    /// quarantines the queues it names, as a takeover's own scan would.
+    fn read(&mut self, index: usize, on_damage: OnDamage) -> Result<(), StorageError> {
         let seen = &mut self.seen[index];
-        let path = &seen.file.path;
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            // Deleted by the writer's compaction since the listing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(StorageError::io("open segment", path, e)),
-        };
-        let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
-        if len == 0 {
+        let Some(map) = map_unsynced(&seen.file)? else {
             return Ok(());
-        }
-        let map = MmapOptions::new().map_raw_read_only(&file).map_err(|e| StorageError::io("mmap segment", path, e))?;
+        };
         // SAFETY: read-only mapping of `map.len()` bytes alive for this function; the writer
         // only appends to segment files and never truncates them.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-        let bytes = &bytes[..limit.map_or(bytes.len(), |limit| limit.min(bytes.len()))];
+        let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
         let fold = &mut self.fold;
-        // Stop at the first record that does not check out: it may be half-copied by the writer
-        // right now. Real damage stays where it is, for the takeover's own scan to judge.
-        let scan =
-            scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |_, record| fold.apply(record));
+        let tail_limit = if on_damage == OnDamage::Stop { 0 } else { usize::MAX };
+        let scan = scan_segment(bytes, seen.file.base, seen.pos, tail_limit, on_damage, &mut |_, record| {
+            fold.apply(record);
+        });
         seen.pos = scan.valid_end;
         seen.records += scan.records;
+        if on_damage != OnDamage::Stop {
+            let stopped = scan.stopped_at.as_ref().and_then(|bad| bad.report_damage());
+            for queue in scan.damaged_queues.into_iter().chain(stopped) {
+                self.fold.quarantine(queue);
+            }
+        }
         Ok(())
     }
+}
+
+/// Maps a segment read-only, without syncing anything (a standby never writes or syncs the
+/// writer's files); `None` when it is empty or was deleted by the writer's compaction.
+fn map_unsynced(file: &SegmentFile) -> Result<Option<MmapRaw>, StorageError> {
+    let path = &file.path;
+    let handle = match std::fs::File::open(path) {
+        Ok(handle) => handle,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("open segment", path, e)),
+    };
+    let len = handle.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let map = MmapOptions::new().map_raw_read_only(&handle).map_err(|e| StorageError::io("mmap segment", path, e))?;
+    Ok(Some(map))
 }
 
 const _: () = {

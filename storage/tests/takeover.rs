@@ -365,6 +365,54 @@ fn a_tail_does_not_read_past_a_gap_into_the_next_segment() {
 }
 
 #[test]
+fn a_tail_reads_on_past_a_gap_that_a_later_record_says_is_final() {
+    // A restart zeroed a torn tail at the end of the first segment, so it now ends before the
+    // second one starts, for good. The records written after the restart say it was synced:
+    // the tail must not wait there for ever.
+    use ferry_storage::Tail;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open_at(dir.path(), 1, 4096);
+    log.append(&declare("q")).expect("declare");
+    let mut ends = Vec::new();
+    let mut id = 0;
+    while segment_names(dir.path()).len() == 1 {
+        ends.push(log.append(&enqueue("q", id, &[7; 200])).expect("enqueue"));
+        id += 1;
+    }
+    sync_now(&mut log);
+    drop(log);
+    let names = segment_names(dir.path());
+    let n = ends.len();
+    // As a power loss could leave it: the end of the first segment and the start of the
+    // second never reached the disk.
+    let first = dir.path().join(&names[0]);
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[usize::try_from(ends[n - 3].0).expect("fits")..usize::try_from(ends[n - 2].0).expect("fits")].fill(0);
+    std::fs::write(&first, &bytes).expect("write");
+    let second = dir.path().join(&names[1]);
+    let mut bytes = std::fs::read(&second).expect("read");
+    bytes[48..1024].fill(0);
+    std::fs::write(&second, &bytes).expect("write");
+    let (mut log, recovered) = open_at(dir.path(), 1, 4096);
+    let kept = live_ids(&recovered, "q");
+    for id in 100..105 {
+        log.append(&enqueue("q", id, b"after")).expect("enqueue");
+        sync_now(&mut log);
+    }
+    drop(log);
+    let mut tail = Tail::new(dir.path());
+    tail.catch_up().expect("catch up");
+    assert_eq!(tail.records(), 1 + kept.len() as u64 + 5, "the declare, what the restart kept, and the later records");
+    let (_, warm) = ShardLog::open_warm(
+        LogConfig { segment_size_bytes: 4096, epoch: Epoch(2), ..LogConfig::new(dir.path()) },
+        Some(tail),
+    )
+    .expect("warm open");
+    let expected: Vec<u64> = kept.iter().copied().chain(100..105).collect();
+    assert_eq!(live_ids(&warm, "q"), expected);
+}
+
+#[test]
 fn a_takeover_reads_on_past_a_garbled_header_as_far_as_a_reopen_does() {
     // The record after the garbled one is more than the takeover's 1 MiB tail probe away; the
     // search for it must not stop there, or the seal would cut off the synced records after it.
