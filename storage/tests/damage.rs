@@ -1,0 +1,189 @@
+//! Seeded damage inside the synced region: logs of several synced batches over small segments,
+//! one record of an earlier batch damaged in one of three ways (its header garbled, the whole
+//! record zeroed, one byte of its metadata or body flipped). Every other record must come
+//! back, on a reopen, on a second reopen and on a takeover, and only the damaged record's
+//! queue may be quarantined. Each failure names its seed, and the seed replays it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{declare, enqueue, open, settle, sync_now};
+use ferry_storage::fault::FaultRng;
+use ferry_storage::{Epoch, LogConfig, Offset, Record, Recovered, ShardLog, replay};
+
+const SEGMENT: u64 = 4096;
+const QUEUES: [&str; 3] = ["a", "b", "c"];
+
+/// One record of the log: where it starts and ends, and which batch (sync) it was in.
+struct Written {
+    start: u64,
+    end: Offset,
+    record: Record,
+    batch: usize,
+}
+
+/// Writes a random log into `dir`: the declarations, then batches of enqueues and settles, each
+/// batch synced.
+fn write_random_log(dir: &Path, rng: &mut FaultRng) -> Vec<Written> {
+    let (mut log, _) = open(dir, SEGMENT);
+    let mut written = Vec::new();
+    let mut live: Vec<(&str, u64)> = Vec::new();
+    let mut next_id = 0;
+    let append = |log: &mut ShardLog, record: Record, batch: usize, written: &mut Vec<Written>| {
+        let end = log.append(&record).expect("append");
+        let start = end.0 - record.encoded_len().expect("length");
+        written.push(Written { start, end, record, batch });
+    };
+    for queue in QUEUES {
+        append(&mut log, declare(queue), 0, &mut written);
+    }
+    sync_now(&mut log);
+    let batches = 4 + rng.below(6) as usize;
+    for batch in 1..=batches {
+        for _ in 0..1 + rng.below(6) {
+            let record = if !live.is_empty() && rng.chance(1, 3) {
+                let (queue, id) = live.remove(rng.below(live.len() as u64) as usize);
+                settle(queue, id)
+            } else {
+                let queue = QUEUES[rng.below(3) as usize];
+                next_id += 1;
+                live.push((queue, next_id));
+                enqueue(queue, next_id, &vec![next_id as u8; rng.below(400) as usize])
+            };
+            append(&mut log, record, batch, &mut written);
+        }
+        sync_now(&mut log);
+    }
+    written
+}
+
+/// The segment file holding logical offset `at`.
+fn file_holding(dir: &Path, at: u64) -> PathBuf {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            let base = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('-')).expect("name").0;
+            (base.parse().expect("base"), p)
+        })
+        .collect();
+    files.sort();
+    files.into_iter().rev().find(|(base, _)| *base <= at).expect("a segment holds it").1
+}
+
+/// Damages the record in `dir` in the way `how` (0..3) picks; returns a description.
+fn damage(dir: &Path, record: &Written, how: u64, rng: &mut FaultRng) -> String {
+    let path = file_holding(dir, record.start);
+    let base = file_holding_base(&path);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let (start, end) = ((record.start - base) as usize, (record.end.0 - base) as usize);
+    let what = match how {
+        0 => {
+            bytes[start..start + 12].fill(0xEE);
+            "header garbled"
+        }
+        1 => {
+            bytes[start..end].fill(0);
+            "record zeroed"
+        }
+        _ => {
+            let at = start + 40 + rng.below((end - start - 40) as u64) as usize;
+            bytes[at] ^= 0x5A;
+            "a byte flipped"
+        }
+    };
+    std::fs::write(&path, &bytes).expect("write");
+    format!("{what} at {}", record.start)
+}
+
+fn file_holding_base(path: &Path) -> u64 {
+    path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('-')).expect("name").0.parse().expect("base")
+}
+
+fn queue_of(record: &Record) -> Option<&str> {
+    match record {
+        Record::Enqueue(message) => Some(&message.queue),
+        Record::Settle { queue, .. } => Some(queue),
+        _ => None,
+    }
+}
+
+/// The live message ids of each queue after folding `records` in order.
+fn live_after<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<(String, Vec<u64>)> {
+    let mut live: Vec<(String, Vec<u64>)> = QUEUES.iter().map(|q| (q.to_string(), Vec::new())).collect();
+    for record in records {
+        match record {
+            Record::Enqueue(m) => live.iter_mut().find(|(q, _)| *q == m.queue).expect("queue").1.push(m.msg_id),
+            Record::Settle { queue, msg_id } => {
+                live.iter_mut().find(|(q, _)| q == queue).expect("queue").1.retain(|id| id != msg_id)
+            }
+            _ => {}
+        }
+    }
+    live
+}
+
+fn check(recovered: &Recovered, expected: &[(String, Vec<u64>)], damaged_queue: &str, context: &str) {
+    // A flipped byte in the queue name itself names a queue that is not there.
+    assert!(
+        recovered.quarantined.iter().all(|q| q == damaged_queue || !QUEUES.contains(&q.as_str())),
+        "{context}: only the damaged record's queue may be quarantined: {:?}",
+        recovered.quarantined
+    );
+    for (queue, ids) in expected {
+        if recovered.quarantined.contains(queue) {
+            continue;
+        }
+        let got: Vec<u64> = recovered
+            .queues
+            .iter()
+            .find(|q| q.name == *queue)
+            .map(|q| q.messages.iter().map(|m| m.msg_id).collect())
+            .unwrap_or_default();
+        assert_eq!(&got, ids, "{context}: queue {queue}");
+    }
+}
+
+#[test]
+fn damage_inside_the_synced_region_costs_only_the_damaged_record() {
+    // `DAMAGE_SEEDS=5000` for a longer run.
+    let seeds: u64 = std::env::var("DAMAGE_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(120);
+    for seed in 0..seeds {
+        let mut rng = FaultRng::new(seed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written = write_random_log(dir.path(), &mut rng);
+        let last_batch = written.last().expect("records").batch;
+        let candidates: Vec<usize> =
+            (0..written.len()).filter(|&i| written[i].batch > 0 && written[i].batch < last_batch).collect();
+        let victim = &written[candidates[rng.below(candidates.len() as u64) as usize]];
+        let how = rng.below(3);
+        let context = format!("seed {seed}: {}", damage(dir.path(), victim, how, &mut rng));
+        let damaged_queue = queue_of(&victim.record).expect("an enqueue or a settle");
+
+        let kept: Vec<&Written> = written.iter().filter(|w| w.start != victim.start).collect();
+        let replayed = replay(dir.path()).expect("replay");
+        let ends: Vec<u64> = replayed.iter().map(|(end, _)| end.0).collect();
+        assert_eq!(ends, kept.iter().map(|w| w.end.0).collect::<Vec<_>>(), "{context}: replay");
+        assert!(replayed.iter().zip(&kept).all(|((_, got), w)| *got == w.record), "{context}: replayed records");
+
+        let expected = live_after(kept.iter().map(|w| &w.record));
+        let cold = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir.path()).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, cold.path().join(path.file_name().expect("name"))).expect("copy");
+            }
+        }
+        let (_, reopened) = open(dir.path(), SEGMENT);
+        check(&reopened, &expected, damaged_queue, &format!("{context}, reopen"));
+        let (_, again) = open(dir.path(), SEGMENT);
+        check(&again, &expected, damaged_queue, &format!("{context}, second reopen"));
+        assert_eq!(again.quarantined, reopened.quarantined, "{context}");
+        let config = LogConfig { segment_size_bytes: SEGMENT, epoch: Epoch(2), ..LogConfig::new(cold.path()) };
+        let (_, taken_over) = ShardLog::open(config).expect("takeover");
+        check(&taken_over, &expected, damaged_queue, &format!("{context}, takeover"));
+        assert_eq!(taken_over.quarantined, reopened.quarantined, "{context}: takeover and reopen agree");
+    }
+}
