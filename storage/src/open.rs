@@ -26,9 +26,9 @@ use crate::segment::{
 use crate::tail::{Seen, Tail};
 use crate::{Epoch, Offset, SegmentId};
 
-/// How far past the last valid record a takeover looks for torn bytes (only to report them:
-/// it never zeroes the old writer's files). Bounded so a takeover does not read a whole
-/// mostly-empty segment.
+/// How far past the last valid record a takeover counts torn bytes (only to report them: it
+/// never zeroes the old writer's files). Telling synced damage from a torn tail still reads
+/// the rest of the old writer's last segment: the next valid record may be anywhere in it.
 const TAKEOVER_TAIL_PROBE_BYTES: usize = 1024 * 1024;
 
 /// A recovered shard directory, ready to append to.
@@ -161,7 +161,7 @@ fn scan_read_only(
     for (i, file) in segments.iter().enumerate() {
         let (start, before) = seen.iter().find(|s| s.file == *file).map_or((0, 0), |s| (s.pos, s.records));
         let map = |file: &SegmentFile| open_sealed(io, &file.path);
-        let later = Later { map: &map, seals, files: segments[i + 1..].iter().chain(after) };
+        let later = Later { map: &map, seals, files: segments[i + 1..].iter().chain(after), epoch: file.epoch };
         let (id, mut scan) = scan_sealed(io, file, start, tail_limit, later, fold)?;
         scan.records += before;
         let id = id.unwrap_or_else(|| scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1)));
@@ -246,7 +246,17 @@ fn take_over(
         }
         None => (Fold::new(), Vec::new()),
     };
+    let listed = segments.clone();
     let mut scanned = scan_read_only(io, segments, &[], seals, TAKEOVER_TAIL_PROBE_BYTES, &seen, &mut fold)?;
+    let late =
+        scanned.iter().any(|s| seen.iter().any(|t| t.complete && t.file == s.file && s.scan.records > t.records));
+    if late {
+        // A segment the standby had finished held more (it read a stale copy of shared
+        // storage): folded after the later segments, those records would be out of order.
+        tracing::warn!(dir = %dir.display(), "the warm fold missed records of a segment it had finished; reading all of the log");
+        fold = Fold::new();
+        scanned = scan_read_only(io, listed, &[], seals, TAKEOVER_TAIL_PROBE_BYTES, &[], &mut fold)?;
+    }
     let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut torn_tail_bytes = 0;
     for (i, s) in scanned.iter().enumerate() {
@@ -341,8 +351,11 @@ fn scan_sealed<'a>(
 /// epoch, a bad record is damage (its queue is quarantined). From that segment on it is the
 /// log's torn tail, which spans segments when a crash came right after a roll (the new segment
 /// file exists, the old one's unsynced end is torn): it is zeroed and synced in place, as in
-/// the last segment, so that it is not taken for damage once later records follow it. The
-/// last segment's own tail is handled by `recover_last`. Returns the bytes zeroed.
+/// the last segment, so that it is not taken for damage once later records follow it. Valid
+/// records after damage that nothing showed were synced (`unread_from`) are zeroed too: the
+/// marks of what this writer appends from now on would cover them, and a later start would
+/// read back records this one went on without. The last segment's own tail is handled by
+/// `recover_last`. Returns the torn bytes zeroed.
 fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Result<usize, StorageError> {
     let tail_from = last_with_records(scanned.iter().map(|s| &s.scan)).unwrap_or(0);
     let mut zeroed = 0;
@@ -350,6 +363,11 @@ fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Res
         if s.sealed_epoch || i < tail_from {
             if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
                 fold.quarantine(queue);
+            }
+            // The damaged bytes stay (a later start quarantines the same queue); the valid
+            // records after them that nothing showed were synced go.
+            if let Some(from) = s.scan.unread_from.filter(|_| !s.sealed_epoch && !s.scan.unverifiable) {
+                zero_range(io, &s.file.path, from, s.scan.dirty_end.max(from))?;
             }
         } else if s.scan.torn_tail_bytes > 0 && !s.scan.unverifiable {
             zero_range(io, &s.file.path, s.scan.valid_end, s.scan.dirty_end)?;
@@ -361,7 +379,7 @@ fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Res
 
 /// Writes zeros over bytes `[start, end)` of a sealed segment file and syncs it.
 fn zero_range(io: &dyn Io, path: &Path, start: usize, end: usize) -> Result<(), StorageError> {
-    tracing::warn!(path = %path.display(), at = start, bytes = end - start, "zeroing a torn tail in a sealed segment");
+    tracing::warn!(path = %path.display(), at = start, bytes = end - start, "zeroing unread bytes after the last valid record of a sealed segment");
     let file =
         std::fs::OpenOptions::new().write(true).open(path).map_err(|e| StorageError::io("open segment", path, e))?;
     let zeros = vec![0u8; end - start];
@@ -404,8 +422,11 @@ fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<
     };
     let skip = OnDamage::Skip { synced: 0 };
     let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
+    for queue in std::mem::take(&mut scan.damaged_queues) {
+        fold.quarantine(queue);
+    }
     if scan.unverifiable {
-        let end = Offset(last.base.0 + active.size() as u64);
+        let end = Offset(last.base.0.saturating_add(active.size() as u64));
         return Ok(LastRecovered::KeptAside { end, id: active.id, scan });
     }
     active.salt = segment_salt(active.bytes(), last.base.0).unwrap_or_else(fresh_salt);
@@ -414,9 +435,6 @@ fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<
         let size_bytes = u32::try_from(active.size()).unwrap_or(u32::MAX);
         let fresh = SegmentHeader::new(last.epoch.0, last.base.0, active.id.0, size_bytes, active.salt);
         fresh.write_to(active.bytes_mut(0, SEGMENT_HEADER_SIZE));
-    }
-    for queue in std::mem::take(&mut scan.damaged_queues) {
-        fold.quarantine(queue);
     }
     if scan.torn_tail_bytes > 0 {
         tracing::warn!(path = %last.path.display(), at = scan.valid_end, bytes = scan.torn_tail_bytes, "zeroing torn tail");

@@ -20,7 +20,7 @@ use crate::format::{
 use crate::io::RealIo;
 use crate::seals::Seals;
 use crate::segment::{SegmentFile, list_segments, open_sealed};
-use crate::{Offset, Record};
+use crate::{Epoch, Offset, Record};
 
 /// What scanning one segment found besides its records.
 #[derive(Debug, Default)]
@@ -41,6 +41,11 @@ pub(crate) struct SegmentScan {
     /// The header is unreadable and no record confirms a salt, yet there is data: nothing of
     /// the segment could be checked. It must be kept as it is, never zeroed as a torn tail.
     pub unverifiable: bool,
+    /// Where the first valid record after the bad bytes the scan stopped at lies, when nothing
+    /// showed those bytes were synced and so it was not read. A reopen zeroes from there if it
+    /// keeps the bad bytes as damage: the writer's next marks would otherwise make a later
+    /// start read records this one went on without.
+    pub unread_from: Option<usize>,
 }
 
 /// A record that failed to parse or decode and that nothing valid follows in its segment.
@@ -92,9 +97,8 @@ pub(crate) enum OnDamage {
 /// walk goes on after them. Other bad bytes end the scan (`stopped_at`, unless they are zeros),
 /// and the caller decides whether they are the log's torn tail. Non-zero bytes after the last
 /// valid record are looked for within `tail_limit` bytes only (the whole rest of the segment
-/// when the tail will be zeroed; a takeover only reports it), and so is proof that zeros in
-/// the middle of the data are damage; the next record after a garbled one is looked for up to
-/// the end of `bytes`. The walk starts at byte `start` (past the header; a warm standby
+/// when the tail will be zeroed; a takeover only reports it); the next valid record after bad
+/// bytes or zeros is looked for up to the end of `bytes`. The walk starts at byte `start` (past the header; a warm standby
 /// resumes where it stopped). With [`OnDamage::Stop`] it stops at the first bad record.
 pub(crate) fn scan_segment(
     bytes: &[u8],
@@ -112,7 +116,7 @@ pub(crate) fn scan_segment(
         scan.dirty_end = probe_end(pos);
         scan.torn_tail_bytes = scan.dirty_end - pos;
         scan.valid_end = pos;
-        scan.unverifiable = scan.torn_tail_bytes > 0;
+        scan.unverifiable = bytes[pos..].iter().any(|&b| b != 0);
         if scan.unverifiable && on_damage != OnDamage::Stop {
             let reason = "segment header and first records unreadable";
             tracing::error!(
@@ -121,6 +125,8 @@ pub(crate) fn scan_segment(
                 "no record of this segment can be verified; it is kept as it is and not read"
             );
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue: None, reason });
+            // Its settles are lost with the rest: the queues it names must not be served short.
+            name_queues_among(bytes, base, pos..bytes.len(), &mut scan);
         }
         return scan;
     };
@@ -140,15 +146,14 @@ pub(crate) fn scan_segment(
             Parsed::End => (None, None, ZEROED),
             Parsed::Bad { len, meta, reason } => (len, meta, reason),
         };
-        let next = match on_damage {
-            OnDamage::Stop => None,
-            OnDamage::Skip { synced } => {
-                // Zeros end the data unless non-zero bytes follow them within the probe.
-                let end = || if reason == ZEROED { probe_end(pos) } else { bytes.len() };
-                resume_after(bytes, base, salt, pos, len, end, synced)
-            }
+        let after = match on_damage {
+            OnDamage::Stop => After::Nothing,
+            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, bytes.len(), synced),
         };
-        if let Some(next) = next {
+        if let After::Unproven(first) = after {
+            scan.unread_from = Some(first);
+        }
+        if let After::Resume(next) = after {
             let meta = meta.or_else(|| meta_by_its_length(bytes, pos, next));
             note_damage(&mut scan, base, pos, meta, reason);
             if next != pos + len.unwrap_or(0) {
@@ -243,7 +248,7 @@ impl Hunt<'_> {
 ///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
 ///   tail taken for damage only quarantines a queue.
 /// - Else (a garbled header, or zeros where a record should be, with data after them) at the
-///   first valid record before `end()`, but only if `synced` (known from later segments) or
+///   first valid record before `end`, but only if `synced` (known from later segments) or
 ///   some valid record from there on carries a [`crate::format::SyncedMark`] covering the bad
 ///   bytes. A torn tail is never covered: the record carrying the mark was written after a
 ///   sync that covered them completed. Every aligned position is tried; the segment's salt
@@ -255,33 +260,48 @@ fn resume_after(
     salt: u32,
     pos: usize,
     len: Option<usize>,
-    end: impl FnOnce() -> usize,
+    end: usize,
     synced: u64,
-) -> Option<usize> {
+) -> After {
     let bad_at = base.0 + pos as u64;
     let claimed = len.map(|len| pos + len);
     if let Some(at) =
         claimed.filter(|&at| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. }))
     {
-        return Some(at);
+        return After::Resume(at);
     }
     if salt == 0 {
-        return None;
+        return After::Nothing;
     }
-    let end = end();
     let mut hunt = Hunt { bytes, base, salt, end, budget: Some(2 * end.saturating_sub(pos) + (1 << 20)) };
-    let (first, mut len, mut header) = hunt.next_valid(pos + RECORD_ALIGN)?;
+    let Some((first, mut len, mut header)) = hunt.next_valid(pos + RECORD_ALIGN) else {
+        return After::Nothing;
+    };
     let mut at = first;
     loop {
         if synced > bad_at || header.synced.durable_before(header.offset).is_some_and(|durable| durable > bad_at) {
-            return Some(first);
+            return After::Resume(first);
         }
         at += len;
-        (at, len, header) = match hunt.valid_at(at) {
-            Some((len, header)) => (at, len, header),
-            None => hunt.next_valid(at + RECORD_ALIGN)?,
+        let next = match hunt.valid_at(at) {
+            Some((len, header)) => Some((at, len, header)),
+            None => hunt.next_valid(at + RECORD_ALIGN),
         };
+        let Some(next) = next else {
+            return After::Unproven(first);
+        };
+        (at, len, header) = next;
     }
+}
+
+/// What [`resume_after`] found after bad bytes.
+enum After {
+    /// Damage: read on at this position.
+    Resume(usize),
+    /// A valid record at this position, but nothing shows the bad bytes before it were synced.
+    Unproven(usize),
+    /// No valid record.
+    Nothing,
 }
 
 fn note_damage(scan: &mut SegmentScan, base: Offset, pos: usize, meta: Option<&[u8]>, reason: &str) {
@@ -332,6 +352,10 @@ pub(crate) struct Later<'a, I> {
     pub map: MapSegment<'a>,
     pub seals: &'a Seals,
     pub files: I,
+    /// The epoch of the segment whose bad bytes are in question: only its own writer's marks
+    /// say anything about them. A newer epoch's writer starts out durable at the seal, which
+    /// covers whatever the takeover left in the old segments, proven or not.
+    pub epoch: Epoch,
 }
 
 /// [`scan_segment`], reading on after damage, over a segment followed by the `later` ones.
@@ -347,7 +371,7 @@ pub(crate) fn scan_reading_on<'a>(
     sink: &mut dyn FnMut(Offset, Record),
 ) -> Result<SegmentScan, StorageError> {
     let mut scan = scan_segment(bytes, base, start, tail_limit, OnDamage::Skip { synced: 0 }, sink);
-    while scan.torn_tail_bytes > 0 {
+    while bytes.get(scan.valid_end..).is_some_and(|rest| rest.iter().any(|&b| b != 0)) {
         let bad_at = base.0 + scan.valid_end as u64;
         let Some(synced) = later_mark_above(&later, bad_at)? else { break };
         let mut more = scan_segment(bytes, base, scan.valid_end, tail_limit, OnDamage::Skip { synced }, sink);
@@ -361,16 +385,16 @@ pub(crate) fn scan_reading_on<'a>(
     Ok(scan)
 }
 
-/// The first synced mark above `bad_at` carried by a record of `later`, read in order from
-/// each segment's start. It stops at a record that carries no mark (older format, or too far
-/// behind) and at each segment's first bad record: marks only grow along the log, and without
-/// a mark above `bad_at` nothing after `bad_at` was synced, so what it reads is one unsynced
-/// batch at most.
+/// The first synced mark above `bad_at` carried by a record of `later` of the same epoch,
+/// read in order from each segment's start. It stops at a record that carries no mark (older
+/// format, or too far behind), at each segment's first bad record and at the first segment of
+/// another epoch: marks only grow along the log, and without a mark above `bad_at` nothing
+/// after `bad_at` was synced, so what it reads is one unsynced batch at most.
 pub(crate) fn later_mark_above<'a>(
     later: &Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     bad_at: u64,
 ) -> Result<Option<u64>, StorageError> {
-    for file in later.files.clone() {
+    for file in later.files.clone().take_while(|file| file.epoch == later.epoch) {
         let Some(map) = (later.map)(file)? else { continue };
         // SAFETY: as in `replay`: a read-only mapping alive for this iteration.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
@@ -420,7 +444,7 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         check_header(bytes, file.base, &file.path);
         let bytes = &bytes[..seal_limit(file, &seals).min(bytes.len())];
         let map = |file: &SegmentFile| open_sealed(&RealIo, &file.path);
-        let later = Later { map: &map, seals: &seals, files: files[i + 1..].iter() };
+        let later = Later { map: &map, seals: &seals, files: files[i + 1..].iter(), epoch: file.epoch };
         let scan = scan_reading_on(bytes, file.base, 0, usize::MAX, later, &mut |offset, record| {
             records.push((offset, record));
         })?;

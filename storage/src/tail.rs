@@ -97,7 +97,9 @@ impl Tail {
             if self.seen[index].complete {
                 continue;
             }
-            self.read(index, OnDamage::Stop)?;
+            if !self.read(index, OnDamage::Stop)? {
+                break; // Deleted since the listing: the next call reads the log again.
+            }
             let Some(next) = files.get(i + 1) else { break };
             let seen = &self.seen[index];
             if file.base.0 + seen.pos as u64 == next.base.0 {
@@ -109,9 +111,12 @@ impl Tail {
             // in the gap, so wait here, unless a later record says all of this segment was
             // synced: then the gap is final (damage, or a torn tail that a restart zeroed), and
             // the segment is read on past it as a takeover would.
-            let later = Later { map: &map_unsynced, seals: &self.seals, files: files[i + 1..].iter() };
+            let later =
+                Later { map: &map_unsynced, seals: &self.seals, files: files[i + 1..].iter(), epoch: file.epoch };
             let Some(synced) = later_mark_above(&later, next.base.0.saturating_sub(1))? else { break };
-            self.read(index, OnDamage::Skip { synced })?;
+            if !self.read(index, OnDamage::Skip { synced })? {
+                break; // Deleted since the listing: the next call reads the log again.
+            }
             self.seen[index].complete = true;
         }
         Ok(self.fold.records_applied() - before)
@@ -120,11 +125,12 @@ impl Tail {
     /// Reads one segment from where the last call stopped. With [`OnDamage::Stop`] it stops at
     /// the first record that does not check out (it may be half-copied by the writer right
     /// now); with [`OnDamage::Skip`] (the segment is final) it reads on past damage, and
-    /// quarantines the queues it names, as a takeover's own scan would.
-    fn read(&mut self, index: usize, on_damage: OnDamage) -> Result<(), StorageError> {
+    /// quarantines the queues it names, as a takeover's own scan would. False when the file
+    /// was gone or empty.
+    fn read(&mut self, index: usize, on_damage: OnDamage) -> Result<bool, StorageError> {
         let seen = &mut self.seen[index];
         let Some(map) = map_unsynced(&seen.file)? else {
-            return Ok(());
+            return Ok(false);
         };
         // SAFETY: read-only mapping of `map.len()` bytes alive for this function; the writer
         // only appends to segment files and never truncates them.
@@ -137,13 +143,14 @@ impl Tail {
         });
         seen.pos = scan.valid_end;
         seen.records += scan.records;
-        if on_damage != OnDamage::Stop {
-            let stopped = scan.stopped_at.as_ref().and_then(|bad| bad.report_damage());
-            for queue in scan.damaged_queues.into_iter().chain(stopped) {
-                self.fold.quarantine(queue);
-            }
+        // Damage read past (a record whose checksum holds but which does not decode, or
+        // anything a final segment skips) is quarantined as a cold scan would.
+        let stopped =
+            (on_damage != OnDamage::Stop).then(|| scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()));
+        for queue in scan.damaged_queues.into_iter().chain(stopped.flatten()) {
+            self.fold.quarantine(queue);
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -413,15 +413,22 @@ fn a_tail_reads_on_past_a_gap_that_a_later_record_says_is_final() {
 }
 
 #[test]
-fn a_takeover_reads_on_past_a_garbled_header_as_far_as_a_reopen_does() {
-    // The record after the garbled one is more than the takeover's 1 MiB tail probe away; the
+fn a_takeover_reads_on_past_damage_as_far_as_a_reopen_does() {
+    // The record after the damaged one is more than the takeover's 1 MiB tail probe away; the
     // search for it must not stop there, or the seal would cut off the synced records after it.
+    for zeroed in [false, true] {
+        takeover_and_reopen_agree_past_a_damaged_big_record(zeroed);
+    }
+}
+
+/// Message 2 (2 MiB) has its header garbled, or is zeroed whole (a lost extent).
+fn takeover_and_reopen_agree_past_a_damaged_big_record(zeroed: bool) {
     let records = |dir: &Path| {
         let (mut log, _) = open_at(dir, 1, 8 << 20);
         log.append(&declare("q")).expect("declare");
         log.append(&enqueue("q", 1, b"one")).expect("enqueue");
         let garbled_at = sync_now(&mut log);
-        log.append(&enqueue("q", 2, &vec![2; 2 << 20])).expect("enqueue");
+        let big_end = log.append(&enqueue("q", 2, &vec![2; 2 << 20])).expect("enqueue");
         sync_now(&mut log);
         for id in 3..6 {
             log.append(&enqueue("q", id, b"after")).expect("enqueue");
@@ -431,7 +438,8 @@ fn a_takeover_reads_on_past_a_garbled_header_as_far_as_a_reopen_does() {
         let path = dir.join(&segment_names(dir)[0]);
         let mut bytes = std::fs::read(&path).expect("read");
         let at = usize::try_from(garbled_at.0).expect("fits");
-        bytes[at..at + 12].fill(0xEE);
+        let end = if zeroed { usize::try_from(big_end.0).expect("fits") } else { at + 12 };
+        bytes[at..end].fill(if zeroed { 0 } else { 0xEE });
         std::fs::write(&path, &bytes).expect("write");
     };
     let (reopened, taken_over) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
@@ -439,7 +447,8 @@ fn a_takeover_reads_on_past_a_garbled_header_as_far_as_a_reopen_does() {
     records(taken_over.path());
     let (_, reopen) = open_at(reopened.path(), 1, 8 << 20);
     let (_, takeover) = open_at(taken_over.path(), 2, 8 << 20);
-    assert_eq!(reopen.quarantined, vec!["q".to_owned()], "the garbled record's metadata names its queue");
+    let named: Vec<String> = if zeroed { vec![] } else { vec!["q".to_owned()] };
+    assert_eq!(reopen.quarantined, named, "the garbled record's metadata names its queue; zeros name none");
     assert_eq!(takeover.quarantined, reopen.quarantined);
     assert_eq!(takeover.records_replayed, reopen.records_replayed);
     assert_eq!(takeover.records_replayed, 5, "the declare and messages 1, 3, 4 and 5: all but the garbled record");
