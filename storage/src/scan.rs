@@ -29,8 +29,12 @@ pub(crate) struct SegmentScan {
     pub valid_end: usize,
     /// Non-zero bytes after `valid_end` (a torn tail, when this is the end of the log).
     pub torn_tail_bytes: usize,
-    /// Position one past the last non-zero byte after `valid_end` (for zeroing the tail).
+    /// Position one past the last non-zero byte after `valid_end` within the tail probe (for
+    /// zeroing the tail).
     pub dirty_end: usize,
+    /// Position one past the last non-zero byte after `valid_end` in the whole segment, when
+    /// the scan read on after damage (else as far as the probe).
+    pub data_end: usize,
     /// Records that were read.
     pub records: u64,
     /// Queues named by damaged records that a valid record follows (damage, never a tail).
@@ -116,7 +120,8 @@ pub(crate) fn scan_segment(
         scan.dirty_end = probe_end(pos);
         scan.torn_tail_bytes = scan.dirty_end - pos;
         scan.valid_end = pos;
-        scan.unverifiable = bytes[pos..].iter().any(|&b| b != 0);
+        scan.data_end = pos + nonzero_len(&bytes[pos..]);
+        scan.unverifiable = scan.data_end > pos;
         if scan.unverifiable && on_damage != OnDamage::Stop {
             let reason = "segment header and first records unreadable";
             tracing::error!(
@@ -146,9 +151,17 @@ pub(crate) fn scan_segment(
             Parsed::End => (None, None, ZEROED),
             Parsed::Bad { len, meta, reason } => (len, meta, reason),
         };
+        // Where the non-zero bytes after `pos` end: all of the rest when reading on after damage
+        // (the next record may be anywhere), only the probe otherwise. One pass, when needed.
+        let data_end = std::cell::OnceCell::new();
+        let end = || {
+            let limit =
+                if on_damage == OnDamage::Stop { pos.saturating_add(tail_limit).min(bytes.len()) } else { bytes.len() };
+            *data_end.get_or_init(|| pos + nonzero_len(&bytes[pos..limit]))
+        };
         let after = match on_damage {
             OnDamage::Stop => After::Nothing,
-            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, bytes.len(), synced),
+            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, &end, synced),
         };
         if let After::Unproven(first) = after {
             scan.unread_from = Some(first);
@@ -173,7 +186,8 @@ pub(crate) fn scan_segment(
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
         }
         scan.valid_end = pos;
-        scan.dirty_end = probe_end(pos);
+        scan.data_end = end();
+        scan.dirty_end = pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(scan.data_end)]);
         scan.torn_tail_bytes = scan.dirty_end - pos;
         return scan;
     }
@@ -248,7 +262,7 @@ impl Hunt<'_> {
 ///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
 ///   tail taken for damage only quarantines a queue.
 /// - Else (a garbled header, or zeros where a record should be, with data after them) at the
-///   first valid record before `end`, but only if `synced` (known from later segments) or
+///   first valid record before `end()` (the end of the non-zero bytes), but only if `synced` (known from later segments) or
 ///   some valid record from there on carries a [`crate::format::SyncedMark`] covering the bad
 ///   bytes. A torn tail is never covered: the record carrying the mark was written after a
 ///   sync that covered them completed. Every aligned position is tried; the segment's salt
@@ -260,7 +274,7 @@ fn resume_after(
     salt: u32,
     pos: usize,
     len: Option<usize>,
-    end: usize,
+    end: &dyn Fn() -> usize,
     synced: u64,
 ) -> After {
     let bad_at = base.0 + pos as u64;
@@ -273,6 +287,7 @@ fn resume_after(
     if salt == 0 {
         return After::Nothing;
     }
+    let end = end();
     let mut hunt = Hunt { bytes, base, salt, end, budget: Some(2 * end.saturating_sub(pos) + (1 << 20)) };
     let Some((first, mut len, mut header)) = hunt.next_valid(pos + RECORD_ALIGN) else {
         return After::Nothing;
@@ -371,7 +386,7 @@ pub(crate) fn scan_reading_on<'a>(
     sink: &mut dyn FnMut(Offset, Record),
 ) -> Result<SegmentScan, StorageError> {
     let mut scan = scan_segment(bytes, base, start, tail_limit, OnDamage::Skip { synced: 0 }, sink);
-    while bytes.get(scan.valid_end..).is_some_and(|rest| rest.iter().any(|&b| b != 0)) {
+    while scan.data_end > scan.valid_end {
         let bad_at = base.0 + scan.valid_end as u64;
         let Some(synced) = later_mark_above(&later, bad_at)? else { break };
         let mut more = scan_segment(bytes, base, scan.valid_end, tail_limit, OnDamage::Skip { synced }, sink);
