@@ -16,7 +16,7 @@ use crate::fold::{Fold, Recovered};
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, fresh_salt, segment_salt};
 use crate::io::Io;
 use crate::scan::{
-    Later, OnDamage, SegmentScan, check_header, last_with_records, scan_reading_on, scan_segment, seal_limit,
+    Later, OnDamage, SegmentScan, check_header, damage_of, last_with_records, scan_reading_on, scan_segment, seal_limit,
 };
 use crate::seals::Seals;
 use crate::segment::{
@@ -197,26 +197,10 @@ fn reopen(
     let next_id = scanned.last().map_or(SegmentId(0), |s| SegmentId(s.id.0 + 1));
     let last =
         LastSegment { base: last_file.base, path: &last_file.path, id: next_id, size_bytes, epoch: last_file.epoch };
-    let (active, last_scan, last_id, sealed) = match recover_last(io, &last, &mut fold)? {
-        LastRecovered::Active(active, scan) => {
-            let sealed = sealed_list(&scanned, active.base);
-            let id = active.id;
-            (active, scan, id, sealed)
-        }
-        LastRecovered::KeptAside { end, id, scan } => {
-            // Nothing in it could be checked, so nothing may be written into it: appends go
-            // on in a new segment after all of its bytes, and it stays as it is, for inspection.
-            let active = create_segment(io, dir, end, SegmentId(id.0 + 1), last_file.epoch, size_bytes)?;
-            io.sync_range(&active.map, &active.path, 0, SEGMENT_HEADER_SIZE)
-                .map_err(|e| StorageError::io("msync", &active.path, e))?;
-            scanned.push(Scanned { file: last_file.clone(), id, scan: SegmentScan::default(), sealed_epoch: false });
-            let sealed = sealed_list(&scanned, active.base);
-            scanned.pop();
-            (active, scan, id, sealed)
-        }
-    };
-    let last_torn = if last_scan.unverifiable { 0 } else { last_scan.torn_tail_bytes };
-    scanned.push(Scanned { file: last_file.clone(), id: last_id, scan: last_scan, sealed_epoch: false });
+    let (active, last_scan) = recover_last(io, &last, &mut fold)?;
+    let sealed = sealed_list(&scanned, active.base);
+    let last_torn = last_scan.torn_tail_bytes;
+    scanned.push(Scanned { file: last_file.clone(), id: active.id, scan: last_scan, sealed_epoch: false });
     let torn_tail_bytes = settle_sealed_tails(io, &scanned, &mut fold)? + last_torn;
     fsync_dir(io, dir)?;
     Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
@@ -261,7 +245,7 @@ fn take_over(
     let mut torn_tail_bytes = 0;
     for (i, s) in scanned.iter().enumerate() {
         if s.sealed_epoch || i < tail_from {
-            if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
+            for queue in damage_of(&s.scan) {
                 fold.quarantine(queue);
             }
         } else {
@@ -361,15 +345,15 @@ fn settle_sealed_tails(io: &dyn Io, scanned: &[Scanned], fold: &mut Fold) -> Res
     let mut zeroed = 0;
     for (i, s) in scanned.iter().enumerate().take(scanned.len().saturating_sub(1)) {
         if s.sealed_epoch || i < tail_from {
-            if let Some(queue) = s.scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()) {
+            for queue in damage_of(&s.scan) {
                 fold.quarantine(queue);
             }
             // The damaged bytes stay (a later start quarantines the same queue); the valid
             // records after them that nothing showed were synced go.
-            if let Some(from) = s.scan.unread_from.filter(|_| !s.sealed_epoch && !s.scan.unverifiable) {
+            if let Some(from) = s.scan.unread_from.filter(|_| !s.sealed_epoch) {
                 zero_range(io, &s.file.path, from, s.scan.dirty_end.max(from))?;
             }
-        } else if s.scan.torn_tail_bytes > 0 && !s.scan.unverifiable {
+        } else if s.scan.torn_tail_bytes > 0 {
             zero_range(io, &s.file.path, s.scan.valid_end, s.scan.dirty_end)?;
             zeroed += s.scan.torn_tail_bytes;
         }
@@ -396,19 +380,16 @@ struct LastSegment<'a> {
     epoch: Epoch,
 }
 
-/// What became of the last segment of a reopened log.
-enum LastRecovered {
-    /// Positioned after its last valid record, its torn tail zeroed, ready to append to.
-    Active(ActiveSegment, SegmentScan),
-    /// Its header is unreadable and no record confirms a salt, yet it holds data: nothing of it
-    /// can be checked, so it is left untouched. Its bytes end at `end`.
-    KeptAside { end: Offset, id: SegmentId, scan: SegmentScan },
-}
-
-/// Maps the last segment writable, scans it, zeroes its torn tail and syncs it. A damaged
-/// header is written again with the salt the records were written with (a fresh one when the
-/// segment holds nothing).
-fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<LastRecovered, StorageError> {
+/// Maps the last segment writable, scans it, zeroes its torn tail and syncs it. Returns the
+/// positioned segment and its scan. A damaged header is written again with the salt the
+/// records were written with; when nothing confirms one (header and first record both
+/// unreadable: a fresh segment whose first page a power loss never wrote, as nothing after it
+/// shows it was synced), the whole segment is the torn tail and gets a fresh salt.
+fn recover_last(
+    io: &dyn Io,
+    last: &LastSegment<'_>,
+    fold: &mut Fold,
+) -> Result<(ActiveSegment, SegmentScan), StorageError> {
     let header = read_header(last.path)?;
     let size = header.map_or(last.size_bytes, |h| h.size_bytes);
     let map = open_writable(io, last.path, u64::from(size))?;
@@ -426,8 +407,7 @@ fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<
         fold.quarantine(queue);
     }
     if scan.unverifiable {
-        let end = Offset(last.base.0.saturating_add(active.size() as u64));
-        return Ok(LastRecovered::KeptAside { end, id: active.id, scan });
+        tracing::warn!(path = %last.path.display(), "the last segment's header and first record are unreadable and nothing shows it was synced: taking all of it for a torn tail");
     }
     active.salt = segment_salt(active.bytes(), last.base.0).unwrap_or_else(fresh_salt);
     if check_header(active.bytes(), last.base, last.path).is_none() {
@@ -442,7 +422,7 @@ fn recover_last(io: &dyn Io, last: &LastSegment<'_>, fold: &mut Fold) -> Result<
     }
     active.write_pos = scan.valid_end;
     io.sync_range(&active.map, last.path, 0, active.size()).map_err(|e| StorageError::io("msync", last.path, e))?;
-    Ok(LastRecovered::Active(active, scan))
+    Ok((active, scan))
 }
 
 /// Reads and validates the first bytes of a segment file without mapping it.

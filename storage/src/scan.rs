@@ -43,8 +43,12 @@ pub(crate) struct SegmentScan {
     /// when a valid record follows anywhere later in the log, else part of the torn tail.
     pub stopped_at: Option<BadRecord>,
     /// The header is unreadable and no record confirms a salt, yet there is data: nothing of
-    /// the segment could be checked. It must be kept as it is, never zeroed as a torn tail.
+    /// the segment could be checked. Before the last segment with records it is damage (kept,
+    /// and `unchecked_queues` quarantined); from there on, like any bytes nothing shows were
+    /// synced, a torn tail (a power loss can leave a fresh segment's first page unwritten).
     pub unverifiable: bool,
+    /// The queues that record-shaped headers in an unverifiable segment name.
+    pub unchecked_queues: Vec<String>,
     /// Where the first valid record after the bad bytes the scan stopped at lies, when nothing
     /// showed those bytes were synced and so it was not read. A reopen zeroes from there if it
     /// keeps the bad bytes as damage: the writer's next marks would otherwise make a later
@@ -88,7 +92,7 @@ pub(crate) enum OnDamage {
     /// Stops: a reader of a log that is being written can see a record half-copied while the
     /// next one is already whole.
     Stop,
-    /// Reads on after bytes shown to be damage (see [`resume_after`]). `synced` is a log offset
+    /// Reads on after bytes shown to be damage (see [`Search::resume_after`]). `synced` is a log offset
     /// the caller knows was synced (from a later segment's records; 0 when it knows none): bad
     /// bytes below it are damage without further proof.
     Skip { synced: u64 },
@@ -96,7 +100,7 @@ pub(crate) enum OnDamage {
 
 /// Walks the records of one segment mapped at `bytes`, whose first byte has logical offset
 /// `base`, calling `sink(end_offset, record)` for each valid one. Bad bytes that what follows
-/// them shows to be damage (see [`resume_after`]) are logged, the queues their metadata (and
+/// them shows to be damage (see [`Search::resume_after`]) are logged, the queues their metadata (and
 /// that of any record-shaped header among them) names are counted in `damaged_queues`, and the
 /// walk goes on after them. Other bad bytes end the scan (`stopped_at`, unless they are zeros),
 /// and the caller decides whether they are the log's torn tail. Non-zero bytes after the last
@@ -130,14 +134,19 @@ pub(crate) fn scan_segment(
                 "no record of this segment can be verified; it is kept as it is and not read"
             );
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue: None, reason });
-            // Its settles are lost with the rest: the queues it names must not be served short.
-            name_queues_among(bytes, base, pos..bytes.len(), &mut scan);
+            // Should it be damage, its settles are lost with the rest: the queues it names must
+            // not be served short. Whether it is, or a torn tail, is the caller's to decide.
+            let mut named = SegmentScan::default();
+            name_queues_among(bytes, base, pos..bytes.len(), &mut named);
+            scan.unchecked_queues = named.damaged_queues;
         }
         return scan;
     };
+    let mut search = Search::new(bytes, base, salt, if let OnDamage::Skip { synced } = on_damage { synced } else { 0 });
     loop {
         let (len, meta, reason) = match parse_record(bytes, pos, base.0 + pos as u64, salt) {
             Parsed::Valid { len, header, meta, body } => {
+                search.saw(&header);
                 match decode(header.kind, meta, body) {
                     Ok(record) => {
                         sink(Offset(base.0 + (pos + len) as u64), record);
@@ -161,7 +170,7 @@ pub(crate) fn scan_segment(
         };
         let after = match on_damage {
             OnDamage::Stop => After::Nothing,
-            OnDamage::Skip { synced } => resume_after(bytes, base, salt, pos, len, &end, synced),
+            OnDamage::Skip { .. } => search.resume_after(pos, len, &end),
         };
         if let After::Unproven(first) = after {
             scan.unread_from = Some(first);
@@ -182,7 +191,7 @@ pub(crate) fn scan_segment(
             continue;
         }
         if reason != ZEROED {
-            let queue = meta.and_then(queue_of_damaged);
+            let queue = meta.or_else(|| meta_by_its_length(bytes, pos, end())).and_then(queue_of_damaged);
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
         }
         scan.valid_end = pos;
@@ -203,31 +212,58 @@ fn nonzero_len(bytes: &[u8]) -> usize {
 
 /// Counts in `scan.damaged_queues` every queue named by a record-shaped header in `range` of
 /// skipped bytes (its checksum is not checked: the bytes are damaged anyway), so that the
-/// queues that lost records there are quarantined rather than served short.
+/// queues that lost records there are quarantined rather than served short. Each name is
+/// counted once, and the metadata looked at is bounded by twice the range (plus 1 MiB):
+/// headers crafted to share one huge archived name cannot make it cost their product.
 fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, scan: &mut SegmentScan) {
+    let mut budget = 2 * range.len() + (1 << 20);
+    let mut named: std::collections::HashSet<String> = scan.damaged_queues.iter().cloned().collect();
     for at in range.step_by(RECORD_ALIGN) {
-        if let Some(queue) = record_shaped(bytes, at, base.0 + at as u64).and_then(|(_, meta)| queue_of_damaged(meta)) {
+        let Some((_, meta)) = record_shaped(bytes, at, base.0 + at as u64) else { continue };
+        let Some(left) = budget.checked_sub(meta.len()) else {
+            tracing::warn!(
+                offset = base.0 + at as u64,
+                "stopped naming the queues of unreadable records: too many record-shaped bytes"
+            );
+            return;
+        };
+        budget = left;
+        if let Some(queue) = queue_of_damaged(meta).filter(|queue| named.insert(queue.clone())) {
             tracing::error!(offset = base.0 + at as u64, %queue, "a record among the unreadable bytes names this queue: quarantining it");
             scan.damaged_queues.push(queue);
         }
     }
 }
 
-/// The search for valid records among bytes after damage, bounded: every checksum it computes
-/// is charged to a budget of twice the bytes searched (plus 1 MiB), so that bytes shaped like
-/// record headers (a message body can hold them) cannot make it quadratic. Out of budget, it
-/// finds nothing, and the damage is taken for a torn tail, as it would be without the search.
-struct Hunt<'a> {
+/// Looking past damage in one segment: the evidence gathered so far and the work left.
+/// Every checksum computed while hunting for records among unknown bytes is charged to one
+/// budget per segment scan (twice the segment, plus 1 MiB), so that bytes shaped like record
+/// headers (a message body can hold them) cannot make opening quadratic; spent, the search
+/// finds nothing more and damage is taken for a torn tail, as it would be without it. The
+/// highest synced mark seen (`proven`) is kept, so that scattered damage under one mark is
+/// proven once, not walked to that mark again for each region.
+struct Search<'a> {
     bytes: &'a [u8],
     base: Offset,
     salt: u32,
-    /// Records are looked for before this position only.
-    end: usize,
-    /// Checksum bytes left; `None` once spent, which ends the search.
+    /// Checksum bytes left; `None` once spent.
     budget: Option<usize>,
+    /// Everything below this log offset is known synced (from marks, or from the caller).
+    proven: u64,
 }
 
-impl Hunt<'_> {
+impl<'a> Search<'a> {
+    fn new(bytes: &'a [u8], base: Offset, salt: u32, synced: u64) -> Search<'a> {
+        Search { bytes, base, salt, budget: Some(2 * bytes.len() + (1 << 20)), proven: synced }
+    }
+
+    /// Takes note of a valid record's mark.
+    fn saw(&mut self, header: &RecordHeader) {
+        if let Some(durable) = header.synced.durable_before(header.offset) {
+            self.proven = self.proven.max(durable);
+        }
+    }
+
     /// The length and header of the valid record at `at`, if there is one and budget is left.
     fn valid_at(&mut self, at: usize) -> Option<(usize, RecordHeader)> {
         let offset = self.base.0 + at as u64;
@@ -243,9 +279,9 @@ impl Hunt<'_> {
         }
     }
 
-    /// The first valid record at an aligned position from `from` on.
-    fn next_valid(&mut self, from: usize) -> Option<(usize, usize, RecordHeader)> {
-        for at in (from..self.end).step_by(RECORD_ALIGN) {
+    /// The first valid record at an aligned position in `from..end`.
+    fn next_valid(&mut self, from: usize, end: usize) -> Option<(usize, usize, RecordHeader)> {
+        for at in (from..end).step_by(RECORD_ALIGN) {
             if let Some((len, header)) = self.valid_at(at) {
                 return Some((at, len, header));
             }
@@ -253,63 +289,56 @@ impl Hunt<'_> {
         }
         None
     }
-}
 
-/// Where a scan that met bad bytes at `pos` (with claimed length `len`) goes on, when they
-/// are damage rather than a torn tail:
-/// - At the claimed length, when a valid record starts there (the bad record's body or
-///   checksum damaged, its header whole). This needs no proof that it was synced: taking
-///   damage in the last synced batch for a torn tail would zero confirmed records, and a torn
-///   tail taken for damage only quarantines a queue.
-/// - Else (a garbled header, or zeros where a record should be, with data after them) at the
-///   first valid record before `end()` (the end of the non-zero bytes), but only if `synced` (known from later segments) or
-///   some valid record from there on carries a [`crate::format::SyncedMark`] covering the bad
-///   bytes. A torn tail is never covered: the record carrying the mark was written after a
-///   sync that covered them completed. Every aligned position is tried; the segment's salt
-///   keeps a message body shaped like a record from passing, so an unsalted (version 1)
-///   segment is never searched.
-fn resume_after(
-    bytes: &[u8],
-    base: Offset,
-    salt: u32,
-    pos: usize,
-    len: Option<usize>,
-    end: &dyn Fn() -> usize,
-    synced: u64,
-) -> After {
-    let bad_at = base.0 + pos as u64;
-    let claimed = len.map(|len| pos + len);
-    if let Some(at) =
-        claimed.filter(|&at| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. }))
-    {
-        return After::Resume(at);
-    }
-    if salt == 0 {
-        return After::Nothing;
-    }
-    let end = end();
-    let mut hunt = Hunt { bytes, base, salt, end, budget: Some(2 * end.saturating_sub(pos) + (1 << 20)) };
-    let Some((first, mut len, mut header)) = hunt.next_valid(pos + RECORD_ALIGN) else {
-        return After::Nothing;
-    };
-    let mut at = first;
-    loop {
-        if synced > bad_at || header.synced.durable_before(header.offset).is_some_and(|durable| durable > bad_at) {
-            return After::Resume(first);
+    /// Where a scan that met bad bytes at `pos` (with claimed length `len`) goes on, when
+    /// they are damage rather than a torn tail:
+    /// - At the claimed length, when a valid record starts there (the bad record's body or
+    ///   checksum damaged, its header whole). This needs no proof that it was synced: taking
+    ///   damage in the last synced batch for a torn tail would zero confirmed records, and a
+    ///   torn tail taken for damage only quarantines a queue.
+    /// - Else (a garbled header, or zeros where a record should be, with data after them) at
+    ///   the first valid record before `end()` (the end of the non-zero bytes), but only if
+    ///   what is known (`proven`) or some valid record from there on carries a
+    ///   [`crate::format::SyncedMark`] covering the bad bytes. A torn tail is never covered:
+    ///   the record carrying the mark was written after a sync that covered them completed.
+    ///   Every aligned position is tried; the segment's salt keeps a message body shaped like
+    ///   a record from passing, so an unsalted (version 1) segment is never searched.
+    fn resume_after(&mut self, pos: usize, len: Option<usize>, end: &dyn Fn() -> usize) -> After {
+        let (bytes, base, salt) = (self.bytes, self.base, self.salt);
+        let bad_at = base.0 + pos as u64;
+        let claimed = len.map(|len| pos + len);
+        if let Some(at) =
+            claimed.filter(|&at| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. }))
+        {
+            return After::Resume(at);
         }
-        at += len;
-        let next = match hunt.valid_at(at) {
-            Some((len, header)) => Some((at, len, header)),
-            None => hunt.next_valid(at + RECORD_ALIGN),
+        if salt == 0 {
+            return After::Nothing;
+        }
+        let end = end();
+        let Some((first, mut len, mut header)) = self.next_valid(pos + RECORD_ALIGN, end) else {
+            return After::Nothing;
         };
-        let Some(next) = next else {
-            return After::Unproven(first);
-        };
-        (at, len, header) = next;
+        let mut at = first;
+        loop {
+            self.saw(&header);
+            if self.proven > bad_at {
+                return After::Resume(first);
+            }
+            at += len;
+            let next = match self.valid_at(at) {
+                Some((len, header)) => Some((at, len, header)),
+                None => self.next_valid(at + RECORD_ALIGN, end),
+            };
+            let Some(next) = next else {
+                return After::Unproven(first);
+            };
+            (at, len, header) = next;
+        }
     }
 }
 
-/// What [`resume_after`] found after bad bytes.
+/// What [`Search::resume_after`] found after bad bytes.
 enum After {
     /// Damage: read on at this position.
     Resume(usize),
@@ -401,10 +430,11 @@ pub(crate) fn scan_reading_on<'a>(
 }
 
 /// The first synced mark above `bad_at` carried by a record of `later` of the same epoch,
-/// read in order from each segment's start. It stops at a record that carries no mark (older
-/// format, or too far behind), at each segment's first bad record and at the first segment of
+/// read in order from each segment's start. It stops at an unsalted (version 1) segment, whose
+/// records carry no marks, at each segment's first bad record and at the first segment of
 /// another epoch: marks only grow along the log, and without a mark above `bad_at` nothing
-/// after `bad_at` was synced, so what it reads is one unsynced batch at most.
+/// after `bad_at` was synced, so what it reads is one unsynced batch at most (plus, when syncs
+/// lagged more than 128 MiB behind, the unmarked records written meanwhile).
 pub(crate) fn later_mark_above<'a>(
     later: &Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     bad_at: u64,
@@ -419,19 +449,27 @@ pub(crate) fn later_mark_above<'a>(
         while let Parsed::Valid { len, header, .. } = parse_record(bytes, pos, file.base.0 + pos as u64, salt) {
             match header.synced.durable_before(header.offset) {
                 Some(durable) if durable > bad_at => return Ok(Some(durable)),
-                Some(_) => pos += len,
-                None => return Ok(None),
+                // No mark: written more than 128 MiB ahead of the last sync. Later records
+                // (after that sync) still carry one; an unsalted segment never does.
+                None if salt == 0 => return Ok(None),
+                _ => pos += len,
             }
         }
     }
     Ok(None)
 }
 
-/// Index of the last segment holding a valid record (or data that cannot be checked, which is
-/// kept rather than taken for a tail): bad records that end the scan of a segment before it
-/// are damage; from it on they are the log's torn tail.
+/// Index of the last segment holding a valid record: bad records that end the scan of a
+/// segment before it are damage; from it on they are the log's torn tail.
 pub(crate) fn last_with_records<'a>(scans: impl IntoIterator<Item = &'a SegmentScan>) -> Option<usize> {
-    scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0 || scan.unverifiable).map(|(i, _)| i).last()
+    scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0).map(|(i, _)| i).last()
+}
+
+/// Reports what stopped a segment's scan as damage; returns the queues to quarantine: the one
+/// the bad record names, and, for a segment nothing could be checked in, all its headers name.
+pub(crate) fn damage_of(scan: &SegmentScan) -> Vec<String> {
+    let named = scan.stopped_at.as_ref().and_then(BadRecord::report_damage);
+    named.into_iter().chain(scan.unchecked_queues.iter().cloned()).collect()
 }
 
 /// Everything a shard directory holds, read-only: each valid record with its END offset (the

@@ -7,7 +7,7 @@
 //! a settle it never saw could leave a ghost message, so the fold starts over. A change of the
 //! seals (another process took over) starts the fold over too. The fold stays in log order: a
 //! segment not yet read up to where the next one starts (a record still on its way to shared
-//! storage) holds the tail there. Limits: one mapping at a time; a record is folded only once it
+//! storage) holds the tail there; damage that will not go away stops it (see `catch_up`). Limits: one mapping at a time; a record is folded only once it
 //! is whole and its checksum holds, so a record being written is simply read on a later call.
 
 use std::path::{Path, PathBuf};
@@ -28,8 +28,8 @@ pub(crate) struct Seen {
     pub pos: usize,
     /// Valid records read from it.
     pub records: u64,
-    /// Read up to where the next segment starts, or final (a later record says all of it was
-    /// synced) and read past any damage: it cannot grow.
+    /// Read up to where the next segment starts, or to a final end (see `catch_up`): it cannot
+    /// grow.
     pub complete: bool,
 }
 
@@ -41,12 +41,15 @@ pub struct Tail {
     pub(crate) seals: Seals,
     pub(crate) seen: Vec<Seen>,
     pub(crate) fold: Fold,
+    /// A segment with damage this tail cannot read past in order: until compaction deletes
+    /// it, the tail folds nothing, and a takeover reads the whole log itself.
+    blocked: Option<SegmentFile>,
 }
 
 impl Tail {
     /// A follower of `dir` that has read nothing yet.
     pub fn new(dir: impl Into<PathBuf>) -> Tail {
-        Tail { dir: dir.into(), seals: Seals::default(), seen: Vec::new(), fold: Fold::new() }
+        Tail { dir: dir.into(), seals: Seals::default(), seen: Vec::new(), fold: Fold::new(), blocked: None }
     }
 
     /// The directory followed.
@@ -72,6 +75,13 @@ impl Tail {
             .into_iter()
             .filter(|f| self.seals.end_of(f.epoch).is_none_or(|end| f.base < end))
             .collect();
+        if let Some(blocked) = &self.blocked {
+            if files.contains(blocked) {
+                return Ok(0);
+            }
+            tracing::info!(dir = %self.dir.display(), "the damaged segment was compacted away; following the log again");
+            self.blocked = None;
+        }
         if self.seen.iter().any(|s| !s.complete && !files.contains(&s.file)) {
             // Deleted before this tail read all of it: a settle it never saw would leave a
             // message live in the fold that no reader of the log would find. Read again.
@@ -97,7 +107,7 @@ impl Tail {
             if self.seen[index].complete {
                 continue;
             }
-            if !self.read(index, OnDamage::Stop)? {
+            if !self.read(index)? {
                 break; // Deleted since the listing: the next call reads the log again.
             }
             let Some(next) = files.get(i + 1) else { break };
@@ -108,26 +118,32 @@ impl Tail {
             }
             // A later segment starts where this one ends, and this one was not read that far: a
             // gap. Folding later segments first would apply their settles before the enqueues
-            // in the gap, so wait here, unless a later record says all of this segment was
-            // synced: then the gap is final (damage, or a torn tail that a restart zeroed), and
-            // the segment is read on past it as a takeover would.
+            // in the gap, so wait here, unless the gap is final: its epoch is sealed, or a later
+            // record of its epoch says all of it was synced. A final gap with nothing after it
+            // (a torn tail a restart zeroed) just ends the segment; one with data after it is
+            // damage, which the tail does not judge: it stops following until compaction
+            // deletes the segment, and a takeover reads the whole log itself.
             let later =
                 Later { map: &map_unsynced, seals: &self.seals, files: files[i + 1..].iter(), epoch: file.epoch };
-            let Some(synced) = later_mark_above(&later, next.base.0.saturating_sub(1))? else { break };
-            if !self.read(index, OnDamage::Skip { synced })? {
-                break; // Deleted since the listing: the next call reads the log again.
+            let sealed = self.seals.end_of(file.epoch).is_some();
+            if !sealed && later_mark_above(&later, next.base.0.saturating_sub(1))?.is_none() {
+                break;
+            }
+            if self.data_after(index)? {
+                tracing::warn!(path = %file.path.display(), at = self.seen[index].pos, "damage in a segment the writer has finished: the standby stops following this log until compaction deletes it; a takeover reads all of it");
+                *self = Tail { seals: self.seals.clone(), blocked: Some(file.clone()), ..Tail::new(self.dir.clone()) };
+                return Ok(0);
             }
             self.seen[index].complete = true;
         }
         Ok(self.fold.records_applied() - before)
     }
 
-    /// Reads one segment from where the last call stopped. With [`OnDamage::Stop`] it stops at
-    /// the first record that does not check out (it may be half-copied by the writer right
-    /// now); with [`OnDamage::Skip`] (the segment is final) it reads on past damage, and
-    /// quarantines the queues it names, as a takeover's own scan would. False when the file
-    /// was gone or empty.
-    fn read(&mut self, index: usize, on_damage: OnDamage) -> Result<bool, StorageError> {
+    /// Reads one segment from where the last call stopped, up to the first record that does not
+    /// check out (it may be half-copied by the writer right now, or still on its way to shared
+    /// storage). A record whose checksum holds but which does not decode is damage for good: its
+    /// queue is quarantined, as a cold scan would. False when the file was gone or empty.
+    fn read(&mut self, index: usize) -> Result<bool, StorageError> {
         let seen = &mut self.seen[index];
         let Some(map) = map_unsynced(&seen.file)? else {
             return Ok(false);
@@ -137,20 +153,26 @@ impl Tail {
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
         let fold = &mut self.fold;
-        let tail_limit = if on_damage == OnDamage::Stop { 0 } else { usize::MAX };
-        let scan = scan_segment(bytes, seen.file.base, seen.pos, tail_limit, on_damage, &mut |_, record| {
-            fold.apply(record);
-        });
+        let scan =
+            scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |_, record| fold.apply(record));
         seen.pos = scan.valid_end;
         seen.records += scan.records;
-        // Damage read past (a record whose checksum holds but which does not decode, or
-        // anything a final segment skips) is quarantined as a cold scan would.
-        let stopped =
-            (on_damage != OnDamage::Stop).then(|| scan.stopped_at.as_ref().and_then(|bad| bad.report_damage()));
-        for queue in scan.damaged_queues.into_iter().chain(stopped.flatten()) {
+        for queue in scan.damaged_queues {
             self.fold.quarantine(queue);
         }
         Ok(true)
+    }
+
+    /// Whether non-zero bytes follow where the reading of a segment stopped (up to its seal).
+    fn data_after(&self, index: usize) -> Result<bool, StorageError> {
+        let seen = &self.seen[index];
+        let Some(map) = map_unsynced(&seen.file)? else {
+            return Ok(false);
+        };
+        // SAFETY: as in `read`.
+        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+        let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
+        Ok(bytes.get(seen.pos..).is_some_and(|rest| rest.iter().any(|&b| b != 0)))
     }
 }
 

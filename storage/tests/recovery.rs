@@ -106,8 +106,8 @@ fn unreadable_header_in_a_sealed_segment_loses_only_the_rest_of_that_segment() {
     let ends = write_log(dir.path(), &records);
     let files = segment_files(dir.path());
     let mut bytes = std::fs::read(&files[0]).expect("read");
-    let at = ends[2].0 as usize; // header of record 3
-    bytes[at..at + 12].fill(0xEE);
+    let at = ends[2].0 as usize; // header of record 3, all of it: its metadata cannot be placed
+    bytes[at..at + 40].fill(0xEE);
     std::fs::write(&files[0], &bytes).expect("write");
     let (mut log, recovered) = open(dir.path(), SEGMENT);
     assert!(recovered.quarantined.is_empty(), "the queue name is unreadable: logged, skipped");
@@ -387,9 +387,10 @@ fn a_damaged_salt_in_the_last_segment_header_is_recovered_from_its_records() {
 }
 
 #[test]
-fn a_last_segment_that_cannot_be_checked_is_kept_aside_not_zeroed() {
-    // Header and first record both damaged: no salt can be confirmed, so nothing of the
-    // segment can be verified. It stays as it is and appends go to a new segment after it.
+fn a_last_segment_nothing_can_be_checked_in_is_a_torn_tail() {
+    // Header and first record both unreadable: no salt can be confirmed, and nothing after the
+    // segment shows it was synced (a power loss can leave a fresh segment's first page
+    // unwritten while later pages reached the disk). Like any such bytes, a torn tail.
     let dir = tempfile::tempdir().expect("tempdir");
     let records: Vec<Record> = (0..5).map(|id| enqueue("q", id, b"unverifiable")).collect();
     write_log(dir.path(), &records);
@@ -399,15 +400,36 @@ fn a_last_segment_that_cannot_be_checked_is_kept_aside_not_zeroed() {
     std::fs::write(file, &bytes).expect("write");
     let (mut log, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.records_replayed, 0);
-    assert_eq!(recovered.quarantined, vec!["q".to_owned()], "named by the unchecked records: its settles may be there");
-    assert_eq!(std::fs::read(file).expect("read"), bytes, "left untouched");
-    assert_eq!(log.active_base().0, SEGMENT, "appends start after all of its bytes");
+    assert!(recovered.quarantined.is_empty());
+    assert!(recovered.torn_tail_bytes > 0);
     log.append(&declare("later")).expect("append");
     sync_now(&mut log);
     drop(log);
     let (_, recovered) = open(dir.path(), SEGMENT);
-    assert_eq!(recovered.records_replayed, 1);
-    assert_eq!(std::fs::read(file).expect("read"), bytes, "still untouched after a second start");
+    assert_eq!(recovered.records_replayed, 1, "a fresh header, and what came after");
+    assert!(recovered.quarantined.is_empty());
+}
+
+#[test]
+fn a_sealed_segment_nothing_can_be_checked_in_quarantines_the_queues_it_names() {
+    // Later segments hold records: damage, not a tail. Its settles are lost with it, so the
+    // queues its record-shaped headers name are quarantined; its bytes are left as they are.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut records = vec![declare("a"), declare("b")];
+    records.extend((0..6).map(|id| enqueue("a", id, &[1; 300])));
+    records.extend((0..6).map(|id| settle("a", id)));
+    records.extend((0..12).map(|id| enqueue("b", id, &[2; 300])));
+    write_log(dir.path(), &records);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    let mut bytes = std::fs::read(&files[1]).expect("read");
+    bytes[0..200].fill(0x77);
+    std::fs::write(&files[1], &bytes).expect("write");
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert!(!recovered.quarantined.is_empty(), "named by the unchecked headers");
+    assert_eq!(std::fs::read(&files[1]).expect("read"), bytes, "left as it is");
+    let (_, again) = open(dir.path(), SEGMENT);
+    assert_eq!(again.quarantined, recovered.quarantined, "at every start");
 }
 
 #[test]
@@ -448,4 +470,85 @@ fn records_a_start_went_on_without_never_come_back_later() {
     let (_, later) = open(dir.path(), SEGMENT);
     kept.push(999);
     assert_eq!(live_ids(&later, "q"), kept);
+}
+
+#[test]
+fn a_torn_first_sector_of_an_unsynced_fresh_segment_quarantines_nothing() {
+    // An unsynced batch crosses a roll and power is lost: the new segment's first sector
+    // (header and the head of its first record) never reached the disk, later sectors did.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open(dir.path(), SEGMENT);
+    log.append(&declare("q")).expect("declare");
+    for id in 0..3 {
+        log.append(&enqueue("q", id, &[1; 200])).expect("enqueue");
+    }
+    sync_now(&mut log);
+    let mut id = 100;
+    while segment_files(dir.path()).len() == 1 {
+        log.append(&enqueue("q", id, &[2; 200])).expect("enqueue");
+        id += 1;
+    }
+    for _ in 0..8 {
+        log.append(&enqueue("q", id, &[3; 200])).expect("enqueue");
+        id += 1;
+    }
+    drop(log);
+    let files = segment_files(dir.path());
+    let mut bytes = std::fs::read(&files[1]).expect("read");
+    bytes[..512].fill(0);
+    std::fs::write(&files[1], &bytes).expect("write");
+    let (mut log, recovered) = open(dir.path(), SEGMENT);
+    assert!(recovered.quarantined.is_empty(), "{:?}", recovered.quarantined);
+    assert!(live_ids(&recovered, "q").starts_with(&[0, 1, 2]));
+    log.append(&settle("q", 0)).expect("settle");
+    sync_now(&mut log);
+    drop(log);
+    let (_, later) = open(dir.path(), SEGMENT);
+    assert!(later.quarantined.is_empty(), "nor at the next start: {:?}", later.quarantined);
+    assert!(live_ids(&later, "q").starts_with(&[1, 2]));
+}
+
+#[test]
+fn proof_past_unmarked_records_keeps_a_reopen_from_zeroing_confirmed_ones() {
+    // One sync lags while more than 128 MiB are appended: the records written meanwhile carry
+    // no mark. A synced record among the first of them is damaged; the marks that prove it
+    // synced lie past the unmarked ones, in later segments.
+    const SEG: u64 = 1 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open(dir.path(), SEG);
+    log.append(&declare("q")).expect("declare");
+    log.append(&declare("r")).expect("declare");
+    sync_now(&mut log);
+    let lagging_from = log.durable_offset().0;
+    let x_end = log.append(&enqueue("q", 1, b"x")).expect("x");
+    let x_start = x_end.0 - enqueue("q", 1, b"x").encoded_len().expect("len");
+    log.append(&enqueue("r", 2, b"r")).expect("r");
+    let job = log.sync_job().expect("job");
+    let mut id = 1000;
+    while log.appended_offset().0 < lagging_from + (130 << 20) {
+        log.append(&enqueue("r", id, &[5; 256 * 1024])).expect("filler");
+        id += 1;
+    }
+    let result = job.run();
+    log.complete_sync(result).expect("sync");
+    sync_now(&mut log);
+    for _ in 0..3 {
+        log.append(&enqueue("r", id, b"after the sync")).expect("later");
+        id += 1;
+    }
+    sync_now(&mut log);
+    drop(log);
+    let file = segment_files(dir.path()).into_iter().rev().find(|f| base_of(f) <= x_start).expect("file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let at = (x_start - base_of(&file)) as usize;
+    bytes[at..at + 12].fill(0xEE);
+    std::fs::write(&file, &bytes).expect("write");
+    let (_, recovered) = open(dir.path(), SEG);
+    assert_eq!(recovered.quarantined, vec!["q".to_owned()]);
+    let expected: Vec<u64> = std::iter::once(2).chain(1000..id).collect();
+    assert_eq!(live_ids(&recovered, "r"), expected, "every confirmed message of r");
+}
+
+fn base_of(path: &Path) -> u64 {
+    path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('-')).expect("name").0.parse().expect("base")
 }
