@@ -219,19 +219,31 @@ fn a_torn_unsynced_batch_never_costs_synced_records_and_stays_decided() {
         }
         drop(log); // no sync: a power loss now
         let torn_end = written.last().expect("records").end.0;
+        // The file sectors (512 bytes, counted in each segment file) holding unsynced bytes,
+        // among them a fresh segment's header, each lost or not.
         let mut lost = Vec::new();
-        for sector in (synced_end / 512..torn_end.div_ceil(512)).filter(|_| rng.chance(1, 2)) {
-            let at = (sector * 512).max(synced_end);
-            let path = file_holding(dir.path(), at);
+        for entry in std::fs::read_dir(dir.path()).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "seg") {
+                continue;
+            }
             let base = file_holding_base(&path);
             let mut bytes = std::fs::read(&path).expect("read");
-            let from = (at - base) as usize;
-            let to = ((sector + 1) * 512 - base).min(bytes.len() as u64) as usize;
-            bytes[from..to].fill(0);
+            let (from, to) = (synced_end.max(base), torn_end.min(base + bytes.len() as u64));
+            if from >= to {
+                continue;
+            }
+            for sector in (from - base) / 512..(to - base).div_ceil(512) {
+                if rng.chance(1, 2) {
+                    let start = ((sector * 512).max(from - base)) as usize;
+                    let end = ((sector + 1) * 512).min(to - base) as usize;
+                    bytes[start..end].fill(0);
+                    lost.push((base, sector));
+                }
+            }
             std::fs::write(&path, &bytes).expect("write");
-            lost.push(sector);
         }
-        let context = format!("seed {seed}: sectors {lost:?} of {synced_end}..{torn_end} lost");
+        let context = format!("seed {seed}: (segment base, sector) {lost:?} of {synced_end}..{torn_end} lost");
         let (mut log, first) = open(dir.path(), SEGMENT);
         let synced: Vec<&Written> = written.iter().filter(|w| w.end.0 <= synced_end).collect();
         let must_live = live_after(synced.iter().map(|w| &w.record));
