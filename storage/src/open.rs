@@ -20,8 +20,8 @@ use crate::scan::{
 };
 use crate::seals::Seals;
 use crate::segment::{
-    ActiveSegment, OPEN_SEALED_OP, SealedSegment, SegmentFile, create_segment, fsync_dir, list_segments, open_sealed,
-    open_writable,
+    ActiveSegment, OPEN_SEALED_OP, SealedSegment, SegmentFile, create_segment, data_end_of, fsync_dir, list_segments,
+    open_sealed, open_writable,
 };
 use crate::tail::{Seen, Tail};
 use crate::{Epoch, Offset, SegmentId};
@@ -322,7 +322,7 @@ fn scan_sealed<'a>(
     // function; nobody writes sealed segments or truncates segment files.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
-    let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
+    let bytes = &bytes[..seal_limit(file, later.seals).min(data_end_of(path)).min(bytes.len())];
     let mut scan = scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |_, record| fold.apply(record))?;
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
@@ -402,7 +402,8 @@ fn recover_last(
         salt: 0,
     };
     let skip = OnDamage::Skip { synced: 0 };
-    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
+    let bytes = &active.bytes()[..data_end_of(last.path).max(SEGMENT_HEADER_SIZE).min(active.size())];
+    let mut scan = scan_segment(bytes, last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

@@ -19,7 +19,7 @@ use crate::format::{
 };
 use crate::io::RealIo;
 use crate::seals::Seals;
-use crate::segment::{SegmentFile, list_segments, open_sealed};
+use crate::segment::{SegmentFile, data_end_of, list_segments, open_sealed};
 use crate::{Epoch, Offset, Record};
 
 /// What scanning one segment found besides its records.
@@ -205,9 +205,19 @@ pub(crate) fn scan_segment(
 /// `parse_record`'s "no record here" as a damage reason: zeros where a record should be.
 const ZEROED: &str = "zeroed bytes where a record should be";
 
-/// Bytes up to and including the last non-zero one of `bytes`.
+/// Bytes up to and including the last non-zero one of `bytes`. Compares 64 bytes at a time
+/// from the end: a takeover runs it over the preallocated rest of the old writer's segment.
 fn nonzero_len(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    const BLOCK: usize = 64;
+    let whole = bytes.len() - bytes.len() % BLOCK;
+    if let Some(i) = bytes[whole..].iter().rposition(|&b| b != 0) {
+        return whole + i + 1;
+    }
+    let last = bytes[..whole].chunks_exact(BLOCK).rposition(|block| block != [0u8; BLOCK]);
+    last.map_or(0, |block| {
+        let start = block * BLOCK;
+        start + bytes[start..start + BLOCK].iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    })
 }
 
 /// Counts in `scan.damaged_queues` every queue named by a record-shaped header in `range` of
@@ -495,7 +505,7 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
         // never write it, and nobody truncates segment files.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         check_header(bytes, file.base, &file.path);
-        let bytes = &bytes[..seal_limit(file, &seals).min(bytes.len())];
+        let bytes = &bytes[..seal_limit(file, &seals).min(data_end_of(&file.path)).min(bytes.len())];
         let map = |file: &SegmentFile| open_sealed(&RealIo, &file.path);
         let later = Later { map: &map, seals: &seals, files: files[i + 1..].iter(), epoch: file.epoch };
         let scan = scan_reading_on(bytes, file.base, 0, usize::MAX, later, &mut |offset, record| {
@@ -566,6 +576,20 @@ mod tests {
 
     fn records_read(segment: &[u8]) -> u64 {
         scan_segment(segment, Offset(0), 0, usize::MAX, OnDamage::Skip { synced: 0 }, &mut |_, _| {}).records
+    }
+
+    #[test]
+    fn nonzero_len_finds_the_last_non_zero_byte() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            assert_eq!(nonzero_len(&vec![0; len]), 0);
+            for at in 0..len {
+                let mut bytes = vec![0; len];
+                bytes[at] = 1;
+                assert_eq!(nonzero_len(&bytes), at + 1, "len {len}, byte {at}");
+                bytes[0] = 9;
+                assert_eq!(nonzero_len(&bytes), at + 1, "len {len}, byte {at} and 0");
+            }
+        }
     }
 
     #[test]

@@ -201,7 +201,60 @@ pub(crate) fn open_sealed(io: &dyn Io, path: &Path) -> Result<Option<MmapRaw>, S
     Ok(Some(map))
 }
 
+/// Where the data of the segment file at `path` ends, as the file system knows it: past the
+/// last byte that `SEEK_DATA`/`SEEK_HOLE` place in data (written blocks, or cached pages),
+/// everything reads as zeros, so a scan need not read the preallocated rest of a segment.
+/// The file's length when the file system cannot say (or the file is gone).
+pub(crate) fn data_end_of(path: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(path) else { return usize::MAX };
+    let len = file.metadata().map_or(u64::MAX, |m| m.len());
+    let fd = file.as_raw_fd();
+    let mut end = 0u64;
+    loop {
+        let from = i64::try_from(end).unwrap_or(i64::MAX);
+        // SAFETY: lseek on a descriptor this function owns; no memory is passed.
+        let data = unsafe { libc::lseek(fd, from, libc::SEEK_DATA) };
+        if data < 0 {
+            let none_after = std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+            return if none_after { usize::try_from(end).unwrap_or(usize::MAX) } else { usize::MAX };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return usize::MAX;
+        }
+        end = hole as u64;
+        if end >= len {
+            return usize::MAX;
+        }
+    }
+}
+
 /// fsyncs a directory so that created or removed entries in it are durable.
 pub(crate) fn fsync_dir(io: &dyn Io, dir: &Path) -> Result<(), StorageError> {
     io.sync_dir(dir).map_err(|e| StorageError::io("fsync dir", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    #[test]
+    fn the_data_end_never_cuts_off_written_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.seg");
+        let file = File::create(&path).expect("create");
+        crate::io::RealIo.allocate(&file, &path, 1 << 20).expect("fallocate");
+        assert!(data_end_of(&path) == 0 || data_end_of(&path) >= 1 << 20, "nothing written yet");
+        file.write_all_at(&[7; 100], 8192).expect("write");
+        file.sync_all().expect("sync");
+        let end = data_end_of(&path);
+        assert!(end >= 8192 + 100, "{end}");
+        // Where the file system can tell, the preallocated rest is not data.
+        eprintln!("data end {end} of {}", 1 << 20);
+        assert_eq!(data_end_of(&dir.path().join("gone")), usize::MAX);
+    }
 }
