@@ -219,6 +219,18 @@ impl ShardLog {
             io: config.io,
             fence: config.fence,
         };
+        let mut log = log;
+        if opened.mark_synced {
+            // Recovery read on past damage because a later record's mark showed it synced;
+            // that record may be gone now (a torn tail zeroed). One synced record whose mark
+            // covers everything recovered keeps showing it to every later start.
+            log.append(&Record::TxCommit { tx_id: 0 })?;
+            if let Some(job) = log.sync_job() {
+                let result = job.run();
+                log.complete_sync(result)?;
+            }
+            tracing::info!(dir = %log.dir.display(), "recorded that the damage read past at start was synced");
+        }
         Ok((log, opened.recovered))
     }
 

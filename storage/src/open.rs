@@ -37,6 +37,10 @@ pub(crate) struct Opened {
     pub active: ActiveSegment,
     pub sealed: Vec<SealedSegment>,
     pub recovered: Recovered,
+    /// A reopen read on past damage that only marks showed were synced, and the records that
+    /// carried them may be gone (a torn tail it zeroed): the writer must append and sync one
+    /// record now, whose mark keeps showing it to later starts.
+    pub mark_synced: bool,
 }
 
 /// Recovers (or creates) the log in `dir` for a writer of `epoch`. `size_bytes` applies to
@@ -100,7 +104,7 @@ fn open_listed(
         io.sync_range(&active.map, &active.path, 0, active.size())
             .map_err(|e| StorageError::io("msync", &active.path, e))?;
         fsync_dir(io, dir)?;
-        return Ok(Opened { active, sealed: Vec::new(), recovered: Recovered::default() });
+        return Ok(Opened { active, sealed: Vec::new(), recovered: Recovered::default(), mark_synced: false });
     };
     if last.epoch == epoch {
         reopen(io, dir, size_bytes, &seals, segments)
@@ -203,7 +207,8 @@ fn reopen(
     scanned.push(Scanned { file: last_file.clone(), id: active.id, scan: last_scan, sealed_epoch: false });
     let torn_tail_bytes = settle_sealed_tails(io, &scanned, &mut fold)? + last_torn;
     fsync_dir(io, dir)?;
-    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
+    let mark_synced = scanned.iter().any(|s| s.scan.proved_damage);
+    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes), mark_synced })
 }
 
 /// A new epoch taking over: everything is scanned read-only, the previous epoch is sealed at
@@ -275,7 +280,8 @@ fn take_over(
         .map_err(|e| StorageError::io("msync", &active.path, e))?;
     fsync_dir(io, dir)?;
     let sealed = sealed_list(&scanned, end);
-    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes) })
+    // A new epoch's marks say nothing of the sealed one's damage (see `scan::Later`).
+    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes), mark_synced: false })
 }
 
 /// A warm fold can be continued when it followed this directory under the same seals, every
@@ -322,7 +328,8 @@ fn scan_sealed<'a>(
     // function; nobody writes sealed segments or truncates segment files.
     let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
     let header = check_header(bytes, file.base, path);
-    let bytes = &bytes[..seal_limit(file, later.seals).min(data_end_of(path)).min(bytes.len())];
+    // `open_sealed` synced the file, so its data end counts everything written to it.
+    let bytes = &bytes[..seal_limit(file, later.seals).min(data_end_of(path).max(start)).min(bytes.len())];
     let mut scan = scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |_, record| fold.apply(record))?;
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
@@ -402,8 +409,10 @@ fn recover_last(
         salt: 0,
     };
     let skip = OnDamage::Skip { synced: 0 };
-    let bytes = &active.bytes()[..data_end_of(last.path).max(SEGMENT_HEADER_SIZE).min(active.size())];
-    let mut scan = scan_segment(bytes, last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
+    // All of it: on the same host the writer's prefaulted pages are all cached (so the file
+    // system would call all of it data anyway), and elsewhere a file system that answers
+    // SEEK_DATA without flushing (FUSE) could cut off records the crashed writer left dirty.
+    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

@@ -49,6 +49,8 @@ pub(crate) struct SegmentScan {
     pub unverifiable: bool,
     /// The queues that record-shaped headers in an unverifiable segment name.
     pub unchecked_queues: Vec<String>,
+    /// The scan read on past damage that only a synced mark showed to be synced.
+    pub proved_damage: bool,
     /// Where the first valid record after the bad bytes the scan stopped at lies, when nothing
     /// showed those bytes were synced and so it was not read. A reopen zeroes from there if it
     /// keeps the bad bytes as damage: the writer's next marks would otherwise make a later
@@ -186,6 +188,7 @@ pub(crate) fn scan_segment(
                     "unreadable bytes inside the synced region (a later record says they were synced): reading on after them"
                 );
                 name_queues_among(bytes, base, pos + RECORD_ALIGN..next, &mut scan);
+                scan.proved_damage = true;
             }
             pos = next;
             continue;
@@ -260,11 +263,14 @@ struct Search<'a> {
     budget: Option<usize>,
     /// Everything below this log offset is known synced (from marks, or from the caller).
     proven: u64,
+    /// How far walks for proof have read: the marks of the records before it are all in
+    /// `proven` already, so a later walk starts here rather than reading them again.
+    walked_to: usize,
 }
 
 impl<'a> Search<'a> {
     fn new(bytes: &'a [u8], base: Offset, salt: u32, synced: u64) -> Search<'a> {
-        Search { bytes, base, salt, budget: Some(2 * bytes.len() + (1 << 20)), proven: synced }
+        Search { bytes, base, salt, budget: Some(2 * bytes.len() + (1 << 20)), proven: synced, walked_to: 0 }
     }
 
     /// Takes note of a valid record's mark.
@@ -326,25 +332,25 @@ impl<'a> Search<'a> {
             return After::Nothing;
         }
         let end = end();
-        let Some((first, mut len, mut header)) = self.next_valid(pos + RECORD_ALIGN, end) else {
+        let Some((first, len, header)) = self.next_valid(pos + RECORD_ALIGN, end) else {
             return After::Nothing;
         };
-        let mut at = first;
-        loop {
-            self.saw(&header);
-            if self.proven > bad_at {
-                return After::Resume(first);
-            }
-            at += len;
+        self.saw(&header);
+        let mut at = (first + len).max(self.walked_to);
+        while self.proven <= bad_at {
             let next = match self.valid_at(at) {
                 Some((len, header)) => Some((at, len, header)),
                 None => self.next_valid(at + RECORD_ALIGN, end),
             };
-            let Some(next) = next else {
+            let Some((found, len, header)) = next else {
+                self.walked_to = self.walked_to.max(end);
                 return After::Unproven(first);
             };
-            (at, len, header) = next;
+            self.saw(&header);
+            at = found + len;
+            self.walked_to = self.walked_to.max(at);
         }
+        After::Resume(first)
     }
 }
 
@@ -434,17 +440,18 @@ pub(crate) fn scan_reading_on<'a>(
         }
         let damaged_queues =
             [std::mem::take(&mut scan.damaged_queues), std::mem::take(&mut more.damaged_queues)].concat();
-        scan = SegmentScan { records: scan.records + more.records, damaged_queues, ..more };
+        let proved_damage = scan.proved_damage || more.proved_damage;
+        scan = SegmentScan { records: scan.records + more.records, damaged_queues, proved_damage, ..more };
     }
     Ok(scan)
 }
 
-/// The first synced mark above `bad_at` carried by a record of `later` of the same epoch,
-/// read in order from each segment's start. It stops at an unsalted (version 1) segment, whose
-/// records carry no marks, at each segment's first bad record and at the first segment of
-/// another epoch: marks only grow along the log, and without a mark above `bad_at` nothing
-/// after `bad_at` was synced, so what it reads is one unsynced batch at most (plus, when syncs
-/// lagged more than 128 MiB behind, the unmarked records written meanwhile).
+/// The highest synced mark of the first segment of `later` (same epoch only) whose records
+/// carry one above `bad_at`, read in order. It stops at an unsalted (version 1) segment, whose
+/// records carry no marks, and at the first segment of another epoch. Marks only grow along
+/// the log, and without a mark above `bad_at` nothing after `bad_at` was synced, so what it
+/// reads is one unsynced batch at most (plus, when syncs lagged more than 128 MiB behind, the
+/// unmarked records written meanwhile), and the segment holding the proof.
 pub(crate) fn later_mark_above<'a>(
     later: &Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     bad_at: u64,
@@ -455,15 +462,26 @@ pub(crate) fn later_mark_above<'a>(
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
         let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
         let Some(salt) = segment_salt(bytes, file.base.0) else { continue };
+        if salt == 0 {
+            return Ok(None); // Version 1: no marks.
+        }
+        // Every valid record of the segment, read on past bad ones (a torn record of the same
+        // batch can sit before the one that carries the proof). Once a mark proves `bad_at`,
+        // the rest of this segment is read for a higher one: a caller that meets more damage
+        // further on then needs no second look.
+        let mut search = Search::new(bytes, file.base, salt, 0);
         let mut pos = SEGMENT_HEADER_SIZE;
-        while let Parsed::Valid { len, header, .. } = parse_record(bytes, pos, file.base.0 + pos as u64, salt) {
-            match header.synced.durable_before(header.offset) {
-                Some(durable) if durable > bad_at => return Ok(Some(durable)),
-                // No mark: written more than 128 MiB ahead of the last sync. Later records
-                // (after that sync) still carry one; an unsalted segment never does.
-                None if salt == 0 => return Ok(None),
-                _ => pos += len,
-            }
+        loop {
+            let found = match parse_record(bytes, pos, file.base.0 + pos as u64, salt) {
+                Parsed::Valid { len, header, .. } => Some((pos, len, header)),
+                _ => search.next_valid(pos + RECORD_ALIGN, bytes.len()),
+            };
+            let Some((at, len, header)) = found else { break };
+            search.saw(&header);
+            pos = at + len;
+        }
+        if search.proven > bad_at {
+            return Ok(Some(search.proven));
         }
     }
     Ok(None)

@@ -42,9 +42,25 @@ pub struct Tail {
     pub(crate) seen: Vec<Seen>,
     pub(crate) fold: Fold,
     /// A segment with damage this tail cannot read past in order: until compaction deletes
-    /// it, the tail folds nothing, and a takeover reads the whole log itself.
-    blocked: Option<SegmentFile>,
+    /// it, or it reads whole after all (a stale view of shared storage), the tail folds
+    /// nothing, and a takeover reads the whole log itself.
+    blocked: Option<Blocked>,
 }
+
+/// Where a tail stopped following, and how often it has looked again.
+#[derive(Debug)]
+struct Blocked {
+    file: SegmentFile,
+    /// Read up to here (bytes from the file start).
+    pos: usize,
+    /// Where the next segment starts: reading up to it would end the block.
+    next_base: u64,
+    polls: u32,
+}
+
+/// How many calls of a blocked tail pass between two looks at whether the segment now reads
+/// whole (a poll is 50 ms: every 5 s).
+const BLOCKED_RECHECK_POLLS: u32 = 100;
 
 impl Tail {
     /// A follower of `dir` that has read nothing yet.
@@ -75,11 +91,14 @@ impl Tail {
             .into_iter()
             .filter(|f| self.seals.end_of(f.epoch).is_none_or(|end| f.base < end))
             .collect();
-        if let Some(blocked) = &self.blocked {
-            if files.contains(blocked) {
+        if let Some(blocked) = &mut self.blocked {
+            blocked.polls += 1;
+            let gone = !files.contains(&blocked.file);
+            let reads_whole = blocked.polls.is_multiple_of(BLOCKED_RECHECK_POLLS) && reads_up_to(blocked, &self.seals)?;
+            if !gone && !reads_whole {
                 return Ok(0);
             }
-            tracing::info!(dir = %self.dir.display(), "the damaged segment was compacted away; following the log again");
+            tracing::info!(dir = %self.dir.display(), gone, "the damaged segment is gone or reads whole now; following the log again");
             self.blocked = None;
         }
         if self.seen.iter().any(|s| !s.complete && !files.contains(&s.file)) {
@@ -131,7 +150,9 @@ impl Tail {
             }
             if self.data_after(index)? {
                 tracing::warn!(path = %file.path.display(), at = self.seen[index].pos, "damage in a segment the writer has finished: the standby stops following this log until compaction deletes it; a takeover reads all of it");
-                *self = Tail { seals: self.seals.clone(), blocked: Some(file.clone()), ..Tail::new(self.dir.clone()) };
+                let pos = self.seen[index].pos;
+                let blocked = Blocked { file: file.clone(), pos, next_base: next.base.0, polls: 0 };
+                *self = Tail { seals: self.seals.clone(), blocked: Some(blocked), ..Tail::new(self.dir.clone()) };
                 return Ok(0);
             }
             self.seen[index].complete = true;
@@ -174,6 +195,19 @@ impl Tail {
         let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
         Ok(bytes.get(seen.pos..).is_some_and(|rest| rest.iter().any(|&b| b != 0)))
     }
+}
+
+/// Whether the blocked segment now reads without a gap from where the tail stopped up to where
+/// the next segment starts.
+fn reads_up_to(blocked: &Blocked, seals: &Seals) -> Result<bool, StorageError> {
+    let Some(map) = map_unsynced(&blocked.file)? else {
+        return Ok(false);
+    };
+    // SAFETY: as in `Tail::read`.
+    let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+    let bytes = &bytes[..seal_limit(&blocked.file, seals).min(bytes.len())];
+    let scan = scan_segment(bytes, blocked.file.base, blocked.pos, 0, OnDamage::Stop, &mut |_, _| {});
+    Ok(blocked.file.base.0 + scan.valid_end as u64 == blocked.next_base)
 }
 
 /// Maps a segment read-only, without syncing anything (a standby never writes or syncs the

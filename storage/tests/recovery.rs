@@ -263,10 +263,13 @@ fn reopen_after_damage_in_first_batch(damage: impl Fn(&mut [u8], usize, usize)) 
     damage(&mut bytes, ends[1].0 as usize, ends[2].0 as usize);
     std::fs::write(file, &bytes).expect("write");
     let (log, recovered) = open(dir.path(), SEGMENT);
-    assert_eq!(log.appended_offset(), *ends.last().expect("end"), "nothing after the damage is zeroed or overwritten");
+    assert!(log.appended_offset() > *ends.last().expect("end"), "nothing after the damage is zeroed or overwritten");
     drop(log);
     let (_, again) = open(dir.path(), SEGMENT);
-    assert_eq!(again.records_replayed, recovered.records_replayed, "the next start reads the same");
+    // Plus the record that marks the damage synced, for later starts.
+    assert_eq!(again.records_replayed, recovered.records_replayed + 1, "the next start reads the same");
+    assert_eq!(again.quarantined, recovered.quarantined);
+    assert_eq!(again.queues, recovered.queues);
     recovered
 }
 
@@ -551,4 +554,47 @@ fn proof_past_unmarked_records_keeps_a_reopen_from_zeroing_confirmed_ones() {
 
 fn base_of(path: &Path) -> u64 {
     path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('-')).expect("name").0.parse().expect("base")
+}
+
+#[test]
+fn proof_behind_a_torn_record_of_the_next_segment_still_counts() {
+    // The first segment is synced whole, then bit rot garbles one of its records (Q). The only
+    // record that proves it was synced (R) sits in the next segment behind a record (P) that a
+    // power loss tore: both were written after that sync, in the last, unsynced batch.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open(dir.path(), SEGMENT);
+    log.append(&declare("q")).expect("declare");
+    sync_now(&mut log);
+    let mut ends = Vec::new();
+    let mut id = 0;
+    while segment_files(dir.path()).len() == 1 {
+        ends.push((id, log.append(&enqueue("q", id, &[1; 200])).expect("enqueue")));
+        id += 1;
+    }
+    ends.pop().expect("the record that rolled into the second segment");
+    let r1 = log.append(&enqueue("q", 900, b"r1")).expect("r1");
+    sync_now(&mut log);
+    let p = log.append(&enqueue("q", 901, b"P")).expect("P");
+    log.append(&enqueue("q", 902, b"R")).expect("R");
+    drop(log);
+    let files = segment_files(dir.path());
+    // Q: the third record of the first segment, its header garbled.
+    let (q_id, q_end) = ends[2];
+    let q_start = q_end.0 as usize - enqueue("q", q_id, &[1; 200]).encoded_len().expect("len") as usize;
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    bytes[q_start..q_start + 12].fill(0xEE);
+    std::fs::write(&files[0], &bytes).expect("write");
+    // P: torn.
+    let base = base_of(&files[1]);
+    let mut bytes = std::fs::read(&files[1]).expect("read");
+    let p_start = (r1.0 - base) as usize;
+    let p_end = (p.0 - base) as usize;
+    bytes[p_start..p_end].fill(0x33);
+    std::fs::write(&files[1], &bytes).expect("write");
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.quarantined, vec!["q".to_owned()], "Q's metadata names q");
+    let (_, again) = open(dir.path(), SEGMENT);
+    assert_eq!(again.records_replayed, recovered.records_replayed + 1, "nothing synced was zeroed (and a mark added)");
+    // The declare, the first segment's enqueues but Q, the one that rolled, and r1.
+    assert_eq!(recovered.records_replayed, ends.len() as u64 + 2);
 }

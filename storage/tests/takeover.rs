@@ -492,8 +492,13 @@ fn a_warm_takeover_reads_what_a_stale_view_hid_inside_a_finished_segment() {
     std::fs::write(&first, &stale).expect("write the stale view");
     let mut tail = Tail::new(dir.path());
     tail.catch_up().expect("catch up");
+    assert_eq!(tail.records(), 0, "stopped following at the hole");
     std::fs::write(&first, &original).expect("the page arrives");
-    tail.catch_up().expect("catch up");
+    // It looks again every 100 polls (5 s), and follows the log again once the hole is gone.
+    for _ in 0..100 {
+        tail.catch_up().expect("catch up");
+    }
+    assert!(tail.records() > 7, "following again: {}", tail.records());
     let cold_dir = tempfile::tempdir().expect("tempdir");
     copy_dir(dir.path(), cold_dir.path());
     let (_, cold) = open_at(cold_dir.path(), 2, 4096);
