@@ -138,6 +138,21 @@ def test_purged_persistent_messages_stay_gone_after_sigkill(broker, broker_facto
     conn2.close()
 
 
+def _damage_where(data_dir, marker, damage):
+    """Applies `damage(data, at)` to the one segment file holding `marker` (at its offset
+    `at`), as a broker that is stopped would find it on disk; returns that file's path."""
+    damaged = []
+    for seg in Path(data_dir).glob("shard-*/*.seg"):
+        data = bytearray(seg.read_bytes())
+        at = data.find(marker)
+        if at >= 0:
+            damage(data, at)
+            seg.write_bytes(bytes(data))
+            damaged.append(seg)
+    assert len(damaged) == 1, damaged
+    return damaged
+
+
 def test_a_damaged_record_quarantines_its_queue_and_keeps_its_records(broker, broker_factory, stomp_client):
     """A record damaged inside the synced region (a flipped body byte: the CRC fails) takes
     only its queue out of service; the other queue is served, and the log's segments as they
@@ -150,15 +165,11 @@ def test_a_damaged_record_quarantines_its_queue_and_keeps_its_records(broker, br
         send_sync(c, lis, f"/queue/{qb}", f"b{i}", headers={"persistent": "true"})
     assert broker.stop() == 0
     marker = b"DAMAGE-ME-1"
-    damaged = []
-    for seg in Path(broker.data_dir).glob("shard-*/*.seg"):
-        data = bytearray(seg.read_bytes())
-        at = data.find(marker)
-        if at >= 0:
-            data[at] ^= 0xFF
-            seg.write_bytes(bytes(data))
-            damaged.append(seg)
-    assert len(damaged) == 1, damaged
+
+    def flip(data, at):
+        data[at] ^= 0xFF
+
+    damaged = _damage_where(broker.data_dir, marker, flip)
     b2 = broker_factory(shards=broker.shards, data_dir=broker.data_dir, name="after-damage")
     c2, l2 = stomp_client(target=b2)
     subscribe_sync(c2, l2, f"/queue/{qb}")
@@ -184,17 +195,11 @@ def test_a_garbled_record_header_inside_the_synced_region_costs_only_its_queue(
         send_sync(c, lis, f"/queue/{q}", f"GARBLE-{i}", headers={"persistent": "true"})
         send_sync(c, lis, f"/queue/{r}", f"r{i}", headers={"persistent": "true"})
     assert broker.stop() == 0
-    damaged = []
-    for seg in Path(broker.data_dir).glob("shard-*/*.seg"):
-        data = bytearray(seg.read_bytes())
-        body = data.find(b"GARBLE-2")
-        if body < 0:
-            continue
+    def garble_header(data, body):
         start = max(at for at in range(0, body, 8) if data[at : at + 4] == b"FRec")
         data[start : start + 12] = b"\xee" * 12
-        seg.write_bytes(bytes(data))
-        damaged.append(seg)
-    assert len(damaged) == 1, damaged
+
+    _damage_where(broker.data_dir, b"GARBLE-2", garble_header)
     b2 = broker_factory(shards=broker.shards, data_dir=broker.data_dir, name="after-garble")
     c2, l2 = stomp_client(target=b2)
     subscribe_sync(c2, l2, f"/queue/{r}")
