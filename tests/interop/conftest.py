@@ -214,6 +214,16 @@ class Broker:
             env=env, cwd=str(self.workdir),
         )
         deadline = time.monotonic() + ready_timeout
+        # Every protocol port, STOMP first: the shards bind their listeners one after
+        # another, and a standby's MQTT redirector holds the MQTT port until a takeover
+        # (it closes before the shards bind theirs, and STOMP is only bound by a process
+        # that serves). A test that starts on the MQTT or AMQP port right after STOMP
+        # accepted could otherwise find it not yet bound. A port is probed until it has
+        # accepted once, not again: each probe is a connection the broker must see close.
+        # Then until the probes' own connections are gone: a test that counts
+        # connections, or runs with a per-shard connection limit, starts from none. Read
+        # twice: a probe the shard has not yet taken from the accept queue counts later.
+        waiting = [self.port, self.amqp_port, self.mqtt_port]
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 code = self.stop()
@@ -221,21 +231,17 @@ class Broker:
                     f"ferry exited early with code {code}: {' '.join(self.cmdline())}\n"
                     f"--- stderr ---\n{self.log_tail()}"
                 )
-            # Every protocol port, STOMP first: the shards bind their listeners one after
-            # another, and a standby's MQTT redirector holds the MQTT port until a takeover
-            # (it closes before the shards bind theirs, and STOMP is only bound by a
-            # process that serves). A test that starts on the MQTT or AMQP port right
-            # after STOMP accepted could otherwise find it not yet bound.
-            # Then until the probes' own connections are gone: a test that counts
-            # connections, or runs with a per-shard connection limit, starts from none. Read
-            # twice: a probe the shard has not yet taken from the accept queue counts later.
-            if all(port_accepts(p) for p in (self.port, self.amqp_port, self.mqtt_port)) \
-                    and self._no_connections_for(0.05):
+            while waiting and port_accepts(waiting[0]):
+                waiting.pop(0)
+            if not waiting and self._no_connections_for(0.05):
                 return self
             time.sleep(0.05)
+        state = (f"not yet accepting: {waiting}" if waiting
+                 else f"connections still counted: {self.connections()}")
         self.stop()
         raise AssertionError(
-            f"ferry did not accept on {self.host}:{self.port}, {self.amqp_port} and {self.mqtt_port} within {ready_timeout}s\n"
+            f"ferry did not accept on {self.host}:{self.port}, {self.amqp_port} and {self.mqtt_port} "
+            f"within {ready_timeout}s ({state})\n"
             f"--- stderr ---\n{self.log_tail()}"
         )
 
