@@ -25,6 +25,29 @@ fn free_port() -> u16 {
     }
 }
 
+/// Waits (up to 10 s) for the broker to log that it is ready, and keeps draining its stderr.
+/// A test connects only then: in CI a connect to the port before the broker had bound it once
+/// succeeded (nothing of this test listened there yet, `ss` showed no listener a moment later)
+/// and was then reset, failing the test before the broker had even opened its log.
+fn wait_ready(broker: &mut Broker) {
+    let stderr = broker.0.as_mut().and_then(|child| child.stderr.take()).expect("broker stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("ferry is ready") {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("the broker did not log that it is ready within 10 s:\n{}", seen.join("\n"));
+}
+
 fn connect_with_retry(port: u16) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -113,7 +136,8 @@ fn starts_without_ipc_lock_with_more_shards_than_cpus_and_stops_on_sigterm() {
     let shards = (cpus * 2 + 1).to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let child = ferry(dir.path(), port, &shards, drop_cap);
+    let mut child = ferry(dir.path(), port, &shards, drop_cap);
+    wait_ready(&mut child);
     let reply = stomp_roundtrip(port);
     assert!(reply.contains("CONNECTED") && reply.contains("\n\nhi\0"), "{reply}");
     let status = stop(child);
@@ -150,7 +174,8 @@ fn unbuilt_protocols_and_bad_config_are_refused_with_a_message() {
 fn a_second_broker_on_a_port_in_use_is_refused_and_the_first_keeps_serving() {
     let (first_dir, second_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let port = free_port();
-    let first = ferry(first_dir.path(), port, "2", false);
+    let mut first = ferry(first_dir.path(), port, "2", false);
+    wait_ready(&mut first);
     assert!(stomp_roundtrip(port).contains("CONNECTED"));
     let second = ferry(second_dir.path(), port, "2", false);
     let out = second.take().wait_with_output().expect("second broker exits");
