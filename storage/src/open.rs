@@ -16,12 +16,12 @@ use crate::fold::{Fold, Recovered};
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, fresh_salt, segment_salt};
 use crate::io::Io;
 use crate::scan::{
-    Later, OnDamage, SegmentScan, check_header, damage_of, last_with_records, scan_reading_on, scan_segment, seal_limit,
+    Later, OnDamage, SegmentScan, check_header, damage_of, last_with_records, scan_reading_on, scan_segment,
 };
 use crate::seals::Seals;
 use crate::segment::{
     ActiveSegment, OPEN_SEALED_OP, SealedSegment, SegmentFile, create_segment, data_end_of, fsync_dir, list_segments,
-    open_sealed, open_writable,
+    open_sealed, open_writable, readable,
 };
 use crate::tail::{Seen, Tail};
 use crate::{Epoch, Offset, SegmentId};
@@ -324,12 +324,10 @@ fn scan_sealed<'a>(
         tracing::error!(path = %path.display(), "empty sealed segment file");
         return Ok((None, SegmentScan::default()));
     };
-    // SAFETY: read-only mapping of `map.len()` bytes that lives until the end of this
-    // function; nobody writes sealed segments or truncates segment files.
-    let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+    let bytes = readable(&map, file, later.seals);
     let header = check_header(bytes, file.base, path);
     // `open_sealed` synced the file, so its data end counts everything written to it.
-    let bytes = &bytes[..seal_limit(file, later.seals).min(data_end_of(path).max(start)).min(bytes.len())];
+    let bytes = &bytes[..data_end_of(path).max(start).min(bytes.len())];
     let mut scan = scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |_, record| fold.apply(record))?;
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
@@ -415,9 +413,6 @@ fn recover_last(
     let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
-    }
-    if scan.unverifiable {
-        tracing::warn!(path = %last.path.display(), "the last segment's header and first record are unreadable and nothing shows it was synced: taking all of it for a torn tail");
     }
     active.salt = segment_salt(active.bytes(), last.base.0).unwrap_or_else(fresh_salt);
     if check_header(active.bytes(), last.base, last.path).is_none() {

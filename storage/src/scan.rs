@@ -19,7 +19,7 @@ use crate::format::{
 };
 use crate::io::RealIo;
 use crate::seals::Seals;
-use crate::segment::{SegmentFile, data_end_of, list_segments, open_sealed};
+use crate::segment::{SegmentFile, data_end_of, list_segments, open_sealed, readable};
 use crate::{Epoch, Offset, Record};
 
 /// What scanning one segment found besides its records.
@@ -42,12 +42,11 @@ pub(crate) struct SegmentScan {
     /// The bad record the scan stopped at, if it did not stop at the end of the data: damage
     /// when a valid record follows anywhere later in the log, else part of the torn tail.
     pub stopped_at: Option<BadRecord>,
-    /// The header is unreadable and no record confirms a salt, yet there is data: nothing of
-    /// the segment could be checked. Before the last segment with records it is damage (kept,
-    /// and `unchecked_queues` quarantined); from there on, like any bytes nothing shows were
-    /// synced, a torn tail (a power loss can leave a fresh segment's first page unwritten).
-    pub unverifiable: bool,
-    /// The queues that record-shaped headers in an unverifiable segment name.
+    /// The queues that record-shaped headers name in a segment nothing could be checked in
+    /// (its header unreadable, and no record to confirm a salt). Before the last segment with
+    /// records such a segment is damage (kept, these quarantined); from there on, like any
+    /// bytes nothing shows were synced, a torn tail (a power loss can leave a fresh segment's
+    /// first page unwritten).
     pub unchecked_queues: Vec<String>,
     /// The scan read on past damage that only a synced mark showed to be synced.
     pub proved_damage: bool,
@@ -120,27 +119,19 @@ pub(crate) fn scan_segment(
 ) -> SegmentScan {
     let mut scan = SegmentScan::default();
     let mut pos = start.max(SEGMENT_HEADER_SIZE).min(bytes.len());
-    let probe_end = |pos: usize| pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
     let Some(salt) = segment_salt(bytes, base.0) else {
         // Header unreadable and no record to learn the salt from: nothing here can be checked.
-        scan.dirty_end = probe_end(pos);
+        scan.dirty_end = pos + nonzero_len(&bytes[pos..pos.saturating_add(tail_limit).min(bytes.len())]);
         scan.torn_tail_bytes = scan.dirty_end - pos;
         scan.valid_end = pos;
         scan.data_end = pos + nonzero_len(&bytes[pos..]);
-        scan.unverifiable = scan.data_end > pos;
-        if scan.unverifiable && on_damage != OnDamage::Stop {
+        if scan.data_end > pos && on_damage != OnDamage::Stop {
             let reason = "segment header and first records unreadable";
-            tracing::error!(
-                offset = base.0 + pos as u64,
-                reason,
-                "no record of this segment can be verified; it is kept as it is and not read"
-            );
+            tracing::error!(offset = base.0 + pos as u64, reason, "no record of this segment can be verified");
             scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue: None, reason });
             // Should it be damage, its settles are lost with the rest: the queues it names must
             // not be served short. Whether it is, or a torn tail, is the caller's to decide.
-            let mut named = SegmentScan::default();
-            name_queues_among(bytes, base, pos..bytes.len(), &mut named);
-            scan.unchecked_queues = named.damaged_queues;
+            name_queues_among(bytes, base, pos..bytes.len(), &mut scan.unchecked_queues);
         }
         return scan;
     };
@@ -187,7 +178,7 @@ pub(crate) fn scan_segment(
                     reason,
                     "unreadable bytes inside the synced region (a later record says they were synced): reading on after them"
                 );
-                name_queues_among(bytes, base, pos + RECORD_ALIGN..next, &mut scan);
+                name_queues_among(bytes, base, pos + RECORD_ALIGN..next, &mut scan.damaged_queues);
                 scan.proved_damage = true;
             }
             pos = next;
@@ -223,14 +214,14 @@ fn nonzero_len(bytes: &[u8]) -> usize {
     })
 }
 
-/// Counts in `scan.damaged_queues` every queue named by a record-shaped header in `range` of
+/// Adds to `queues` every queue named by a record-shaped header in `range` of
 /// skipped bytes (its checksum is not checked: the bytes are damaged anyway), so that the
 /// queues that lost records there are quarantined rather than served short. Each name is
 /// counted once, and the metadata looked at is bounded by twice the range (plus 1 MiB):
 /// headers crafted to share one huge archived name cannot make it cost their product.
-fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, scan: &mut SegmentScan) {
+fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, queues: &mut Vec<String>) {
     let mut budget = 2 * range.len() + (1 << 20);
-    let mut named: std::collections::HashSet<String> = scan.damaged_queues.iter().cloned().collect();
+    let mut named: std::collections::HashSet<String> = queues.iter().cloned().collect();
     for at in range.step_by(RECORD_ALIGN) {
         let Some((_, meta)) = record_shaped(bytes, at, base.0 + at as u64) else { continue };
         let Some(left) = budget.checked_sub(meta.len()) else {
@@ -243,7 +234,7 @@ fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, 
         budget = left;
         if let Some(queue) = queue_of_damaged(meta).filter(|queue| named.insert(queue.clone())) {
             tracing::error!(offset = base.0 + at as u64, %queue, "a record among the unreadable bytes names this queue: quarantining it");
-            scan.damaged_queues.push(queue);
+            queues.push(queue);
         }
     }
 }
@@ -397,13 +388,6 @@ pub(crate) fn check_header(bytes: &[u8], base: Offset, path: &Path) -> Option<Se
     }
 }
 
-/// How many bytes of `file` its epoch's seal leaves readable (all when not sealed).
-pub(crate) fn seal_limit(file: &SegmentFile, seals: &Seals) -> usize {
-    seals
-        .end_of(file.epoch)
-        .map_or(usize::MAX, |end| usize::try_from(end.0.saturating_sub(file.base.0)).unwrap_or(usize::MAX))
-}
-
 /// Maps a segment file read-only; `None` when it is empty (or, for a standby, gone).
 pub(crate) type MapSegment<'a> = &'a dyn Fn(&SegmentFile) -> Result<Option<MmapRaw>, StorageError>;
 
@@ -458,9 +442,7 @@ pub(crate) fn later_mark_above<'a>(
 ) -> Result<Option<u64>, StorageError> {
     for file in later.files.clone().take_while(|file| file.epoch == later.epoch) {
         let Some(map) = (later.map)(file)? else { continue };
-        // SAFETY: as in `replay`: a read-only mapping alive for this iteration.
-        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-        let bytes = &bytes[..seal_limit(file, later.seals).min(bytes.len())];
+        let bytes = readable(&map, file, later.seals);
         let Some(salt) = segment_salt(bytes, file.base.0) else { continue };
         if salt == 0 {
             return Ok(None); // Version 1: no marks.
@@ -519,11 +501,9 @@ pub fn replay(dir: &Path) -> Result<Vec<(Offset, Record)>, StorageError> {
             scans.push((true, SegmentScan::default()));
             continue;
         };
-        // SAFETY: read-only mapping of `map.len()` bytes, alive for this loop iteration; we
-        // never write it, and nobody truncates segment files.
-        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+        let bytes = readable(&map, file, &seals);
         check_header(bytes, file.base, &file.path);
-        let bytes = &bytes[..seal_limit(file, &seals).min(data_end_of(&file.path)).min(bytes.len())];
+        let bytes = &bytes[..data_end_of(&file.path).min(bytes.len())];
         let map = |file: &SegmentFile| open_sealed(&RealIo, &file.path);
         let later = Later { map: &map, seals: &seals, files: files[i + 1..].iter(), epoch: file.epoch };
         let scan = scan_reading_on(bytes, file.base, 0, usize::MAX, later, &mut |offset, record| {

@@ -15,6 +15,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::StorageError;
 use crate::format::{SEGMENT_HEADER_SIZE, SegmentHeader, fresh_salt};
 use crate::io::Io;
+use crate::seals::Seals;
 use crate::{Epoch, Offset, SegmentId};
 
 /// File name extension of segment files.
@@ -193,12 +194,33 @@ pub(crate) const OPEN_SEALED_OP: &str = "open sealed segment";
 pub(crate) fn open_sealed(io: &dyn Io, path: &Path) -> Result<Option<MmapRaw>, StorageError> {
     let file = File::open(path).map_err(|e| StorageError::io(OPEN_SEALED_OP, path, e))?;
     io.sync_file(&file, path).map_err(|e| StorageError::io("fdatasync segment", path, e))?;
+    map_read_only(&file, path)
+}
+
+/// Maps an open segment file read-only; `None` when it is empty.
+pub(crate) fn map_read_only(file: &File, path: &Path) -> Result<Option<MmapRaw>, StorageError> {
     let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
     if len == 0 {
         return Ok(None);
     }
-    let map = MmapOptions::new().map_raw_read_only(&file).map_err(|e| StorageError::io("mmap segment", path, e))?;
+    let map = MmapOptions::new().map_raw_read_only(file).map_err(|e| StorageError::io("mmap segment", path, e))?;
     Ok(Some(map))
+}
+
+/// The bytes of a read-only segment mapping that its epoch's seal leaves readable (all when
+/// the epoch is not sealed): what a fenced writer appended past the seal is never read.
+pub(crate) fn readable<'m>(map: &'m MmapRaw, file: &SegmentFile, seals: &Seals) -> &'m [u8] {
+    // SAFETY: `map.len()` bytes of a read-only mapping that outlives the borrow; nobody
+    // truncates segment files, and what this process maps read-only it never writes.
+    let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+    &bytes[..seal_limit(file, seals).min(bytes.len())]
+}
+
+/// How many bytes of `file` its epoch's seal leaves readable (all when not sealed).
+pub(crate) fn seal_limit(file: &SegmentFile, seals: &Seals) -> usize {
+    seals
+        .end_of(file.epoch)
+        .map_or(usize::MAX, |end| usize::try_from(end.0.saturating_sub(file.base.0)).unwrap_or(usize::MAX))
 }
 
 /// Where the data of the segment file at `path` ends, as the file system knows it: past the

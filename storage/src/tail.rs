@@ -12,13 +12,13 @@
 
 use std::path::{Path, PathBuf};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 
 use crate::error::StorageError;
 use crate::fold::Fold;
-use crate::scan::{Later, OnDamage, later_mark_above, scan_segment, seal_limit};
+use crate::scan::{Later, OnDamage, later_mark_above, scan_segment};
 use crate::seals::Seals;
-use crate::segment::{SegmentFile, list_segments};
+use crate::segment::{SegmentFile, list_segments, map_read_only, readable};
 
 /// How far a segment has been read.
 #[derive(Debug, Clone)]
@@ -169,10 +169,7 @@ impl Tail {
         let Some(map) = map_unsynced(&seen.file)? else {
             return Ok(false);
         };
-        // SAFETY: read-only mapping of `map.len()` bytes alive for this function; the writer
-        // only appends to segment files and never truncates them.
-        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-        let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
+        let bytes = readable(&map, &seen.file, &self.seals);
         let fold = &mut self.fold;
         let scan =
             scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |_, record| fold.apply(record));
@@ -190,9 +187,7 @@ impl Tail {
         let Some(map) = map_unsynced(&seen.file)? else {
             return Ok(false);
         };
-        // SAFETY: as in `read`.
-        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-        let bytes = &bytes[..seal_limit(&seen.file, &self.seals).min(bytes.len())];
+        let bytes = readable(&map, &seen.file, &self.seals);
         Ok(bytes.get(seen.pos..).is_some_and(|rest| rest.iter().any(|&b| b != 0)))
     }
 }
@@ -203,9 +198,7 @@ fn reads_up_to(blocked: &Blocked, seals: &Seals) -> Result<bool, StorageError> {
     let Some(map) = map_unsynced(&blocked.file)? else {
         return Ok(false);
     };
-    // SAFETY: as in `Tail::read`.
-    let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-    let bytes = &bytes[..seal_limit(&blocked.file, seals).min(bytes.len())];
+    let bytes = readable(&map, &blocked.file, seals);
     let scan = scan_segment(bytes, blocked.file.base, blocked.pos, 0, OnDamage::Stop, &mut |_, _| {});
     Ok(blocked.file.base.0 + scan.valid_end as u64 == blocked.next_base)
 }
@@ -214,17 +207,11 @@ fn reads_up_to(blocked: &Blocked, seals: &Seals) -> Result<bool, StorageError> {
 /// writer's files); `None` when it is empty or was deleted by the writer's compaction.
 fn map_unsynced(file: &SegmentFile) -> Result<Option<MmapRaw>, StorageError> {
     let path = &file.path;
-    let handle = match std::fs::File::open(path) {
-        Ok(handle) => handle,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::io("open segment", path, e)),
-    };
-    let len = handle.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
-    if len == 0 {
-        return Ok(None);
+    match std::fs::File::open(path) {
+        Ok(handle) => map_read_only(&handle, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("open segment", path, e)),
     }
-    let map = MmapOptions::new().map_raw_read_only(&handle).map_err(|e| StorageError::io("mmap segment", path, e))?;
-    Ok(Some(map))
 }
 
 const _: () = {
