@@ -138,6 +138,16 @@ def test_purged_persistent_messages_stay_gone_after_sigkill(broker, broker_facto
     conn2.close()
 
 
+def _send_to_both_and_stop(broker, stomp_client, first, second, count):
+    """Sends `count` receipted persistent messages to each of two queues, alternating: a
+    `(queue, body prefix)` pair each, bodies numbered from 0. Then stops the broker cleanly."""
+    c, lis = stomp_client()
+    for i in range(count):
+        for queue, prefix in (first, second):
+            send_sync(c, lis, f"/queue/{queue}", f"{prefix}{i}", headers={"persistent": "true"})
+    assert broker.stop() == 0
+
+
 def _damage_where(data_dir, marker, damage):
     """Applies `damage(data, at)` to the one segment file holding `marker` (at its offset
     `at`), as a broker that is stopped would find it on disk; returns that file's path."""
@@ -159,11 +169,7 @@ def test_a_damaged_record_quarantines_its_queue_and_keeps_its_records(broker, br
     were at start are kept (hard links) under quarantine-*/ for inspection, so compaction
     cannot delete the damaged queue's records (stomp.py)."""
     qa, qb = uniq("qa"), uniq("qb")
-    c, lis = stomp_client()
-    for i in range(3):
-        send_sync(c, lis, f"/queue/{qa}", f"DAMAGE-ME-{i}", headers={"persistent": "true"})
-        send_sync(c, lis, f"/queue/{qb}", f"b{i}", headers={"persistent": "true"})
-    assert broker.stop() == 0
+    _send_to_both_and_stop(broker, stomp_client, (qa, "DAMAGE-ME-"), (qb, "b"), 3)
     marker = b"DAMAGE-ME-1"
 
     def flip(data, at):
@@ -190,11 +196,8 @@ def test_a_garbled_record_header_inside_the_synced_region_costs_only_its_queue(
     rather than a torn tail. Its queue (named by its metadata) is quarantined; the other
     queue's messages after it are still delivered, not zeroed away with it (stomp.py)."""
     q, r = uniq("garbled"), uniq("after")
-    c, lis = stomp_client()
-    for i in range(5):
-        send_sync(c, lis, f"/queue/{q}", f"GARBLE-{i}", headers={"persistent": "true"})
-        send_sync(c, lis, f"/queue/{r}", f"r{i}", headers={"persistent": "true"})
-    assert broker.stop() == 0
+    _send_to_both_and_stop(broker, stomp_client, (q, "GARBLE-"), (r, "r"), 5)
+
     def garble_header(data, body):
         start = max(at for at in range(0, body, 8) if data[at : at + 4] == b"FRec")
         data[start : start + 12] = b"\xee" * 12
