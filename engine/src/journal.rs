@@ -321,6 +321,27 @@ impl Journal {
         }
     }
 
+    /// True when synced records wait for a later record's synced mark (see
+    /// [`ShardLog::wants_mark`]); never for the memory backend.
+    pub fn wants_mark(&self) -> bool {
+        match &self.backend {
+            Backend::Memory { .. } => false,
+            Backend::Log(log) => log.wants_mark(),
+        }
+    }
+
+    /// Appends the record that carries the mark [`Journal::wants_mark`] asks for; the next
+    /// sync makes it durable. Nothing waits for it, and a failure (no room for a new segment)
+    /// only leaves the batch without its mark.
+    pub fn append_mark(&mut self) {
+        if let Backend::Log(log) = &mut self.backend {
+            match log.append_mark() {
+                Ok(_) => (self.sync_wake)(),
+                Err(e) => tracing::warn!("appending a synced mark failed: {e}"),
+            }
+        }
+    }
+
     /// Records a finished sync. An error is returned for the caller to stop the broker.
     pub fn complete_sync(&mut self, result: Result<u64, StorageError>) -> Result<(), StorageError> {
         let durable = match &mut self.backend {

@@ -185,6 +185,11 @@ pub struct ShardLog {
     spare_pending: bool,
     /// Mappings of segments sealed since the last SyncJob, unmapped by that job.
     retired: Vec<Arc<MmapRaw>>,
+    /// The durable offset the last appended record's synced mark vouches for (see
+    /// [`ShardLog::wants_mark`]).
+    vouched: Offset,
+    /// End of the last record appended other than a mark.
+    content_end: Offset,
 }
 
 impl ShardLog {
@@ -218,13 +223,16 @@ impl ShardLog {
             retired: Vec::new(),
             io: config.io,
             fence: config.fence,
+            // Recovery synced what it kept; a mark is wanted once new records are synced.
+            vouched: end,
+            content_end: end,
         };
         let mut log = log;
         if opened.mark_synced {
             // Recovery read on past damage because a later record's mark showed it synced;
             // that record may be gone now (a torn tail zeroed). One synced record whose mark
             // covers everything recovered keeps showing it to every later start.
-            log.append(&Record::TxCommit { tx_id: 0 })?;
+            log.append_mark()?;
             if let Some(job) = log.sync_job() {
                 let result = job.run();
                 log.complete_sync(result)?;
@@ -243,6 +251,28 @@ impl ShardLog {
         let meta = crate::codec::encode_meta(record, std::mem::take(&mut self.scratch))?;
         let result = self.append_encoded(record, &meta);
         self.scratch = meta;
+        if let Ok(end) = result {
+            self.content_end = end;
+        }
+        result
+    }
+
+    /// True when records are synced that no record's synced mark vouches for yet: the log is
+    /// idle (everything appended is durable, no sync in flight) and the last records appended
+    /// are the last synced batch. Only a later record's mark tells recovery that a damaged
+    /// header among them lies inside the synced region (quarantine its queue, keep the rest)
+    /// rather than in a torn tail (drop it and everything after). A writer that finds its log
+    /// idle for a while appends [`ShardLog::append_mark`] and syncs it.
+    pub fn wants_mark(&self) -> bool {
+        !self.poisoned && self.in_flight.is_none() && self.durable == self.appended && self.vouched < self.content_end
+    }
+
+    /// Appends a record that changes nothing (a commit of no transaction) for its synced mark:
+    /// see [`ShardLog::wants_mark`]. Not durable until a later sync, like any append.
+    pub fn append_mark(&mut self) -> Result<Offset, StorageError> {
+        let content_end = self.content_end;
+        let result = self.append(&Record::TxCommit { tx_id: 0 });
+        self.content_end = content_end;
         result
     }
 
@@ -269,6 +299,9 @@ impl ShardLog {
             salt: self.active.salt,
         };
         write_record(self.active.bytes_mut(pos, len), stamp, meta, body);
+        if crate::format::SyncedMark::new(offset, self.durable.0) != crate::format::SyncedMark::default() {
+            self.vouched = self.durable;
+        }
         self.active.write_pos = pos + len;
         mark_dirty(&mut self.dirty, &self.active.map, &self.active.path, pos, pos + len);
         self.appended = Offset(offset + len as u64);

@@ -324,6 +324,42 @@ fn a_garbled_header_in_the_last_synced_batch_is_still_a_torn_tail() {
 }
 
 #[test]
+fn a_mark_appended_when_the_log_is_idle_vouches_for_the_last_synced_batch() {
+    // As above, but the writer found its log idle and appended a mark: the garbled header is
+    // damage inside the synced region, so its queue is quarantined and the batch's other
+    // records stay, instead of all three going as a torn tail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = open(dir.path(), SEGMENT);
+    assert!(!log.wants_mark(), "a fresh log has nothing to vouch for");
+    let mut ends = Vec::new();
+    let first = vec![declare("a"), declare("b"), enqueue("b", 1, b"one")];
+    for batch in [first, vec![enqueue("a", 2, b"two"), enqueue("b", 3, b"three"), enqueue("b", 4, b"four")]] {
+        ends.extend(batch.iter().map(|r| log.append(r).expect("append")));
+        assert!(!log.wants_mark(), "not while records wait for a sync");
+        sync_now(&mut log);
+        assert!(log.wants_mark(), "synced records no mark covers");
+    }
+    log.append_mark().expect("mark");
+    assert!(!log.wants_mark(), "not before the mark is synced");
+    sync_now(&mut log);
+    assert!(!log.wants_mark(), "a mark needs no mark of its own");
+    drop(log);
+    let file = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(file).expect("read");
+    let at = ends[2].0 as usize;
+    bytes[at..at + 12].fill(0xEE);
+    std::fs::write(file, &bytes).expect("write");
+    let (mut log, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.torn_tail_bytes, 0);
+    assert_eq!(recovered.quarantined, vec!["a".to_owned()], "named by the damaged record's metadata");
+    assert_eq!(live_ids(&recovered, "b"), vec![1, 3, 4]);
+    assert!(!log.wants_mark(), "what recovery kept needs no mark until something new is synced");
+    log.append(&enqueue("b", 5, b"five")).expect("append");
+    sync_now(&mut log);
+    assert!(log.wants_mark());
+}
+
+#[test]
 fn damage_at_the_end_of_a_sealed_segment_is_told_from_a_torn_tail_by_the_next_segment() {
     // The damaged record and the one after it end the first segment; nothing in that segment
     // says they were synced, but the second batch, in the next segment, does.
