@@ -227,10 +227,12 @@ impl Journal {
     }
 
     /// Holds `completion` until everything appended so far is durable, or hands it straight
-    /// back (to complete now) under [`SyncPolicy::AckBeforeSync`].
+    /// back (to complete now) under [`SyncPolicy::AckBeforeSync`] or when it already is: no
+    /// sync would come to release it (a receipt for a dropped message nothing logged).
     pub fn after_durable(&mut self, completion: Completion) -> Option<Completion> {
         match self.policy {
             SyncPolicy::AckBeforeSync => Some(completion),
+            SyncPolicy::AckAfterSync if self.is_synced() && self.waiters.is_empty() => Some(completion),
             SyncPolicy::AckAfterSync => {
                 let offset = self.appended_offset();
                 let prompt = self.gather.added(completion.conn, Instant::now());
@@ -652,5 +654,8 @@ mod tests {
         journal.complete_sync(synced).expect("sync ok");
         assert_eq!(journal.take_durable_waiters(), [Completion { conn, token: 9 }]);
         assert!(journal.is_synced());
+        // Nothing new appended: no sync will come, so it completes now.
+        let now = Completion { conn, token: 10 };
+        assert_eq!(journal.after_durable(now), Some(now));
     }
 }
