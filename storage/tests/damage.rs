@@ -256,6 +256,12 @@ fn a_torn_unsynced_batch_never_costs_synced_records_and_stays_decided() {
         }
         let context = format!("seed {seed}: (segment base, sector) {lost:?} of {synced_end}..{torn_end} lost");
         let (mut log, first) = open(dir.path(), SEGMENT);
+        // Known limit: a torn batch that rolled into a new segment whose records survived reads
+        // as damage in the segment before (nothing tells the two apart there), so it
+        // quarantines a queue rather than dropping records that may have been confirmed. Never
+        // a torn batch within one segment.
+        let spans_roll = file_holding(dir.path(), synced_end) != file_holding(dir.path(), torn_end - 1);
+        assert!(first.quarantined.is_empty() || spans_roll, "{context}: quarantined {:?}", first.quarantined);
         let synced: Vec<&Written> = written.iter().filter(|w| w.end.0 <= synced_end).collect();
         let must_live = live_after(synced.iter().map(|w| &w.record));
         for (queue, ids) in &must_live {
