@@ -223,8 +223,9 @@ impl ShardLog {
             retired: Vec::new(),
             io: config.io,
             fence: config.fence,
-            // Recovery synced what it kept; a mark is wanted once new records are synced.
-            vouched: end,
+            // Recovery synced what it kept. After a reopen nothing may vouch for the last batch
+            // (a crash inside the idle wait before its mark): the first idle spell marks it.
+            vouched: if opened.reopened { Offset(0) } else { end },
             content_end: end,
         };
         let mut log = log;

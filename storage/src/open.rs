@@ -37,6 +37,11 @@ pub(crate) struct Opened {
     pub active: ActiveSegment,
     pub sealed: Vec<SealedSegment>,
     pub recovered: Recovered,
+    /// The same writer reopened its log and recovered records of its own: nothing may vouch
+    /// for its last batch (a crash inside the idle wait before the mark), so the writer wants a
+    /// mark once it is idle (`ShardLog::wants_mark`). A takeover needs none: its seal covers
+    /// what it recovered.
+    pub reopened: bool,
     /// A reopen read on past damage that only marks showed were synced, and the records that
     /// carried them may be gone (a torn tail it zeroed): the writer must append and sync one
     /// record now, whose mark keeps showing it to later starts.
@@ -104,7 +109,13 @@ fn open_listed(
         io.sync_range(&active.map, &active.path, 0, active.size())
             .map_err(|e| StorageError::io("msync", &active.path, e))?;
         fsync_dir(io, dir)?;
-        return Ok(Opened { active, sealed: Vec::new(), recovered: Recovered::default(), mark_synced: false });
+        return Ok(Opened {
+            active,
+            sealed: Vec::new(),
+            recovered: Recovered::default(),
+            reopened: false,
+            mark_synced: false,
+        });
     };
     if last.epoch == epoch {
         reopen(io, dir, size_bytes, &seals, segments)
@@ -208,7 +219,8 @@ fn reopen(
     let torn_tail_bytes = settle_sealed_tails(io, &scanned, &mut fold)? + last_torn;
     fsync_dir(io, dir)?;
     let mark_synced = scanned.iter().any(|s| s.scan.proved_damage);
-    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes), mark_synced })
+    let recovered = finish(dir, fold, torn_tail_bytes);
+    Ok(Opened { active, sealed, reopened: recovered.records_replayed > 0, recovered, mark_synced })
 }
 
 /// A new epoch taking over: everything is scanned read-only, the previous epoch is sealed at
@@ -281,7 +293,7 @@ fn take_over(
     fsync_dir(io, dir)?;
     let sealed = sealed_list(&scanned, end);
     // A new epoch's marks say nothing of the sealed one's damage (see `scan::Later`).
-    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes), mark_synced: false })
+    Ok(Opened { active, sealed, recovered: finish(dir, fold, torn_tail_bytes), reopened: false, mark_synced: false })
 }
 
 /// A warm fold can be continued when it followed this directory under the same seals, every

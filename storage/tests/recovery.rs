@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{declare, enqueue, message, open, settle, sync_now};
-use ferry_storage::{Offset, Record, replay};
+use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, replay};
 
 const SEGMENT: u64 = 4096;
 
@@ -353,10 +353,48 @@ fn a_mark_appended_when_the_log_is_idle_vouches_for_the_last_synced_batch() {
     assert_eq!(recovered.torn_tail_bytes, 0);
     assert_eq!(recovered.quarantined, vec!["a".to_owned()], "named by the damaged record's metadata");
     assert_eq!(live_ids(&recovered, "b"), vec![1, 3, 4]);
-    assert!(!log.wants_mark(), "what recovery kept needs no mark until something new is synced");
+    assert!(!log.wants_mark(), "reading past the damage, the reopen appended its own mark");
     log.append(&enqueue("b", 5, b"five")).expect("append");
     sync_now(&mut log);
     assert!(log.wants_mark());
+}
+
+#[test]
+fn a_reopen_marks_the_last_batch_a_crash_left_unvouched() {
+    // The writer crashed inside its idle wait, before the mark. The next start wants one for
+    // what it recovered, and once it is written a garbled header in that batch is damage.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first: &[Record] = &[declare("a"), declare("b"), enqueue("b", 1, b"one")];
+    let second: &[Record] = &[enqueue("a", 2, b"two"), enqueue("b", 3, b"three"), enqueue("b", 4, b"four")];
+    let ends = write_synced_batches(dir.path(), &[first, second]);
+    let (mut log, _) = open(dir.path(), SEGMENT);
+    assert!(log.wants_mark());
+    log.append_mark().expect("mark");
+    sync_now(&mut log);
+    assert!(!log.wants_mark());
+    drop(log);
+    let file = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(file).expect("read");
+    let at = ends[2].0 as usize;
+    bytes[at..at + 12].fill(0xEE);
+    std::fs::write(file, &bytes).expect("write");
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(recovered.torn_tail_bytes, 0);
+    assert_eq!(recovered.quarantined, vec!["a".to_owned()]);
+    assert_eq!(live_ids(&recovered, "b"), vec![1, 3, 4]);
+}
+
+#[test]
+fn a_takeover_and_a_fresh_log_want_no_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = open(dir.path(), SEGMENT);
+    assert!(!log.wants_mark(), "nothing recovered");
+    drop(log);
+    write_synced_batches(dir.path(), &[&[declare("a"), enqueue("a", 1, b"one")]]);
+    let config = LogConfig { segment_size_bytes: SEGMENT, epoch: Epoch(2), ..LogConfig::new(dir.path()) };
+    let (log, recovered) = ShardLog::open(config).expect("takeover");
+    assert_eq!(recovered.records_replayed, 2);
+    assert!(!log.wants_mark(), "the seal covers what a takeover recovered");
 }
 
 #[test]

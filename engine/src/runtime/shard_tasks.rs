@@ -305,9 +305,10 @@ async fn flush_outboxes(shard: ShardRef, senders: Senders<Vec<ShardMsg>>, batche
 /// starts nothing new ([`final_sync`] makes the last sync).
 async fn commit_journal(shard: ShardRef, notify: Rc<Notify>) {
     while !shutting_down() {
+        // First, too: a reopened log's last batch may be unvouched.
+        mark_when_idle(&shard, &notify).await;
         notify.wait().await;
         sync_pending(&shard, false, Some(&notify)).await;
-        mark_when_idle(&shard, &notify).await;
     }
 }
 
@@ -317,26 +318,35 @@ const MARK_WHEN_IDLE_AFTER: std::time::Duration = std::time::Duration::from_mill
 /// Once the log has been idle for [`MARK_WHEN_IDLE_AFTER`] after a sync, appends one record
 /// whose synced mark vouches for the last batch (`ShardLog::wants_mark`); the commit task's
 /// next round syncs it. Under load the next batch's records carry that mark anyway, so this
-/// costs one small sync per idle spell, never one per batch. Returns at once when new records
-/// arrive (leaving the wake-up set for the commit task).
+/// costs one small sync per idle spell, never one per batch. Returns at once when a record is
+/// appended meanwhile (leaving the wake-up set for the commit task); other wake-ups do not
+/// restart the wait.
 async fn mark_when_idle(shard: &ShardRef, notify: &Notify) {
+    let appended = |shard: &ShardRef| shard.borrow_mut().journal_mut().appended_offset();
     if !shard.borrow_mut().journal_mut().wants_mark() {
         return;
     }
-    let idle = futures_lite::future::or(
-        async {
-            glommio::timer::Timer::new(MARK_WHEN_IDLE_AFTER).await;
-            true
-        },
-        async {
-            notify.wait().await;
-            false
-        },
-    )
-    .await;
-    if !idle {
-        notify.notify();
-        return;
+    let idle_since = appended(shard);
+    let mut deadline = glommio::timer::Timer::new(MARK_WHEN_IDLE_AFTER);
+    loop {
+        let idle = futures_lite::future::or(
+            async {
+                (&mut deadline).await;
+                true
+            },
+            async {
+                notify.wait().await;
+                false
+            },
+        )
+        .await;
+        if idle {
+            break;
+        }
+        if appended(shard) != idle_since || !shard.borrow_mut().journal_mut().wants_mark() {
+            notify.notify();
+            return;
+        }
     }
     let mut s = shard.borrow_mut();
     if !shutting_down() && s.journal_mut().wants_mark() {
