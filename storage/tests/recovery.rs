@@ -245,6 +245,16 @@ fn write_synced_batches(dir: &Path, batches: &[&[Record]]) -> Vec<Offset> {
     ends
 }
 
+/// Garbles the magic, checksum and length of the record that starts at `at` in the one
+/// segment of the log in `dir`.
+fn garble_header_at(dir: &Path, at: Offset) {
+    let file = &segment_files(dir)[0];
+    let mut bytes = std::fs::read(file).expect("read");
+    let at = at.0 as usize;
+    bytes[at..at + 12].fill(0xEE);
+    std::fs::write(file, &bytes).expect("write");
+}
+
 fn live_ids(recovered: &ferry_storage::Recovered, queue: &str) -> Vec<u64> {
     let q = recovered.queues.iter().find(|q| q.name == queue).expect("queue recovered");
     q.messages.iter().map(|m| m.msg_id).collect()
@@ -311,11 +321,7 @@ fn a_garbled_header_in_the_last_synced_batch_is_still_a_torn_tail() {
     let first: &[Record] = &[declare("a"), enqueue("a", 1, b"one")];
     let second: &[Record] = &[enqueue("a", 2, b"two"), enqueue("a", 3, b"three"), enqueue("a", 4, b"four")];
     let ends = write_synced_batches(dir.path(), &[first, second]);
-    let file = &segment_files(dir.path())[0];
-    let mut bytes = std::fs::read(file).expect("read");
-    let at = ends[1].0 as usize;
-    bytes[at..at + 12].fill(0xEE);
-    std::fs::write(file, &bytes).expect("write");
+    garble_header_at(dir.path(), ends[1]);
     let (log, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.records_replayed, 2);
     assert!(recovered.torn_tail_bytes > 0);
@@ -344,11 +350,7 @@ fn a_mark_appended_when_the_log_is_idle_vouches_for_the_last_synced_batch() {
     sync_now(&mut log);
     assert!(!log.wants_mark(), "a mark needs no mark of its own");
     drop(log);
-    let file = &segment_files(dir.path())[0];
-    let mut bytes = std::fs::read(file).expect("read");
-    let at = ends[2].0 as usize;
-    bytes[at..at + 12].fill(0xEE);
-    std::fs::write(file, &bytes).expect("write");
+    garble_header_at(dir.path(), ends[2]);
     let (mut log, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.torn_tail_bytes, 0);
     assert_eq!(recovered.quarantined, vec!["a".to_owned()], "named by the damaged record's metadata");
@@ -373,11 +375,7 @@ fn a_reopen_marks_the_last_batch_a_crash_left_unvouched() {
     sync_now(&mut log);
     assert!(!log.wants_mark());
     drop(log);
-    let file = &segment_files(dir.path())[0];
-    let mut bytes = std::fs::read(file).expect("read");
-    let at = ends[2].0 as usize;
-    bytes[at..at + 12].fill(0xEE);
-    std::fs::write(file, &bytes).expect("write");
+    garble_header_at(dir.path(), ends[2]);
     let (_, recovered) = open(dir.path(), SEGMENT);
     assert_eq!(recovered.torn_tail_bytes, 0);
     assert_eq!(recovered.quarantined, vec!["a".to_owned()]);

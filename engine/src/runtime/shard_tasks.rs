@@ -329,17 +329,7 @@ async fn mark_when_idle(shard: &ShardRef, notify: &Notify) {
     let idle_since = appended(shard);
     let mut deadline = glommio::timer::Timer::new(MARK_WHEN_IDLE_AFTER);
     loop {
-        let idle = futures_lite::future::or(
-            async {
-                (&mut deadline).await;
-                true
-            },
-            async {
-                notify.wait().await;
-                false
-            },
-        )
-        .await;
+        let idle = passed_unless_woken(&mut deadline, notify).await;
         if idle {
             break;
         }
@@ -409,6 +399,21 @@ async fn sync_pending(shard: &ShardRef, last: bool, gathering: Option<&Notify>) 
     }
 }
 
+/// Waits for `deadline` or for `notify`, whichever comes first: true when the deadline passed.
+async fn passed_unless_woken(deadline: &mut glommio::timer::Timer, notify: &Notify) -> bool {
+    futures_lite::future::or(
+        async {
+            deadline.await;
+            true
+        },
+        async {
+            notify.wait().await;
+            false
+        },
+    )
+    .await
+}
+
 /// Holds the next sync while [`crate::gather::Gather`] waits for a released producer, waking at
 /// each completion added (they notify the commit task) and at the deadline.
 async fn wait_for_siblings(shard: &ShardRef, notify: &Notify) {
@@ -417,17 +422,7 @@ async fn wait_for_siblings(shard: &ShardRef, notify: &Notify) {
         crate::gather::WAITS_TOTAL.fetch_add(1, Ordering::Relaxed);
         let mut deadline = glommio::timer::Timer::new(until.saturating_duration_since(std::time::Instant::now()));
         loop {
-            let passed = futures_lite::future::or(
-                async {
-                    (&mut deadline).await;
-                    true
-                },
-                async {
-                    notify.wait().await;
-                    false
-                },
-            )
-            .await;
+            let passed = passed_unless_woken(&mut deadline, notify).await;
             if passed || hold(shard).is_none() {
                 break;
             }
