@@ -185,11 +185,9 @@ pub struct ShardLog {
     spare_pending: bool,
     /// Mappings of segments sealed since the last SyncJob, unmapped by that job.
     retired: Vec<Arc<MmapRaw>>,
-    /// The durable offset the last appended record's synced mark vouches for (see
-    /// [`ShardLog::wants_mark`]).
-    vouched: Offset,
-    /// End of the last record appended other than a mark.
-    content_end: Offset,
+    /// The last record appended is not a mark that vouches for everything before it (see
+    /// [`ShardLog::wants_mark`]): a record's own mark never covers the record itself.
+    unvouched: bool,
 }
 
 impl ShardLog {
@@ -225,8 +223,7 @@ impl ShardLog {
             fence: config.fence,
             // Recovery synced what it kept. After a reopen nothing may vouch for the last batch
             // (a crash inside the idle wait before its mark): the first idle spell marks it.
-            vouched: if opened.reopened { Offset(0) } else { end },
-            content_end: end,
+            unvouched: opened.reopened,
         };
         let mut log = log;
         if opened.mark_synced {
@@ -252,9 +249,7 @@ impl ShardLog {
         let meta = crate::codec::encode_meta(record, std::mem::take(&mut self.scratch))?;
         let result = self.append_encoded(record, &meta);
         self.scratch = meta;
-        if let Ok(end) = result {
-            self.content_end = end;
-        }
+        self.unvouched |= result.is_ok();
         result
     }
 
@@ -265,15 +260,17 @@ impl ShardLog {
     /// rather than in a torn tail (drop it and everything after). A writer that finds its log
     /// idle for a while appends [`ShardLog::append_mark`] and syncs it.
     pub fn wants_mark(&self) -> bool {
-        !self.poisoned && self.in_flight.is_none() && self.durable == self.appended && self.vouched < self.content_end
+        !self.poisoned && self.in_flight.is_none() && self.durable == self.appended && self.unvouched
     }
 
     /// Appends a record that changes nothing (a commit of no transaction) for its synced mark:
-    /// see [`ShardLog::wants_mark`]. Not durable until a later sync, like any append.
+    /// see [`ShardLog::wants_mark`]. Not durable until a later sync, like any append. It
+    /// vouches for everything before it only when all of that is durable already.
     pub fn append_mark(&mut self) -> Result<Offset, StorageError> {
-        let content_end = self.content_end;
+        let idle = self.durable == self.appended && self.in_flight.is_none();
+        let was = self.unvouched;
         let result = self.append(&Record::TxCommit { tx_id: 0 });
-        self.content_end = content_end;
+        self.unvouched = if result.is_ok() { !idle } else { was };
         result
     }
 
@@ -300,9 +297,6 @@ impl ShardLog {
             salt: self.active.salt,
         };
         write_record(self.active.bytes_mut(pos, len), stamp, meta, body);
-        if crate::format::SyncedMark::new(offset, self.durable.0) != crate::format::SyncedMark::default() {
-            self.vouched = self.durable;
-        }
         self.active.write_pos = pos + len;
         mark_dirty(&mut self.dirty, &self.active.map, &self.active.path, pos, pos + len);
         self.appended = Offset(offset + len as u64);
