@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::record::{Record, StoredMessage};
+use crate::record::{Record, StoredMessage, TxOp};
 
 /// What recovery hands the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,13 +82,7 @@ impl Fold {
         let seq = self.seq;
         match record {
             Record::Enqueue(message) => self.enqueue(seq, message),
-            Record::Settle { queue, msg_id } => {
-                if let Some(state) = self.queues.get_mut(&queue)
-                    && let Some(at) = state.by_id.remove(&msg_id)
-                {
-                    state.messages.remove(&at);
-                }
-            }
+            Record::Settle { queue, msg_id } => self.settle(&queue, msg_id),
             Record::QueueDeclare { name, durable, auto_delete, arguments } => {
                 let state = self.queues.entry(name).or_default();
                 let seq = state.declared.as_ref().map_or(seq, |d| d.seq);
@@ -114,6 +108,25 @@ impl Fold {
                 self.bindings.remove(&(exchange, queue, routing_key));
             }
             Record::TxCommit { .. } => {}
+            // One record: it is here whole (checksum) or not at all, so all of its operations
+            // apply, in their order, at its place in the log.
+            Record::TxPart { ops, .. } => {
+                for op in ops {
+                    self.seq += 1;
+                    match op {
+                        TxOp::Enqueue { message, .. } => self.enqueue(self.seq, message),
+                        TxOp::Settle { queue, msg_id } => self.settle(&queue, msg_id),
+                    }
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, queue: &str, msg_id: u64) {
+        if let Some(state) = self.queues.get_mut(queue)
+            && let Some(at) = state.by_id.remove(&msg_id)
+        {
+            state.messages.remove(&at);
         }
     }
 

@@ -33,7 +33,7 @@ pub use log::{
     CompactFailed, CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
     SEGMENT_SIZE_BYTES_MIN, ShardLog,
 };
-pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage};
+pub use record::{ArchivedRecord, ArchivedStoredMessage, Record, RecordKind, StoredMessage, TxOp};
 pub use scan::replay;
 pub use spare::{Spare, SpareJob};
 pub use sync::SyncJob;

@@ -97,11 +97,58 @@ pub enum Record {
         /// Binding key.
         routing_key: String,
     },
-    /// Transaction marker; for now it only round-trips.
+    /// A commit of no transaction (`tx_id` 0): a record that changes nothing, appended for
+    /// the synced mark it carries (`ShardLog::append_mark`). Other ids are kept for a
+    /// transaction that spans logs; recovery ignores them.
     TxCommit {
-        /// Transaction id.
+        /// Transaction id; 0 for none.
         tx_id: u64,
     },
+    /// One transaction's enqueues and settles on this log, in the order they took effect.
+    /// One record, so one checksum: recovery applies all of them or, if the record is torn,
+    /// none. Build it with [`Record::tx_part`]; the enqueues' bodies are stored raw after the
+    /// metadata, one after another.
+    TxPart {
+        /// The operations, in order.
+        ops: Vec<TxOp>,
+        /// Every enqueue's body, in op order (not archived; see [`Record::tx_part`]).
+        #[rkyv(with = rkyv::with::Skip)]
+        bodies: bytes::Bytes,
+    },
+}
+
+/// One operation of a [`Record::TxPart`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum TxOp {
+    /// As [`Record::Enqueue`]; the body lies in the part's `bodies`.
+    Enqueue {
+        /// The message (its `body` is not archived).
+        message: StoredMessage,
+        /// Length of its body within the part's `bodies`.
+        body_len: u64,
+    },
+    /// As [`Record::Settle`].
+    Settle {
+        /// Queue holding the message.
+        queue: String,
+        /// The settled message.
+        msg_id: u64,
+    },
+}
+
+impl TxOp {
+    /// An enqueue of `message` (with its body).
+    pub fn enqueue(message: StoredMessage) -> TxOp {
+        TxOp::Enqueue { body_len: message.body.len() as u64, message }
+    }
+
+    /// The queue this operation touches.
+    pub fn queue(&self) -> &str {
+        match self {
+            TxOp::Enqueue { message, .. } => &message.queue,
+            TxOp::Settle { queue, .. } => queue,
+        }
+    }
 }
 
 /// The kind byte in a record header. Values are on-disk format: never renumber.
@@ -126,6 +173,8 @@ pub enum RecordKind {
     Unbind = 8,
     /// `Record::TxCommit`.
     TxCommit = 9,
+    /// `Record::TxPart`.
+    TxPart = 10,
 }
 
 impl RecordKind {
@@ -141,6 +190,7 @@ impl RecordKind {
             7 => RecordKind::Bind,
             8 => RecordKind::Unbind,
             9 => RecordKind::TxCommit,
+            10 => RecordKind::TxPart,
             _ => return None,
         })
     }
@@ -159,18 +209,36 @@ impl Record {
             Record::Bind { .. } => RecordKind::Bind,
             Record::Unbind { .. } => RecordKind::Unbind,
             Record::TxCommit { .. } => RecordKind::TxCommit,
+            Record::TxPart { .. } => RecordKind::TxPart,
         }
+    }
+
+    /// A transaction's part: `ops` with their bodies joined into the part's `bodies` (each
+    /// enqueue's `body_len` set to its own).
+    pub fn tx_part(mut ops: Vec<TxOp>) -> Record {
+        let total: usize =
+            ops.iter().map(|op| if let TxOp::Enqueue { message, .. } = op { message.body.len() } else { 0 }).sum();
+        let mut bodies = bytes::BytesMut::with_capacity(total);
+        for op in &mut ops {
+            if let TxOp::Enqueue { message, body_len } = op {
+                bodies.extend_from_slice(&message.body);
+                *body_len = message.body.len() as u64;
+            }
+        }
+        Record::TxPart { ops, bodies: bodies.freeze() }
     }
 
     /// The raw body stored after the metadata (empty for everything but `Enqueue`).
     pub fn body(&self) -> &[u8] {
         match self {
             Record::Enqueue(message) => &message.body,
+            Record::TxPart { bodies, .. } => bodies,
             _ => &[],
         }
     }
 
-    /// The queue this record belongs to, if it is a per-queue record.
+    /// The queue this record belongs to, if it is a per-queue record (a transaction's part
+    /// may touch several: see [`TxOp::queue`]).
     pub fn queue_name(&self) -> Option<&str> {
         match self {
             Record::Enqueue(message) => Some(&message.queue),
@@ -182,15 +250,24 @@ impl Record {
 }
 
 impl ArchivedRecord {
-    /// The queue an archived (possibly checksum-failed but structurally valid) record names.
-    pub(crate) fn queue_name(&self) -> Option<String> {
+    /// The queues an archived (possibly checksum-failed but structurally valid) record names,
+    /// each once.
+    pub(crate) fn queue_names(&self) -> Vec<String> {
         match self {
-            ArchivedRecord::Enqueue(message) => Some(message.queue.as_str().to_owned()),
-            ArchivedRecord::Settle { queue, .. } => Some(queue.as_str().to_owned()),
+            ArchivedRecord::Enqueue(message) => vec![message.queue.as_str().to_owned()],
+            ArchivedRecord::Settle { queue, .. } => vec![queue.as_str().to_owned()],
             ArchivedRecord::QueueDeclare { name, .. } | ArchivedRecord::QueueDelete { name } => {
-                Some(name.as_str().to_owned())
+                vec![name.as_str().to_owned()]
             }
-            _ => None,
+            ArchivedRecord::TxPart { ops, .. } => {
+                let mut seen = std::collections::HashSet::new();
+                let queues = ops.iter().map(|op| match op {
+                    ArchivedTxOp::Enqueue { message, .. } => message.queue.as_str(),
+                    ArchivedTxOp::Settle { queue, .. } => queue.as_str(),
+                });
+                queues.filter(|queue| seen.insert(*queue)).map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use memmap2::MmapRaw;
 
-use crate::codec::{decode, queue_of_damaged};
+use crate::codec::{decode, queues_of_damaged};
 use crate::error::StorageError;
 use crate::format::{
     Parsed, RECORD_ALIGN, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader, meta_by_its_length, parse_record,
@@ -62,28 +62,30 @@ pub(crate) struct SegmentScan {
 pub(crate) struct BadRecord {
     /// Logical offset of its first byte.
     pub offset: u64,
-    /// The queue its metadata names, when that part is readable.
-    pub queue: Option<String>,
+    /// The queues its metadata names, when that part is readable.
+    pub queues: Vec<String>,
     pub reason: &'static str,
 }
 
 impl BadRecord {
-    /// Logs this record as damage inside the durable region; returns the queue to quarantine.
-    pub fn report_damage(&self) -> Option<String> {
-        match &self.queue {
-            Some(queue) => tracing::error!(
+    /// Logs this record as damage inside the durable region; returns the queues to quarantine.
+    pub fn report_damage(&self) -> Vec<String> {
+        for queue in &self.queues {
+            tracing::error!(
                 offset = self.offset,
                 %queue,
                 reason = self.reason,
                 "damaged record before the end of the log: the rest of its segment is unreadable, quarantining queue"
-            ),
-            None => tracing::error!(
+            );
+        }
+        if self.queues.is_empty() {
+            tracing::error!(
                 offset = self.offset,
                 reason = self.reason,
                 "damaged record before the end of the log names no readable queue: the rest of its segment is lost"
-            ),
+            );
         }
-        self.queue.clone()
+        self.queues.clone()
     }
 }
 
@@ -128,7 +130,7 @@ pub(crate) fn scan_segment(
         if scan.data_end > pos && on_damage != OnDamage::Stop {
             let reason = "segment header and first records unreadable";
             tracing::error!(offset = base.0 + pos as u64, reason, "no record of this segment can be verified");
-            scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue: None, reason });
+            scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queues: Vec::new(), reason });
             // Should it be damage, its settles are lost with the rest: the queues it names must
             // not be served short. Whether it is, or a torn tail, is the caller's to decide.
             name_queues_among(bytes, base, pos..bytes.len(), &mut scan.unchecked_queues);
@@ -185,8 +187,9 @@ pub(crate) fn scan_segment(
             continue;
         }
         if reason != ZEROED {
-            let queue = meta.or_else(|| meta_by_its_length(bytes, pos, end())).and_then(queue_of_damaged);
-            scan.stopped_at = Some(BadRecord { offset: base.0 + pos as u64, queue, reason });
+            let queues = meta.or_else(|| meta_by_its_length(bytes, pos, end())).map(queues_of_damaged);
+            scan.stopped_at =
+                Some(BadRecord { offset: base.0 + pos as u64, queues: queues.unwrap_or_default(), reason });
         }
         scan.valid_end = pos;
         scan.data_end = end();
@@ -232,7 +235,7 @@ fn name_queues_among(bytes: &[u8], base: Offset, range: std::ops::Range<usize>, 
             return;
         };
         budget = left;
-        if let Some(queue) = queue_of_damaged(meta).filter(|queue| named.insert(queue.clone())) {
+        for queue in queues_of_damaged(meta).into_iter().filter(|queue| named.insert(queue.clone())) {
             tracing::error!(offset = base.0 + at as u64, %queue, "a record among the unreadable bytes names this queue: quarantining it");
             queues.push(queue);
         }
@@ -357,16 +360,17 @@ enum After {
 
 fn note_damage(scan: &mut SegmentScan, base: Offset, pos: usize, meta: Option<&[u8]>, reason: &str) {
     let offset = base.0 + pos as u64;
-    match meta.and_then(queue_of_damaged) {
-        Some(queue) => {
-            tracing::error!(offset, %queue, reason, "damaged record inside the durable region: quarantining queue");
-            scan.damaged_queues.push(queue);
-        }
-        None => tracing::error!(
+    let queues = meta.map(queues_of_damaged).unwrap_or_default();
+    if queues.is_empty() {
+        tracing::error!(
             offset,
             reason,
             "damaged record inside the durable region names no readable queue: its contents are lost"
-        ),
+        );
+    }
+    for queue in queues {
+        tracing::error!(offset, %queue, reason, "damaged record inside the durable region: quarantining queue");
+        scan.damaged_queues.push(queue);
     }
 }
 
@@ -475,10 +479,10 @@ pub(crate) fn last_with_records<'a>(scans: impl IntoIterator<Item = &'a SegmentS
     scans.into_iter().enumerate().filter(|(_, scan)| scan.records > 0).map(|(i, _)| i).last()
 }
 
-/// Reports what stopped a segment's scan as damage; returns the queues to quarantine: the one
+/// Reports what stopped a segment's scan as damage; returns the queues to quarantine: those
 /// the bad record names, and, for a segment nothing could be checked in, all its headers name.
 pub(crate) fn damage_of(scan: &SegmentScan) -> Vec<String> {
-    let named = scan.stopped_at.as_ref().and_then(BadRecord::report_damage);
+    let named = scan.stopped_at.as_ref().map(BadRecord::report_damage).unwrap_or_default();
     named.into_iter().chain(scan.unchecked_queues.iter().cloned()).collect()
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{declare, enqueue, open, settle, sync_now};
 use ferry_storage::fault::FaultRng;
-use ferry_storage::{Epoch, LogConfig, Offset, Record, Recovered, ShardLog, replay};
+use ferry_storage::{Epoch, LogConfig, Offset, Record, Recovered, ShardLog, TxOp, replay};
 
 const SEGMENT: u64 = 4096;
 const QUEUES: [&str; 3] = ["a", "b", "c"];
@@ -43,15 +43,22 @@ fn write_random_log(dir: &Path, rng: &mut FaultRng, mark: bool) -> Vec<Written> 
     let batches = 4 + rng.below(6) as usize;
     for batch in 1..=batches {
         for _ in 0..1 + rng.below(6) {
-            let record = if !live.is_empty() && rng.chance(1, 3) {
-                let (queue, id) = live.remove(rng.below(live.len() as u64) as usize);
-                settle(queue, id)
-            } else {
-                let queue = QUEUES[rng.below(3) as usize];
-                next_id += 1;
-                live.push((queue, next_id));
-                enqueue(queue, next_id, &vec![next_id as u8; rng.below(400) as usize])
+            // Now and then a transaction's part: several operations in one record.
+            let part = rng.chance(1, 4);
+            let count = if part { 2 + rng.below(3) } else { 1 };
+            let mut op = || {
+                if !live.is_empty() && rng.chance(1, 3) {
+                    let (queue, id) = live.remove(rng.below(live.len() as u64) as usize);
+                    settle(queue, id)
+                } else {
+                    let queue = QUEUES[rng.below(3) as usize];
+                    next_id += 1;
+                    live.push((queue, next_id));
+                    enqueue(queue, next_id, &vec![next_id as u8; rng.below(400) as usize])
+                }
             };
+            let mut ops: Vec<Record> = (0..count).map(|_| op()).collect();
+            let record = if part { tx_part(ops) } else { ops.remove(0) };
             append(&mut log, record, batch, &mut written);
         }
         sync_now(&mut log);
@@ -111,19 +118,55 @@ fn file_holding_base(path: &Path) -> u64 {
     path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('-')).expect("name").0.parse().expect("base")
 }
 
-fn queue_of(record: &Record) -> Option<&str> {
+/// A transaction's part holding `records` (enqueues and settles).
+fn tx_part(records: Vec<Record>) -> Record {
+    let op = |record| match record {
+        Record::Enqueue(message) => TxOp::enqueue(message),
+        Record::Settle { queue, msg_id } => TxOp::Settle { queue, msg_id },
+        other => panic!("no transaction op: {other:?}"),
+    };
+    Record::tx_part(records.into_iter().map(op).collect())
+}
+
+/// The enqueues and settles `record` stands for, in order (a transaction's part: its ops).
+fn ops_of(record: &Record) -> Vec<Record> {
     match record {
-        Record::Enqueue(message) => Some(&message.queue),
-        Record::Settle { queue, .. } => Some(queue),
+        Record::TxPart { ops, .. } => ops
+            .iter()
+            .map(|op| match op {
+                TxOp::Enqueue { message, .. } => Record::Enqueue(message.clone()),
+                TxOp::Settle { queue, msg_id } => Record::Settle { queue: queue.clone(), msg_id: *msg_id },
+            })
+            .collect(),
+        other => vec![other.clone()],
+    }
+}
+
+/// The queues `record` touches.
+fn queues_of(record: &Record) -> Vec<String> {
+    let queue = |record: &Record| match record {
+        Record::Enqueue(message) => Some(message.queue.clone()),
+        Record::Settle { queue, .. } => Some(queue.clone()),
         _ => None,
+    };
+    ops_of(record).iter().filter_map(queue).collect()
+}
+
+/// The seeds to run: 0..120, `DAMAGE_SEEDS=5000` for a longer run, `DAMAGE_SEED=N` to replay
+/// one that failed.
+fn seeds() -> std::ops::Range<u64> {
+    let var = |name| std::env::var(name).ok().and_then(|n| n.parse::<u64>().ok());
+    match var("DAMAGE_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => 0..var("DAMAGE_SEEDS").unwrap_or(120),
     }
 }
 
 /// The live message ids of each queue after folding `records` in order.
 fn live_after<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<(String, Vec<u64>)> {
     let mut live: Vec<(String, Vec<u64>)> = QUEUES.iter().map(|q| (q.to_string(), Vec::new())).collect();
-    for record in records {
-        match record {
+    for record in records.flat_map(ops_of) {
+        match &record {
             Record::Enqueue(m) => live.iter_mut().find(|(q, _)| *q == m.queue).expect("queue").1.push(m.msg_id),
             Record::Settle { queue, msg_id } => {
                 live.iter_mut().find(|(q, _)| q == queue).expect("queue").1.retain(|id| id != msg_id)
@@ -140,10 +183,10 @@ fn live_ids(recovered: &Recovered, queue: &str) -> Vec<u64> {
     found.map(|q| q.messages.iter().map(|m| m.msg_id).collect()).unwrap_or_default()
 }
 
-fn check(recovered: &Recovered, expected: &[(String, Vec<u64>)], damaged_queue: &str, context: &str) {
+fn check(recovered: &Recovered, expected: &[(String, Vec<u64>)], damaged_queues: &[String], context: &str) {
     // A flipped byte in the queue name itself names a queue that is not there.
     assert!(
-        recovered.quarantined.iter().all(|q| q == damaged_queue || !QUEUES.contains(&q.as_str())),
+        recovered.quarantined.iter().all(|q| damaged_queues.contains(q) || !QUEUES.contains(&q.as_str())),
         "{context}: only the damaged record's queue may be quarantined: {:?}",
         recovered.quarantined
     );
@@ -157,9 +200,7 @@ fn check(recovered: &Recovered, expected: &[(String, Vec<u64>)], damaged_queue: 
 
 #[test]
 fn damage_inside_the_synced_region_costs_only_the_damaged_record() {
-    // `DAMAGE_SEEDS=5000` for a longer run.
-    let seeds: u64 = std::env::var("DAMAGE_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(120);
-    for seed in 0..seeds {
+    for seed in seeds() {
         let mut rng = FaultRng::new(seed);
         let dir = tempfile::tempdir().expect("tempdir");
         // Half the logs end with an idle writer's mark, which puts their last batch inside the
@@ -171,7 +212,8 @@ fn damage_inside_the_synced_region_costs_only_the_damaged_record() {
         let victim = &written[candidates[rng.below(candidates.len() as u64) as usize]];
         let how = rng.below(3);
         let context = format!("seed {seed}: {}", damage(dir.path(), victim, how, &mut rng));
-        let damaged_queue = queue_of(&victim.record).expect("an enqueue or a settle");
+        let damaged_queue = queues_of(&victim.record);
+        assert!(!damaged_queue.is_empty(), "an enqueue, a settle or a transaction's part");
 
         let kept: Vec<&Written> = written.iter().filter(|w| w.start != victim.start).collect();
         let replayed = replay(dir.path()).expect("replay");
@@ -188,9 +230,9 @@ fn damage_inside_the_synced_region_costs_only_the_damaged_record() {
             }
         }
         let (_, reopened) = open(dir.path(), SEGMENT);
-        check(&reopened, &expected, damaged_queue, &format!("{context}, reopen"));
+        check(&reopened, &expected, &damaged_queue, &format!("{context}, reopen"));
         let (mut log, again) = open(dir.path(), SEGMENT);
-        check(&again, &expected, damaged_queue, &format!("{context}, second reopen"));
+        check(&again, &expected, &damaged_queue, &format!("{context}, second reopen"));
         assert_eq!(again.quarantined, reopened.quarantined, "{context}");
         // What this writer appends from now on marks everything before it synced: a later start
         // must still fold exactly the same, plus the new record.
@@ -200,11 +242,11 @@ fn damage_inside_the_synced_region_costs_only_the_damaged_record() {
         let (_, after) = open(dir.path(), SEGMENT);
         let mut with_new = expected.clone();
         with_new[0].1.push(1_000_000);
-        check(&after, &with_new, damaged_queue, &format!("{context}, after an append"));
+        check(&after, &with_new, &damaged_queue, &format!("{context}, after an append"));
         assert_eq!(after.quarantined, reopened.quarantined, "{context}: after an append");
         let config = LogConfig { segment_size_bytes: SEGMENT, epoch: Epoch(2), ..LogConfig::new(cold.path()) };
         let (_, taken_over) = ShardLog::open(config).expect("takeover");
-        check(&taken_over, &expected, damaged_queue, &format!("{context}, takeover"));
+        check(&taken_over, &expected, &damaged_queue, &format!("{context}, takeover"));
         assert_eq!(taken_over.quarantined, reopened.quarantined, "{context}: takeover and reopen agree");
     }
 }
@@ -214,16 +256,22 @@ fn a_torn_unsynced_batch_never_costs_synced_records_and_stays_decided() {
     // Power loss with the last batch unsynced: its sectors reached the disk in any order, so
     // some are zeros. Every record of a synced batch must come back; what a start decides about
     // the torn batch must hold at every later start, after the writer has appended more.
-    let seeds: u64 = std::env::var("DAMAGE_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(120);
-    for seed in 0..seeds {
+    for seed in seeds() {
         let mut rng = FaultRng::new(seed ^ 0x7013);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut written = write_random_log(dir.path(), &mut rng, seed % 2 == 1);
         let synced_end = written.last().expect("records").end.0;
         let (mut log, _) = open(dir.path(), SEGMENT);
-        for id in 0..2 + rng.below(12) {
-            let queue = QUEUES[rng.below(3) as usize];
-            let record = enqueue(queue, 500_000 + id, &vec![9; rng.below(500) as usize]);
+        let mut next_id = 500_000;
+        for _ in 0..2 + rng.below(12) {
+            let count = if rng.chance(1, 3) { 2 + rng.below(3) } else { 1 };
+            let mut ops: Vec<Record> = (0..count)
+                .map(|_| {
+                    next_id += 1;
+                    enqueue(QUEUES[rng.below(3) as usize], next_id, &vec![9; rng.below(500) as usize])
+                })
+                .collect();
+            let record = if count > 1 { tx_part(ops) } else { ops.remove(0) };
             let end = log.append(&record).expect("append");
             let start = end.0 - record.encoded_len().expect("length");
             written.push(Written { start, end, record, batch: usize::MAX });
@@ -270,6 +318,17 @@ fn a_torn_unsynced_batch_never_costs_synced_records_and_stays_decided() {
             }
             let got: Vec<u64> = live_ids(&first, queue).into_iter().filter(|id| *id < 500_000).collect();
             assert_eq!(&got, ids, "{context}: synced messages of {queue}");
+        }
+        // A torn transaction's part comes back whole or not at all.
+        let back: Vec<u64> = QUEUES.iter().flat_map(|q| live_ids(&first, q)).collect();
+        for part in written.iter().filter(|w| w.batch == usize::MAX && matches!(w.record, Record::TxPart { .. })) {
+            let ids: Vec<u64> = ops_of(&part.record)
+                .iter()
+                .filter_map(|op| if let Record::Enqueue(m) = op { Some(m.msg_id) } else { None })
+                .collect();
+            let found = ids.iter().filter(|id| back.contains(id)).count();
+            let quarantined = queues_of(&part.record).iter().any(|q| first.quarantined.contains(q));
+            assert!(found == 0 || found == ids.len() || quarantined, "{context}: {found} of part {ids:?} came back");
         }
         log.append(&enqueue("a", 1_000_000, b"after")).expect("append");
         sync_now(&mut log);

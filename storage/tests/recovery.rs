@@ -6,20 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{declare, enqueue, message, open, settle, sync_now};
+use common::{declare, enqueue, message, open, segment_files, settle, sync_now};
 use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, replay};
 
 const SEGMENT: u64 = 4096;
-
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Writes `records` into a fresh log in `dir` and returns each record's END offset.
 fn write_log(dir: &Path, records: &[Record]) -> Vec<Offset> {

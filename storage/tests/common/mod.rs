@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, StoredMessage};
+use ferry_storage::{Epoch, LogConfig, Offset, Record, ShardLog, StoredMessage, TxOp};
 
 /// A config with small segments so tests roll often.
 pub fn config(dir: &Path, segment_size_bytes: u64) -> LogConfig {
@@ -66,10 +66,27 @@ pub fn every_kind() -> Vec<Record> {
         enqueue("q", 3, b""),
         settle("q", 1),
         Record::TxCommit { tx_id: 42 },
+        Record::tx_part(vec![
+            TxOp::enqueue(message("q", 4, b"in a transaction")),
+            TxOp::Settle { queue: "q".to_owned(), msg_id: 2 },
+            TxOp::enqueue(message("q", 5, b"")),
+            TxOp::enqueue(message("q", 6, &[7; 100])),
+        ]),
         Record::Unbind { exchange: "orders".to_owned(), queue: "q".to_owned(), routing_key: "a.*".to_owned() },
         Record::ExchangeDelete { name: "orders".to_owned() },
         Record::QueueDelete { name: "q".to_owned() },
     ]
+}
+
+/// The segment files of the log in `dir`, in log order.
+pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Cuts and runs sync jobs until everything appended is durable.
