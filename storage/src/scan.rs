@@ -305,7 +305,10 @@ impl<'a> Search<'a> {
     /// - At the claimed length, when a valid record starts there (the bad record's body or
     ///   checksum damaged, its header whole). This needs no proof that it was synced: taking
     ///   damage in the last synced batch for a torn tail would zero confirmed records, and a
-    ///   torn tail taken for damage only quarantines a queue.
+    ///   torn tail taken for damage only quarantines a queue. Unless a whole disk sector
+    ///   inside the bad record reads as zeros in a salted segment: that is what a power loss
+    ///   leaves of a long record whose first and last sectors reached the disk but not one
+    ///   between, so then the claimed record needs the proof below like any other.
     /// - Else (a garbled header, or zeros where a record should be, with data after them) at
     ///   the first valid record before `end()` (the end of the non-zero bytes), but only if
     ///   what is known (`proven`) or some valid record from there on carries a
@@ -317,8 +320,9 @@ impl<'a> Search<'a> {
         let (bytes, base, salt) = (self.bytes, self.base, self.salt);
         let bad_at = base.0 + pos as u64;
         let claimed = len.map(|len| pos + len);
-        if let Some(at) =
-            claimed.filter(|&at| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. }))
+        let valid = |&at: &usize| matches!(parse_record(bytes, at, base.0 + at as u64, salt), Parsed::Valid { .. });
+        if let Some(at) = claimed.filter(valid)
+            && (salt == 0 || self.proven > bad_at || !holds_lost_sector(&bytes[pos..at], pos))
         {
             return After::Resume(at);
         }
@@ -346,6 +350,17 @@ impl<'a> Search<'a> {
         }
         After::Resume(first)
     }
+}
+
+/// Bytes of a disk sector: the smallest unit a power loss can leave unwritten.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether `range`, which starts at byte `at` of its segment file, holds a whole sector of
+/// zeros: one that never reached the disk (segments are preallocated, so unwritten sectors
+/// read as zeros).
+fn holds_lost_sector(range: &[u8], at: usize) -> bool {
+    let first = at.next_multiple_of(SECTOR_BYTES) - at;
+    range.get(first..).is_some_and(|rest| rest.chunks_exact(SECTOR_BYTES).any(|s| s.iter().all(|&b| b == 0)))
 }
 
 /// What [`Search::resume_after`] found after bad bytes.

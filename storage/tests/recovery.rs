@@ -320,6 +320,38 @@ fn a_garbled_header_in_the_last_synced_batch_is_still_a_torn_tail() {
 }
 
 #[test]
+fn a_long_record_that_lost_a_sector_between_two_written_ones_is_a_torn_tail() {
+    // A power loss wrote the first and the last sectors of a long record, and the record after
+    // it, but not a sector between: its header is whole and a valid record follows at its
+    // claimed length, yet nothing says it was synced, so it is a torn tail, not damage. One
+    // flipped byte in the same place, a record read back wrong, is still damage.
+    let first: &[Record] = &[declare("a"), enqueue("a", 1, b"one")];
+    let second: &[Record] = &[enqueue("a", 2, &[0x33; 1500]), enqueue("a", 3, b"three")];
+    for lost in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ends = write_synced_batches(dir.path(), &[first, second]);
+        let file = &segment_files(dir.path())[0];
+        let mut bytes = std::fs::read(file).expect("read");
+        let sector = (ends[1].0 as usize).next_multiple_of(512);
+        assert!(sector + 512 < ends[2].0 as usize, "a whole sector inside the long record");
+        if lost {
+            bytes[sector..sector + 512].fill(0);
+        } else {
+            bytes[sector + 100] ^= 0x5A;
+        }
+        std::fs::write(file, &bytes).expect("write");
+        let (_, recovered) = open(dir.path(), SEGMENT);
+        if lost {
+            assert!(recovered.quarantined.is_empty(), "{:?}", recovered.quarantined);
+            assert!(recovered.torn_tail_bytes > 0);
+            assert_eq!(live_ids(&recovered, "a"), vec![1]);
+        } else {
+            assert_eq!(recovered.quarantined, vec!["a".to_owned()]);
+        }
+    }
+}
+
+#[test]
 fn a_mark_appended_when_the_log_is_idle_vouches_for_the_last_synced_batch() {
     // As above, but the writer found its log idle and appended a mark: the garbled header is
     // damage inside the synced region, so its queue is quarantined and the batch's other
