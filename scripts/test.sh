@@ -65,6 +65,8 @@ log "crash test (${CRASH_RUNS:-3} runs; CRASH_RUNS=50 for the full figure)"
 "$VENV/bin/python" "$ROOT/tests/crash/crash_run.py" --runs "${CRASH_RUNS:-3}" --bin "$FERRY_BIN"
 log "AMQP crash test (${CRASH_RUNS:-3} runs: confirms, transactional acks)"
 "$VENV/bin/python" "$ROOT/tests/crash/crash_amqp.py" --runs "${CRASH_RUNS:-3}" --bin "$FERRY_BIN"
+log "AMQP transaction crash test (${CRASH_RUNS:-3} runs: moves between queues, batches)"
+"$VENV/bin/python" "$ROOT/tests/crash/crash_tx.py" --runs "${CRASH_RUNS:-3}" --bin "$FERRY_BIN"
 
 # --- Interop ---------------------------------------------------------------------
 log "pytest tests/interop (FERRY_BIN=$FERRY_BIN)"

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_storage::{
-    CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob, Tail,
+    CompactJob, LogConfig, Offset, Record, Recovered, ShardLog, StorageError, StoredMessage, SyncJob, Tail, TxOp,
 };
 
 use crate::gather::Gather;
@@ -32,7 +32,9 @@ enum Backend {
 }
 
 /// Where each live persistent message's newest enqueue record sits, so compaction knows
-/// which segments still matter and what to copy forward. One entry per live message.
+/// which segments still matter and what to copy forward. One entry per live message, keyed by
+/// an offset inside the record's segment: the record's end offset, or for the i-th enqueue of
+/// a transaction's part, `end - 1 - i` (inside the part, so no other record's end).
 #[derive(Debug, Default)]
 struct LiveIndex {
     by_message: HashMap<(String, u64), (u64, usize)>,
@@ -113,6 +115,16 @@ pub struct Journal {
     compaction_retry_at: Option<Instant>,
     segment_size_bytes: u64,
     policy: SyncPolicy,
+    /// A transaction's share of this shard being gathered (see [`Journal::begin_transaction`]).
+    transaction: Option<Gathered>,
+}
+
+/// What a transaction's share appended while it was being gathered: one record's operations,
+/// and the completions that wait for that record.
+#[derive(Debug, Default)]
+struct Gathered {
+    ops: Vec<TxOp>,
+    waiters: Vec<Completion>,
 }
 
 impl fmt::Debug for Journal {
@@ -157,6 +169,7 @@ impl Journal {
             compaction_retry_at: None,
             segment_size_bytes: 0,
             policy: SyncPolicy::AckAfterSync,
+            transaction: None,
         }
     }
 
@@ -191,6 +204,7 @@ impl Journal {
             compaction_retry_at: None,
             segment_size_bytes,
             policy,
+            transaction: None,
         };
         Ok((journal, recovered))
     }
@@ -220,16 +234,32 @@ impl Journal {
 
     /// Records a persistent message; `completion` is released once it is durable.
     pub fn append_enqueue(&mut self, queue: &str, msg_id: u64, content: &Content) {
+        if let Some(gathered) = &mut self.transaction {
+            gathered.ops.push(TxOp::enqueue(stored_message(queue, msg_id, content)));
+            return;
+        }
+        self.append_stored(stored_message(queue, msg_id, content));
+    }
+
+    fn append_stored(&mut self, message: StoredMessage) {
         let start = self.appended_offset();
-        let offset = self.append(&Record::Enqueue(stored_message(queue, msg_id, content)));
+        let record = Record::Enqueue(message);
+        let offset = self.append(&record);
         // The record's size, not the body's: what copying it forward appends again.
-        self.live.insert(queue, msg_id, offset, usize::try_from(offset - start).unwrap_or(usize::MAX));
+        let size = usize::try_from(offset - start).unwrap_or(usize::MAX);
+        if let Record::Enqueue(message) = &record {
+            self.live.insert(&message.queue, message.msg_id, offset, size);
+        }
     }
 
     /// Holds `completion` until everything appended so far is durable, or hands it straight
     /// back (to complete now) under [`SyncPolicy::AckBeforeSync`] or when it already is: no
     /// sync would come to release it (a receipt for a dropped message nothing logged).
     pub fn after_durable(&mut self, completion: Completion) -> Option<Completion> {
+        if let Some(gathered) = &mut self.transaction {
+            gathered.waiters.push(completion);
+            return None;
+        }
         match self.policy {
             SyncPolicy::AckBeforeSync => Some(completion),
             SyncPolicy::AckAfterSync if self.is_synced() && self.waiters.is_empty() => Some(completion),
@@ -246,7 +276,88 @@ impl Journal {
     /// Records that a persistent message was settled (acked or dropped).
     pub fn append_settle(&mut self, queue: &str, msg_id: u64) {
         self.live.remove(queue, msg_id);
-        self.append(&Record::Settle { queue: queue.to_owned(), msg_id });
+        match &mut self.transaction {
+            Some(gathered) => gathered.ops.push(TxOp::Settle { queue: queue.to_owned(), msg_id }),
+            None => drop(self.append(&Record::Settle { queue: queue.to_owned(), msg_id })),
+        }
+    }
+
+    /// From now until [`Journal::end_transaction`], enqueues and settles are gathered into
+    /// one record rather than appended, and completions wait for that record: recovery
+    /// applies all of a transaction's share of this shard or, should a crash tear it, none.
+    /// Other records (declarations) are appended at once.
+    pub fn begin_transaction(&mut self) {
+        debug_assert!(self.transaction.is_none(), "transactions on one shard do not nest");
+        self.transaction = Some(Gathered::default());
+    }
+
+    /// Appends what [`Journal::begin_transaction`] gathered, as one record; returns the
+    /// completions to release now (nothing was logged, or the policy does not wait).
+    pub fn end_transaction(&mut self) -> Vec<Completion> {
+        let Some(gathered) = self.transaction.take() else { return Vec::new() };
+        if !gathered.ops.is_empty() {
+            self.append_part(gathered.ops);
+        }
+        gathered.waiters.into_iter().filter_map(|c| self.after_durable(c)).collect()
+    }
+
+    /// Appends a transaction's share as one `Record::TxPart` and indexes its live messages.
+    /// One too large for a segment is appended as separate records (not atomic), with a
+    /// warning: a transaction cannot be refused once its operations took effect.
+    fn append_part(&mut self, ops: Vec<TxOp>) {
+        // What the live index learns, in op order: (queue, message, enqueued or settled).
+        let touched: Vec<(String, u64, bool)> = ops
+            .iter()
+            .map(|op| match op {
+                TxOp::Enqueue { message, .. } => (message.queue.clone(), message.msg_id, true),
+                TxOp::Settle { queue, msg_id } => (queue.clone(), *msg_id, false),
+            })
+            .collect();
+        let record = Record::tx_part(ops);
+        let start = self.appended_offset();
+        let end = match &mut self.backend {
+            Backend::Memory { appended } => {
+                // Room below its end for its enqueues' keys (see `LiveIndex`).
+                *appended += touched.len() as u64 + 1;
+                *appended
+            }
+            Backend::Log(log) => match log.append(&record) {
+                Ok(end) => end.0,
+                Err(StorageError::RecordTooLarge { len_bytes, .. }) => {
+                    tracing::warn!(
+                        len_bytes,
+                        "a transaction's share of this shard is too large for one log record: logging its operations one by one (a crash may keep part of it)"
+                    );
+                    self.append_one_by_one(record);
+                    return;
+                }
+                Err(e) => fatal(&e),
+            },
+        };
+        (self.sync_wake)();
+        let enqueues = touched.iter().filter(|(_, _, enqueued)| *enqueued).count().max(1) as u64;
+        let size = usize::try_from((end - start) / enqueues).unwrap_or(usize::MAX);
+        let mut key = end;
+        for (queue, msg_id, enqueued) in touched {
+            if enqueued {
+                key -= 1;
+                self.live.insert(&queue, msg_id, key, size);
+            } else {
+                self.live.remove(&queue, msg_id);
+            }
+        }
+    }
+
+    /// A transaction's part that does not fit one record, appended op by op.
+    fn append_one_by_one(&mut self, part: Record) {
+        if let Record::TxPart { ops, .. } = part {
+            for op in ops {
+                match op {
+                    TxOp::Enqueue { message, .. } => self.append_stored(message),
+                    TxOp::Settle { queue, msg_id } => self.append_settle(&queue, msg_id),
+                }
+            }
+        }
     }
 
     /// Records a durable queue's declaration (no-op for transient queues).

@@ -235,3 +235,53 @@ fn after_a_failed_delete_compaction_waits_instead_of_rewriting_declarations_ever
     let grown = shard.journal_mut().appended_offset() - before;
     assert!(grown <= 20 * record + 2 * SEGMENT_BYTES / 64, "20 messages of {record} B grew the log by {grown} B");
 }
+
+#[test]
+fn messages_a_transaction_logged_as_one_record_are_compacted_like_any_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut shard, _) = open(dir.path(), 1);
+    declare(&mut shard, "q");
+    let mailbox = consume(&mut shard, "q", false);
+    let mut kept = Vec::new();
+    let mut max_segments = 0;
+    let mut unacked = Vec::new();
+    for round in 0..800u32 {
+        // One transaction: four publishes, and the acks of what the last one delivered.
+        shard.begin_transaction();
+        for i in 0..4 {
+            let n = round * 4 + i;
+            let mut content = (*persistent("q", 1024)).clone();
+            content.properties.extra_mut().headers.push(("n".to_owned(), n.to_string()));
+            shard.publish("", "q", Arc::new(content), None, || None).expect("routable");
+        }
+        for tag in unacked.drain(..) {
+            shard.settle(ShardId(0), "q", vec![tag], None, None);
+        }
+        shard.end_transaction();
+        for d in std::mem::take(&mut mailbox.borrow_mut().deliveries) {
+            let n = d.message.content.properties.headers[0].1.clone();
+            if n.parse::<u32>().expect("number") % 700 == 0 {
+                kept.push(n); // never acked: long-lived
+            } else {
+                unacked.push(d.tag);
+            }
+        }
+        commit(&mut shard);
+        max_segments = max_segments.max(shard.journal_mut().segment_count());
+    }
+    let on_disk = std::fs::read_dir(dir.path().join("shard-0")).expect("dir").count();
+    const { assert!(800 * 4 * 1100 / SEGMENT_BYTES > 40, "enough traffic to need many segments") };
+    assert!(max_segments <= 5 && on_disk <= 5, "segments on disk {on_disk}, at most {max_segments} at once");
+    assert_eq!(shard.journal_mut().live_count(), kept.len() + unacked.len());
+    drop(shard);
+
+    let (_, recovered) = open(dir.path(), 2);
+    let q = recovered.queues.iter().find(|q| q.name == "q").expect("queue recovered");
+    let mut back: Vec<String> = q.messages.iter().map(|m| m.properties.last().expect("header").1.clone()).collect();
+    back.sort();
+    let mut expected: Vec<String> = kept.clone();
+    expected.extend((800 * 4 - 4..800 * 4).map(|n| n.to_string()).filter(|n| !kept.contains(n)));
+    expected.sort();
+    assert_eq!(back, expected, "exactly the unacked messages come back");
+    assert!(q.messages.iter().all(|m| m.body.len() == 1024));
+}

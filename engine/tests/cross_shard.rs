@@ -550,3 +550,36 @@ fn a_run_of_single_acks_crosses_as_one_settle() {
     assert_eq!(c.shards[1].owned_queue("acked").expect("owned").len(), 1, "the requeued one is back");
     assert_eq!(mailbox.borrow().completions.len(), 1);
 }
+
+#[test]
+fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
+    let mut c = Cluster::new(&[("tx-remote", 1), ("tx-local", 0)]);
+    let remote = c.declare(0, "tx-remote", true);
+    c.declare(0, "tx-local", true);
+    let (conn, mailbox) = c.connect(0);
+    consume(&mut c, 0, remote, "tx-remote", conn, 1);
+    c.shards[0].publish("", "tx-remote", content("old", true), None, || None).expect("routable");
+    c.pump();
+    let old = mailbox.borrow_mut().deliveries.remove(0).tag;
+
+    let done = Completion { conn, token: 9 };
+    c.shards[0].begin_transaction();
+    c.shards[0].publish("", "tx-remote", content("new", true), None, || Some(done)).expect("routable");
+    c.shards[0].publish("", "tx-local", content("local", true), None, || Some(done)).expect("routable");
+    c.shards[0].settle_one(remote, "tx-remote", old, None, Some(done));
+    assert!(c.shards[0].outbox_is_empty(remote), "gathered, not sent");
+    assert!(c.shards[0].owned_queue("tx-local").expect("owned").is_empty(), "gathered, not enqueued");
+    c.shards[0].end_transaction();
+    assert_eq!(c.shards[0].owned_queue("tx-local").expect("owned").len(), 1, "its own share applied in place");
+    let mut batch = c.shards[0].swap_outbox(remote, Vec::new());
+    assert_eq!(batch.len(), 1, "the owner's share travels as one message: {batch:?}");
+    c.shards[1].handle_batch(ShardId(0), &mut batch);
+    assert!(mailbox.borrow().completions.is_empty(), "nothing completes before the syncs");
+    c.pump();
+    let tokens: Vec<u64> =
+        mailbox.borrow().completions.iter().map(|(t, r)| r.as_ref().map(|()| *t).expect("ok")).collect();
+    assert_eq!(tokens, [9, 9, 9]);
+    assert_eq!(bodies(&mailbox), [Bytes::from_static(b"new")], "the new message delivered, the old one acked");
+    assert_eq!(c.shards[1].journal_mut().live_count(), 1);
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1);
+}

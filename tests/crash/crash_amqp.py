@@ -24,7 +24,7 @@ import time
 import pika
 
 import crash_run
-from crash_run import free_port, start_broker
+from crash_run import free_port, load_then_kill, start_broker
 
 QUEUE = "crash-amqp"
 ACK_BATCH = 8
@@ -131,16 +131,18 @@ def consume(port, acked_sent, ack_committed, stop):
         return
 
 
-def drain(port):
+def drain(port, queue=QUEUE, header="seq", connect=connect):
+    """Gets every message of `queue` until it stays empty for a second; returns the values of
+    their `header`, in order."""
     conn, ch = connect(port)
     seen, idle_since = [], time.time()
     deadline = time.time() + 30
     while time.time() < deadline and time.time() - idle_since < 1.0:
-        method, props, _ = ch.basic_get(QUEUE, auto_ack=True)
+        method, props, _ = ch.basic_get(queue, auto_ack=True)
         if method is None:
             time.sleep(0.05)
             continue
-        seen.append(int(props.headers["seq"]))
+        seen.append(props.headers[header])
         idle_since = time.time()
     conn.close()
     return seen
@@ -152,21 +154,13 @@ def one_run(binary, shards, rng, log):
     try:
         broker = start_broker(binary, data, port, shards, log, "amqp", amqp_answers)
         confirmed, acked_sent, ack_committed, stop = set(), set(), set(), threading.Event()
-        threads = [threading.Thread(target=produce, args=(port, confirmed, stop), daemon=True),
-                   threading.Thread(target=produce_pipelined, args=(port, confirmed, stop), daemon=True),
-                   threading.Thread(target=consume, args=(port, acked_sent, ack_committed, stop), daemon=True)]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.3, 1.5))
-        broker.send_signal(signal.SIGKILL)
-        broker.wait(10)
-        stop.set()
-        for t in threads:
-            t.join(10)
+        load_then_kill(broker, rng, [lambda: produce(port, confirmed, stop),
+                                     lambda: produce_pipelined(port, confirmed, stop),
+                                     lambda: consume(port, acked_sent, ack_committed, stop)], stop)
         confirmed, acked_sent, ack_committed = set(confirmed), set(acked_sent), set(ack_committed)
 
         broker = start_broker(binary, data, port, shards, log, "amqp", amqp_answers)
-        after = drain(port)
+        after = [int(seq) for seq in drain(port)]
         broker.send_signal(signal.SIGTERM)
         broker.wait(10)
         after_set = set(after)

@@ -50,8 +50,8 @@ def free_port():
     raise RuntimeError("no fresh port after 100 binds")
 
 
-def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None):
-    extra = shlex.split(os.environ.get("FERRY_CRASH_ARGS", ""))
+def start_broker(binary, data, port, shards, log, protocol="stomp", answers=None, args=()):
+    extra = [*args, *shlex.split(os.environ.get("FERRY_CRASH_ARGS", ""))]
     proc = subprocess.Popen(
         [binary, "--data-dir", data, "--shards", str(shards), "--listen", f"{protocol}=127.0.0.1:{port}", *extra],
         stdout=subprocess.DEVNULL, stderr=log)
@@ -197,10 +197,25 @@ def one_run(binary, shards, rng, log):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def main(run=None, runs=50, counted=("confirmed",), log_name="ferry-crash-broker.log"):
+def load_then_kill(broker, rng, workers, stop):
+    """Runs each of `workers` (functions of no argument) on a thread until the broker is
+    `kill -9`ed at a random moment 0.3-1.5 s in; then sets `stop` and joins them."""
+    threads = [threading.Thread(target=w, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    time.sleep(rng.uniform(0.3, 1.5))
+    broker.send_signal(signal.SIGKILL)
+    broker.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(10)
+
+
+def main(run=None, runs=50, counted=("confirmed",), log_name="ferry-crash-broker.log",
+         checked=("lost", "resurrected", "duplicates")):
     """Runs `run` (default: this file's STOMP run) --runs times and sums what it counted;
-    fails when anything was lost, resurrected or duplicated, or when a `counted` total is 0
-    (a run that confirmed nothing proves nothing)."""
+    fails when any `checked` total (by default: lost, resurrected, duplicated) is above 0, or
+    when a `counted` total is 0 (a run that confirmed nothing proves nothing)."""
     run = run or one_run
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=runs)
@@ -209,7 +224,7 @@ def main(run=None, runs=50, counted=("confirmed",), log_name="ferry-crash-broker
     ap.add_argument("--bin", default=os.environ.get("FERRY_BIN", "target/debug/ferry"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    keys = (*counted, "lost", "resurrected", "duplicates")
+    keys = (*counted, *checked)
     totals = dict(runs=0, **{k: 0 for k in keys})
     with open(os.path.join(tempfile.gettempdir(), log_name), "ab") as log:
         for i in range(args.runs):
@@ -219,7 +234,7 @@ def main(run=None, runs=50, counted=("confirmed",), log_name="ferry-crash-broker
             for k in keys:
                 totals[k] += r[k]
     print(f"seed {args.seed}, shards {args.shards}: {totals}")
-    bad = totals["lost"] + totals["resurrected"] + totals["duplicates"]
+    bad = sum(totals[k] for k in checked)
     if any(totals[k] == 0 for k in counted):
         print(f"a total of {counted} is 0: the runs proved nothing")
         bad += 1

@@ -36,12 +36,12 @@ impl Shard {
             // The default exchange routes to the queue named by the key: no target list, and
             // a local queue needs no copy of its name.
             let Some(owner) = self.routing.queue(key).map(|q| q.shard) else { return Ok(0) };
-            if owner == self.id {
+            if owner == self.id && self.transaction.is_none() {
                 self.enqueue_local(key, content, completion(), publisher);
             } else {
                 // The owner finds the queue by the routing key, if the message carries it.
                 let queue = (content.routing_key != key).then(|| key.to_owned());
-                self.send(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
+                self.hand_over(owner, ShardMsg::Enqueue { queue, content, completion: completion(), publisher });
             }
             return Ok(1);
         }
@@ -51,16 +51,21 @@ impl Shard {
         let count = targets.len();
         for (queue, owner) in targets {
             let content = content.clone();
-            if owner == self.id {
+            if owner == self.id && self.transaction.is_none() {
                 self.enqueue_local(&queue, content, completion(), publisher);
             } else {
-                self.send(
-                    owner,
-                    ShardMsg::Enqueue { queue: Some(queue), content, completion: completion(), publisher },
-                );
+                let msg = ShardMsg::Enqueue { queue: Some(queue), content, completion: completion(), publisher };
+                self.hand_over(owner, msg);
             }
         }
         Ok(count)
+    }
+
+    /// Sends `msg` to `owner`, or gathers it into the transaction being committed.
+    fn hand_over(&mut self, owner: ShardId, msg: ShardMsg) {
+        if let Some(msg) = self.gather(owner, msg) {
+            self.send(owner, msg);
+        }
     }
 
     /// Enqueues on the owner. Past the soft limit (`queue_message_count_max`) publishers are
@@ -207,8 +212,12 @@ impl Shard {
         requeue: Option<bool>,
         completion: Option<Completion>,
     ) {
-        if owner == self.id {
+        if owner == self.id && self.transaction.is_none() {
             self.settle_local(queue, &tags, requeue, completion);
+            return;
+        }
+        if self.transaction.is_some() {
+            self.hand_over(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion });
             return;
         }
         match self.waiting_settle(owner, queue, requeue, completion.is_none()) {
@@ -227,8 +236,12 @@ impl Shard {
         requeue: Option<bool>,
         completion: Option<Completion>,
     ) {
-        if owner == self.id {
+        if owner == self.id && self.transaction.is_none() {
             self.settle_local(queue, &[tag], requeue, completion);
+            return;
+        }
+        if self.transaction.is_some() {
+            self.settle(owner, queue, vec![tag], requeue, completion);
             return;
         }
         match self.waiting_settle(owner, queue, requeue, completion.is_none()) {

@@ -72,6 +72,9 @@ pub struct Shard {
     flow_watch: Vec<String>,
     /// Kept between dispatches (`delivery.rs`), so a dispatch allocates nothing.
     dispatch_scratch: Vec<crate::model::queue::Delivery>,
+    /// A transaction being committed: its enqueues and settles, per owning shard (see
+    /// [`Shard::begin_transaction`]).
+    transaction: Option<Vec<(ShardId, Vec<ShardMsg>)>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -122,6 +125,7 @@ impl Shard {
             mqtt: mqtt::MqttRegistry::default(),
             flow_watch: Vec::new(),
             dispatch_scratch: Vec::new(),
+            transaction: None,
         }
     }
 
@@ -252,6 +256,46 @@ impl Shard {
         }
     }
 
+    /// From now until [`Shard::end_transaction`], the enqueues and settles that
+    /// [`Shard::publish`] and [`Shard::settle`] would do or send are gathered per owning shard
+    /// instead. Call both in one borrow: nothing else may publish in between.
+    pub fn begin_transaction(&mut self) {
+        debug_assert!(self.transaction.is_none(), "transactions do not nest");
+        self.transaction = Some(Vec::new());
+    }
+
+    /// Hands each owning shard its share of the transaction, which it applies in order and
+    /// logs as one record: after a crash, each shard's share is there whole or not at all.
+    pub fn end_transaction(&mut self) {
+        for (owner, part) in self.transaction.take().unwrap_or_default() {
+            if owner == self.id {
+                self.apply_transaction_part(part);
+            } else {
+                self.send(owner, ShardMsg::TxPart(part));
+            }
+        }
+    }
+
+    /// Gathers `msg` for `owner` when a transaction is being committed; otherwise gives it back.
+    fn gather(&mut self, owner: ShardId, msg: ShardMsg) -> Option<ShardMsg> {
+        let Some(parts) = &mut self.transaction else { return Some(msg) };
+        match parts.iter_mut().find(|(shard, _)| *shard == owner) {
+            Some((_, part)) => part.push(msg),
+            None => parts.push((owner, vec![msg])),
+        }
+        None
+    }
+
+    fn apply_transaction_part(&mut self, part: Vec<ShardMsg>) {
+        self.journal.begin_transaction();
+        for msg in part {
+            self.handle_msg(self.id, msg);
+        }
+        for completion in self.journal.end_transaction() {
+            self.complete(completion, Ok(()));
+        }
+    }
+
     /// Whether nothing waits to leave for `to`.
     pub fn outbox_is_empty(&self, to: ShardId) -> bool {
         self.outbox[to.index()].is_empty()
@@ -311,6 +355,7 @@ impl Shard {
                 let named = content.clone();
                 self.enqueue_local(&named.routing_key, content, completion, publisher);
             }
+            ShardMsg::TxPart(part) => self.apply_transaction_part(part),
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
             ShardMsg::Settle { queue, tags, requeue, completion } => {

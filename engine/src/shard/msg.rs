@@ -73,6 +73,9 @@ pub enum ShardMsg {
         completion: Option<Completion>,
         publisher: Option<ConnectionId>,
     },
+    /// A transaction's enqueues and settles for queues the receiver owns: applied together,
+    /// in order, and logged as one record (`Journal::begin_transaction`).
+    TxPart(Vec<ShardMsg>),
     /// The receiver's connection waited on this.
     Completed {
         completion: Completion,

@@ -418,6 +418,9 @@ impl AmqpConn {
         let token = self.next_token;
         self.next_token += 1;
         self.confirms.insert(token, PendingConfirm { channel, seq: None, remaining: 1, failed: false });
+        // No await until `end_transaction`: each queue owner applies and logs its share of the
+        // transaction as one record.
+        self.shard.borrow_mut().begin_transaction();
         let mut result = Ok(());
         for op in ops {
             result = match op {
@@ -430,6 +433,7 @@ impl AmqpConn {
                 break;
             }
         }
+        self.shard.borrow_mut().end_transaction();
         if let Err(e) = result {
             self.confirms.remove(&token);
             return Err(e);

@@ -17,6 +17,12 @@ use crate::model::queue::Consumer;
 use crate::model::routing::{MetaOp, QueueSpec};
 use crate::shard::msg::{Reply, Request};
 
+/// A transaction's operation, ready to take effect without waiting.
+enum Prepared {
+    Send(Arc<Content>),
+    Settle { id: String, nack: Option<bool> },
+}
+
 /// How a queue should be declared.
 struct QueueDecl {
     name: String,
@@ -109,6 +115,18 @@ impl StompConn {
         body: Bytes,
         token: Option<u64>,
     ) -> Result<(), EngineError> {
+        let content = self.prepare_send(destination, headers, body).await?;
+        self.publish_prepared(content, token)
+    }
+
+    /// What a SEND publishes, once the queues its destination and `reply-to` need exist
+    /// (the part of a publish that waits on other shards).
+    async fn prepare_send(
+        &mut self,
+        destination: &str,
+        headers: Vec<ferry_stomp::Header>,
+        body: Bytes,
+    ) -> Result<Arc<Content>, EngineError> {
         let parsed = Destination::parse(destination).map_err(|e| EngineError::new(ErrorKind::NotFound, e.0))?;
         let (exchange, key) = match parsed {
             Destination::Queue(name) => {
@@ -129,8 +147,13 @@ impl StompConn {
             self.ensure_temp_subscription(name, &queue).await?;
             properties.extra_mut().reply_to = Some(format!("/reply-queue/{queue}"));
         }
-        let content = Arc::new(Content { exchange: exchange.clone(), routing_key: key.clone(), properties, body });
+        Ok(Arc::new(Content { exchange, routing_key: key, properties, body }))
+    }
+
+    /// Publishes what [`StompConn::prepare_send`] made; its completions count against `token`.
+    fn publish_prepared(&mut self, content: Arc<Content>, token: Option<u64>) -> Result<(), EngineError> {
         let conn = self.id;
+        let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
         let count = self
             .shard
             .borrow_mut()
@@ -369,18 +392,39 @@ impl StompConn {
             return;
         };
         let token = self.receipts.open(0, receipt.clone());
+        // What waits on other shards (declaring destinations) comes first, so that nothing
+        // else runs while the transaction takes effect: each queue owner then applies and
+        // logs its share as one record.
+        let mut prepared = Vec::with_capacity(ops.len());
         for op in ops {
-            let result = match op {
-                TxOp::Send { destination, headers, body } => {
-                    self.publish(&destination, headers, body, Some(token)).await.map_err(|e| e.message)
-                }
-                TxOp::Ack { id } => self.settle(&id, None, Some(token)),
-                TxOp::Nack { id, requeue } => self.settle(&id, Some(requeue), Some(token)),
+            let ready = match op {
+                TxOp::Send { destination, headers, body } => match self.prepare_send(&destination, headers, body).await
+                {
+                    Ok(content) => Prepared::Send(content),
+                    Err(e) => {
+                        self.fail("Transaction failed", &e.message, receipt.as_deref());
+                        return;
+                    }
+                },
+                TxOp::Ack { id } => Prepared::Settle { id, nack: None },
+                TxOp::Nack { id, requeue } => Prepared::Settle { id, nack: Some(requeue) },
             };
-            if let Err(detail) = result {
-                self.fail("Transaction failed", &detail, receipt.as_deref());
-                return;
+            prepared.push(ready);
+        }
+        self.shard.borrow_mut().begin_transaction();
+        let mut result = Ok(());
+        for op in prepared {
+            result = match op {
+                Prepared::Send(content) => self.publish_prepared(content, Some(token)).map_err(|e| e.message),
+                Prepared::Settle { id, nack } => self.settle(&id, nack, Some(token)),
+            };
+            if result.is_err() {
+                break;
             }
+        }
+        self.shard.borrow_mut().end_transaction();
+        if let Err(detail) = result {
+            self.fail("Transaction failed", &detail, receipt.as_deref());
         }
     }
 
