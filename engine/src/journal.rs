@@ -33,8 +33,9 @@ enum Backend {
 
 /// Where each live persistent message's newest enqueue record sits, so compaction knows
 /// which segments still matter and what to copy forward. One entry per live message, keyed by
-/// an offset inside the record's segment: the record's end offset, or for the i-th enqueue of
-/// a transaction's part, `end - 1 - i` (inside the part, so no other record's end).
+/// an offset inside the record's segment: the record's end offset, or for the i-th of the n
+/// enqueues of a transaction's part, `end - n + i` (inside the part, so no other record's end,
+/// and in op order).
 #[derive(Debug, Default)]
 struct LiveIndex {
     by_message: HashMap<(String, u64), (u64, usize)>,
@@ -335,13 +336,14 @@ impl Journal {
             },
         };
         (self.sync_wake)();
-        let enqueues = touched.iter().filter(|(_, _, enqueued)| *enqueued).count().max(1) as u64;
-        let size = usize::try_from((end - start) / enqueues).unwrap_or(usize::MAX);
-        let mut key = end;
+        let enqueues = touched.iter().filter(|(_, _, enqueued)| *enqueued).count() as u64;
+        let size = usize::try_from((end - start) / enqueues.max(1)).unwrap_or(usize::MAX);
+        // Rising in op order, so that compaction copies them forward in the order they came.
+        let mut key = end - enqueues;
         for (queue, msg_id, enqueued) in touched {
             if enqueued {
-                key -= 1;
                 self.live.insert(&queue, msg_id, key, size);
+                key += 1;
             } else {
                 self.live.remove(&queue, msg_id);
             }

@@ -15,7 +15,7 @@ pub struct Recovered {
     pub records_replayed: u64,
     /// Bytes ignored after the last valid record of the last segment.
     pub torn_tail_bytes: u64,
-    /// Durable queues with their live (enqueued, not settled) messages, in enqueue order,
+    /// Durable queues with their live (enqueued, not settled) messages, in id order,
     /// `redelivered = true` on each. Quarantined queues are not here.
     pub queues: Vec<RecoveredQueue>,
     /// Live (not deleted) durable `Record::ExchangeDeclare`s, in declaration order.
@@ -37,7 +37,8 @@ pub struct RecoveredQueue {
     pub auto_delete: bool,
     /// As declared.
     pub arguments: Vec<(String, String)>,
-    /// Live messages in enqueue order.
+    /// Live messages in the order they were first enqueued (by id, which a queue hands out
+    /// in that order).
     pub messages: Vec<StoredMessage>,
 }
 
@@ -165,7 +166,11 @@ impl Fold {
             if !declared.durable {
                 continue;
             }
-            let messages = state.messages.into_values().map(|m| StoredMessage { redelivered: true, ..m }).collect();
+            // By id, the order they were first published in: compaction copies live messages
+            // forward past newer ones, so log order is not queue order.
+            let mut messages: Vec<StoredMessage> =
+                state.messages.into_values().map(|m| StoredMessage { redelivered: true, ..m }).collect();
+            messages.sort_by_key(|m| m.msg_id);
             let queue = RecoveredQueue {
                 name,
                 durable: true,

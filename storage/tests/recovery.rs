@@ -320,6 +320,17 @@ fn a_garbled_header_in_the_last_synced_batch_is_still_a_torn_tail() {
 }
 
 #[test]
+fn messages_come_back_in_id_order_when_compaction_copied_old_ones_forward() {
+    // Compaction appends a copy of a live message after newer messages; the queue's order is
+    // still the order of its ids.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = [declare("a"), enqueue("a", 1, b"one"), enqueue("a", 2, b"two"), enqueue("a", 1, b"one")];
+    write_synced_batches(dir.path(), &[&records]);
+    let (_, recovered) = open(dir.path(), SEGMENT);
+    assert_eq!(live_ids(&recovered, "a"), vec![1, 2]);
+}
+
+#[test]
 fn a_long_record_that_lost_a_sector_between_two_written_ones_is_a_torn_tail() {
     // A power loss wrote the first and the last sectors of a long record, and the record after
     // it, but not a sector between: its header is whole and a valid record follows at its
