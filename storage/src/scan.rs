@@ -433,7 +433,10 @@ pub(crate) fn scan_reading_on<'a>(
     later: Later<'a, impl Iterator<Item = &'a SegmentFile> + Clone>,
     sink: &mut dyn FnMut(Offset, Record),
 ) -> Result<SegmentScan, StorageError> {
-    let mut scan = scan_segment(bytes, base, start, tail_limit, OnDamage::Skip { synced: 0 }, sink);
+    // What an epoch's seal covers was synced: the writer that sealed it had synced every file
+    // of that epoch it read, so bad bytes below the seal are damage wherever they lie.
+    let sealed = later.seals.end_of(later.epoch).map_or(0, |end| end.0);
+    let mut scan = scan_segment(bytes, base, start, tail_limit, OnDamage::Skip { synced: sealed }, sink);
     while scan.data_end > scan.valid_end {
         let bad_at = base.0 + scan.valid_end as u64;
         let Some(synced) = later_mark_above(&later, bad_at)? else { break };
