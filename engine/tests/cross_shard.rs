@@ -583,3 +583,39 @@ fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
     assert_eq!(c.shards[1].journal_mut().live_count(), 1);
     assert_eq!(c.shards[0].journal_mut().live_count(), 1);
 }
+
+#[test]
+fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
+    let mut c = Cluster::new(&[("work", 0), ("dead", 1)]);
+    c.declare(0, "dead", true);
+    let spec = QueueSpec {
+        name: "work".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive: None,
+        arguments: vec![
+            ("x-dead-letter-exchange".into(), String::new()),
+            ("x-dead-letter-routing-key".into(), "dead".into()),
+        ],
+        shard: ShardId(0),
+    };
+    c.request(0, AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None }));
+    let (conn, mailbox) = c.connect(0);
+    consume(&mut c, 0, ShardId(0), "work", conn, 1);
+    c.shards[0].publish("", "work", content("doomed", true), None, || None).expect("routable");
+    c.pump();
+    let tag = mailbox.borrow_mut().deliveries.remove(0).tag;
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1);
+
+    c.shards[0].settle(ShardId(0), "work", vec![tag], Some(false), Some(Completion { conn, token: 5 }));
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "not settled while its copy is on its way");
+    let mut batch = c.shards[0].swap_outbox(ShardId(1), Vec::new());
+    c.shards[1].handle_batch(ShardId(0), &mut batch);
+    assert_eq!(c.shards[1].owned_queue("dead").expect("owned").len(), 1, "the copy arrived");
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "nor while the copy waits for its log's sync");
+    c.pump();
+    assert_eq!(c.shards[0].journal_mut().live_count(), 0, "settled once the copy is durable");
+    assert_eq!(c.shards[1].journal_mut().live_count(), 1);
+    let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tokens, [5], "the NACK completes after both");
+}

@@ -57,6 +57,12 @@ impl Shard {
             let held = self.queues.get(*queue).into_iter().flat_map(|q| q.held());
             found.extend(held.filter(|m| ids.contains(&m.msg_id)).map(|m| ((*queue, m.msg_id), m.content.clone())));
         }
+        // Dead-lettered originals whose copies have not landed yet are still live.
+        for (queue, msg_id, content) in self.originals_in_flight() {
+            if let Some((queue, _)) = wanted.get_key_value(queue).filter(|(_, ids)| ids.contains(&msg_id)) {
+                found.insert((*queue, msg_id), content.clone());
+            }
+        }
         let mut copied = 0usize;
         for (queue, msg_id) in &plan.copy {
             let (queue, msg_id) = (queue.as_str(), *msg_id);

@@ -5,10 +5,18 @@
 //! `x-first-death-reason`/`-queue`/`-exchange` headers and its `x-death` array (one entry per
 //! queue and reason, with a count). The expiration is removed, as RabbitMQ does, so a
 //! dead-lettered message does not expire again at once.
+//!
+//! At least once, like RabbitMQ's `at-least-once` dead-letter strategy rather than its
+//! default: a persistent message's settle in its own queue is logged only once every queue its
+//! copy reached holds the copy (durably, where it is logged), so a crash between the two
+//! leaves the message in its queue (and perhaps its copy too), never in neither. The receipt of
+//! a NACK that dead-letters waits for the same.
 
 use std::sync::Arc;
 
+use crate::error::EngineError;
 use crate::gateway::amqp091::mapping::{Death, record_death};
+use crate::ids::Completion;
 use crate::model::message::{Content, QueuedMessage};
 use crate::shard::Shard;
 
@@ -45,7 +53,7 @@ impl Shard {
             _ => return,
         };
         if !expired.is_empty() {
-            self.dead_letter(queue, expired, DeathReason::Expired);
+            self.dead_letter(queue, expired, DeathReason::Expired, None);
         }
     }
 
@@ -73,15 +81,34 @@ impl Shard {
         }
     }
 
-    pub(super) fn dead_letter(&mut self, queue: &str, messages: Vec<QueuedMessage>, reason: DeathReason) {
-        let Some(q) = self.queues.get(queue) else { return };
+    /// Takes `messages` (gone from `queue`) out of the log and republishes them to the queue's
+    /// dead-letter exchange, if any. `completion` (a NACK's receipt) is given back when
+    /// nothing waits for a copy; else it is released once the settles are durable.
+    pub(super) fn dead_letter(
+        &mut self,
+        queue: &str,
+        messages: Vec<QueuedMessage>,
+        reason: DeathReason,
+        completion: Option<Completion>,
+    ) -> Option<Completion> {
+        let Some(q) = self.queues.get(queue) else { return completion };
         let durable = q.spec.durable;
         let target = q.args.dead_letter_exchange.clone().map(|ex| (ex, q.args.dead_letter_routing_key.clone()));
+        // One held count until every copy is handed out: a copy can land before `publish`
+        // returns (a transient target, a queue gone).
+        let token = self.next_internal_token;
+        self.next_internal_token += 1;
+        let wait = CopiesInFlight { queue: queue.to_owned(), settles: Vec::new(), copies: 1, completion: None };
+        self.copies_in_flight.insert(token, wait);
+        let me = Completion { conn: self.internal_address(), token };
         for message in messages {
-            if durable && message.content.properties.persistent {
-                self.journal.append_settle(queue, message.msg_id);
-            }
-            let Some((exchange, key)) = &target else { continue };
+            let logged = durable && message.content.properties.persistent;
+            let Some((exchange, key)) = &target else {
+                if logged {
+                    self.journal.append_settle(queue, message.msg_id);
+                }
+                continue;
+            };
             let original = &message.content;
             let mut content: Content = (**original).clone();
             content.exchange = exchange.clone();
@@ -102,9 +129,70 @@ impl Shard {
             };
             record_death(&mut content.properties, &death);
             let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
-            if let Err(e) = self.publish(&exchange, &key, Arc::new(content), None, || None) {
+            let reached = self.publish(&exchange, &key, Arc::new(content), None, || logged.then_some(me));
+            let reached = reached.unwrap_or_else(|e| {
                 tracing::warn!(queue, exchange, "dead-lettering failed: {e}");
+                0
+            });
+            match self.copies_in_flight.get_mut(&token) {
+                Some(wait) if logged && reached > 0 => {
+                    wait.copies += reached;
+                    wait.settles.push((message.msg_id, message.content.clone()));
+                }
+                _ if logged => self.journal.append_settle(queue, message.msg_id),
+                _ => {}
             }
         }
+        let wait = self.copies_in_flight.get_mut(&token).expect("held until here");
+        if wait.settles.is_empty() {
+            self.copies_in_flight.remove(&token);
+            return completion;
+        }
+        wait.completion = completion;
+        self.copy_landed(token, Ok(()));
+        None
     }
+
+    /// One dead-lettered copy is held by a queue it reached (or refused: it is then lost, as
+    /// a copy that reached no queue is). Once all of a batch's are, their originals' settles
+    /// are logged, and the NACK that dead-lettered them completes when those are durable.
+    pub(super) fn copy_landed(&mut self, token: u64, result: Result<(), EngineError>) {
+        let Some(wait) = self.copies_in_flight.get_mut(&token) else { return };
+        if let Err(e) = result {
+            tracing::warn!(queue = %wait.queue, "a dead-lettered copy was refused: {e}");
+        }
+        wait.copies -= 1;
+        if wait.copies > 0 {
+            return;
+        }
+        let Some(wait) = self.copies_in_flight.remove(&token) else { return };
+        for (msg_id, _) in wait.settles {
+            self.journal.append_settle(&wait.queue, msg_id);
+        }
+        if let Some(c) = wait.completion.and_then(|c| self.journal.after_durable(c)) {
+            self.complete(c, Ok(()));
+        }
+    }
+}
+
+impl Shard {
+    /// Dead-lettered messages whose settles wait for their copies: still live in the log.
+    pub(super) fn originals_in_flight(&self) -> impl Iterator<Item = (&str, u64, &Arc<Content>)> {
+        self.copies_in_flight
+            .values()
+            .flat_map(|w| w.settles.iter().map(move |(id, content)| (w.queue.as_str(), *id, content)))
+    }
+}
+
+/// Dead-lettered persistent messages whose settles wait for their copies to land.
+#[derive(Debug)]
+pub(super) struct CopiesInFlight {
+    queue: String,
+    /// The originals to settle in `queue` once every copy landed (their content, for
+    /// compaction to copy forward meanwhile: they are still live in the log).
+    settles: Vec<(u64, Arc<Content>)>,
+    /// Copies not yet held by their queues, plus one while they are being handed out.
+    copies: usize,
+    /// A NACK's receipt, released once the settles are durable.
+    completion: Option<Completion>,
 }

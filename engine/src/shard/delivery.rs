@@ -115,7 +115,7 @@ impl Shard {
                     self.flow_after_publish(name, published, publisher);
                 }
                 if !dropped.is_empty() {
-                    self.dead_letter(name, dropped, DeathReason::MaxLen);
+                    self.dead_letter(name, dropped, DeathReason::MaxLen, None);
                 }
                 msg_id
             }
@@ -159,7 +159,7 @@ impl Shard {
             drained = queue.flow_on_drain(self.limits.queue_flow_message_count);
         }
         if !expired.is_empty() {
-            self.dead_letter(name, expired, DeathReason::Expired);
+            self.dead_letter(name, expired, DeathReason::Expired, None);
         }
         if let Some(conns) = drained {
             self.flow_release(name, conns);
@@ -291,8 +291,9 @@ impl Shard {
             }
         }
         let dropped_persistent = rejected.iter().any(|m| m.content.properties.persistent);
+        let mut completion = completion;
         if !rejected.is_empty() {
-            self.dead_letter(name, rejected, DeathReason::Rejected);
+            completion = self.dead_letter(name, rejected, DeathReason::Rejected, completion);
         }
         for msg_id in &settled {
             self.journal.append_settle(name, *msg_id);

@@ -39,6 +39,9 @@ pub use authority::Authority;
 /// The metadata authority's shard: it serialises every routing change.
 pub const AUTHORITY: ShardId = ShardId(0);
 
+/// The connection number of a shard's own address ([`Shard::internal_address`]).
+const INTERNAL_CONN: u32 = 0;
+
 type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
 
 /// A shard's state. See the module docs.
@@ -75,6 +78,10 @@ pub struct Shard {
     /// A transaction being committed: its enqueues and settles, per owning shard (see
     /// [`Shard::begin_transaction`]).
     transaction: Option<Vec<(ShardId, Vec<ShardMsg>)>>,
+    /// Dead-lettered messages waiting for their copies to land, by internal token
+    /// (`dead_letter.rs`).
+    copies_in_flight: HashMap<u64, dead_letter::CopiesInFlight>,
+    next_internal_token: u64,
 }
 
 impl std::fmt::Debug for Shard {
@@ -126,6 +133,8 @@ impl Shard {
             flow_watch: Vec::new(),
             dispatch_scratch: Vec::new(),
             transaction: None,
+            copies_in_flight: HashMap::default(),
+            next_internal_token: 1,
         }
     }
 
@@ -450,9 +459,17 @@ impl Shard {
         }
     }
 
+    /// The address of work this shard itself waits on (no connection has it: connections are
+    /// numbered from 1).
+    fn internal_address(&self) -> ConnectionId {
+        ConnectionId { shard: self.id, local: INTERNAL_CONN }
+    }
+
     /// Reports a finished piece of work to the connection that waits on it.
     fn complete(&mut self, completion: Completion, result: Result<(), EngineError>) {
-        if completion.conn.shard == self.id {
+        if completion.conn == self.internal_address() {
+            self.copy_landed(completion.token, result);
+        } else if completion.conn.shard == self.id {
             self.with_conn(completion.conn, |m| m.completions.push((completion.token, result)));
         } else {
             self.send(completion.conn.shard, ShardMsg::Completed { completion, result });
