@@ -46,6 +46,18 @@ pub struct ConnectionId {
     pub local: u32,
 }
 
+impl ConnectionId {
+    /// The shard itself, for work it waits on (connections are numbered from 1).
+    pub fn shard_itself(shard: ShardId) -> ConnectionId {
+        ConnectionId { shard, local: 0 }
+    }
+
+    /// Whether this is a shard itself rather than a client connection.
+    pub fn is_shard_itself(&self) -> bool {
+        self.local == 0
+    }
+}
+
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-conn-{}", self.shard.0, self.local)

@@ -266,7 +266,8 @@ impl Journal {
             SyncPolicy::AckAfterSync if self.is_synced() && self.waiters.is_empty() => Some(completion),
             SyncPolicy::AckAfterSync => {
                 let offset = self.appended_offset();
-                let prompt = self.gather.added(completion.conn, Instant::now());
+                // A shard's own waits are no client whose return to time.
+                let prompt = !completion.conn.is_shard_itself() && self.gather.added(completion.conn, Instant::now());
                 self.waiters.push_back((offset, completion, prompt));
                 (self.sync_wake)();
                 None
@@ -493,7 +494,9 @@ impl Journal {
                 break;
             }
             if let Some((_, c, prompt)) = self.waiters.pop_front() {
-                self.gather.released(c.conn, prompt, now);
+                if !c.conn.is_shard_itself() {
+                    self.gather.released(c.conn, prompt, now);
+                }
                 done.push(c);
             }
         }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, ShardId};
+use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, ShardId};
 use ferry_engine::journal::Journal;
 use ferry_engine::model::flow::STALL_LOOKS;
 use ferry_engine::model::message::{Content, Properties};
@@ -584,10 +584,11 @@ fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
     assert_eq!(c.shards[0].journal_mut().live_count(), 1);
 }
 
-#[test]
-fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
-    let mut c = Cluster::new(&[("work", 0), ("dead", 1)]);
-    c.declare(0, "dead", true);
+/// Declares durable queue "work" on shard 0, dead-lettering to queue "dead" (declared
+/// `durable`, wherever `overrides` places it), with a consumer on shard 0; publishes one
+/// persistent message to "work" and returns its delivery tag.
+fn dead_letter_setup(c: &mut Cluster, durable: bool) -> (ConnectionId, Rc<RefCell<Mailbox>>, DeliveryTag) {
+    c.declare(0, "dead", durable);
     let spec = QueueSpec {
         name: "work".into(),
         durable: true,
@@ -601,10 +602,17 @@ fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
     };
     c.request(0, AUTHORITY, Request::Meta(MetaOp::DeclareQueue { spec, passive: false, by: None }));
     let (conn, mailbox) = c.connect(0);
-    consume(&mut c, 0, ShardId(0), "work", conn, 1);
+    consume(c, 0, ShardId(0), "work", conn, 1);
     c.shards[0].publish("", "work", content("doomed", true), None, || None).expect("routable");
     c.pump();
     let tag = mailbox.borrow_mut().deliveries.remove(0).tag;
+    (conn, mailbox, tag)
+}
+
+#[test]
+fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
+    let mut c = Cluster::new(&[("work", 0), ("dead", 1)]);
+    let (conn, mailbox, tag) = dead_letter_setup(&mut c, true);
     assert_eq!(c.shards[0].journal_mut().live_count(), 1);
 
     c.shards[0].settle(ShardId(0), "work", vec![tag], Some(false), Some(Completion { conn, token: 5 }));
@@ -613,9 +621,74 @@ fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
     c.shards[1].handle_batch(ShardId(0), &mut batch);
     assert_eq!(c.shards[1].owned_queue("dead").expect("owned").len(), 1, "the copy arrived");
     assert_eq!(c.shards[0].journal_mut().live_count(), 1, "nor while the copy waits for its log's sync");
+    assert!(mailbox.borrow().completions.is_empty(), "the NACK has not completed");
     c.pump();
     assert_eq!(c.shards[0].journal_mut().live_count(), 0, "settled once the copy is durable");
     assert_eq!(c.shards[1].journal_mut().live_count(), 1);
     let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
     assert_eq!(tokens, [5], "the NACK completes after both");
+}
+
+#[test]
+fn a_transaction_spanning_shards_acks_only_once_its_publishes_are_durable() {
+    // Consume from a queue on shard 0, publish the result to one on shard 1, in one
+    // transaction: the ack must not be logged before the publish is, or a crash between the
+    // two would lose the message.
+    let mut c = Cluster::new(&[("src", 0), ("dst", 1)]);
+    c.declare(0, "src", true);
+    c.declare(0, "dst", true);
+    let (conn, mailbox) = c.connect(0);
+    consume(&mut c, 0, ShardId(0), "src", conn, 1);
+    c.shards[0].publish("", "src", content("work", true), None, || None).expect("routable");
+    c.pump();
+    let tag = mailbox.borrow_mut().deliveries.remove(0).tag;
+
+    let done = Completion { conn, token: 3 };
+    c.shards[0].begin_transaction();
+    c.shards[0].publish("", "dst", content("result", true), None, || Some(done)).expect("routable");
+    c.shards[0].settle_one(ShardId(0), "src", tag, None, Some(done));
+    c.shards[0].end_transaction();
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "not acked while the publish travels");
+    let mut batch = c.shards[0].swap_outbox(ShardId(1), Vec::new());
+    c.shards[1].handle_batch(ShardId(0), &mut batch);
+    assert_eq!(c.shards[1].owned_queue("dst").expect("owned").len(), 1);
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "nor before the publish is durable");
+    c.pump();
+    assert_eq!(c.shards[0].journal_mut().live_count(), 0, "acked once it is");
+    assert_eq!(c.shards[1].journal_mut().live_count(), 1);
+    let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tokens, [3, 3], "the commit completes after both");
+}
+
+#[test]
+fn a_dead_lettered_copy_that_lands_at_once_settles_its_original() {
+    // A transient dead-letter queue on the same shard holds the copy before `publish` returns.
+    let mut c = Cluster::new(&[("work", 0), ("dead", 0)]);
+    let (conn, mailbox, tag) = dead_letter_setup(&mut c, false);
+    c.shards[0].settle(ShardId(0), "work", vec![tag], Some(false), Some(Completion { conn, token: 6 }));
+    c.pump();
+    assert_eq!(c.shards[0].journal_mut().live_count(), 0);
+    assert_eq!(c.shards[0].owned_queue("dead").expect("owned").len(), 1);
+    let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tokens, [6]);
+}
+
+#[test]
+fn a_queue_deleted_while_its_dead_lettered_copy_travels_keeps_its_successors_messages() {
+    // The original's late settle must not name the message of a queue declared again by the
+    // same name, whose ids start again at 1.
+    let mut c = Cluster::new(&[("work", 0), ("dead", 1)]);
+    let (_, _, tag) = dead_letter_setup(&mut c, true);
+    c.shards[0].settle(ShardId(0), "work", vec![tag], Some(false), None);
+    let mut copy = c.shards[0].swap_outbox(ShardId(1), Vec::new());
+    c.request(0, AUTHORITY, Request::Meta(MetaOp::DeleteQueue { name: "work".into() }));
+    c.declare(0, "work", true);
+    c.shards[0].publish("", "work", content("successor", true), None, || None).expect("routable");
+    c.pump();
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "the successor's message is live");
+    c.shards[1].handle_batch(ShardId(0), &mut copy);
+    c.pump();
+    assert_eq!(c.shards[1].owned_queue("dead").expect("owned").len(), 1, "the copy landed");
+    assert_eq!(c.shards[0].journal_mut().live_count(), 1, "and settled nothing of the successor");
+    assert_eq!(c.shards[0].owned_queue("work").expect("owned").len(), 1);
 }

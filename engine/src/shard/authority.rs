@@ -106,6 +106,7 @@ impl Shard {
             MetaOp::DeleteQueue { name } => {
                 if let Some(mut queue) = self.queues.remove(name) {
                     self.journal.append_queue_delete(&queue.spec);
+                    self.forget_dead_lettered(name);
                     let held = queue.flow.release_all();
                     self.flow_release(name, held);
                     for consumer in queue.consumer_keys() {

@@ -93,41 +93,24 @@ impl Shard {
     ) -> Option<Completion> {
         let Some(q) = self.queues.get(queue) else { return completion };
         let durable = q.spec.durable;
-        let target = q.args.dead_letter_exchange.clone().map(|ex| (ex, q.args.dead_letter_routing_key.clone()));
-        // One held count until every copy is handed out: a copy can land before `publish`
-        // returns (a transient target, a queue gone).
+        let Some(exchange) = q.args.dead_letter_exchange.clone() else {
+            for message in messages.iter().filter(|m| durable && m.content.properties.persistent) {
+                self.journal.append_settle(queue, message.msg_id);
+            }
+            return completion;
+        };
+        let target = (exchange, q.args.dead_letter_routing_key.clone());
+        // Open until every copy is handed out: a copy can land before `publish` returns (a
+        // transient target, a queue gone or full, ack-before-sync).
         let token = self.next_internal_token;
         self.next_internal_token += 1;
-        let wait = CopiesInFlight { queue: queue.to_owned(), settles: Vec::new(), copies: 1, completion: None };
+        let wait =
+            CopiesInFlight { queue: queue.to_owned(), settles: Vec::new(), sent: 0, landed: 0, open: true, completion };
         self.copies_in_flight.insert(token, wait);
         let me = Completion { conn: self.internal_address(), token };
         for message in messages {
             let logged = durable && message.content.properties.persistent;
-            let Some((exchange, key)) = &target else {
-                if logged {
-                    self.journal.append_settle(queue, message.msg_id);
-                }
-                continue;
-            };
-            let original = &message.content;
-            let mut content: Content = (**original).clone();
-            content.exchange = exchange.clone();
-            content.routing_key = key.clone().unwrap_or_else(|| original.routing_key.clone());
-            content.properties.expiration_ms = None;
-            let headers = &mut content.properties.extra_mut().headers;
-            if !headers.iter().any(|(k, _)| k == "x-first-death-reason") {
-                headers.push(("x-first-death-reason".to_owned(), reason.as_str().to_owned()));
-                headers.push(("x-first-death-queue".to_owned(), queue.to_owned()));
-                headers.push(("x-first-death-exchange".to_owned(), original.exchange.clone()));
-            }
-            let death = Death {
-                queue,
-                reason: reason.as_str(),
-                exchange: &original.exchange,
-                routing_key: &original.routing_key,
-                time_s: self.now_ms() / 1000,
-            };
-            record_death(&mut content.properties, &death);
+            let content = self.dead_lettered_copy(queue, &message, &target, reason);
             let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
             let reached = self.publish(&exchange, &key, Arc::new(content), None, || logged.then_some(me));
             let reached = reached.unwrap_or_else(|e| {
@@ -136,33 +119,69 @@ impl Shard {
             });
             match self.copies_in_flight.get_mut(&token) {
                 Some(wait) if logged && reached > 0 => {
-                    wait.copies += reached;
+                    wait.sent += reached;
                     wait.settles.push((message.msg_id, message.content.clone()));
                 }
+                // Routed nowhere: dropped, as in RabbitMQ.
                 _ if logged => self.journal.append_settle(queue, message.msg_id),
                 _ => {}
             }
         }
-        let wait = self.copies_in_flight.get_mut(&token).expect("held until here");
+        let wait = self.copies_in_flight.get_mut(&token)?;
+        wait.open = false;
         if wait.settles.is_empty() {
-            self.copies_in_flight.remove(&token);
-            return completion;
+            return self.copies_in_flight.remove(&token).and_then(|w| w.completion);
         }
-        wait.completion = completion;
-        self.copy_landed(token, Ok(()));
+        self.settle_if_all_landed(token);
         None
     }
 
-    /// One dead-lettered copy is held by a queue it reached (or refused: it is then lost, as
-    /// a copy that reached no queue is). Once all of a batch's are, their originals' settles
-    /// are logged, and the NACK that dead-lettered them completes when those are durable.
+    /// The copy of `message` that goes to `queue`'s dead-letter exchange `target`.
+    fn dead_lettered_copy(
+        &self,
+        queue: &str,
+        message: &QueuedMessage,
+        (exchange, key): &(String, Option<String>),
+        reason: DeathReason,
+    ) -> Content {
+        let original = &message.content;
+        let mut content: Content = (**original).clone();
+        content.exchange = exchange.clone();
+        content.routing_key = key.clone().unwrap_or_else(|| original.routing_key.clone());
+        content.properties.expiration_ms = None;
+        let headers = &mut content.properties.extra_mut().headers;
+        if !headers.iter().any(|(k, _)| k == "x-first-death-reason") {
+            headers.push(("x-first-death-reason".to_owned(), reason.as_str().to_owned()));
+            headers.push(("x-first-death-queue".to_owned(), queue.to_owned()));
+            headers.push(("x-first-death-exchange".to_owned(), original.exchange.clone()));
+        }
+        let death = Death {
+            queue,
+            reason: reason.as_str(),
+            exchange: &original.exchange,
+            routing_key: &original.routing_key,
+            time_s: self.now_ms() / 1000,
+        };
+        record_death(&mut content.properties, &death);
+        content
+    }
+
+    /// One dead-lettered copy is held by a queue it reached (or refused: it is then dropped,
+    /// as a copy that reached no queue is).
     pub(super) fn copy_landed(&mut self, token: u64, result: Result<(), EngineError>) {
         let Some(wait) = self.copies_in_flight.get_mut(&token) else { return };
         if let Err(e) = result {
             tracing::warn!(queue = %wait.queue, "a dead-lettered copy was refused: {e}");
         }
-        wait.copies -= 1;
-        if wait.copies > 0 {
+        wait.landed += 1;
+        self.settle_if_all_landed(token);
+    }
+
+    /// Once every copy of a batch is handed out and held, its originals' settles are logged,
+    /// and the NACK that dead-lettered them completes when those are durable.
+    fn settle_if_all_landed(&mut self, token: u64) {
+        let Some(wait) = self.copies_in_flight.get(&token) else { return };
+        if wait.open || wait.landed < wait.sent {
             return;
         }
         let Some(wait) = self.copies_in_flight.remove(&token) else { return };
@@ -173,9 +192,15 @@ impl Shard {
             self.complete(c, Ok(()));
         }
     }
-}
 
-impl Shard {
+    /// `queue` was deleted: its log no longer holds the originals waiting for their copies,
+    /// and a settle logged later would name a message of a queue declared again by that name.
+    pub(super) fn forget_dead_lettered(&mut self, queue: &str) {
+        for wait in self.copies_in_flight.values_mut().filter(|w| w.queue == queue) {
+            wait.settles.clear();
+        }
+    }
+
     /// Dead-lettered messages whose settles wait for their copies: still live in the log.
     pub(super) fn originals_in_flight(&self) -> impl Iterator<Item = (&str, u64, &Arc<Content>)> {
         self.copies_in_flight
@@ -191,8 +216,11 @@ pub(super) struct CopiesInFlight {
     /// The originals to settle in `queue` once every copy landed (their content, for
     /// compaction to copy forward meanwhile: they are still live in the log).
     settles: Vec<(u64, Arc<Content>)>,
-    /// Copies not yet held by their queues, plus one while they are being handed out.
-    copies: usize,
+    /// Copies handed out (one per queue reached) and held so far.
+    sent: usize,
+    landed: usize,
+    /// Still handing copies out.
+    open: bool,
     /// A NACK's receipt, released once the settles are durable.
     completion: Option<Completion>,
 }

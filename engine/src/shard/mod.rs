@@ -14,6 +14,7 @@ pub mod mailbox;
 pub mod mqtt;
 pub mod msg;
 pub mod recovery;
+mod transaction;
 pub mod wills;
 
 use crate::fastmap::HashMap;
@@ -38,9 +39,6 @@ pub use authority::Authority;
 
 /// The metadata authority's shard: it serialises every routing change.
 pub const AUTHORITY: ShardId = ShardId(0);
-
-/// The connection number of a shard's own address ([`Shard::internal_address`]).
-const INTERNAL_CONN: u32 = 0;
 
 type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
 
@@ -78,6 +76,8 @@ pub struct Shard {
     /// A transaction being committed: its enqueues and settles, per owning shard (see
     /// [`Shard::begin_transaction`]).
     transaction: Option<Vec<(ShardId, Vec<ShardMsg>)>>,
+    /// Transactions spanning shards whose acks wait for their publishes (`transaction.rs`).
+    acks_waiting: HashMap<u64, transaction::AcksWaiting>,
     /// Dead-lettered messages waiting for their copies to land, by internal token
     /// (`dead_letter.rs`).
     copies_in_flight: HashMap<u64, dead_letter::CopiesInFlight>,
@@ -133,6 +133,7 @@ impl Shard {
             flow_watch: Vec::new(),
             dispatch_scratch: Vec::new(),
             transaction: None,
+            acks_waiting: HashMap::default(),
             copies_in_flight: HashMap::default(),
             next_internal_token: 1,
         }
@@ -213,6 +214,7 @@ impl Shard {
             return None;
         }
         let local = self.next_conn;
+        // Never 0: that is the shard itself (`ConnectionId::shard_itself`).
         self.next_conn = self.next_conn.wrapping_add(1).max(1);
         let mailbox = Rc::new(RefCell::new(Mailbox::default()));
         self.conns.insert(local, ConnHandle { mailbox: mailbox.clone(), wake });
@@ -262,46 +264,6 @@ impl Shard {
         self.outbox[to.index()].push(msg);
         if was_idle {
             (self.outbox_wake)();
-        }
-    }
-
-    /// From now until [`Shard::end_transaction`], the enqueues and settles that
-    /// [`Shard::publish`] and [`Shard::settle`] would do or send are gathered per owning shard
-    /// instead. Call both in one borrow: nothing else may publish in between.
-    pub fn begin_transaction(&mut self) {
-        debug_assert!(self.transaction.is_none(), "transactions do not nest");
-        self.transaction = Some(Vec::new());
-    }
-
-    /// Hands each owning shard its share of the transaction, which it applies in order and
-    /// logs as one record: after a crash, each shard's share is there whole or not at all.
-    pub fn end_transaction(&mut self) {
-        for (owner, part) in self.transaction.take().unwrap_or_default() {
-            if owner == self.id {
-                self.apply_transaction_part(part);
-            } else {
-                self.send(owner, ShardMsg::TxPart(part));
-            }
-        }
-    }
-
-    /// Gathers `msg` for `owner` when a transaction is being committed; otherwise gives it back.
-    fn gather(&mut self, owner: ShardId, msg: ShardMsg) -> Option<ShardMsg> {
-        let Some(parts) = &mut self.transaction else { return Some(msg) };
-        match parts.iter_mut().find(|(shard, _)| *shard == owner) {
-            Some((_, part)) => part.push(msg),
-            None => parts.push((owner, vec![msg])),
-        }
-        None
-    }
-
-    fn apply_transaction_part(&mut self, part: Vec<ShardMsg>) {
-        self.journal.begin_transaction();
-        for msg in part {
-            self.handle_msg(self.id, msg);
-        }
-        for completion in self.journal.end_transaction() {
-            self.complete(completion, Ok(()));
         }
     }
 
@@ -364,7 +326,7 @@ impl Shard {
                 let named = content.clone();
                 self.enqueue_local(&named.routing_key, content, completion, publisher);
             }
-            ShardMsg::TxPart(part) => self.apply_transaction_part(part),
+            ShardMsg::TxPart { part, landed } => self.apply_transaction_part(part, landed),
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
             ShardMsg::Settle { queue, tags, requeue, completion } => {
@@ -459,16 +421,19 @@ impl Shard {
         }
     }
 
-    /// The address of work this shard itself waits on (no connection has it: connections are
-    /// numbered from 1).
+    /// The address of work this shard itself waits on.
     fn internal_address(&self) -> ConnectionId {
-        ConnectionId { shard: self.id, local: INTERNAL_CONN }
+        ConnectionId::shard_itself(self.id)
     }
 
     /// Reports a finished piece of work to the connection that waits on it.
     fn complete(&mut self, completion: Completion, result: Result<(), EngineError>) {
         if completion.conn == self.internal_address() {
-            self.copy_landed(completion.token, result);
+            if self.acks_waiting.contains_key(&completion.token) {
+                self.publishes_landed(completion.token);
+            } else {
+                self.copy_landed(completion.token, result);
+            }
         } else if completion.conn.shard == self.id {
             self.with_conn(completion.conn, |m| m.completions.push((completion.token, result)));
         } else {

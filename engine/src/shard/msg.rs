@@ -74,8 +74,12 @@ pub enum ShardMsg {
         publisher: Option<ConnectionId>,
     },
     /// A transaction's enqueues and settles for queues the receiver owns: applied together,
-    /// in order, and logged as one record (`Journal::begin_transaction`).
-    TxPart(Vec<ShardMsg>),
+    /// in order, and logged as one record (`Journal::begin_transaction`). `landed`, if any,
+    /// completes once that record is durable.
+    TxPart {
+        part: Vec<ShardMsg>,
+        landed: Option<Completion>,
+    },
     /// The receiver's connection waited on this.
     Completed {
         completion: Completion,
