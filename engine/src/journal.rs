@@ -118,6 +118,9 @@ pub struct Journal {
     policy: SyncPolicy,
     /// A transaction's share of this shard being gathered (see [`Journal::begin_transaction`]).
     transaction: Option<Gathered>,
+    /// Shares applied but not logged yet, by the key that releases them
+    /// ([`Journal::hold_transaction`]).
+    held: HashMap<Completion, Gathered>,
 }
 
 /// What a transaction's share appended while it was being gathered: one record's operations,
@@ -171,6 +174,7 @@ impl Journal {
             segment_size_bytes: 0,
             policy: SyncPolicy::AckAfterSync,
             transaction: None,
+            held: HashMap::default(),
         }
     }
 
@@ -206,6 +210,7 @@ impl Journal {
             segment_size_bytes,
             policy,
             transaction: None,
+            held: HashMap::default(),
         };
         Ok((journal, recovered))
     }
@@ -297,6 +302,26 @@ impl Journal {
     /// completions to release now (nothing was logged, or the policy does not wait).
     pub fn end_transaction(&mut self) -> Vec<Completion> {
         let Some(gathered) = self.transaction.take() else { return Vec::new() };
+        if !gathered.ops.is_empty() {
+            self.append_part(gathered.ops);
+        }
+        gathered.waiters.into_iter().filter_map(|c| self.after_durable(c)).collect()
+    }
+
+    /// Keeps what [`Journal::begin_transaction`] gathered, unlogged, until
+    /// [`Journal::release_transaction`] with the same `key`; its completions wait that long
+    /// too, and no compaction runs meanwhile (the messages it settles are gone from their
+    /// queues but must stay on disk until the settle is logged).
+    pub fn hold_transaction(&mut self, key: Completion) {
+        let gathered = self.transaction.take().unwrap_or_default();
+        self.held.insert(key, gathered);
+        self.hold_compaction();
+    }
+
+    /// Logs the share held under `key` as one record; returns the completions to release now.
+    pub fn release_transaction(&mut self, key: Completion) -> Vec<Completion> {
+        let Some(gathered) = self.held.remove(&key) else { return Vec::new() };
+        self.release_compaction();
         if !gathered.ops.is_empty() {
             self.append_part(gathered.ops);
         }

@@ -326,7 +326,8 @@ impl Shard {
                 let named = content.clone();
                 self.enqueue_local(&named.routing_key, content, completion, publisher);
             }
-            ShardMsg::TxPart { part, landed } => self.apply_transaction_part(part, landed),
+            ShardMsg::TxPart { part, turn } => self.apply_transaction_part(part, turn),
+            ShardMsg::TxRelease { key } => self.release_transaction_part(key),
             ShardMsg::Completed { completion, result } => self.complete(completion, result),
             ShardMsg::Deliver(delivery) => self.deliver_local(delivery),
             ShardMsg::Settle { queue, tags, requeue, completion } => {

@@ -61,6 +61,17 @@ pub enum Reply {
     MqttRetained(Vec<(Arc<Content>, Option<u64>)>),
 }
 
+/// When a share of a transaction is logged, and who hears of it.
+#[derive(Debug, Clone, Copy)]
+pub enum PartTurn {
+    /// At once.
+    Now,
+    /// At once, and this completes once the record is durable.
+    Report(Completion),
+    /// Applied at once but logged only at `ShardMsg::TxRelease` with this key.
+    Held(Completion),
+}
+
 /// One cross-shard message.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -74,11 +85,14 @@ pub enum ShardMsg {
         publisher: Option<ConnectionId>,
     },
     /// A transaction's enqueues and settles for queues the receiver owns: applied together,
-    /// in order, and logged as one record (`Journal::begin_transaction`). `landed`, if any,
-    /// completes once that record is durable.
+    /// in order, and logged as one record (`Journal::begin_transaction`), when `turn` says.
     TxPart {
         part: Vec<ShardMsg>,
-        landed: Option<Completion>,
+        turn: PartTurn,
+    },
+    /// The transaction share held under this key may be logged now (`PartTurn::Held`).
+    TxRelease {
+        key: Completion,
     },
     /// The receiver's connection waited on this.
     Completed {

@@ -5,21 +5,23 @@
 //!
 //! One that spans shards is not (that would take a commit decision every shard's recovery can
 //! read): its shares may come back in part. What it does promise is the order that loses
-//! nothing: its acks are applied only once every one of its publishes is held durably by its
-//! queue's owner. A crash in between keeps a published copy and its unacked original (a
-//! duplicate, as at-least-once delivery allows), never an ack without its publish.
+//! nothing: the records of its acks are logged only once every one of its publishes is held
+//! durably by its queue's owner. A crash in between keeps a published copy and its unacked
+//! original (a duplicate, as at-least-once delivery allows), never an ack without its publish.
+//! The acks still take effect in memory at once, in order with what the connection sends
+//! next (a cancel must not requeue what the commit acked).
 
 use crate::ids::{Completion, ShardId};
 use crate::shard::Shard;
-use crate::shard::msg::ShardMsg;
+use crate::shard::msg::{PartTurn, ShardMsg};
 
-/// The acks (settles) of a transaction spanning shards, waiting for its publishes to land.
+/// A transaction spanning shards whose acks' records wait for its publishes to land.
 #[derive(Debug)]
 pub(super) struct AcksWaiting {
     /// Shares of publishes not yet durable on their owners, plus one while they are handed out.
     publishes: usize,
-    /// Each owner's settles, to hand out then.
-    settles: Vec<(ShardId, Vec<ShardMsg>)>,
+    /// The owners holding a share of acks under this transaction's key.
+    holders: Vec<ShardId>,
 }
 
 impl Shard {
@@ -31,36 +33,39 @@ impl Shard {
         self.transaction = Some(Vec::new());
     }
 
-    /// Hands each owning shard its share of the transaction (see the module docs): all of it
-    /// at once when one shard owns every queue or nothing is acked; else the publishes first,
-    /// and the acks once those are durable.
+    /// Hands each owning shard its share of the transaction (see the module docs): logged at
+    /// once when one shard owns every queue or nothing is acked; else the publishes' shares
+    /// report when they are durable, and the acks' shares are logged after that.
     pub fn end_transaction(&mut self) {
         let parts = self.transaction.take().unwrap_or_default();
         let spans = parts.len() > 1;
         let acks = parts.iter().any(|(_, part)| part.iter().any(|m| matches!(m, ShardMsg::Settle { .. })));
         if !spans || !acks {
             for (owner, part) in parts {
-                self.hand_part(owner, part, None);
+                self.hand_part(owner, part, PartTurn::Now);
             }
             return;
         }
-        let (mut publishes, mut settles) = (Vec::new(), Vec::new());
-        for (owner, part) in parts {
-            let (enqueues, rest): (Vec<ShardMsg>, Vec<ShardMsg>) =
-                part.into_iter().partition(|m| matches!(m, ShardMsg::Enqueue { .. }));
-            if !enqueues.is_empty() {
-                publishes.push((owner, enqueues));
-            }
-            if !rest.is_empty() {
-                settles.push((owner, rest));
-            }
-        }
         let token = self.next_internal_token;
         self.next_internal_token += 1;
-        self.acks_waiting.insert(token, AcksWaiting { publishes: publishes.len() + 1, settles });
-        let landed = Completion { conn: self.internal_address(), token };
-        for (owner, part) in publishes {
-            self.hand_part(owner, part, Some(landed));
+        let key = Completion { conn: self.internal_address(), token };
+        let mut waiting = AcksWaiting { publishes: 1, holders: Vec::new() };
+        let mut shares = Vec::new();
+        for (owner, part) in parts {
+            let (enqueues, settles): (Vec<ShardMsg>, Vec<ShardMsg>) =
+                part.into_iter().partition(|m| matches!(m, ShardMsg::Enqueue { .. }));
+            if !enqueues.is_empty() {
+                waiting.publishes += 1;
+                shares.push((owner, enqueues, PartTurn::Report(key)));
+            }
+            if !settles.is_empty() {
+                waiting.holders.push(owner);
+                shares.push((owner, settles, PartTurn::Held(key)));
+            }
+        }
+        self.acks_waiting.insert(token, waiting);
+        for (owner, part, turn) in shares {
+            self.hand_part(owner, part, turn);
         }
         self.publishes_landed(token);
     }
@@ -75,29 +80,47 @@ impl Shard {
         None
     }
 
-    fn hand_part(&mut self, owner: ShardId, part: Vec<ShardMsg>, landed: Option<Completion>) {
+    fn hand_part(&mut self, owner: ShardId, part: Vec<ShardMsg>, turn: PartTurn) {
         if owner == self.id {
-            self.apply_transaction_part(part, landed);
+            self.apply_transaction_part(part, turn);
         } else {
-            self.send(owner, ShardMsg::TxPart { part, landed });
+            self.send(owner, ShardMsg::TxPart { part, turn });
         }
     }
 
-    /// Applies a share of a transaction this shard owns the queues of, logged as one record;
-    /// `landed` completes once that record is durable.
-    pub(super) fn apply_transaction_part(&mut self, part: Vec<ShardMsg>, landed: Option<Completion>) {
+    /// Applies a share of a transaction whose queues this shard owns, and logs it as one
+    /// record when `turn` says.
+    pub(super) fn apply_transaction_part(&mut self, part: Vec<ShardMsg>, turn: PartTurn) {
         self.journal.begin_transaction();
         for msg in part {
             self.handle_msg(self.id, msg);
         }
-        let mut done = self.journal.end_transaction();
-        done.extend(landed.and_then(|c| self.journal.after_durable(c)));
+        let done = match turn {
+            PartTurn::Now => self.journal.end_transaction(),
+            PartTurn::Report(landed) => {
+                let mut done = self.journal.end_transaction();
+                done.extend(self.journal.after_durable(landed));
+                done
+            }
+            PartTurn::Held(key) => {
+                self.journal.hold_transaction(key);
+                Vec::new()
+            }
+        };
         for completion in done {
             self.complete(completion, Ok(()));
         }
     }
 
-    /// One share of a spanning transaction's publishes is durable; once all are, its acks go.
+    /// Logs the share held under `key` ([`PartTurn::Held`]).
+    pub(super) fn release_transaction_part(&mut self, key: Completion) {
+        for completion in self.journal.release_transaction(key) {
+            self.complete(completion, Ok(()));
+        }
+    }
+
+    /// One share of a spanning transaction's publishes is durable; once all are, the records
+    /// of its acks may be logged.
     pub(super) fn publishes_landed(&mut self, token: u64) {
         let Some(waiting) = self.acks_waiting.get_mut(&token) else { return };
         waiting.publishes -= 1;
@@ -105,8 +128,13 @@ impl Shard {
             return;
         }
         let Some(waiting) = self.acks_waiting.remove(&token) else { return };
-        for (owner, part) in waiting.settles {
-            self.hand_part(owner, part, None);
+        let key = Completion { conn: self.internal_address(), token };
+        for owner in waiting.holders {
+            if owner == self.id {
+                self.release_transaction_part(key);
+            } else {
+                self.send(owner, ShardMsg::TxRelease { key });
+            }
         }
     }
 }
