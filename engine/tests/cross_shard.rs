@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, ShardId};
-use ferry_engine::journal::Journal;
+use ferry_engine::journal::{Journal, SyncPolicy};
 use ferry_engine::model::flow::STALL_LOOKS;
 use ferry_engine::model::message::{Content, Properties};
 use ferry_engine::model::queue::Consumer;
@@ -20,6 +20,7 @@ use ferry_engine::shard::mailbox::Mailbox;
 use ferry_engine::shard::msg::{Reply, Request};
 use ferry_engine::shard::wills::WILLS_QUEUE;
 use ferry_engine::shard::{AUTHORITY, Shard};
+use ferry_storage::LogConfig;
 use ferry_wire::Limits;
 
 struct Cluster {
@@ -32,14 +33,23 @@ impl Cluster {
     }
 
     fn with_limits(overrides: &[(&str, u16)], limits: Limits) -> Self {
+        Self::with_journals(overrides, limits, |_| Journal::memory(Rc::new(|| {})))
+    }
+
+    /// Shards whose journals are real logs in `dir`/shard-N.
+    fn on_disk(overrides: &[(&str, u16)], dir: &std::path::Path) -> Self {
+        Self::with_journals(overrides, Limits::test_min(), |i| {
+            let log = LogConfig { segment_size_bytes: 1 << 20, ..LogConfig::new(dir.join(format!("shard-{i}"))) };
+            Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log").0
+        })
+    }
+
+    fn with_journals(overrides: &[(&str, u16)], limits: Limits, journal: impl Fn(u16) -> Journal) -> Self {
         let overrides: HashMap<String, ShardId> =
             overrides.iter().map(|(q, s)| ((*q).to_owned(), ShardId(*s))).collect();
         let placement = Placement::new(2, overrides);
         let shards = (0..2)
-            .map(|i| {
-                let journal = Journal::memory(Rc::new(|| {}));
-                Shard::new(ShardId(i), placement.clone(), limits.clone(), journal, Rc::new(|| {}))
-            })
+            .map(|i| Shard::new(ShardId(i), placement.clone(), limits.clone(), journal(i), Rc::new(|| {})))
             .collect();
         Cluster { shards }
     }
@@ -701,4 +711,62 @@ fn a_queue_deleted_while_its_dead_lettered_copy_travels_keeps_its_successors_mes
     assert_eq!(c.shards[1].owned_queue("dead").expect("owned").len(), 1, "the copy landed");
     assert_eq!(c.shards[0].journal_mut().live_count(), 1, "and settled nothing of the successor");
     assert_eq!(c.shards[0].owned_queue("work").expect("owned").len(), 1);
+}
+
+#[test]
+fn a_dead_lettered_copy_made_in_a_spanning_transaction_is_logged_before_it_can_be_acked() {
+    // A spanning transaction NACKs a message whose dead-letter queue is on the same shard: the
+    // copy is in the queue at once, so its enqueue must be in the log at once too, not held
+    // with the transaction's acks, or an ack of the copy logged meanwhile would come before it
+    // and the copy would come back after a restart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::on_disk(&[("work", 0), ("dead", 0), ("dst", 1)], dir.path());
+    c.declare(0, "dst", true);
+    let (conn, mailbox, tag) = dead_letter_setup(&mut c, true);
+    consume(&mut c, 0, ShardId(0), "dead", conn, 2);
+    c.shards[0].begin_transaction();
+    c.shards[0].publish("", "dst", content("result", true), None, || None).expect("routable");
+    c.shards[0].settle_one(ShardId(0), "work", tag, Some(false), None);
+    c.shards[0].end_transaction();
+    let copy = mailbox.borrow_mut().deliveries.remove(0);
+    assert_eq!(copy.message.content.body, Bytes::from_static(b"doomed"), "the copy is delivered at once");
+    c.shards[0].settle_one(ShardId(0), "dead", copy.tag, None, None);
+    c.pump();
+    drop(c);
+    let log = LogConfig { segment_size_bytes: 1 << 20, ..LogConfig::new(dir.path().join("shard-0")) };
+    let (_, recovered) = Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("reopen");
+    let held: Vec<(String, usize)> = recovered.queues.iter().map(|q| (q.name.clone(), q.messages.len())).collect();
+    assert_eq!(held, [("dead".to_owned(), 0), ("work".to_owned(), 0)], "the acked copy stays acked");
+}
+
+#[test]
+fn a_held_ack_of_a_queue_deleted_meanwhile_leaves_its_successors_messages() {
+    // The settle a spanning transaction holds names (queue, id); a queue deleted and declared
+    // again before the release starts its ids at 1 again, so the held settle must go with it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::on_disk(&[("q0", 0), ("dst", 1)], dir.path());
+    c.declare(0, "q0", true);
+    c.declare(0, "dst", true);
+    let (conn, mailbox) = c.connect(0);
+    consume(&mut c, 0, ShardId(0), "q0", conn, 1);
+    c.shards[0].publish("", "q0", content("old", true), None, || None).expect("routable");
+    c.pump();
+    let tag = mailbox.borrow_mut().deliveries.remove(0).tag;
+    c.shards[0].begin_transaction();
+    c.shards[0].publish("", "dst", content("result", true), None, || None).expect("routable");
+    c.shards[0].settle_one(ShardId(0), "q0", tag, None, None);
+    c.shards[0].end_transaction();
+    let mut share = c.shards[0].swap_outbox(ShardId(1), Vec::new());
+    c.request(0, AUTHORITY, Request::Meta(MetaOp::DeleteQueue { name: "q0".into() }));
+    c.declare(0, "q0", true);
+    c.shards[0].publish("", "q0", content("new", true), None, || None).expect("routable");
+    c.pump();
+    c.shards[1].handle_batch(ShardId(0), &mut share);
+    c.pump();
+    drop(c);
+    let log = LogConfig { segment_size_bytes: 1 << 20, ..LogConfig::new(dir.path().join("shard-0")) };
+    let (_, recovered) = Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("reopen");
+    let q0 = recovered.queues.iter().find(|q| q.name == "q0").expect("q0 recovered");
+    let bodies: Vec<&[u8]> = q0.messages.iter().map(|m| m.body.as_ref()).collect();
+    assert_eq!(bodies, [b"new".as_slice()]);
 }

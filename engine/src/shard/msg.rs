@@ -61,15 +61,15 @@ pub enum Reply {
     MqttRetained(Vec<(Arc<Content>, Option<u64>)>),
 }
 
-/// When a share of a transaction is logged, and who hears of it.
+/// When a share of a transaction is logged.
 #[derive(Debug, Clone, Copy)]
 pub enum PartTurn {
-    /// At once.
+    /// At once, as one record.
     Now,
-    /// At once, and this completes once the record is durable.
-    Report(Completion),
-    /// Applied at once but logged only at `ShardMsg::TxRelease` with this key.
-    Held(Completion),
+    /// Part of a transaction spanning shards that acks: applied at once, in order; its
+    /// enqueues logged at once (and, with `report`, `key` completes once they are durable);
+    /// its settles logged only at `ShardMsg::TxRelease` with `key`.
+    Spanning { key: Completion, report: bool },
 }
 
 /// One cross-shard message.

@@ -18,9 +18,9 @@ use crate::shard::msg::{PartTurn, ShardMsg};
 /// A transaction spanning shards whose acks' records wait for its publishes to land.
 #[derive(Debug)]
 pub(super) struct AcksWaiting {
-    /// Shares of publishes not yet durable on their owners, plus one while they are handed out.
+    /// Owners whose publishes are not yet durable, plus one while the shares are handed out.
     publishes: usize,
-    /// The owners holding a share of acks under this transaction's key.
+    /// The owners holding settles under this transaction's key.
     holders: Vec<ShardId>,
 }
 
@@ -34,8 +34,9 @@ impl Shard {
     }
 
     /// Hands each owning shard its share of the transaction (see the module docs): logged at
-    /// once when one shard owns every queue or nothing is acked; else the publishes' shares
-    /// report when they are durable, and the acks' shares are logged after that.
+    /// once when one shard owns every queue or nothing is acked; else each owner applies its
+    /// share at once and in order, logs its enqueues (reporting when they are durable) and
+    /// holds the record of its settles until every owner's enqueues are durable.
     pub fn end_transaction(&mut self) {
         let parts = self.transaction.take().unwrap_or_default();
         let spans = parts.len() > 1;
@@ -50,18 +51,14 @@ impl Shard {
         self.next_internal_token += 1;
         let key = Completion { conn: self.internal_address(), token };
         let mut waiting = AcksWaiting { publishes: 1, holders: Vec::new() };
-        let mut shares = Vec::new();
+        let mut shares = Vec::with_capacity(parts.len());
         for (owner, part) in parts {
-            let (enqueues, settles): (Vec<ShardMsg>, Vec<ShardMsg>) =
-                part.into_iter().partition(|m| matches!(m, ShardMsg::Enqueue { .. }));
-            if !enqueues.is_empty() {
-                waiting.publishes += 1;
-                shares.push((owner, enqueues, PartTurn::Report(key)));
-            }
-            if !settles.is_empty() {
+            let report = part.iter().any(|m| matches!(m, ShardMsg::Enqueue { .. }));
+            waiting.publishes += usize::from(report);
+            if part.iter().any(|m| matches!(m, ShardMsg::Settle { .. })) {
                 waiting.holders.push(owner);
-                shares.push((owner, settles, PartTurn::Held(key)));
             }
+            shares.push((owner, part, PartTurn::Spanning { key, report }));
         }
         self.acks_waiting.insert(token, waiting);
         for (owner, part, turn) in shares {
@@ -97,14 +94,12 @@ impl Shard {
         }
         let done = match turn {
             PartTurn::Now => self.journal.end_transaction(),
-            PartTurn::Report(landed) => {
-                let mut done = self.journal.end_transaction();
-                done.extend(self.journal.after_durable(landed));
+            PartTurn::Spanning { key, report } => {
+                let mut done = self.journal.end_transaction_holding_settles(key);
+                if report {
+                    done.extend(self.journal.after_durable(key));
+                }
                 done
-            }
-            PartTurn::Held(key) => {
-                self.journal.hold_transaction(key);
-                Vec::new()
             }
         };
         for completion in done {
@@ -112,7 +107,7 @@ impl Shard {
         }
     }
 
-    /// Logs the share held under `key` ([`PartTurn::Held`]).
+    /// Logs the settles held under `key` ([`PartTurn::Spanning`]).
     pub(super) fn release_transaction_part(&mut self, key: Completion) {
         for completion in self.journal.release_transaction(key) {
             self.complete(completion, Ok(()));
