@@ -68,8 +68,9 @@ pub enum PartTurn {
     Now,
     /// Part of a transaction spanning shards that acks: applied at once, in order; its
     /// enqueues logged at once (and, with `report`, `key` completes once they are durable);
-    /// its settles logged only at `ShardMsg::TxRelease` with `key`.
-    Spanning { key: Completion, report: bool },
+    /// with `hold` (the share acks something), its settles logged only at
+    /// `ShardMsg::TxRelease` with `key`, else at once too.
+    Spanning { key: Completion, report: bool, hold: bool },
 }
 
 /// One cross-shard message.

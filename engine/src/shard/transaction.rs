@@ -9,7 +9,9 @@
 //! durably by its queue's owner. A crash in between keeps a published copy and its unacked
 //! original (a duplicate, as at-least-once delivery allows), never an ack without its publish.
 //! The acks still take effect in memory at once, in order with what the connection sends
-//! next (a cancel must not requeue what the commit acked).
+//! next (a cancel must not requeue what the commit acked). A NACK that dead-letters is logged
+//! when its copy is held (`dead_letter.rs`), not held back with the acks: the message then
+//! lives on as that copy.
 
 use crate::ids::{Completion, ShardId};
 use crate::shard::Shard;
@@ -55,10 +57,12 @@ impl Shard {
         for (owner, part) in parts {
             let report = part.iter().any(|m| matches!(m, ShardMsg::Enqueue { .. }));
             waiting.publishes += usize::from(report);
-            if part.iter().any(|m| matches!(m, ShardMsg::Settle { .. })) {
+            // Only a share that acks holds anything back: the release goes to those alone.
+            let hold = part.iter().any(|m| matches!(m, ShardMsg::Settle { .. }));
+            if hold {
                 waiting.holders.push(owner);
             }
-            shares.push((owner, part, PartTurn::Spanning { key, report }));
+            shares.push((owner, part, PartTurn::Spanning { key, report, hold }));
         }
         self.acks_waiting.insert(token, waiting);
         for (owner, part, turn) in shares {
@@ -94,8 +98,12 @@ impl Shard {
         }
         let done = match turn {
             PartTurn::Now => self.journal.end_transaction(),
-            PartTurn::Spanning { key, report } => {
-                let mut done = self.journal.end_transaction_holding_settles(key);
+            PartTurn::Spanning { key, report, hold } => {
+                let mut done = if hold {
+                    self.journal.end_transaction_holding_settles(key)
+                } else {
+                    self.journal.end_transaction()
+                };
                 if report {
                     done.extend(self.journal.after_durable(key));
                 }
