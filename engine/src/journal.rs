@@ -122,8 +122,8 @@ pub struct Journal {
     policy: SyncPolicy,
     /// A transaction's share of this shard being gathered (see [`Journal::begin_transaction`]).
     transaction: Option<Gathered>,
-    /// Shares applied but not logged yet, by the key that releases them
-    /// ([`Journal::hold_transaction`]).
+    /// Settles applied but not logged yet, by the key that releases them
+    /// ([`Journal::end_transaction_holding_settles`]).
     held: HashMap<Completion, Gathered>,
 }
 

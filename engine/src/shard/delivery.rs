@@ -212,12 +212,12 @@ impl Shard {
         requeue: Option<bool>,
         completion: Option<Completion>,
     ) {
-        if owner == self.id && self.transaction.is_none() {
-            self.settle_local(queue, &tags, requeue, completion);
-            return;
-        }
         if self.transaction.is_some() {
             self.hand_over(owner, ShardMsg::Settle { queue: queue.to_owned(), tags, requeue, completion });
+            return;
+        }
+        if owner == self.id {
+            self.settle_local(queue, &tags, requeue, completion);
             return;
         }
         match self.waiting_settle(owner, queue, requeue, completion.is_none()) {
@@ -236,12 +236,12 @@ impl Shard {
         requeue: Option<bool>,
         completion: Option<Completion>,
     ) {
-        if owner == self.id && self.transaction.is_none() {
-            self.settle_local(queue, &[tag], requeue, completion);
-            return;
-        }
         if self.transaction.is_some() {
             self.settle(owner, queue, vec![tag], requeue, completion);
+            return;
+        }
+        if owner == self.id {
+            self.settle_local(queue, &[tag], requeue, completion);
             return;
         }
         match self.waiting_settle(owner, queue, requeue, completion.is_none()) {

@@ -91,7 +91,8 @@ pub enum ShardMsg {
         part: Vec<ShardMsg>,
         turn: PartTurn,
     },
-    /// The transaction share held under this key may be logged now (`PartTurn::Held`).
+    /// The settles of the transaction share held under this key may be logged now
+    /// (`PartTurn::Spanning`).
     TxRelease {
         key: Completion,
     },

@@ -153,11 +153,9 @@ impl StompConn {
     /// Publishes what [`StompConn::prepare_send`] made; its completions count against `token`.
     fn publish_prepared(&mut self, content: Arc<Content>, token: Option<u64>) -> Result<(), EngineError> {
         let conn = self.id;
-        let (exchange, key) = (content.exchange.clone(), content.routing_key.clone());
-        let count = self
-            .shard
-            .borrow_mut()
-            .publish(&exchange, &key, content, Some(conn), || token.map(|token| Completion { conn, token }))?;
+        let completion = || token.map(|token| Completion { conn, token });
+        let (exchange, key) = (&content.exchange, &content.routing_key);
+        let count = self.shard.borrow_mut().publish(exchange, key, Arc::clone(&content), Some(conn), completion)?;
         if let Some(token) = token {
             self.receipts.expect(token, count);
         }
