@@ -28,11 +28,8 @@ impl Journal {
     /// Appends what [`Journal::begin_transaction`] gathered, as one record; returns the
     /// completions to release now (nothing was logged, or the policy does not wait).
     pub fn end_transaction(&mut self) -> Vec<Completion> {
-        let Some(gathered) = self.transaction.take() else { return Vec::new() };
-        if !gathered.ops.is_empty() {
-            self.append_part(gathered.ops);
-        }
-        gathered.waiters.into_iter().filter_map(|c| self.after_durable(c)).collect()
+        let gathered = self.transaction.take().unwrap_or_default();
+        self.log_gathered(gathered)
     }
 
     /// Ends a transaction's share whose settles must wait: what [`Journal::begin_transaction`]
@@ -45,12 +42,10 @@ impl Journal {
         let gathered = self.transaction.take().unwrap_or_default();
         let (enqueues, settles): (Vec<TxOp>, Vec<TxOp>) =
             gathered.ops.into_iter().partition(|op| matches!(op, TxOp::Enqueue { .. }));
-        if !enqueues.is_empty() {
-            self.append_part(enqueues);
-        }
         if settles.is_empty() {
-            return gathered.waiters.into_iter().filter_map(|c| self.after_durable(c)).collect();
+            return self.log_gathered(Gathered { ops: enqueues, waiters: gathered.waiters });
         }
+        self.log_gathered(Gathered { ops: enqueues, waiters: Vec::new() });
         self.held.insert(key, Gathered { ops: settles, waiters: gathered.waiters });
         self.hold_compaction();
         Vec::new()
@@ -60,6 +55,12 @@ impl Journal {
     pub fn release_transaction(&mut self, key: Completion) -> Vec<Completion> {
         let Some(gathered) = self.held.remove(&key) else { return Vec::new() };
         self.release_compaction();
+        self.log_gathered(gathered)
+    }
+
+    /// Appends `gathered`'s operations as one record (if any) and hands its completions to
+    /// [`Journal::after_durable`]; returns those to release now.
+    fn log_gathered(&mut self, gathered: Gathered) -> Vec<Completion> {
         if !gathered.ops.is_empty() {
             self.append_part(gathered.ops);
         }
@@ -70,20 +71,13 @@ impl Journal {
     /// One too large for a segment is appended as separate records (not atomic), with a
     /// warning: a transaction cannot be refused once its operations took effect.
     fn append_part(&mut self, ops: Vec<TxOp>) {
-        // What the live index learns, in op order: (queue, message, enqueued or settled).
-        let touched: Vec<(String, u64, bool)> = ops
-            .iter()
-            .map(|op| match op {
-                TxOp::Enqueue { message, .. } => (message.queue.clone(), message.msg_id, true),
-                TxOp::Settle { queue, msg_id } => (queue.clone(), *msg_id, false),
-            })
-            .collect();
         let record = Record::tx_part(ops);
+        let Record::TxPart { ops, .. } = &record else { return };
         let start = self.appended_offset();
         let end = match &mut self.backend {
             Backend::Memory { appended } => {
                 // Room below its end for its enqueues' keys (see `LiveIndex`).
-                *appended += touched.len() as u64 + 1;
+                *appended += ops.len() as u64 + 1;
                 *appended
             }
             Backend::Log(log) => match log.append(&record) {
@@ -100,16 +94,17 @@ impl Journal {
             },
         };
         (self.sync_wake)();
-        let enqueues = touched.iter().filter(|(_, _, enqueued)| *enqueued).count() as u64;
+        let enqueues = ops.iter().filter(|op| matches!(op, TxOp::Enqueue { .. })).count() as u64;
         let size = usize::try_from((end - start) / enqueues.max(1)).unwrap_or(usize::MAX);
         // Rising in op order, so that compaction copies them forward in the order they came.
         let mut key = end - enqueues;
-        for (queue, msg_id, enqueued) in touched {
-            if enqueued {
-                self.live.insert(&queue, msg_id, key, size);
-                key += 1;
-            } else {
-                self.live.remove(&queue, msg_id);
+        for op in ops {
+            match op {
+                TxOp::Enqueue { message, .. } => {
+                    self.live.insert(&message.queue, message.msg_id, key, size);
+                    key += 1;
+                }
+                TxOp::Settle { queue, msg_id } => self.live.remove(queue, *msg_id),
             }
         }
     }
