@@ -7,7 +7,7 @@ use rkyv::util::AlignedVec;
 
 use crate::error::StorageError;
 use crate::format::record_len;
-use crate::record::{ArchivedRecord, Record, RecordKind, TxOp};
+use crate::record::{ArchivedRecord, Record, RecordKind, split_bodies};
 
 /// Serializes `record`'s metadata into `buf` (cleared first) and returns it.
 pub(crate) fn encode_meta(record: &Record, mut buf: AlignedVec) -> Result<AlignedVec, StorageError> {
@@ -54,27 +54,6 @@ pub(crate) fn decode(kind: u8, meta: &[u8], body: &[u8]) -> Result<Record, Strin
         _ => {}
     }
     Ok(record)
-}
-
-/// Hands each enqueue of a transaction's part its slice of `bodies` (no copy). Fails unless
-/// the lengths the metadata gives add up to exactly `bodies`.
-fn split_bodies(ops: &mut [TxOp], bodies: &bytes::Bytes) -> Result<(), String> {
-    let mut at = 0usize;
-    for op in ops {
-        if let TxOp::Enqueue { message, body_len } = op {
-            let end =
-                usize::try_from(*body_len).ok().and_then(|len| at.checked_add(len)).filter(|end| *end <= bodies.len());
-            let Some(end) = end else {
-                return Err("a transaction's body lengths run past its bodies".to_owned());
-            };
-            message.body = bodies.slice(at..end);
-            at = end;
-        }
-    }
-    if at != bodies.len() {
-        return Err("a transaction's bodies hold bytes no enqueue claims".to_owned());
-    }
-    Ok(())
 }
 
 /// Best effort: the queues named by a record whose checksum failed, if its metadata still

@@ -214,7 +214,8 @@ impl Record {
     }
 
     /// A transaction's part: `ops` with their bodies joined into the part's `bodies` (each
-    /// enqueue's `body_len` set to its own).
+    /// enqueue's `body_len` set to its own, and its `body` then a slice of `bodies`, so the
+    /// part holds each body once, as a decoded one does).
     pub fn tx_part(mut ops: Vec<TxOp>) -> Record {
         let total: usize =
             ops.iter().map(|op| if let TxOp::Enqueue { message, .. } = op { message.body.len() } else { 0 }).sum();
@@ -225,7 +226,10 @@ impl Record {
                 *body_len = message.body.len() as u64;
             }
         }
-        Record::TxPart { ops, bodies: bodies.freeze() }
+        let bodies = bodies.freeze();
+        let split = split_bodies(&mut ops, &bodies);
+        debug_assert!(split.is_ok(), "lengths taken from the bodies joined");
+        Record::TxPart { ops, bodies }
     }
 
     /// The raw body stored after the metadata (empty for everything but `Enqueue`).
@@ -247,6 +251,27 @@ impl Record {
             _ => None,
         }
     }
+}
+
+/// Hands each enqueue of a transaction's part its slice of `bodies` (no copy). Fails unless
+/// the lengths the metadata gives add up to exactly `bodies`.
+pub(crate) fn split_bodies(ops: &mut [TxOp], bodies: &bytes::Bytes) -> Result<(), String> {
+    let mut at = 0usize;
+    for op in ops {
+        if let TxOp::Enqueue { message, body_len } = op {
+            let end =
+                usize::try_from(*body_len).ok().and_then(|len| at.checked_add(len)).filter(|end| *end <= bodies.len());
+            let Some(end) = end else {
+                return Err("a transaction's body lengths run past its bodies".to_owned());
+            };
+            message.body = bodies.slice(at..end);
+            at = end;
+        }
+    }
+    if at != bodies.len() {
+        return Err("a transaction's bodies hold bytes no enqueue claims".to_owned());
+    }
+    Ok(())
 }
 
 impl ArchivedRecord {
