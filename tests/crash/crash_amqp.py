@@ -52,15 +52,18 @@ def connect(port):
     return conn, ch
 
 
-def produce(port, confirmed, stop):
+def produce(port, confirmed, stop, connect=connect, queue=QUEUE, header="seq", name=lambda seq: seq):
+    """Publishes persistent messages to `queue`, each waiting for its confirm; the `header`
+    of message n is `name(n)`, added to `confirmed` once confirmed."""
     try:
         conn, ch = connect(port)
         ch.confirm_delivery()
         seq = 0
         while not stop.is_set():
-            props = pika.BasicProperties(delivery_mode=2, headers={"seq": seq})
-            ch.basic_publish("", QUEUE, f"m-{seq}".encode(), props)  # returns once confirmed
-            confirmed.add(seq)
+            value = name(seq)
+            props = pika.BasicProperties(delivery_mode=2, headers={header: value})
+            ch.basic_publish("", queue, f"m-{seq}".encode(), props)  # returns once confirmed
+            confirmed.add(value)
             seq += 1
     except Exception:
         return

@@ -150,14 +150,8 @@ def one_run(binary, shards, rng, log):
         producer, consumer = connect(port, prod_l), connect(port, cons_l)
         consumer.subscribe(QUEUE, id="c", ack="client-individual", headers={"prefetch-count": "32"})
         sent, acked_sent, stop = [], set(), threading.Event()
-        threads = [threading.Thread(target=produce, args=(producer, prod_l, sent, stop), daemon=True),
-                   threading.Thread(target=consume, args=(consumer, cons_l, acked_sent, stop), daemon=True)]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.3, 1.5))
-        broker.send_signal(signal.SIGKILL)
-        broker.wait(10)
-        stop.set()
+        load_then_kill(broker, rng, [lambda: produce(producer, prod_l, sent, stop),
+                                     lambda: consume(consumer, cons_l, acked_sent, stop)], stop)
         with prod_l.lock:
             confirmed = {int(r[2:]) for r in prod_l.receipts if r.startswith("p-")}
         with cons_l.lock:
@@ -167,8 +161,6 @@ def one_run(binary, shards, rng, log):
                 c.disconnect()
             except Exception:
                 pass
-        for t in threads:
-            t.join(5)
 
         broker = start_broker(binary, data, port, shards, log)
         drain_l = Collector()

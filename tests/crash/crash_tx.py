@@ -33,7 +33,7 @@ import threading
 import pika
 
 import crash_run
-from crash_amqp import amqp_answers, drain
+from crash_amqp import amqp_answers, drain, produce
 from crash_run import free_port, load_then_kill, start_broker
 
 SRC, DST = "crash-tx-src", "crash-tx-dst"
@@ -53,19 +53,6 @@ def connect(port):
 
 def persistent(body_id):
     return pika.BasicProperties(delivery_mode=2, headers={"id": body_id})
-
-
-def produce(port, confirmed, stop):
-    try:
-        conn, ch = connect(port)
-        ch.confirm_delivery()
-        seq = 0
-        while not stop.is_set():
-            ch.basic_publish("", SRC, f"p-{seq}".encode(), persistent(f"p-{seq}"))  # returns once confirmed
-            confirmed.add(f"p-{seq}")
-            seq += 1
-    except Exception:
-        return
 
 
 def move(port, moved, stop):
@@ -122,7 +109,8 @@ def one_run(binary, shards, rng, log):
     try:
         broker = start()
         confirmed, moved, committed, stop = set(), set(), set(), threading.Event()
-        load_then_kill(broker, rng, [lambda: produce(port, confirmed, stop), lambda: move(port, moved, stop),
+        producer = lambda: produce(port, confirmed, stop, connect, SRC, "id", lambda seq: f"p-{seq}")
+        load_then_kill(broker, rng, [producer, lambda: move(port, moved, stop),
                                      lambda: publish_batches(port, committed, stop)], stop)
         confirmed, moved, committed = set(confirmed), set(moved), set(committed)
 
