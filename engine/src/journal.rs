@@ -28,7 +28,7 @@ use crate::model::routing::QueueSpec;
 
 mod transaction;
 
-use transaction::Gathered;
+use transaction::{Gathered, Held};
 
 enum Backend {
     Memory { appended: u64 },
@@ -54,10 +54,11 @@ impl LiveIndex {
         self.by_offset.insert(offset, (queue.to_owned(), msg_id));
     }
 
-    fn remove(&mut self, queue: &str, msg_id: u64) {
-        if let Some((offset, _)) = self.by_message.remove(&(queue.to_owned(), msg_id)) {
-            self.by_offset.remove(&offset);
-        }
+    /// Removes a message's entry, returning its key.
+    fn remove(&mut self, queue: &str, msg_id: u64) -> Option<u64> {
+        let (offset, _) = self.by_message.remove(&(queue.to_owned(), msg_id))?;
+        self.by_offset.remove(&offset);
+        Some(offset)
     }
 
     fn remove_queue(&mut self, queue: &str) {
@@ -122,9 +123,12 @@ pub struct Journal {
     policy: SyncPolicy,
     /// A transaction's share of this shard being gathered (see [`Journal::begin_transaction`]).
     transaction: Option<Gathered>,
-    /// Settles applied but not logged yet, by the key that releases them
-    /// ([`Journal::end_transaction_holding_settles`]).
-    held: HashMap<Completion, Gathered>,
+    /// Logged shares of transactions spanning shards, waiting for their commit, by the key
+    /// that releases them ([`Journal::end_transaction_spanning`]).
+    held: HashMap<Completion, Held>,
+    /// Offsets from which on compaction deletes nothing, with their counts: records that
+    /// transactions spanning shards still need ([`Journal::keep_from_here`]).
+    keeps: BTreeMap<u64, usize>,
 }
 
 impl fmt::Debug for Journal {
@@ -171,6 +175,7 @@ impl Journal {
             policy: SyncPolicy::AckAfterSync,
             transaction: None,
             held: HashMap::default(),
+            keeps: BTreeMap::new(),
         }
     }
 
@@ -207,6 +212,7 @@ impl Journal {
             policy,
             transaction: None,
             held: HashMap::default(),
+            keeps: BTreeMap::new(),
         };
         Ok((journal, recovered))
     }
@@ -278,9 +284,12 @@ impl Journal {
 
     /// Records that a persistent message was settled (acked or dropped).
     pub fn append_settle(&mut self, queue: &str, msg_id: u64) {
-        self.live.remove(queue, msg_id);
+        let at = self.live.remove(queue, msg_id);
         match &mut self.transaction {
-            Some(gathered) => gathered.ops.push(TxOp::Settle { queue: queue.to_owned(), msg_id }),
+            Some(gathered) => {
+                gathered.floor = gathered.floor.min(at.unwrap_or(u64::MAX));
+                gathered.ops.push(TxOp::Settle { queue: queue.to_owned(), msg_id });
+            }
             None => drop(self.append(&Record::Settle { queue: queue.to_owned(), msg_id })),
         }
     }
@@ -302,10 +311,6 @@ impl Journal {
     pub fn append_queue_delete(&mut self, spec: &QueueSpec) {
         if spec.durable {
             self.live.remove_queue(&spec.name);
-            // Held settles of this queue would name messages of one declared again by its name.
-            for held in self.held.values_mut() {
-                held.ops.retain(|op| op.queue() != spec.name);
-            }
             self.append(&Record::QueueDelete { name: spec.name.clone() });
         }
     }
@@ -444,15 +449,20 @@ impl Journal {
         if self.compaction_retry_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }
+        // Nothing from the oldest record a transaction spanning shards still needs on.
         let active = log.active_base().0;
-        let below: Vec<(&u64, &(String, u64))> = self.live.by_offset.range(..active).collect();
+        let limit = self.keeps.keys().next().map_or(active, |floor| active.min(*floor));
+        if log.sealed_below(Offset(limit)) == 0 {
+            return None;
+        }
+        let below: Vec<(&u64, &(String, u64))> = self.live.by_offset.range(..limit).collect();
         let bytes: u64 =
             below.iter().filter_map(|(_, k)| self.live.by_message.get(*k)).map(|(_, size)| *size as u64).sum();
         if bytes <= self.segment_size_bytes / COPY_FORWARD_SEGMENT_FRACTION {
             let copy = below.into_iter().map(|(_, k)| k.clone()).collect();
-            return Some(CompactionPlan { copy, keep_from: active });
+            return Some(CompactionPlan { copy, keep_from: limit });
         }
-        let oldest = below.first().map_or(active, |(offset, _)| **offset);
+        let oldest = below.first().map_or(limit, |(offset, _)| **offset);
         (log.sealed_below(Offset(oldest)) > 0).then(|| CompactionPlan { copy: Vec::new(), keep_from: oldest })
     }
 

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_engine::ids::{ConsumerKey, ShardId};
+use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, ShardId};
 use ferry_engine::journal::{Journal, SyncPolicy};
 use ferry_engine::model::message::{Content, Extra, Properties};
 use ferry_engine::model::queue::Consumer;
@@ -282,4 +282,53 @@ fn messages_a_transaction_logged_as_one_record_are_compacted_like_any_other() {
     expected.extend((800 * 4 - 4..800 * 4).map(|n| n.to_string()).filter(|n| !kept.contains(n)));
     assert_eq!(back, expected, "exactly the unacked messages come back, in the order they were published");
     assert!(q.messages.iter().all(|m| m.body.len() == 1024));
+}
+
+#[test]
+fn an_undecided_share_keeps_its_record_and_what_it_settles_from_compaction_until_its_commit() {
+    // A share of a transaction spanning shards acks message 1 and publishes message 2. Until
+    // its commit is in this log, compaction must keep message 1's record (an undoing recovery
+    // puts it back) and must not copy message 2 forward unmarked; it still deletes the
+    // settled segments below them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = LogConfig { segment_size_bytes: SEGMENT_BYTES, epoch: Epoch(1), ..LogConfig::new(dir.path().join("q")) };
+    let (mut journal, _) = Journal::open(log, SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open log");
+    let content = persistent("q", 1024);
+    let mut next_id = 100;
+    let mut fill = |journal: &mut Journal, segments: usize| {
+        let until = journal.segment_count() + segments;
+        while journal.segment_count() < until {
+            journal.append_enqueue("q", next_id, &content);
+            journal.append_settle("q", next_id);
+            next_id += 1;
+        }
+    };
+    let sync = |journal: &mut Journal| {
+        while let Some(work) = journal.sync_work() {
+            let result = work.run();
+            journal.complete_sync(result).expect("sync");
+        }
+    };
+    fill(&mut journal, 2);
+    journal.append_enqueue("q", 1, &content);
+    let original = journal.appended_offset();
+    fill(&mut journal, 2);
+    let key = Completion { conn: ConnectionId::shard_itself(ShardId(1)), token: 1 };
+    journal.begin_transaction();
+    journal.append_settle("q", 1);
+    journal.append_enqueue("q", 2, &content);
+    assert!(journal.end_transaction_spanning(key, 7 << 16).is_empty(), "its report waits for the sync");
+    fill(&mut journal, 3);
+    sync(&mut journal);
+
+    let plan = journal.compaction_plan().expect("the settled segments below can go");
+    assert!(plan.keep_from <= original, "message 1's record is kept: {} > {original}", plan.keep_from);
+    assert!(!plan.copy.contains(&("q".to_owned(), 2)), "the share's publish is not copied forward unmarked");
+
+    let released = journal.release_transaction(key, true);
+    assert_eq!(released, Vec::<Completion>::new(), "its report waits for the commit's sync");
+    sync(&mut journal);
+    let plan = journal.compaction_plan().expect("a round");
+    assert!(plan.keep_from > original, "once the commit is logged, everything below the active segment may go");
+    assert_eq!(plan.copy, [("q".to_owned(), 2)]);
 }

@@ -1,7 +1,7 @@
 //! Transactions and dead-lettering across shards, without a runtime (`cluster`): each owner
 //! applies its share of a commit together and logs it as one record; a transaction spanning
-//! shards logs its acks only once its publishes are durable; a dead-lettered message leaves its
-//! log only once its copy is held. Some clusters run on real logs, reopened to see what a
+//! shards commits in two phases and survives a crash whole or not at all; a dead-lettered
+//! message leaves its log only once its copy is held. Some clusters run on real logs, reopened to see what a
 //! restart would bring back.
 
 mod cluster;
@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use cluster::{Cluster, bodies, consume, content};
+use cluster::{Cluster, bodies, consume, content, restart_would_keep};
 use ferry_engine::ids::{Completion, ConnectionId, ConsumerKey, DeliveryTag, ShardId};
 use ferry_engine::journal::{Journal, SyncPolicy};
 use ferry_engine::model::queue::Consumer;
@@ -18,7 +18,7 @@ use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::shard::mailbox::Mailbox;
 use ferry_engine::shard::msg::Request;
 use ferry_engine::shard::{AUTHORITY, Shard};
-use ferry_storage::{LogConfig, Record, TxOp};
+use ferry_storage::{LogConfig, Record};
 
 #[test]
 fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
@@ -50,16 +50,6 @@ fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
     assert_eq!(bodies(&mailbox), [Bytes::from_static(b"new")]);
     assert_eq!(c.shards[1].journal_mut().live_count(), 2);
     assert_eq!(c.shards[0].journal_mut().live_count(), 1);
-}
-
-/// Whether shard 0's log in `dir` holds a settle of a message of queue "src".
-fn settles_src(dir: &std::path::Path) -> bool {
-    let records = ferry_storage::replay(&dir.join("shard-0")).expect("replay");
-    records.iter().any(|(_, record)| match record {
-        Record::Settle { queue, .. } => queue == "src",
-        Record::TxPart { ops, .. } => ops.iter().any(|op| matches!(op, TxOp::Settle { queue, .. } if queue == "src")),
-        _ => false,
-    })
 }
 
 /// Declares durable queue "work" on shard 0, dead-lettering to queue "dead" (declared
@@ -108,11 +98,12 @@ fn a_rejected_message_stays_in_its_log_until_its_dead_lettered_copy_is_held() {
 }
 
 #[test]
-fn a_transaction_spanning_shards_logs_its_acks_only_once_its_publishes_are_durable() {
+fn a_transaction_spanning_shards_survives_a_crash_whole_or_not_at_all() {
     // Consume from a queue on shard 0, publish the result to one on shard 1, in one
-    // transaction: the ack must not be logged before the publish is, or a crash between the
-    // two would lose the message. In memory it takes effect at once: a cancel right after the
-    // commit must not requeue the acked message.
+    // transaction. Each share is logged at once, marked with the transaction's id; the commit
+    // (shard 0's record of it) comes only once both are durable, and the client's commit-ok
+    // only once the commit is. A crash before that undoes both shares at recovery. In memory
+    // the ack takes effect at once: a cancel right after the commit must not requeue it.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = Cluster::on_disk(&[("src", 0), ("dst", 1)], dir.path());
     c.declare(0, "src", true);
@@ -122,6 +113,8 @@ fn a_transaction_spanning_shards_logs_its_acks_only_once_its_publishes_are_durab
     c.shards[0].publish("", "src", content("work", true), None, || None).expect("routable");
     c.pump();
     let tag = mailbox.borrow_mut().deliveries.remove(0).tag;
+    let before = vec![("dst".to_owned(), vec![]), ("src".to_owned(), vec![Bytes::from_static(b"work")])];
+    assert_eq!(restart_would_keep(dir.path()).0, before);
 
     let done = Completion { conn, token: 3 };
     c.shards[0].begin_transaction();
@@ -130,26 +123,79 @@ fn a_transaction_spanning_shards_logs_its_acks_only_once_its_publishes_are_durab
     c.shards[0].end_transaction();
     drop(c.shards[0].request(ShardId(0), Request::Cancel { queue: "src".into(), consumer }));
     assert!(c.shards[0].owned_queue("src").expect("owned").is_empty(), "acked, not requeued by the cancel");
-    let sync = |shard: &mut Shard| {
-        while let Some(work) = shard.journal_mut().sync_work() {
-            let result = work.run();
-            shard.journal_mut().complete_sync(result).expect("memory sync");
-            shard.journal_synced();
-        }
-    };
     sync(&mut c.shards[0]);
-    assert!(mailbox.borrow().completions.is_empty(), "the ack is not logged while the publish travels");
     let mut batch = c.shards[0].swap_outbox(ShardId(1), Vec::new());
     c.shards[1].handle_batch(ShardId(0), &mut batch);
     sync(&mut c.shards[1]);
-    assert!(mailbox.borrow().completions.is_empty(), "the publish is durable, the ack's record not yet");
-    assert!(!settles_src(dir.path()), "no record of the ack in shard 0's log yet");
+    assert!(commits(dir.path(), 0).is_empty() && commits(dir.path(), 1).is_empty(), "no commit yet");
+    assert!(mailbox.borrow().completions.is_empty(), "both shares are durable, the commit not yet");
+    assert_eq!(restart_would_keep(dir.path()).0, before, "a crash now undoes both shares");
+
+    // Shard 1 reports its share durable; shard 0 logs the commit, and releases once it is
+    // durable (its own share's completion first; shard 1's after the release travels).
+    let mut report = c.shards[1].swap_outbox(ShardId(0), Vec::new());
+    c.shards[0].handle_batch(ShardId(1), &mut report);
+    assert_eq!(commits(dir.path(), 0).len(), 1, "the coordinator logged the commit");
+    assert!(mailbox.borrow().completions.is_empty(), "nothing completes before the commit is durable");
+    sync(&mut c.shards[0]);
+    assert_eq!(mailbox.borrow().completions.len(), 1, "shard 0's share completes once the commit is durable");
     c.pump();
-    assert!(settles_src(dir.path()), "logged once the publish is durable");
     let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tokens, [3, 3], "the commit completes after both");
+    assert_eq!(tokens, [3, 3], "the commit completes once it is durable");
+    let after = vec![("dst".to_owned(), vec![Bytes::from_static(b"result")]), ("src".to_owned(), vec![])];
+    assert_eq!(restart_would_keep(dir.path()), (after, vec![vec![], vec![]]));
+    let tx = commits(dir.path(), 0);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(commits(dir.path(), 1), tx, "shard 1 holds the commit too: shard 0's may be compacted");
     assert_eq!(c.shards[1].owned_queue("dst").expect("owned").len(), 1);
     assert!(mailbox.borrow().deliveries.is_empty(), "nothing redelivered");
+    assert_eq!((c.shards[0].journal_mut().held_count(), c.shards[1].journal_mut().held_count()), (0, 0));
+}
+
+#[test]
+fn a_share_kept_on_the_coordinators_word_survives_without_it() {
+    // A crash after the coordinator's commit is durable but before shard 1 recorded it: a
+    // restart keeps shard 1's share on shard 0's word, and tells shard 1 to record it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::on_disk(&[("src", 0), ("dst", 1)], dir.path());
+    c.declare(0, "src", true);
+    c.declare(0, "dst", true);
+    c.shards[0].begin_transaction();
+    c.shards[0].publish("", "src", content("a", true), None, || None).expect("routable");
+    c.shards[0].publish("", "dst", content("b", true), None, || None).expect("routable");
+    c.shards[0].end_transaction();
+    let mut share = c.shards[0].swap_outbox(ShardId(1), Vec::new());
+    c.shards[1].handle_batch(ShardId(0), &mut share);
+    // Everything but the release to shard 1 (shard 0's outbox towards it is left alone).
+    for _ in 0..4 {
+        for shard in &mut c.shards {
+            sync(shard);
+        }
+        let mut report = c.shards[1].swap_outbox(ShardId(0), Vec::new());
+        c.shards[0].handle_batch(ShardId(1), &mut report);
+    }
+    assert_eq!(commits(dir.path(), 0).len(), 1, "the coordinator committed");
+    assert!(commits(dir.path(), 1).is_empty(), "shard 1 was not told yet");
+    let (queues, kept) = restart_would_keep(dir.path());
+    let both =
+        vec![("dst".to_owned(), vec![Bytes::from_static(b"b")]), ("src".to_owned(), vec![Bytes::from_static(b"a")])];
+    assert_eq!(queues, both);
+    assert_eq!(kept, [vec![], commits(dir.path(), 0)]);
+}
+
+/// Runs `shard`'s syncs and releases what they cover, until nothing is left to sync.
+fn sync(shard: &mut Shard) {
+    while let Some(work) = shard.journal_mut().sync_work() {
+        let result = work.run();
+        shard.journal_mut().complete_sync(result).expect("sync");
+        shard.journal_synced();
+    }
+}
+
+/// The ids of the transactions spanning shards whose commit shard `i`'s log in `dir` holds.
+fn commits(dir: &std::path::Path, i: u16) -> Vec<u64> {
+    let records = ferry_storage::replay(&dir.join(format!("shard-{i}"))).expect("replay");
+    records.iter().filter_map(|(_, r)| if let Record::TxCommit { tx_id } = r { Some(*tx_id) } else { None }).collect()
 }
 
 #[test]
@@ -212,9 +258,10 @@ fn a_dead_lettered_copy_made_in_a_spanning_transaction_is_logged_before_it_can_b
 }
 
 #[test]
-fn a_held_ack_of_a_queue_deleted_meanwhile_leaves_its_successors_messages() {
-    // The settle a spanning transaction holds names (queue, id); a queue deleted and declared
-    // again before the release starts its ids at 1 again, so the held settle must go with it.
+fn an_undecided_ack_of_a_queue_deleted_meanwhile_leaves_its_successors_messages() {
+    // The settle in a spanning transaction's share names (queue, id); a queue deleted and
+    // declared again before the commit starts its ids at 1 again, so neither the settle nor
+    // its undoing may touch the successor's messages.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = Cluster::on_disk(&[("q0", 0), ("dst", 1)], dir.path());
     c.declare(0, "q0", true);
@@ -233,6 +280,8 @@ fn a_held_ack_of_a_queue_deleted_meanwhile_leaves_its_successors_messages() {
     c.declare(0, "q0", true);
     c.shards[0].publish("", "q0", content("new", true), None, || None).expect("routable");
     c.pump();
+    let undecided = vec![("dst".to_owned(), vec![]), ("q0".to_owned(), vec![Bytes::from_static(b"new")])];
+    assert_eq!(restart_would_keep(dir.path()).0, undecided, "undoing the ack leaves the successor alone");
     c.shards[1].handle_batch(ShardId(0), &mut share);
     c.pump();
     drop(c);

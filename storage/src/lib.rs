@@ -27,7 +27,7 @@ mod sync;
 mod tail;
 
 pub use error::StorageError;
-pub use fold::{Fold, Recovered, RecoveredQueue};
+pub use fold::{Fold, Recovered, RecoveredQueue, Undecided, resolve_together};
 pub use io::{Io, MmapRaw, RealIo};
 pub use log::{
     CompactFailed, CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,

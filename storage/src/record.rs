@@ -97,9 +97,9 @@ pub enum Record {
         /// Binding key.
         routing_key: String,
     },
-    /// A commit of no transaction (`tx_id` 0): a record that changes nothing, appended for
-    /// the synced mark it carries (`ShardLog::append_mark`). Other ids are kept for a
-    /// transaction that spans logs; recovery ignores them.
+    /// The commit of a transaction that spans logs: every part marked [`TxOp::Spans`] with
+    /// this id, in any shard's log, applies (see `Fold`). Id 0 is no transaction: a record
+    /// that changes nothing, appended for the synced mark it carries (`ShardLog::append_mark`).
     TxCommit {
         /// Transaction id; 0 for none.
         tx_id: u64,
@@ -134,6 +134,13 @@ pub enum TxOp {
         /// The settled message.
         msg_id: u64,
     },
+    /// First of the operations of a part of a transaction that spans logs: the part applies
+    /// only once a `Record::TxCommit` with this id is found in one of the logs; until then
+    /// recovery undoes it. Ids are never 0.
+    Spans {
+        /// The transaction.
+        tx_id: u64,
+    },
 }
 
 impl TxOp {
@@ -142,11 +149,12 @@ impl TxOp {
         TxOp::Enqueue { body_len: message.body.len() as u64, message }
     }
 
-    /// The queue this operation touches.
-    pub fn queue(&self) -> &str {
+    /// The queue this operation touches, if any.
+    pub fn queue(&self) -> Option<&str> {
         match self {
-            TxOp::Enqueue { message, .. } => &message.queue,
-            TxOp::Settle { queue, .. } => queue,
+            TxOp::Enqueue { message, .. } => Some(&message.queue),
+            TxOp::Settle { queue, .. } => Some(queue),
+            TxOp::Spans { .. } => None,
         }
     }
 }
@@ -286,9 +294,10 @@ impl ArchivedRecord {
             }
             ArchivedRecord::TxPart { ops, .. } => {
                 let mut seen = std::collections::HashSet::new();
-                let queues = ops.iter().map(|op| match op {
-                    ArchivedTxOp::Enqueue { message, .. } => message.queue.as_str(),
-                    ArchivedTxOp::Settle { queue, .. } => queue.as_str(),
+                let queues = ops.iter().filter_map(|op| match op {
+                    ArchivedTxOp::Enqueue { message, .. } => Some(message.queue.as_str()),
+                    ArchivedTxOp::Settle { queue, .. } => Some(queue.as_str()),
+                    ArchivedTxOp::Spans { .. } => None,
                 });
                 queues.filter(|queue| seen.insert(*queue)).map(str::to_owned).collect()
             }

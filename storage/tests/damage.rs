@@ -133,9 +133,10 @@ fn ops_of(record: &Record) -> Vec<Record> {
     match record {
         Record::TxPart { ops, .. } => ops
             .iter()
-            .map(|op| match op {
-                TxOp::Enqueue { message, .. } => Record::Enqueue(message.clone()),
-                TxOp::Settle { queue, msg_id } => Record::Settle { queue: queue.clone(), msg_id: *msg_id },
+            .filter_map(|op| match op {
+                TxOp::Enqueue { message, .. } => Some(Record::Enqueue(message.clone())),
+                TxOp::Settle { queue, msg_id } => Some(Record::Settle { queue: queue.clone(), msg_id: *msg_id }),
+                TxOp::Spans { .. } => None,
             })
             .collect(),
         other => vec![other.clone()],

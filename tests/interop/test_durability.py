@@ -293,13 +293,14 @@ def test_a_transaction_torn_by_a_power_loss_comes_back_not_at_all(broker, broker
     assert "queue quarantined" not in b2.log_path.read_text()
 
 
-def test_a_pika_transaction_torn_by_a_power_loss_comes_back_not_at_all(broker, broker_factory):
-    """The same over AMQP 0-9-1: pika publishes six persistent messages and acks an earlier
-    one in a transaction (tx.select / tx.commit); a tear through its bytes leaves none of it."""
-    q = uniq("torn-tx-amqp")
+def take_in_a_transaction(broker, q, also=()):
+    """Declares the durable queues `q` and `also`, publishes a persistent "before" to `q`
+    (confirmed), then opens a pika channel in tx mode that has taken it (unacked): returns
+    the connection, the channel and the get's method."""
     conn = amqp(broker)
     ch = conn.channel()
-    ch.queue_declare(q, durable=True)
+    for name in (q, *also):
+        ch.queue_declare(name, durable=True)
     ch.confirm_delivery()
     ch.basic_publish("", q, b"before", pika.BasicProperties(delivery_mode=2))
     conn.close()
@@ -308,6 +309,14 @@ def test_a_pika_transaction_torn_by_a_power_loss_comes_back_not_at_all(broker, b
     ch.tx_select()
     method, _, body = ch.basic_get(q)
     assert body == b"before"
+    return conn, ch, method
+
+
+def test_a_pika_transaction_torn_by_a_power_loss_comes_back_not_at_all(broker, broker_factory):
+    """The same over AMQP 0-9-1: pika publishes six persistent messages and acks an earlier
+    one in a transaction (tx.select / tx.commit); a tear through its bytes leaves none of it."""
+    q = uniq("torn-tx-amqp")
+    conn, ch, method = take_in_a_transaction(broker, q)
     for i in range(TX_SENDS):
         ch.basic_publish("", q, _tx_body(i).encode(), pika.BasicProperties(delivery_mode=2))
     ch.basic_ack(method.delivery_tag)

@@ -1,6 +1,9 @@
 //! A transaction's share of the journal: what `Shard::begin_transaction` makes an owner apply
-//! is gathered here and appended as one `Record::TxPart`, at once or, for the settles of a
-//! transaction spanning shards, once the coordinator releases them. Used on the shard thread.
+//! is gathered here and appended as one `Record::TxPart`. A share of a transaction spanning
+//! shards is marked with the transaction's id (`TxOp::Spans`): recovery applies it only if a
+//! commit for that id (`Record::TxCommit`) is in some shard's log, so its completions wait for
+//! the coordinator's decision, and compaction keeps the share's record, and those of the
+//! messages it settles, until this log holds the commit itself. Used on the shard thread.
 
 use ferry_storage::{Record, StorageError, TxOp};
 
@@ -9,10 +12,30 @@ use crate::ids::Completion;
 
 /// What a transaction's share appended while it was being gathered: one record's operations,
 /// and the completions that wait for that record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Gathered {
     pub(super) ops: Vec<TxOp>,
     pub(super) waiters: Vec<Completion>,
+    /// The lowest live-index key of the messages it settles (`u64::MAX`: none).
+    pub(super) floor: u64,
+}
+
+impl Default for Gathered {
+    fn default() -> Self {
+        Gathered { ops: Vec::new(), waiters: Vec::new(), floor: u64::MAX }
+    }
+}
+
+/// A logged share of a transaction spanning shards, waiting for its commit.
+#[derive(Debug)]
+pub(super) struct Held {
+    tx_id: u64,
+    /// A record was appended (a share of only transient messages has none).
+    logged: bool,
+    /// The share's completions.
+    waiters: Vec<Completion>,
+    /// Compaction keeps everything from here on ([`Journal::keep_from_here`]).
+    floor: u64,
 }
 
 impl Journal {
@@ -32,30 +55,87 @@ impl Journal {
         self.log_gathered(gathered)
     }
 
-    /// Ends a transaction's share whose settles must wait: what [`Journal::begin_transaction`]
-    /// gathered is split, its enqueues appended now as one record, its settles kept unlogged
-    /// until [`Journal::release_transaction`] with the same `key`. The share's completions wait
-    /// for that release too, and no compaction runs meanwhile (the messages it settles are gone
-    /// from their queues but must stay on disk until the settle is logged). Returns the
-    /// completions to release now (none when settles are held).
-    pub fn end_transaction_holding_settles(&mut self, key: Completion) -> Vec<Completion> {
-        let gathered = self.transaction.take().unwrap_or_default();
-        let (enqueues, settles): (Vec<TxOp>, Vec<TxOp>) =
-            gathered.ops.into_iter().partition(|op| matches!(op, TxOp::Enqueue { .. }));
-        if settles.is_empty() {
-            return self.log_gathered(Gathered { ops: enqueues, waiters: gathered.waiters });
+    /// Ends a share of transaction `tx_id`, which spans shards: what
+    /// [`Journal::begin_transaction`] gathered is appended now as one record marked with the
+    /// id, and `key` completes once it is durable (the coordinator's report). The share's
+    /// completions are held until [`Journal::release_transaction`] with the same `key` (the
+    /// commit is then durable). Meanwhile compaction keeps the share's record, which it would
+    /// otherwise copy forward unmarked, and those of the messages it settles, which an undoing
+    /// recovery puts back. Returns the completions to release now.
+    pub fn end_transaction_spanning(&mut self, key: Completion, tx_id: u64) -> Vec<Completion> {
+        let Gathered { mut ops, waiters, floor } = self.transaction.take().unwrap_or_default();
+        let floor = floor.min(self.keep_from_here());
+        let logged = !ops.is_empty();
+        if logged {
+            ops.insert(0, TxOp::Spans { tx_id });
+            self.append_part(ops);
         }
-        self.log_gathered(Gathered { ops: enqueues, waiters: Vec::new() });
-        self.held.insert(key, Gathered { ops: settles, waiters: gathered.waiters });
-        self.hold_compaction();
-        Vec::new()
+        self.held.insert(key, Held { tx_id, logged, waiters, floor });
+        self.keep(floor);
+        self.after_durable(key).into_iter().collect()
     }
 
-    /// Logs the share held under `key` as one record; returns the completions to release now.
-    pub fn release_transaction(&mut self, key: Completion) -> Vec<Completion> {
-        let Some(gathered) = self.held.remove(&key) else { return Vec::new() };
-        self.release_compaction();
-        self.log_gathered(gathered)
+    /// The transaction of the share held under `key` committed. With `mark` (this shard is
+    /// not the coordinator, whose log holds the commit), its commit is appended to this log
+    /// too, and `key` completes once that is durable: the coordinator keeps its own record of
+    /// the commit until then. Returns the completions to release now.
+    pub fn release_transaction(&mut self, key: Completion, mark: bool) -> Vec<Completion> {
+        let mut done = Vec::new();
+        if let Some(held) = self.held.remove(&key) {
+            if held.logged && mark {
+                self.append_tx_commit(held.tx_id);
+            }
+            self.unkeep(held.floor);
+            done = held.waiters;
+        }
+        if mark {
+            done.extend(self.after_durable(key));
+        }
+        done
+    }
+
+    /// The offset from which on the next record lies: compaction deletes nothing from there
+    /// on while it is kept ([`Journal::keep`]).
+    pub fn keep_from_here(&self) -> u64 {
+        self.appended_offset() + 1
+    }
+
+    /// Compaction deletes nothing from `floor` on until [`Journal::unkeep`] with it.
+    pub fn keep(&mut self, floor: u64) {
+        *self.keeps.entry(floor).or_default() += 1;
+    }
+
+    /// Undoes one [`Journal::keep`] of `floor`.
+    pub fn unkeep(&mut self, floor: u64) {
+        if let Some(count) = self.keeps.get_mut(&floor) {
+            *count -= 1;
+            if *count == 0 {
+                self.keeps.remove(&floor);
+            }
+        }
+    }
+
+    /// Appends the commit of transaction `tx_id`, which spans shards.
+    pub fn append_tx_commit(&mut self, tx_id: u64) {
+        debug_assert!(tx_id != 0, "id 0 is the synced mark's");
+        self.append(&Record::TxCommit { tx_id });
+    }
+
+    /// Held shares, by key: every one was logged (or had nothing to log) and waits for its
+    /// transaction's commit.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Makes what is appended durable now, blocking the calling thread (start-up only).
+    pub fn sync_blocking(&mut self) -> Result<(), StorageError> {
+        match self.sync_work() {
+            Some(work) => {
+                let result = work.run();
+                self.complete_sync(result)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Appends `gathered`'s operations as one record (if any) and hands its completions to
@@ -104,7 +184,10 @@ impl Journal {
                     self.live.insert(&message.queue, message.msg_id, key, size);
                     key += 1;
                 }
-                TxOp::Settle { queue, msg_id } => self.live.remove(queue, *msg_id),
+                TxOp::Settle { queue, msg_id } => {
+                    self.live.remove(queue, *msg_id);
+                }
+                TxOp::Spans { .. } => {}
             }
         }
     }
@@ -116,6 +199,7 @@ impl Journal {
                 match op {
                     TxOp::Enqueue { message, .. } => self.append_stored(message),
                     TxOp::Settle { queue, msg_id } => self.append_settle(&queue, msg_id),
+                    TxOp::Spans { .. } => {}
                 }
             }
         }

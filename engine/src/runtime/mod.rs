@@ -7,6 +7,7 @@
 
 mod batches;
 mod conn;
+mod evidence;
 mod listeners;
 mod memlock;
 mod notify;
@@ -97,11 +98,13 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
     *SPREAD.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spread.clone());
     let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
     let activation = Arc::new(OnceLock::new());
+    let evidence = Arc::new(evidence::Evidence::new(usize::from(shards)));
     let mut handles = Vec::new();
     for index in 0..usize::from(shards) {
         let cpu = cpus[index % cpus.len()];
         let (config, mesh, ready, activation) = (config.clone(), mesh.clone(), ready_tx.clone(), activation.clone());
-        let (batches, handoffs, spread) = (batches.clone(), handoffs.clone(), spread.clone());
+        let (batches, handoffs, spread, evidence) =
+            (batches.clone(), handoffs.clone(), spread.clone(), evidence.clone());
         let mut builder = LocalExecutorBuilder::new(CpuPlacement::Fixed(cpu))
             .name(&format!("ferry-shard-{index}"))
             .io_memory(io_memory)
@@ -114,7 +117,9 @@ pub fn prepare(config: BrokerConfig) -> anyhow::Result<Prepared> {
             builder = builder.spin_before_park(spin);
         }
         let handle = builder
-            .spawn(move || shard_tasks::shard_main(config, activation, mesh, batches, (handoffs, spread), ready))
+            .spawn(move || {
+                shard_tasks::shard_main(config, activation, mesh, batches, (handoffs, spread), evidence, ready)
+            })
             .map_err(|e| anyhow::anyhow!("starting executor for shard {index} on cpu {cpu}: {e}"))?;
         handles.push(handle);
     }

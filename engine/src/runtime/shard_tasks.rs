@@ -18,6 +18,7 @@ use glommio::{executor, spawn_local};
 
 use super::batches::BatchPool;
 use super::conn::{serve_amqp, serve_mqtt, serve_stomp};
+use super::evidence::Evidence;
 use super::notify::Notify;
 use super::reactor_turn;
 use super::spread::{HandOver, Handoff, Spread};
@@ -50,6 +51,7 @@ pub(super) async fn shard_main(
     mesh: Mesh,
     batches: Arc<BatchPool>,
     (handoffs, spread): Handoffs,
+    evidence: Arc<Evidence>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let (Ok((senders, mut receivers)), Ok((handoff_senders, mut handoff_receivers))) =
@@ -84,15 +86,25 @@ pub(super) async fn shard_main(
         ..LogConfig::new(dir.clone())
     };
     let opened = Journal::open_warm(log, activation.warm.take(id.0), config.sync, wake_hook(&sync_notify));
-    let (mut journal, recovered) = match opened {
+    let (mut journal, mut recovered) = match opened {
         Ok(opened) => opened,
         Err(e) => {
+            evidence.fail();
             let _ = ready.send(Err(format!("opening the log in {}: {e}", dir.display())));
             return;
         }
     };
+    let tx_id_max = match decide_transactions(id, &evidence, &mut journal, &mut recovered) {
+        Ok(tx_id_max) => tx_id_max,
+        Err(e) => {
+            evidence.fail();
+            let _ = ready.send(Err(format!("recovering the log in {}: {e}", dir.display())));
+            return;
+        }
+    };
     journal.set_group_commit_wait(config.group_commit_wait);
-    let shard = Shard::new(id, config.placement(), config.limits.clone(), journal, wake_hook(&outbox_notify));
+    let mut shard = Shard::new(id, config.placement(), config.limits.clone(), journal, wake_hook(&outbox_notify));
+    shard.seed_transaction_ids(tx_id_max);
     let shard: ShardRef = Rc::new(RefCell::new(shard));
     shard.borrow_mut().set_conn_gauge(spread.gauge(usize::from(id.0)));
 
@@ -174,6 +186,33 @@ pub(super) async fn shard_main(
     final_sync(&shard).await;
     super::park::stop();
     drop(tasks);
+}
+
+/// Keeps or undoes the shares of transactions spanning shards that `recovered` holds
+/// undecided, by the commits every shard's log holds ([`Evidence`]); records in this log, and
+/// syncs, the commits of those it keeps. Returns the highest transaction id any log names.
+fn decide_transactions(
+    id: ShardId,
+    evidence: &Evidence,
+    journal: &mut Journal,
+    recovered: &mut ferry_storage::Recovered,
+) -> Result<u64, String> {
+    let commits =
+        evidence.exchange(&recovered.committed, recovered.tx_id_max).ok_or("another shard could not open its log")?;
+    let undecided = recovered.undecided.len();
+    let kept = recovered.resolve(&|tx| commits.committed.contains(&tx));
+    if undecided > 0 {
+        tracing::info!(shard = %id, kept = kept.len(), undone = undecided - kept.len(),
+            "shares of transactions spanning shards whose commit this log lacks: kept those another shard's log commits, undid the rest");
+    }
+    for tx_id in &kept {
+        journal.append_tx_commit(*tx_id);
+    }
+    journal.sync_blocking().map_err(|e| format!("recording transaction commits: {e}"))?;
+    if !evidence.recorded() {
+        return Err("another shard could not record its transaction commits".to_owned());
+    }
+    Ok(commits.tx_id_max)
 }
 
 thread_local! {

@@ -76,8 +76,11 @@ pub struct Shard {
     /// A transaction being committed: its enqueues and settles, per owning shard (see
     /// [`Shard::begin_transaction`]).
     transaction: Option<Vec<(ShardId, Vec<ShardMsg>)>>,
-    /// Transactions spanning shards whose acks wait for their publishes (`transaction.rs`).
-    acks_waiting: HashMap<u64, transaction::AcksWaiting>,
+    /// Transactions spanning shards this shard coordinates, by internal token
+    /// (`transaction.rs`).
+    spanning: HashMap<u64, transaction::Spanning>,
+    /// Sequence of the ids of the transactions spanning shards it coordinates.
+    tx_seq: u64,
     /// Dead-lettered messages waiting for their copies to land, by internal token
     /// (`dead_letter.rs`).
     copies_in_flight: HashMap<u64, dead_letter::CopiesInFlight>,
@@ -133,7 +136,8 @@ impl Shard {
             flow_watch: Vec::new(),
             dispatch_scratch: Vec::new(),
             transaction: None,
-            acks_waiting: HashMap::default(),
+            spanning: HashMap::default(),
+            tx_seq: 1,
             copies_in_flight: HashMap::default(),
             next_internal_token: 1,
         }
@@ -430,8 +434,8 @@ impl Shard {
     /// Reports a finished piece of work to the connection that waits on it.
     fn complete(&mut self, completion: Completion, result: Result<(), EngineError>) {
         if completion.conn == self.internal_address() {
-            if self.acks_waiting.contains_key(&completion.token) {
-                self.publishes_landed(completion.token);
+            if self.coordinates(completion.token) {
+                self.spanning_reported(completion.token);
             } else {
                 self.copy_landed(completion.token, result);
             }

@@ -66,11 +66,10 @@ pub enum Reply {
 pub enum PartTurn {
     /// At once, as one record.
     Now,
-    /// Part of a transaction spanning shards that acks: applied at once, in order; its
-    /// enqueues logged at once (and, with `report`, `key` completes once they are durable);
-    /// with `hold` (the share acks something), its settles logged only at
-    /// `ShardMsg::TxRelease` with `key`, else at once too.
-    Spanning { key: Completion, report: bool, hold: bool },
+    /// A share of transaction `tx_id`, which spans shards: applied at once, in order, and
+    /// logged at once as one record marked with the id; `key` completes once it is durable.
+    /// Its completions wait for `ShardMsg::TxRelease` with `key` (the commit is durable).
+    Spanning { key: Completion, tx_id: u64 },
 }
 
 /// One cross-shard message.
@@ -91,8 +90,9 @@ pub enum ShardMsg {
         part: Vec<ShardMsg>,
         turn: PartTurn,
     },
-    /// The settles of the transaction share held under this key may be logged now
-    /// (`PartTurn::Spanning`).
+    /// The transaction of the share held under this key committed (`PartTurn::Spanning`):
+    /// its completions complete; an owner other than the coordinator (`key.conn.shard`)
+    /// records the commit in its own log and completes `key` once that is durable.
     TxRelease {
         key: Completion,
     },

@@ -1,29 +1,54 @@
 //! Committing a transaction (AMQP `tx.commit`, STOMP `COMMIT`): the enqueues and settles its
 //! publishes and acks cause are gathered per owning shard, and each owner applies its share in
 //! order and logs it as one record, so that a crash keeps a shard's share whole or not at all.
-//! A transaction whose queues live on one shard is therefore atomic on disk.
 //!
-//! One that spans shards is not (that would take a commit decision every shard's recovery can
-//! read): its shares may come back in part. What it does promise is the order that loses
-//! nothing: the records of its acks are logged only once every one of its publishes is held
-//! durably by its queue's owner. A crash in between keeps a published copy and its unacked
-//! original (a duplicate, as at-least-once delivery allows), never an ack without its publish.
-//! The acks still take effect in memory at once, in order with what the connection sends
-//! next (a cancel must not requeue what the commit acked). A NACK that dead-letters is logged
-//! when its copy is held (`dead_letter.rs`), not held back with the acks: the message then
-//! lives on as that copy.
+//! A transaction whose queues live on one shard is done then. One that spans shards commits
+//! in two phases, with the connection's shard as coordinator:
+//!
+//! 1. each owner applies its share at once, in order with what the connection sends next (a
+//!    cancel must not requeue what the commit acked), logs it as one record marked with the
+//!    transaction's id (`TxOp::Spans`), and reports when that is durable;
+//! 2. once every share is durable, the coordinator logs the commit (`Record::TxCommit`) and,
+//!    once that is durable, releases the shares: their completions complete (the client's
+//!    commit-ok), and each owner other than the coordinator logs the commit in its own log;
+//! 3. once those are durable, the coordinator's record of the commit may be compacted.
+//!
+//! Recovery applies a marked share only if some shard's log holds its commit (every shard's
+//! commits are exchanged at start-up, `runtime/evidence.rs`), so a crash before the
+//! coordinator's commit is durable undoes every share: the transaction vanishes. Owners keep
+//! their shares' records (no compaction) until they hold the commit themselves, and the
+//! coordinator keeps its commit until they do.
+//!
+//! What the transaction did in memory before the commit was durable stays visible meanwhile:
+//! a consumer may receive a message it published before a crash undoes it. A NACK that
+//! dead-letters is logged when its copy is held (`dead_letter.rs`), not with the share.
 
 use crate::ids::{Completion, ShardId};
 use crate::shard::Shard;
 use crate::shard::msg::{PartTurn, ShardMsg};
 
-/// A transaction spanning shards whose acks' records wait for its publishes to land.
+/// A transaction spanning shards that this shard coordinates.
 #[derive(Debug)]
-pub(super) struct AcksWaiting {
-    /// Owners whose publishes are not yet durable, plus one while the shares are handed out.
-    publishes: usize,
-    /// The owners holding settles under this transaction's key.
-    holders: Vec<ShardId>,
+pub(super) struct Spanning {
+    tx_id: u64,
+    /// Where this log's record of the commit begins, once it is appended: kept from
+    /// compaction until the other owners hold the commit.
+    floor: u64,
+    /// The shards given a share.
+    owners: Vec<ShardId>,
+    phase: Phase,
+    /// Reports this phase still waits for (plus one while its messages are being sent).
+    due: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for every share to be durable.
+    Prepared,
+    /// Waiting for the commit in this log to be durable.
+    Committed,
+    /// Waiting for the other owners' logs to hold the commit.
+    Recorded,
 }
 
 impl Shard {
@@ -36,14 +61,10 @@ impl Shard {
     }
 
     /// Hands each owning shard its share of the transaction (see the module docs): logged at
-    /// once when one shard owns every queue or nothing is acked; else each owner applies its
-    /// share at once and in order, logs its enqueues (reporting when they are durable) and
-    /// holds the record of its settles until every owner's enqueues are durable.
+    /// once when one shard owns every queue, else in two phases.
     pub fn end_transaction(&mut self) {
         let parts = self.transaction.take().unwrap_or_default();
-        let spans = parts.len() > 1;
-        let acks = parts.iter().any(|(_, part)| part.iter().any(|m| matches!(m, ShardMsg::Settle { .. })));
-        if !spans || !acks {
+        if parts.len() < 2 {
             for (owner, part) in parts {
                 self.hand_part(owner, part, PartTurn::Now);
             }
@@ -52,23 +73,29 @@ impl Shard {
         let token = self.next_internal_token;
         self.next_internal_token += 1;
         let key = Completion { conn: self.internal_address(), token };
-        let mut waiting = AcksWaiting { publishes: 1, holders: Vec::new() };
-        let mut shares = Vec::with_capacity(parts.len());
+        let tx_id = self.next_tx_id();
+        let owners = parts.iter().map(|(owner, _)| *owner).collect();
+        let spanning = Spanning { tx_id, floor: 0, owners, phase: Phase::Prepared, due: parts.len() + 1 };
+        self.spanning.insert(token, spanning);
         for (owner, part) in parts {
-            let report = part.iter().any(|m| matches!(m, ShardMsg::Enqueue { .. }));
-            waiting.publishes += usize::from(report);
-            // Only a share that acks holds anything back: the release goes to those alone.
-            let hold = part.iter().any(|m| matches!(m, ShardMsg::Settle { .. }));
-            if hold {
-                waiting.holders.push(owner);
-            }
-            shares.push((owner, part, PartTurn::Spanning { key, report, hold }));
+            self.hand_part(owner, part, PartTurn::Spanning { key, tx_id });
         }
-        self.acks_waiting.insert(token, waiting);
-        for (owner, part, turn) in shares {
-            self.hand_part(owner, part, turn);
-        }
-        self.publishes_landed(token);
+        self.spanning_reported(token);
+    }
+
+    /// A fresh id for a transaction spanning shards: unique among this shard's (the low 16
+    /// bits are its id) and above every id any log held at start-up
+    /// ([`Shard::seed_transaction_ids`]), so no share left undecided in a log is ever taken
+    /// for one of a new transaction. Never 0.
+    fn next_tx_id(&mut self) -> u64 {
+        let id = (self.tx_seq << 16) | u64::from(self.id.0);
+        self.tx_seq += 1;
+        id
+    }
+
+    /// Makes every id [`Shard::next_tx_id`] hands out greater than `max_seen`.
+    pub fn seed_transaction_ids(&mut self, max_seen: u64) {
+        self.tx_seq = self.tx_seq.max((max_seen >> 16) + 1);
     }
 
     /// Gathers `msg` for `owner` when a transaction is being committed; otherwise gives it back.
@@ -90,7 +117,7 @@ impl Shard {
     }
 
     /// Applies a share of a transaction whose queues this shard owns, and logs it as one
-    /// record when `turn` says.
+    /// record.
     pub(super) fn apply_transaction_part(&mut self, part: Vec<ShardMsg>, turn: PartTurn) {
         self.journal.begin_transaction();
         for msg in part {
@@ -98,45 +125,64 @@ impl Shard {
         }
         let done = match turn {
             PartTurn::Now => self.journal.end_transaction(),
-            PartTurn::Spanning { key, report, hold } => {
-                let mut done = if hold {
-                    self.journal.end_transaction_holding_settles(key)
-                } else {
-                    self.journal.end_transaction()
-                };
-                if report {
-                    done.extend(self.journal.after_durable(key));
-                }
-                done
-            }
+            PartTurn::Spanning { key, tx_id } => self.journal.end_transaction_spanning(key, tx_id),
         };
         for completion in done {
             self.complete(completion, Ok(()));
         }
     }
 
-    /// Logs the settles held under `key` ([`PartTurn::Spanning`]).
+    /// The transaction of the share held under `key` committed ([`PartTurn::Spanning`]).
     pub(super) fn release_transaction_part(&mut self, key: Completion) {
-        for completion in self.journal.release_transaction(key) {
+        let mark = key.conn.shard != self.id;
+        for completion in self.journal.release_transaction(key, mark) {
             self.complete(completion, Ok(()));
         }
     }
 
-    /// One share of a spanning transaction's publishes is durable; once all are, the records
-    /// of its acks may be logged.
-    pub(super) fn publishes_landed(&mut self, token: u64) {
-        let Some(waiting) = self.acks_waiting.get_mut(&token) else { return };
-        waiting.publishes -= 1;
-        if waiting.publishes > 0 {
+    /// Whether `token` is a spanning transaction this shard coordinates.
+    pub(super) fn coordinates(&self, token: u64) -> bool {
+        self.spanning.contains_key(&token)
+    }
+
+    /// One report of the phase a spanning transaction is in; the last one moves it on.
+    pub(super) fn spanning_reported(&mut self, token: u64) {
+        let (key, me) = (Completion { conn: self.internal_address(), token }, self.id);
+        let Some(spanning) = self.spanning.get_mut(&token) else { return };
+        spanning.due -= 1;
+        if spanning.due > 0 {
             return;
         }
-        let Some(waiting) = self.acks_waiting.remove(&token) else { return };
-        let key = Completion { conn: self.internal_address(), token };
-        for owner in waiting.holders {
-            if owner == self.id {
-                self.release_transaction_part(key);
-            } else {
-                self.send(owner, ShardMsg::TxRelease { key });
+        match spanning.phase {
+            Phase::Prepared => {
+                spanning.phase = Phase::Committed;
+                spanning.due = 1;
+                let tx_id = spanning.tx_id;
+                spanning.floor = self.journal.keep_from_here();
+                let floor = spanning.floor;
+                self.journal.keep(floor);
+                self.journal.append_tx_commit(tx_id);
+                if let Some(done) = self.journal.after_durable(key) {
+                    self.complete(done, Ok(()));
+                }
+            }
+            Phase::Committed => {
+                spanning.phase = Phase::Recorded;
+                let owners = spanning.owners.clone();
+                spanning.due = 1 + owners.iter().filter(|owner| **owner != me).count();
+                for owner in owners {
+                    if owner == me {
+                        self.release_transaction_part(key);
+                    } else {
+                        self.send(owner, ShardMsg::TxRelease { key });
+                    }
+                }
+                self.spanning_reported(token);
+            }
+            Phase::Recorded => {
+                let floor = spanning.floor;
+                self.spanning.remove(&token);
+                self.journal.unkeep(floor);
             }
         }
     }

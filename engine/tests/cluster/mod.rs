@@ -136,3 +136,34 @@ pub fn consume(
 pub fn bodies(mailbox: &Rc<RefCell<Mailbox>>) -> Vec<Bytes> {
     mailbox.borrow().deliveries.iter().map(|d| d.message.content.body.clone()).collect()
 }
+
+/// A queue's name and its messages' bodies, in order.
+pub type QueueBodies = (String, Vec<Bytes>);
+
+/// What a restart would bring back now from the two shards' logs in `dir` (copied as they
+/// are, recovered, their undecided transaction shares resolved together as the runtime does):
+/// each queue's bodies, by name, and each log's ids of transactions it kept on the other's
+/// word.
+pub fn restart_would_keep(dir: &std::path::Path) -> (Vec<QueueBodies>, Vec<Vec<u64>>) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    let mut logs = Vec::new();
+    for i in 0..2 {
+        let (from, to) = (dir.join(format!("shard-{i}")), copy.path().join(format!("shard-{i}")));
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(&from).expect("read shard dir") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+            }
+        }
+        let log = LogConfig { segment_size_bytes: 1 << 20, ..LogConfig::new(to) };
+        logs.push(ferry_storage::ShardLog::open(log).expect("reopen copy").1);
+    }
+    let kept = ferry_storage::resolve_together(&mut logs);
+    let mut queues: Vec<QueueBodies> = logs
+        .iter()
+        .flat_map(|r| r.queues.iter().map(|q| (q.name.clone(), q.messages.iter().map(|m| m.body.clone()).collect())))
+        .collect();
+    queues.sort();
+    (queues, kept)
+}
