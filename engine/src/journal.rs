@@ -261,17 +261,20 @@ impl Journal {
     }
 
     /// Holds `completion` until everything appended so far is durable, or hands it straight
-    /// back (to complete now) under [`SyncPolicy::AckBeforeSync`] or when it already is: no
-    /// sync would come to release it (a receipt for a dropped message nothing logged).
+    /// back (to complete now) when it already is (no sync would come to release it: a receipt
+    /// for a dropped message nothing logged) or, for a client's, under
+    /// [`SyncPolicy::AckBeforeSync`].
     pub fn after_durable(&mut self, completion: Completion) -> Option<Completion> {
         if let Some(gathered) = &mut self.transaction {
             gathered.waiters.push(completion);
             return None;
         }
+        // The shard's own waits (a transaction's phases, a dead-lettered copy) order records
+        // across logs: they wait for the sync under every policy.
         match self.policy {
-            SyncPolicy::AckBeforeSync => Some(completion),
-            SyncPolicy::AckAfterSync if self.is_synced() && self.waiters.is_empty() => Some(completion),
-            SyncPolicy::AckAfterSync => {
+            SyncPolicy::AckBeforeSync if !completion.conn.is_shard_itself() => Some(completion),
+            _ if self.is_synced() && self.waiters.is_empty() => Some(completion),
+            _ => {
                 let offset = self.appended_offset();
                 // A shard's own waits are no client whose return to time.
                 let prompt = !completion.conn.is_shard_itself() && self.gather.added(completion.conn, Instant::now());
@@ -709,5 +712,25 @@ mod tests {
         // Nothing new appended: no sync will come, so it completes now.
         let now = Completion { conn, token: 10 };
         assert_eq!(journal.after_durable(now), Some(now));
+    }
+
+    #[test]
+    fn the_shards_own_waits_wait_for_the_sync_even_when_clients_do_not() {
+        // Under ack-before-sync a client's confirm goes at once, but a transaction's phases
+        // order records across logs: a commit logged before the shares it commits are synced
+        // could survive a power loss without them.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { segment_size_bytes: 64 * 1024, ..LogConfig::new(dir.path().join("s0")) };
+        let (mut journal, _) = Journal::open(config, SyncPolicy::AckBeforeSync, Rc::new(|| {})).expect("open");
+        journal.append_tx_commit(1 << 16);
+        let client =
+            Completion { conn: crate::ids::ConnectionId { shard: crate::ids::ShardId(0), local: 1 }, token: 1 };
+        let own = Completion { conn: crate::ids::ConnectionId::shard_itself(crate::ids::ShardId(0)), token: 2 };
+        assert_eq!(journal.after_durable(client), Some(client));
+        assert_eq!(journal.after_durable(own), None);
+        let work = journal.sync_work().expect("work pending");
+        let synced = work.run();
+        journal.complete_sync(synced).expect("sync ok");
+        assert_eq!(journal.take_durable_waiters(), [own]);
     }
 }

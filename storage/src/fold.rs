@@ -5,13 +5,13 @@
 //! them anyway); enqueues for a queue never declared in the folded records are dropped.
 //!
 //! A part of a transaction that spans logs ([`TxOp::Spans`]) is applied at its place like any
-//! other, and also remembered until the fold meets its commit (`Record::TxCommit`). What is
-//! still remembered at the end comes back in `Recovered::undecided`, for the caller to keep
-//! or undo once every log's commits are known ([`Recovered::resolve`]).
+//! other, and also remembered until the fold meets its commit (`Record::TxCommit`); see
+//! `tentative.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::record::{Record, StoredMessage, TxOp};
+use crate::tentative::{Tentative, Undecided};
 
 /// What recovery hands the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,60 +31,11 @@ pub struct Recovered {
     pub quarantined: Vec<String>,
     /// Transactions spanning logs whose commit these records hold (sorted).
     pub committed: Vec<u64>,
-    /// Parts of transactions spanning logs whose commit these records do not hold: what
-    /// undoing each would change (see [`Recovered::resolve`]), by transaction id.
+    /// Messages that parts of transactions spanning logs touched and whose commit these
+    /// records do not hold, by queue and id: [`Recovered::resolve`] decides them.
     pub undecided: Vec<Undecided>,
     /// The highest transaction id any part or commit here names (0: none).
     pub tx_id_max: u64,
-}
-
-/// What undoing a part of a transaction whose commit was not found changes: only what no
-/// later record touched (a consumer's ack of a message it published, a copy written again).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Undecided {
-    /// The transaction.
-    pub tx_id: u64,
-    /// Messages it enqueued, as (queue, id): removed when undone.
-    pub enqueued: Vec<(String, u64)>,
-    /// Messages it settled: put back (redelivered) when undone.
-    pub settled: Vec<StoredMessage>,
-}
-
-impl Recovered {
-    /// Keeps the undecided parts whose transaction `committed` says committed (in another
-    /// log) and undoes the others: a transaction whose commit no log holds never happened.
-    /// Returns the ids kept, for the caller to record their commit in this log too before its
-    /// evidence elsewhere may be compacted away.
-    pub fn resolve(&mut self, committed: &dyn Fn(u64) -> bool) -> Vec<u64> {
-        let mut kept = Vec::new();
-        for part in std::mem::take(&mut self.undecided) {
-            if committed(part.tx_id) {
-                kept.push(part.tx_id);
-                continue;
-            }
-            for (queue, msg_id) in part.enqueued {
-                if let Some(q) = self.queues.iter_mut().find(|q| q.name == queue) {
-                    q.messages.retain(|m| m.msg_id != msg_id);
-                }
-            }
-            for message in part.settled {
-                let Some(q) = self.queues.iter_mut().find(|q| q.name == message.queue) else { continue };
-                if let Err(at) = q.messages.binary_search_by_key(&message.msg_id, |m| m.msg_id) {
-                    q.messages.insert(at, StoredMessage { redelivered: true, ..message });
-                }
-            }
-        }
-        kept.sort_unstable();
-        kept.dedup();
-        kept
-    }
-}
-
-/// Resolves several logs' undecided parts against the commits all of them hold (what the
-/// broker does across its shards at start-up); returns each log's ids kept.
-pub fn resolve_together(logs: &mut [Recovered]) -> Vec<Vec<u64>> {
-    let committed: BTreeSet<u64> = logs.iter().flat_map(|r| r.committed.iter().copied()).collect();
-    logs.iter_mut().map(|r| r.resolve(&|tx| committed.contains(&tx))).collect()
 }
 
 /// One recovered durable queue.
@@ -129,12 +80,8 @@ pub struct Fold {
     exchanges: HashMap<String, (u64, Record)>,
     bindings: HashMap<(String, String, String), (u64, Record)>,
     quarantined: BTreeSet<String>,
-    /// Transactions spanning logs whose commit was folded.
-    committed: BTreeSet<u64>,
-    /// queue -> msg_id -> (transaction, what undoing it restores) for the operations of
-    /// parts whose commit was not folded yet and that no later record touched.
-    tentative: HashMap<String, HashMap<u64, (u64, Option<StoredMessage>)>>,
-    tx_id_max: u64,
+    /// Operations of parts of transactions spanning logs not decided yet, and the commits met.
+    tentative: Tentative,
 }
 
 impl Fold {
@@ -145,12 +92,17 @@ impl Fold {
 
     /// Applies one record.
     pub fn apply(&mut self, record: Record) {
+        self.apply_at(0, record);
+    }
+
+    /// Applies one record read at log offset `at` (see [`Fold::forget_commits_below`]).
+    pub fn apply_at(&mut self, at: u64, record: Record) {
         self.seq += 1;
         self.records += 1;
         let seq = self.seq;
         match record {
-            Record::Enqueue(message) => self.enqueue(seq, message),
-            Record::Settle { queue, msg_id } => drop(self.settle(&queue, msg_id)),
+            Record::Enqueue(message) => self.enqueue_decided(seq, message),
+            Record::Settle { queue, msg_id } => self.settle_decided(&queue, msg_id),
             Record::QueueDeclare { name, durable, auto_delete, arguments } => {
                 let state = self.queues.entry(name).or_default();
                 let seq = state.declared.as_ref().map_or(seq, |d| d.seq);
@@ -158,7 +110,7 @@ impl Fold {
             }
             Record::QueueDelete { name } => {
                 self.bindings.retain(|(_, queue, _), _| *queue != name);
-                self.tentative.remove(&name);
+                self.tentative.queue_deleted(&name);
                 self.queues.remove(&name);
             }
             Record::ExchangeDeclare { ref name, .. } => {
@@ -177,69 +129,67 @@ impl Fold {
                 self.bindings.remove(&(exchange, queue, routing_key));
             }
             Record::TxCommit { tx_id: 0 } => {}
-            Record::TxCommit { tx_id } => {
-                self.tx_id_max = self.tx_id_max.max(tx_id);
-                self.committed.insert(tx_id);
-                self.tentative.retain(|_, ops| {
-                    ops.retain(|_, (tx, _)| *tx != tx_id);
-                    !ops.is_empty()
-                });
-            }
+            Record::TxCommit { tx_id } => self.tentative.commit(at, tx_id),
             // One record: it is here whole (checksum) or not at all, so all of its operations
             // apply, in their order, at its place in the log.
             Record::TxPart { ops, .. } => {
-                let spans = match ops.first() {
-                    Some(TxOp::Spans { tx_id }) => Some(*tx_id),
+                let undecided = match ops.first() {
+                    Some(TxOp::Spans { tx_id }) => self.tentative.part(*tx_id).then_some(*tx_id),
                     _ => None,
                 };
-                self.tx_id_max = self.tx_id_max.max(spans.unwrap_or(0));
-                let tentative = spans.filter(|tx| !self.committed.contains(tx));
                 for op in ops {
                     self.seq += 1;
-                    match op {
-                        TxOp::Enqueue { message, .. } => {
-                            let key = tentative.map(|tx| (message.queue.clone(), message.msg_id, tx));
+                    match (op, undecided) {
+                        (TxOp::Enqueue { message, .. }, Some(tx)) => {
+                            let before = self.current(&message.queue, message.msg_id);
+                            self.tentative.op(tx, &message.queue, message.msg_id, before, Some(message.clone()));
                             self.enqueue(self.seq, message);
-                            if let Some((queue, msg_id, tx)) = key {
-                                self.tentative.entry(queue).or_default().insert(msg_id, (tx, None));
-                            }
                         }
-                        TxOp::Settle { queue, msg_id } => {
-                            let settled = self.settle(&queue, msg_id);
-                            if let (Some(tx), Some(message)) = (tentative, settled) {
-                                self.tentative.entry(queue).or_default().insert(msg_id, (tx, Some(message)));
-                            }
+                        (TxOp::Settle { queue, msg_id }, Some(tx)) => {
+                            let before = self.settle(&queue, msg_id);
+                            self.tentative.op(tx, &queue, msg_id, before, None);
                         }
-                        TxOp::Spans { .. } => {}
+                        (TxOp::Enqueue { message, .. }, None) => self.enqueue_decided(self.seq, message),
+                        (TxOp::Settle { queue, msg_id }, None) => self.settle_decided(&queue, msg_id),
+                        (TxOp::Spans { .. }, _) => {}
                     }
                 }
             }
         }
     }
 
-    /// A later record touched this message: undoing an earlier undecided part no longer may.
-    fn untentative(&mut self, queue: &str, msg_id: u64) {
-        if self.tentative.is_empty() {
-            return;
-        }
-        if let Some(ops) = self.tentative.get_mut(queue) {
-            ops.remove(&msg_id);
-            if ops.is_empty() {
-                self.tentative.remove(queue);
-            }
-        }
+    /// The message the fold holds under (queue, id), if any.
+    fn current(&self, queue: &str, msg_id: u64) -> Option<StoredMessage> {
+        let state = self.queues.get(queue)?;
+        state.messages.get(state.by_id.get(&msg_id)?).cloned()
+    }
+
+    /// An enqueue outside any undecided part.
+    fn enqueue_decided(&mut self, seq: u64, message: StoredMessage) {
+        self.tentative.touched(&message.queue, message.msg_id);
+        self.enqueue(seq, message);
+    }
+
+    /// A settle outside any undecided part.
+    fn settle_decided(&mut self, queue: &str, msg_id: u64) {
+        self.tentative.touched(queue, msg_id);
+        drop(self.settle(queue, msg_id));
+    }
+
+    /// Forgets the commits of transactions spanning logs read below log offset `base` (a
+    /// follower of a log whose writer deleted the segments below it).
+    pub fn forget_commits_below(&mut self, base: u64) {
+        self.tentative.forget_commits_below(base);
     }
 
     /// Removes a message from its queue, returning it.
     fn settle(&mut self, queue: &str, msg_id: u64) -> Option<StoredMessage> {
-        self.untentative(queue, msg_id);
         let state = self.queues.get_mut(queue)?;
         let at = state.by_id.remove(&msg_id)?;
         state.messages.remove(&at)
     }
 
     fn enqueue(&mut self, seq: u64, message: StoredMessage) {
-        self.untentative(&message.queue, message.msg_id);
         let state = self.queues.entry(message.queue.clone()).or_default();
         if let Some(old) = state.by_id.insert(message.msg_id, seq) {
             tracing::warn!(queue = %message.queue, msg_id = message.msg_id, "duplicate enqueue: the later one wins");
@@ -260,20 +210,7 @@ impl Fold {
 
     /// The live state. `torn_tail_bytes` is left at 0 for the caller to fill in.
     pub fn finish(self) -> Recovered {
-        let mut undecided: BTreeMap<u64, Undecided> = BTreeMap::new();
-        for (queue, ops) in self.tentative {
-            for (msg_id, (tx_id, settled)) in ops {
-                let part = undecided.entry(tx_id).or_insert_with(|| Undecided { tx_id, ..Undecided::default() });
-                match settled {
-                    Some(message) => part.settled.push(message),
-                    None => part.enqueued.push((queue.clone(), msg_id)),
-                }
-            }
-        }
-        for part in undecided.values_mut() {
-            part.enqueued.sort_unstable();
-            part.settled.sort_by(|a, b| (&a.queue, a.msg_id).cmp(&(&b.queue, b.msg_id)));
-        }
+        let (committed, undecided, tx_id_max) = self.tentative.finish();
         let mut queues: Vec<(u64, RecoveredQueue)> = Vec::new();
         for (name, state) in self.queues {
             if self.quarantined.contains(&name) {
@@ -318,9 +255,9 @@ impl Fold {
             exchanges: exchanges.into_iter().map(|(_, r)| r).collect(),
             bindings: bindings.into_iter().map(|(_, r)| r).collect(),
             quarantined: self.quarantined.into_iter().collect(),
-            committed: self.committed.into_iter().collect(),
-            undecided: undecided.into_values().collect(),
-            tx_id_max: self.tx_id_max,
+            committed,
+            undecided,
+            tx_id_max,
         }
     }
 }

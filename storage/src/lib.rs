@@ -25,9 +25,10 @@ mod segment;
 mod spare;
 mod sync;
 mod tail;
+mod tentative;
 
 pub use error::StorageError;
-pub use fold::{Fold, Recovered, RecoveredQueue, Undecided, resolve_together};
+pub use fold::{Fold, Recovered, RecoveredQueue};
 pub use io::{Io, MmapRaw, RealIo};
 pub use log::{
     CompactFailed, CompactJob, CompactReport, Fence, LogConfig, SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX,
@@ -38,6 +39,7 @@ pub use scan::replay;
 pub use spare::{Spare, SpareJob};
 pub use sync::SyncJob;
 pub use tail::Tail;
+pub use tentative::{Undecided, resolve_together};
 
 /// Byte position in a shard's logical log; monotonic across segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -340,7 +340,8 @@ fn scan_sealed<'a>(
     let header = check_header(bytes, file.base, path);
     // `open_sealed` synced the file, so its data end counts everything written to it.
     let bytes = &bytes[..data_end_of(path).max(start).min(bytes.len())];
-    let mut scan = scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |_, record| fold.apply(record))?;
+    let mut scan =
+        scan_reading_on(bytes, file.base, start, tail_limit, later, &mut |at, record| fold.apply_at(at.0, record))?;
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }
@@ -422,7 +423,8 @@ fn recover_last(
     // All of it: on the same host the writer's prefaulted pages are all cached (so the file
     // system would call all of it data anyway), and elsewhere a file system that answers
     // SEEK_DATA without flushing (FUSE) could cut off records the crashed writer left dirty.
-    let mut scan = scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |_, record| fold.apply(record));
+    let mut scan =
+        scan_segment(active.bytes(), last.base, 0, usize::MAX, skip, &mut |at, record| fold.apply_at(at.0, record));
     for queue in std::mem::take(&mut scan.damaged_queues) {
         fold.quarantine(queue);
     }

@@ -108,6 +108,11 @@ impl Tail {
             *self = Tail { seals: self.seals.clone(), ..Tail::new(self.dir.clone()) };
         }
         self.seen.retain(|s| files.contains(&s.file));
+        // The commits in deleted segments are no longer needed by any log (see `Tentative`):
+        // forgetting them keeps a long-following standby's memory bounded by the log.
+        if let Some(first) = files.first() {
+            self.fold.forget_commits_below(first.base.0);
+        }
         let before = self.fold.records_applied();
         for (i, file) in files.iter().enumerate() {
             let index = match self.seen.iter().position(|s| s.file == *file) {
@@ -171,8 +176,9 @@ impl Tail {
         };
         let bytes = readable(&map, &seen.file, &self.seals);
         let fold = &mut self.fold;
-        let scan =
-            scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |_, record| fold.apply(record));
+        let scan = scan_segment(bytes, seen.file.base, seen.pos, 0, OnDamage::Stop, &mut |at, record| {
+            fold.apply_at(at.0, record)
+        });
         seen.pos = scan.valid_end;
         seen.records += scan.records;
         for queue in scan.damaged_queues {

@@ -1,6 +1,6 @@
 //! A part of a transaction that spans logs (`TxOp::Spans`) applies only once a commit for it
-//! (`Record::TxCommit`) is found in one of the logs: recovery hands it back undecided, and
-//! `Recovered::resolve` keeps it or undoes it.
+//! (`Record::TxCommit`) is found in one of the logs: recovery hands back what it touched
+//! undecided, and `Recovered::resolve` keeps or undoes it.
 
 mod common;
 
@@ -45,8 +45,11 @@ fn a_spanning_part_without_its_commit_comes_back_undecided_and_undoes_unless_com
     assert_eq!(ids(&recovered), [("a".to_owned(), vec![2])]);
     assert!(recovered.committed.is_empty());
     assert_eq!(recovered.tx_id_max, 7);
-    let expected = Undecided { tx_id: 7, enqueued: vec![("a".to_owned(), 2)], settled: vec![message("a", 1, b"one")] };
-    assert_eq!(recovered.undecided, [expected]);
+    let expected = [
+        Undecided { queue: "a".to_owned(), msg_id: 1, before: Some(message("a", 1, b"one")), ops: vec![(7, None)] },
+        Undecided { queue: "a".to_owned(), msg_id: 2, before: None, ops: vec![(7, Some(message("a", 2, b"two")))] },
+    ];
+    assert_eq!(recovered.undecided, expected);
 
     let mut undone = recovered.clone();
     assert_eq!(undone.resolve(&|_| false), Vec::<u64>::new());
@@ -142,4 +145,55 @@ fn one_fold_over_several_logs_decides_in_either_order() {
         assert!(recovered.undecided.is_empty(), "commit first: {commit_first}");
         assert_eq!(ids(&recovered), [("b".to_owned(), vec![1])]);
     }
+}
+
+#[test]
+fn a_message_a_part_publishes_and_settles_itself_never_comes_back() {
+    // An auto-ack consumer (or a length limit) settles what the share publishes, inside it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = vec![
+        declare("b"),
+        Record::tx_part(vec![
+            TxOp::Spans { tx_id: 4 },
+            TxOp::enqueue(message("b", 1, b"x")),
+            TxOp::Settle { queue: "b".to_owned(), msg_id: 1 },
+        ]),
+    ];
+    let recovered = written(dir.path(), &records);
+    for committed in [false, true] {
+        let mut resolved = recovered.clone();
+        resolved.resolve(&|_| committed);
+        assert_eq!(ids(&resolved), [("b".to_owned(), vec![])], "committed elsewhere: {committed}");
+    }
+}
+
+#[test]
+fn a_part_that_acks_what_an_undecided_part_published_is_decided_with_it() {
+    // Transaction 1 publishes message 5; before its commit is durable, transaction 2 (a
+    // consumer's) acks it. Each combination of outcomes gives what applying only the
+    // committed ones would.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = vec![
+        declare("q"),
+        Record::tx_part(vec![TxOp::Spans { tx_id: 1 }, TxOp::enqueue(message("q", 5, b"five"))]),
+        Record::tx_part(vec![TxOp::Spans { tx_id: 2 }, TxOp::Settle { queue: "q".to_owned(), msg_id: 5 }]),
+    ];
+    let recovered = written(dir.path(), &records);
+    for (committed, expected) in [(vec![], vec![]), (vec![1], vec![5]), (vec![2], vec![]), (vec![1, 2], vec![])] {
+        let mut resolved = recovered.clone();
+        let kept = resolved.resolve(&|tx| committed.contains(&tx));
+        assert_eq!(ids(&resolved), [("q".to_owned(), expected)], "committed: {committed:?}");
+        assert_eq!(kept, committed);
+    }
+}
+
+#[test]
+fn a_follower_forgets_the_commits_of_deleted_segments() {
+    let mut fold = ferry_storage::Fold::new();
+    fold.apply_at(100, Record::TxCommit { tx_id: 1 << 16 });
+    fold.apply_at(5000, Record::TxCommit { tx_id: 2 << 16 });
+    fold.forget_commits_below(4096);
+    let recovered = fold.finish();
+    assert_eq!(recovered.committed, [2 << 16]);
+    assert_eq!(recovered.tx_id_max, 2 << 16);
 }

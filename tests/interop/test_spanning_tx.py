@@ -3,9 +3,12 @@
 Each shard logs its share of the commit marked with the transaction's id; the coordinating
 shard then logs the commit itself, and the other shard a copy of it. Recovery keeps the shares
 only if some shard's log holds the commit. `kill -9` keeps everything written to the mapped
-log, so a power loss is simulated afterwards by zeroing a shard's log from the end of its
-share to the end of the file (pages that never reached the disk): the commits go, the shares
-stay. Real client: pika (tx.select / tx.commit)."""
+log, so the test makes the logs of a crash afterwards by zeroing a shard's log from the end of
+its share to the end of the file: the commits go, the shares stay. The commit was synced
+before tx.commit-ok, so losing it from both logs is what a crash before tx.commit-ok leaves
+(both shares durable, the commit not yet), made here from logs a real client wrote; losing it
+from one log is a crash before the other shard recorded its copy. Real client: pika
+(tx.select / tx.commit)."""
 
 import shutil
 from pathlib import Path

@@ -30,12 +30,11 @@ impl Default for Gathered {
 #[derive(Debug)]
 pub(super) struct Held {
     tx_id: u64,
-    /// A record was appended (a share of only transient messages has none).
-    logged: bool,
     /// The share's completions.
     waiters: Vec<Completion>,
-    /// Compaction keeps everything from here on ([`Journal::keep_from_here`]).
-    floor: u64,
+    /// Compaction keeps everything from here on ([`Journal::keep_from_here`]); `None` when
+    /// no record was appended (a share of only transient messages).
+    floor: Option<u64>,
 }
 
 impl Journal {
@@ -64,14 +63,14 @@ impl Journal {
     /// recovery puts back. Returns the completions to release now.
     pub fn end_transaction_spanning(&mut self, key: Completion, tx_id: u64) -> Vec<Completion> {
         let Gathered { mut ops, waiters, floor } = self.transaction.take().unwrap_or_default();
-        let floor = floor.min(self.keep_from_here());
-        let logged = !ops.is_empty();
-        if logged {
+        // A share with nothing to log (transient messages only) has nothing to keep either.
+        let floor = (!ops.is_empty()).then(|| floor.min(self.keep_from_here()));
+        if let Some(floor) = floor {
             ops.insert(0, TxOp::Spans { tx_id });
             self.append_part(ops);
+            self.keep(floor);
         }
-        self.held.insert(key, Held { tx_id, logged, waiters, floor });
-        self.keep(floor);
+        self.held.insert(key, Held { tx_id, waiters, floor });
         self.after_durable(key).into_iter().collect()
     }
 
@@ -82,10 +81,12 @@ impl Journal {
     pub fn release_transaction(&mut self, key: Completion, mark: bool) -> Vec<Completion> {
         let mut done = Vec::new();
         if let Some(held) = self.held.remove(&key) {
-            if held.logged && mark {
-                self.append_tx_commit(held.tx_id);
+            if let Some(floor) = held.floor {
+                if mark {
+                    self.append_tx_commit(held.tx_id);
+                }
+                self.unkeep(floor);
             }
-            self.unkeep(held.floor);
             done = held.waiters;
         }
         if mark {

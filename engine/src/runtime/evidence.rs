@@ -34,13 +34,6 @@ struct State {
     failed: bool,
 }
 
-/// The commits every shard's log holds, and the highest transaction id any of them names.
-#[derive(Debug)]
-pub(super) struct Commits {
-    pub(super) committed: HashSet<u64>,
-    pub(super) tx_id_max: u64,
-}
-
 impl Evidence {
     pub(super) fn new(shards: usize) -> Self {
         Evidence { shards, state: Mutex::new(State::default()), changed: Condvar::new() }
@@ -65,16 +58,22 @@ impl Evidence {
         Some(state)
     }
 
-    /// Adds one shard's commits and highest id, and waits for every shard's; `None` if the
-    /// start failed meanwhile.
-    pub(super) fn exchange(&self, committed: &[u64], tx_id_max: u64) -> Option<Commits> {
+    /// Adds one shard's commits and highest id, waits for every shard's, then runs `decide`
+    /// with a test of whether some log holds a transaction's commit, and returns what it
+    /// returned with the highest id any log names; `None` if the start failed meanwhile.
+    pub(super) fn exchange<R>(
+        &self,
+        committed: &[u64],
+        tx_id_max: u64,
+        decide: impl FnOnce(&dyn Fn(u64) -> bool) -> R,
+    ) -> Option<(R, u64)> {
         let mut state = self.lock();
         state.committed.extend(committed);
         state.tx_id_max = state.tx_id_max.max(tx_id_max);
         state.published += 1;
         self.changed.notify_all();
         let state = self.wait(state, |s| s.published >= self.shards)?;
-        Some(Commits { committed: state.committed.clone(), tx_id_max: state.tx_id_max })
+        Some((decide(&|tx| state.committed.contains(&tx)), state.tx_id_max))
     }
 
     /// This shard's log holds, durably, every commit it kept a share for; waits until every
@@ -105,16 +104,18 @@ mod tests {
             .map(|i| {
                 let evidence = evidence.clone();
                 std::thread::spawn(move || {
-                    let commits = evidence.exchange(&[i + 10], i << 20).expect("exchange");
+                    let seen =
+                        |committed: &dyn Fn(u64) -> bool| (0..20).filter(|tx| committed(*tx)).collect::<Vec<_>>();
+                    let commits = evidence.exchange(&[i + 10], i << 20, seen).expect("exchange");
                     assert!(evidence.recorded());
                     commits
                 })
             })
             .collect();
         for thread in threads {
-            let commits = thread.join().expect("join");
-            assert_eq!(commits.committed, HashSet::from([10, 11, 12]));
-            assert_eq!(commits.tx_id_max, 2 << 20);
+            let (committed, tx_id_max) = thread.join().expect("join");
+            assert_eq!(committed, [10, 11, 12]);
+            assert_eq!(tx_id_max, 2 << 20);
         }
     }
 
@@ -123,7 +124,7 @@ mod tests {
         let evidence = Arc::new(Evidence::new(2));
         let waiting = {
             let evidence = evidence.clone();
-            std::thread::spawn(move || evidence.exchange(&[], 0).is_none())
+            std::thread::spawn(move || evidence.exchange(&[], 0, |_| ()).is_none())
         };
         evidence.fail();
         assert!(waiting.join().expect("join"));

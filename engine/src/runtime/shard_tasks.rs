@@ -188,22 +188,26 @@ pub(super) async fn shard_main(
     drop(tasks);
 }
 
-/// Keeps or undoes the shares of transactions spanning shards that `recovered` holds
-/// undecided, by the commits every shard's log holds ([`Evidence`]); records in this log, and
-/// syncs, the commits of those it keeps. Returns the highest transaction id any log names.
+/// Decides what transactions spanning shards whose commit this log lacks did to `recovered`,
+/// by the commits every shard's log holds ([`Evidence`]); records in this log, and syncs, the
+/// commits of those it keeps. Returns the highest transaction id any log names.
 fn decide_transactions(
     id: ShardId,
     evidence: &Evidence,
     journal: &mut Journal,
     recovered: &mut ferry_storage::Recovered,
 ) -> Result<u64, String> {
-    let commits =
-        evidence.exchange(&recovered.committed, recovered.tx_id_max).ok_or("another shard could not open its log")?;
-    let undecided = recovered.undecided.len();
-    let kept = recovered.resolve(&|tx| commits.committed.contains(&tx));
+    let (committed, undecided) = (std::mem::take(&mut recovered.committed), recovered.undecided.len());
+    let (kept, tx_id_max) = evidence
+        .exchange(&committed, recovered.tx_id_max, |committed| recovered.resolve(committed))
+        .ok_or("another shard could not open its log")?;
     if undecided > 0 {
-        tracing::info!(shard = %id, kept = kept.len(), undone = undecided - kept.len(),
-            "shares of transactions spanning shards whose commit this log lacks: kept those another shard's log commits, undid the rest");
+        tracing::info!(shard = %id, messages = undecided, kept_transactions = kept.len(),
+            "messages touched by transactions spanning shards whose commit this log lacks: kept what another shard's log commits, undid the rest");
+    }
+    // Ids are (sequence << 16 | shard): leave room for billions more.
+    if tx_id_max >> 16 > (1 << 48) - (1 << 32) {
+        return Err(format!("transaction id {tx_id_max} read from the logs leaves no room for new ones"));
     }
     for tx_id in &kept {
         journal.append_tx_commit(*tx_id);
@@ -212,7 +216,7 @@ fn decide_transactions(
     if !evidence.recorded() {
         return Err("another shard could not record its transaction commits".to_owned());
     }
-    Ok(commits.tx_id_max)
+    Ok(tx_id_max)
 }
 
 thread_local! {

@@ -15,9 +15,9 @@
 //!
 //! Recovery applies a marked share only if some shard's log holds its commit (every shard's
 //! commits are exchanged at start-up, `runtime/evidence.rs`), so a crash before the
-//! coordinator's commit is durable undoes every share: the transaction vanishes. Owners keep
-//! their shares' records (no compaction) until they hold the commit themselves, and the
-//! coordinator keeps its commit until they do.
+//! coordinator's commit is durable undoes every share: the transaction vanishes. Compaction
+//! keeps an owner's share record, and those of the messages it settles, until the owner holds
+//! the commit itself, and the coordinator's commit until every owner does (`Journal::keep`).
 //!
 //! What the transaction did in memory before the commit was durable stays visible meanwhile:
 //! a consumer may receive a message it published before a crash undoes it. A NACK that
