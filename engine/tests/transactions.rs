@@ -18,7 +18,7 @@ use ferry_engine::model::routing::{MetaOp, QueueSpec};
 use ferry_engine::shard::mailbox::Mailbox;
 use ferry_engine::shard::msg::Request;
 use ferry_engine::shard::{AUTHORITY, Shard};
-use ferry_storage::{LogConfig, Record};
+use ferry_storage::{LogConfig, Record, TxOp};
 
 #[test]
 fn a_transaction_reaches_each_owner_as_one_part_and_completes_after_its_sync() {
@@ -317,4 +317,69 @@ fn a_spanning_share_that_acks_nothing_logs_what_it_settles_at_once() {
     let tokens: Vec<u64> = mailbox.borrow().completions.iter().map(|(t, _)| *t).collect();
     assert_eq!(tokens, [4, 4], "the commit completes");
     assert_eq!(c.shards[1].journal_mut().live_count(), 0, "the auto-acked message is settled in the log");
+}
+
+#[test]
+fn a_share_too_large_for_one_record_is_logged_in_pieces_that_apply_only_together() {
+    // 100 publishes of 1 KiB and an ack in one share, on a log of 64 KiB segments: logged as
+    // several parts marked as one transaction, then its commit. Cut before the commit (a
+    // crash between the pieces' sync and the commit's), none of it comes back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || LogConfig { segment_size_bytes: 64 * 1024, ..LogConfig::new(dir.path().join("shard-0")) };
+    let (mut journal, _) = Journal::open(config(), SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("open");
+    let spec = QueueSpec {
+        name: "q".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive: None,
+        arguments: vec![],
+        shard: ShardId(0),
+    };
+    journal.append_queue_declare(&spec);
+    journal.append_enqueue("q", 1, &content("before", true));
+    let body: &'static str = Box::leak("x".repeat(1024).into_boxed_str());
+    journal.begin_transaction();
+    for id in 2..102 {
+        journal.append_enqueue("q", id, &content(body, true));
+    }
+    journal.append_settle("q", 1);
+    journal.end_transaction(9 << 16);
+    journal.sync_blocking().expect("sync");
+    drop(journal);
+
+    let records = ferry_storage::replay(&dir.path().join("shard-0")).expect("replay");
+    let pieces = records
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::TxPart { ops, .. } if matches!(ops[0], TxOp::Spans { tx_id: 0x90000 })))
+        .count();
+    assert!(pieces >= 2, "{pieces} pieces");
+    let (commit_end, last) = records.last().expect("records");
+    assert_eq!(last, &Record::TxCommit { tx_id: 9 << 16 }, "the commit comes right after the pieces");
+    let (_, recovered) = Journal::open(config(), SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("reopen");
+    assert_eq!(recovered.queues[0].messages.len(), 100, "all of it, the ack included");
+    assert!(recovered.undecided.is_empty());
+
+    // The commit torn away: the segment holding it zeroed from the commit's start on.
+    let before_commit = records[records.len() - 2].0;
+    let segments: Vec<_> =
+        std::fs::read_dir(dir.path().join("shard-0")).expect("dir").map(|e| e.expect("entry").path()).collect();
+    let mut cut = 0;
+    for path in segments.iter().filter(|p| p.extension().is_some_and(|x| x == "seg")) {
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+        let base: u64 = name.split('-').next().and_then(|b| b.parse().ok()).expect("base");
+        let len = std::fs::metadata(path).expect("meta").len();
+        if base <= before_commit.0 && before_commit.0 < base + len && commit_end.0 <= base + len {
+            let mut bytes = std::fs::read(path).expect("read");
+            let from = usize::try_from(before_commit.0 - base).expect("fits");
+            bytes[from..].fill(0);
+            std::fs::write(path, bytes).expect("write");
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 1, "one segment holds the commit");
+    let (_, recovered) = Journal::open(config(), SyncPolicy::AckAfterSync, Rc::new(|| {})).expect("reopen");
+    let mut recovered = recovered;
+    assert_eq!(recovered.resolve(&|_| false), Vec::<u64>::new());
+    let bodies: Vec<&[u8]> = recovered.queues[0].messages.iter().map(|m| m.body.as_ref()).collect();
+    assert_eq!(bodies, [b"before".as_slice()], "none of the share");
 }

@@ -6,7 +6,9 @@
 //!
 //! A part of a transaction that spans logs ([`TxOp::Spans`]) is applied at its place like any
 //! other, and also remembered until the fold meets its commit (`Record::TxCommit`); see
-//! `tentative.rs`.
+//! `tentative.rs`. The broker folds each log alone and decides across logs afterwards
+//! (`Recovered::resolve`); one fold over several logs (`replay`s, for inspection) takes a
+//! commit in any of them as deciding, and so reports no transaction kept on another's word.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -47,11 +47,12 @@ impl Journal {
         self.transaction = Some(Gathered::default());
     }
 
-    /// Appends what [`Journal::begin_transaction`] gathered, as one record; returns the
-    /// completions to release now (nothing was logged, or the policy does not wait).
-    pub fn end_transaction(&mut self) -> Vec<Completion> {
+    /// Appends what [`Journal::begin_transaction`] gathered, as one record (or, too large for
+    /// one, as several marked as transaction `tx_id` and its commit); returns the completions
+    /// to release now (nothing was logged, or the policy does not wait).
+    pub fn end_transaction(&mut self, tx_id: u64) -> Vec<Completion> {
         let gathered = self.transaction.take().unwrap_or_default();
-        self.log_gathered(gathered)
+        self.log_gathered(gathered, tx_id)
     }
 
     /// Ends a share of transaction `tx_id`, which spans shards: what
@@ -62,12 +63,11 @@ impl Journal {
     /// otherwise copy forward unmarked, and those of the messages it settles, which an undoing
     /// recovery puts back. Returns the completions to release now.
     pub fn end_transaction_spanning(&mut self, key: Completion, tx_id: u64) -> Vec<Completion> {
-        let Gathered { mut ops, waiters, floor } = self.transaction.take().unwrap_or_default();
+        let Gathered { ops, waiters, floor } = self.transaction.take().unwrap_or_default();
         // A share with nothing to log (transient messages only) has nothing to keep either.
         let floor = (!ops.is_empty()).then(|| floor.min(self.keep_from_here()));
         if let Some(floor) = floor {
-            ops.insert(0, TxOp::Spans { tx_id });
-            self.append_part(ops);
+            self.append_part(ops, Mark::Spans(tx_id));
             self.keep(floor);
         }
         self.held.insert(key, Held { tx_id, waiters, floor });
@@ -139,21 +139,61 @@ impl Journal {
         }
     }
 
-    /// Appends `gathered`'s operations as one record (if any) and hands its completions to
+    /// Appends `gathered`'s operations as one record (if any; several marked with `split_id`
+    /// and then committed, if one is too large) and hands its completions to
     /// [`Journal::after_durable`]; returns those to release now.
-    fn log_gathered(&mut self, gathered: Gathered) -> Vec<Completion> {
+    fn log_gathered(&mut self, gathered: Gathered, split_id: u64) -> Vec<Completion> {
         if !gathered.ops.is_empty() {
-            self.append_part(gathered.ops);
+            self.append_part(gathered.ops, Mark::Alone(split_id));
         }
         gathered.waiters.into_iter().filter_map(|c| self.after_durable(c)).collect()
     }
 
-    /// Appends a transaction's share as one `Record::TxPart` and indexes its live messages.
-    /// One too large for a segment is appended as separate records (not atomic), with a
-    /// warning: a transaction cannot be refused once its operations took effect.
-    fn append_part(&mut self, ops: Vec<TxOp>) {
+    /// Appends a transaction's share as one `Record::TxPart` (marked as `mark` says) and
+    /// indexes its live messages. A share too large for a segment is split into several
+    /// records, each marked with the transaction's id; one that applies on its own then gets
+    /// its commit right after them. Recovery applies the pieces all together or none.
+    fn append_part(&mut self, ops: Vec<TxOp>, mark: Mark) {
+        let (spans, id) = match mark {
+            Mark::Alone(id) => (None, id),
+            Mark::Spans(id) => (Some(id), id),
+        };
+        let Err(ops) = self.append_record(ops, spans) else { return };
+        tracing::warn!(
+            ops = ops.len(),
+            "a transaction's share of this shard is too large for one log record: logging it as several, committed together"
+        );
+        self.append_pieces(ops, id);
+        if spans.is_none() {
+            self.append_tx_commit(id);
+        }
+    }
+
+    /// Appends `ops` as records marked with `tx_id`, halving until each fits a segment. An
+    /// operation too large on its own is appended unmarked, with a warning.
+    fn append_pieces(&mut self, mut ops: Vec<TxOp>, tx_id: u64) {
+        let Err(mut ops) = self.append_record(ops.split_off(0), Some(tx_id)) else { return };
+        if ops.len() < 2 {
+            tracing::warn!(
+                "a transaction's operation is too large for one log record: logging it on its own (a crash may keep it alone)"
+            );
+            self.append_one_by_one(ops);
+            return;
+        }
+        let second = ops.split_off(ops.len() / 2);
+        self.append_pieces(ops, tx_id);
+        self.append_pieces(second, tx_id);
+    }
+
+    /// Appends `ops` as one `Record::TxPart`, first marked `TxOp::Spans` with `spans` if
+    /// given, and indexes its live messages; hands the operations back (unmarked) if the
+    /// record is too large for a segment.
+    fn append_record(&mut self, mut ops: Vec<TxOp>, spans: Option<u64>) -> Result<(), Vec<TxOp>> {
+        if let Some(tx_id) = spans {
+            ops.insert(0, TxOp::Spans { tx_id });
+        }
         let record = Record::tx_part(ops);
-        let Record::TxPart { ops, .. } = &record else { return };
+        let Record::TxPart { ops, .. } = &record else { return Ok(()) };
         let start = self.appended_offset();
         let end = match &mut self.backend {
             Backend::Memory { appended } => {
@@ -163,13 +203,12 @@ impl Journal {
             }
             Backend::Log(log) => match log.append(&record) {
                 Ok(end) => end.0,
-                Err(StorageError::RecordTooLarge { len_bytes, .. }) => {
-                    tracing::warn!(
-                        len_bytes,
-                        "a transaction's share of this shard is too large for one log record: logging its operations one by one (a crash may keep part of it)"
-                    );
-                    self.append_one_by_one(record);
-                    return;
+                Err(StorageError::RecordTooLarge { .. }) => {
+                    let Record::TxPart { mut ops, .. } = record else { return Ok(()) };
+                    if spans.is_some() {
+                        ops.remove(0);
+                    }
+                    return Err(ops);
                 }
                 Err(e) => fatal(&e),
             },
@@ -191,18 +230,26 @@ impl Journal {
                 TxOp::Spans { .. } => {}
             }
         }
+        Ok(())
     }
 
-    /// A transaction's part that does not fit one record, appended op by op.
-    fn append_one_by_one(&mut self, part: Record) {
-        if let Record::TxPart { ops, .. } = part {
-            for op in ops {
-                match op {
-                    TxOp::Enqueue { message, .. } => self.append_stored(message),
-                    TxOp::Settle { queue, msg_id } => self.append_settle(&queue, msg_id),
-                    TxOp::Spans { .. } => {}
-                }
+    /// Operations appended one record each (each too large to share one).
+    fn append_one_by_one(&mut self, ops: Vec<TxOp>) {
+        for op in ops {
+            match op {
+                TxOp::Enqueue { message, .. } => self.append_stored(message),
+                TxOp::Settle { queue, msg_id } => self.append_settle(&queue, msg_id),
+                TxOp::Spans { .. } => {}
             }
         }
     }
+}
+
+/// How a share's record is marked.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// It applies on its own; the id marks its pieces should it need several records.
+    Alone(u64),
+    /// A share of this transaction, which spans shards.
+    Spans(u64),
 }

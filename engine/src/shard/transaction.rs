@@ -124,7 +124,10 @@ impl Shard {
             self.handle_msg(self.id, msg);
         }
         let done = match turn {
-            PartTurn::Now => self.journal.end_transaction(),
+            PartTurn::Now => {
+                let tx_id = self.next_tx_id();
+                self.journal.end_transaction(tx_id)
+            }
             PartTurn::Spanning { key, tx_id } => self.journal.end_transaction_spanning(key, tx_id),
         };
         for completion in done {
