@@ -31,7 +31,8 @@ pub struct Recovered {
     pub bindings: Vec<Record>,
     /// Queues whose records were damaged inside the proven-valid region (sorted, unique).
     pub quarantined: Vec<String>,
-    /// Transactions spanning logs whose commit these records hold (sorted).
+    /// Transactions marked `TxOp::Spans` (spanning logs, or logged in pieces) whose commit these
+    /// records hold (sorted).
     pub committed: Vec<u64>,
     /// Messages that parts of transactions spanning logs touched and whose commit these
     /// records do not hold, by queue and id: [`Recovered::resolve`] decides them.

@@ -1,5 +1,6 @@
 //! A transaction's share of the journal: what `Shard::begin_transaction` makes an owner apply
-//! is gathered here and appended as one `Record::TxPart`. A share of a transaction spanning
+//! is gathered here and appended as one `Record::TxPart` (several marked as one transaction,
+//! when too large for a segment: `append_part`). A share of a transaction spanning
 //! shards is marked with the transaction's id (`TxOp::Spans`): recovery applies it only if a
 //! commit for that id (`Record::TxCommit`) is in some shard's log, so its completions wait for
 //! the coordinator's decision, and compaction keeps the share's record, and those of the
@@ -56,8 +57,8 @@ impl Journal {
     }
 
     /// Ends a share of transaction `tx_id`, which spans shards: what
-    /// [`Journal::begin_transaction`] gathered is appended now as one record marked with the
-    /// id, and `key` completes once it is durable (the coordinator's report). The share's
+    /// [`Journal::begin_transaction`] gathered is appended now as one record (or pieces) marked
+    /// with the id, and `key` completes once it is durable (the coordinator's report). The share's
     /// completions are held until [`Journal::release_transaction`] with the same `key` (the
     /// commit is then durable). Meanwhile compaction keeps the share's record, which it would
     /// otherwise copy forward unmarked, and those of the messages it settles, which an undoing
@@ -163,16 +164,16 @@ impl Journal {
             ops = ops.len(),
             "a transaction's share of this shard is too large for one log record: logging it as several, committed together"
         );
-        self.append_pieces(ops, id);
+        self.append_halves(ops, id);
         if spans.is_none() {
             self.append_tx_commit(id);
         }
     }
 
-    /// Appends `ops` as records marked with `tx_id`, halving until each fits a segment. An
-    /// operation too large on its own is appended unmarked, with a warning.
-    fn append_pieces(&mut self, mut ops: Vec<TxOp>, tx_id: u64) {
-        let Err(mut ops) = self.append_record(ops.split_off(0), Some(tx_id)) else { return };
+    /// Appends `ops`, too large for one record, as records marked with `tx_id`: each half as
+    /// one, or halved again. An operation too large on its own is appended unmarked, with a
+    /// warning.
+    fn append_halves(&mut self, mut ops: Vec<TxOp>, tx_id: u64) {
         if ops.len() < 2 {
             tracing::warn!(
                 "a transaction's operation is too large for one log record: logging it on its own (a crash may keep it alone)"
@@ -181,8 +182,11 @@ impl Journal {
             return;
         }
         let second = ops.split_off(ops.len() / 2);
-        self.append_pieces(ops, tx_id);
-        self.append_pieces(second, tx_id);
+        for half in [ops, second] {
+            if let Err(half) = self.append_record(half, Some(tx_id)) {
+                self.append_halves(half, tx_id);
+            }
+        }
     }
 
     /// Appends `ops` as one `Record::TxPart`, first marked `TxOp::Spans` with `spans` if

@@ -203,7 +203,7 @@ fn decide_transactions(
         .ok_or("another shard could not open its log")?;
     if undecided > 0 {
         tracing::info!(shard = %id, messages = undecided, kept_transactions = kept.len(),
-            "messages touched by transactions spanning shards whose commit this log lacks: kept what another shard's log commits, undid the rest");
+            "messages touched by transactions (spanning shards, or logged in pieces) whose commit this log lacks: kept what another shard's log commits, undid the rest");
     }
     // Ids are (sequence << 16 | shard): leave room for billions more.
     if tx_id_max >> 16 > (1 << 48) - (1 << 32) {

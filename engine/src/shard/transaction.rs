@@ -83,7 +83,8 @@ impl Shard {
         self.spanning_reported(token);
     }
 
-    /// A fresh id for a transaction spanning shards: unique among this shard's (the low 16
+    /// A fresh transaction id (for one spanning shards, or for the pieces of a share too large
+    /// for one record): unique among this shard's (the low 16
     /// bits are its id) and above every id any log held at start-up
     /// ([`Shard::seed_transaction_ids`]), so no share left undecided in a log is ever taken
     /// for one of a new transaction. Never 0.
@@ -117,7 +118,7 @@ impl Shard {
     }
 
     /// Applies a share of a transaction whose queues this shard owns, and logs it as one
-    /// record.
+    /// record (or marked pieces).
     pub(super) fn apply_transaction_part(&mut self, part: Vec<ShardMsg>, turn: PartTurn) {
         self.journal.begin_transaction();
         for msg in part {
