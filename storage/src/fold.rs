@@ -98,7 +98,7 @@ impl Fold {
         self.apply_at(0, record);
     }
 
-    /// Applies one record read at log offset `at` (see [`Fold::forget_commits_below`]).
+    /// Applies one record whose end is at log offset `at` (see [`Fold::forget_commits_below`]).
     pub fn apply_at(&mut self, at: u64, record: Record) {
         self.seq += 1;
         self.records += 1;
@@ -179,7 +179,7 @@ impl Fold {
         drop(self.settle(queue, msg_id));
     }
 
-    /// Forgets the commits of transactions spanning logs read below log offset `base` (a
+    /// Forgets the commits of transactions whose records end at or below log offset `base` (a
     /// follower of a log whose writer deleted the segments below it).
     pub fn forget_commits_below(&mut self, base: u64) {
         self.tentative.forget_commits_below(base);

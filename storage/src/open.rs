@@ -239,7 +239,10 @@ fn take_over(
     let (mut fold, seen) = match warm {
         Some(tail) if warm_fits(&tail, dir, seals, &segments) => {
             tracing::info!(dir = %dir.display(), records = tail.records(), "taking over from a warm fold: reading only the unseen tail");
-            (tail.fold, tail.seen)
+            let mut fold = tail.fold;
+            // Segments deleted since the tail last looked: their commits are not needed.
+            fold.forget_commits_below(segments.first().map_or(0, |s| s.base.0));
+            (fold, tail.seen)
         }
         Some(_) => {
             tracing::warn!(dir = %dir.display(), "the warm fold does not match the log; reading all of it");

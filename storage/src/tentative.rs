@@ -31,7 +31,7 @@ pub(crate) struct Tentative {
     /// queue -> msg_id -> what undecided parts did to it.
     chains: HashMap<String, HashMap<u64, Undecided>>,
     committed: HashSet<u64>,
-    /// Each commit met, with the log offset it was read at, in log order (see
+    /// Each commit met, with the log offset its record ends at, in log order (see
     /// [`Tentative::forget_commits_below`]).
     committed_at: VecDeque<(u64, u64)>,
     tx_id_max: u64,
@@ -103,12 +103,12 @@ impl Tentative {
         });
     }
 
-    /// Forgets the commits read below log offset `base` (a follower whose writer deleted those
-    /// segments): no log needs them any more, since a commit is compacted away only once every
+    /// Forgets the commits of records that end at or below log offset `base` (a follower whose
+    /// writer deleted the segments below it; a segment's last record ends where the next begins): no log needs them any more, since a commit is compacted away only once every
     /// shard's log holds its own.
     pub(crate) fn forget_commits_below(&mut self, base: u64) {
         while let Some(&(at, tx)) = self.committed_at.front() {
-            if at >= base {
+            if at > base {
                 break;
             }
             self.committed_at.pop_front();

@@ -189,8 +189,10 @@ fn a_part_that_acks_what_an_undecided_part_published_is_decided_with_it() {
 
 #[test]
 fn a_follower_forgets_the_commits_of_deleted_segments() {
+    // Offsets are record ends: the last record of a segment ends where the next one begins.
     let mut fold = ferry_storage::Fold::new();
     fold.apply_at(100, Record::TxCommit { tx_id: 1 << 16 });
+    fold.apply_at(4096, Record::TxCommit { tx_id: 3 });
     fold.apply_at(5000, Record::TxCommit { tx_id: 2 << 16 });
     fold.forget_commits_below(4096);
     let recovered = fold.finish();

@@ -9,8 +9,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{declare, enqueue, settle, sync_now};
-use ferry_storage::{Epoch, LogConfig, Recovered, ShardLog, StorageError, replay};
+use common::{declare, enqueue, message, settle, sync_now};
+use ferry_storage::{Epoch, LogConfig, Record, Recovered, ShardLog, StorageError, replay};
 
 fn open_at(dir: &Path, epoch: u64, segment_size_bytes: u64) -> (ShardLog, Recovered) {
     ShardLog::open(LogConfig { segment_size_bytes, epoch: Epoch(epoch), ..LogConfig::new(dir) }).expect("open")
@@ -214,12 +214,23 @@ fn a_warm_takeover_folds_exactly_what_a_cold_one_does() {
             log.append(&declare(q)).expect("declare");
         }
         let mut next = 0u64;
+        // Transactions spanning logs: parts (one enqueue each) and, for some, their commit.
+        let (mut tx, mut pending) = (0u64, Vec::new());
         for step in 0..400 {
             match rng.below(10) {
                 0..=4 => {
                     next += 1;
                     let q = rng.below(2) as usize;
-                    log.append(&enqueue(queues[q], next, &vec![1; rng.below(300) as usize])).expect("enqueue");
+                    let body = vec![1; rng.below(300) as usize];
+                    if rng.below(3) == 0 {
+                        tx += 1 << 16;
+                        let op = ferry_storage::TxOp::enqueue(message(queues[q], next, &body));
+                        let part = Record::tx_part(vec![ferry_storage::TxOp::Spans { tx_id: tx }, op]);
+                        log.append(&part).expect("part");
+                        pending.push(tx);
+                    } else {
+                        log.append(&enqueue(queues[q], next, &body)).expect("enqueue");
+                    }
                     live.push((q, next));
                 }
                 5..=7 if !live.is_empty() => {
@@ -241,6 +252,10 @@ fn a_warm_takeover_folds_exactly_what_a_cold_one_does() {
                     log.compact(keep_from).expect("compact");
                 }
                 _ => {
+                    if !pending.is_empty() && rng.below(2) == 0 {
+                        let tx_id = pending.remove(rng.below(pending.len() as u64) as usize);
+                        log.append(&Record::TxCommit { tx_id }).expect("commit");
+                    }
                     sync_now(&mut log);
                 }
             }
@@ -285,6 +300,9 @@ fn a_warm_takeover_folds_exactly_what_a_cold_one_does() {
         assert_eq!(got, expected, "seed {seed}: the live messages, warm");
         assert_eq!(live_state(&warm), live_state(&cold), "seed {seed}: the same order");
         assert!(warm.quarantined.is_empty() && cold.quarantined.is_empty(), "seed {seed}");
+        // The follower forgot the commits of the segments compaction deleted, and no more.
+        assert_eq!(warm.committed, cold.committed, "seed {seed}: the commits");
+        assert_eq!(warm.undecided, cold.undecided, "seed {seed}: the undecided");
     }
 }
 
