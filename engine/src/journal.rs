@@ -114,9 +114,6 @@ pub struct Journal {
     live: LiveIndex,
     /// Segments below `.0` may go once the log is durable up to `.1` (the copies).
     pending_compaction: Option<(u64, u64)>,
-    /// While above 0 no compaction is planned: records the live index does not know about
-    /// must stay on disk (recovery's moves in flight, `shard::recovery::Moves`).
-    compaction_holds: u32,
     /// No compaction round before this (segment deletions failed).
     compaction_retry_at: Option<Instant>,
     segment_size_bytes: u64,
@@ -127,7 +124,9 @@ pub struct Journal {
     /// that releases them ([`Journal::end_transaction_spanning`]).
     held: HashMap<Completion, Held>,
     /// Offsets from which on compaction deletes nothing, with their counts: records that
-    /// transactions spanning shards still need ([`Journal::keep_from_here`]).
+    /// transactions spanning shards still need ([`Journal::keep_from_here`]), and 0 while
+    /// nothing may go ([`Journal::hold_compaction`]: records the live index does not know
+    /// about, such as recovery's moves in flight, `shard::recovery::Moves`).
     keeps: BTreeMap<u64, usize>,
 }
 
@@ -169,7 +168,6 @@ impl Journal {
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
-            compaction_holds: 0,
             compaction_retry_at: None,
             segment_size_bytes: 0,
             policy: SyncPolicy::AckAfterSync,
@@ -206,7 +204,6 @@ impl Journal {
             sync_wake,
             live: LiveIndex::default(),
             pending_compaction: None,
-            compaction_holds: 0,
             compaction_retry_at: None,
             segment_size_bytes,
             policy,
@@ -446,7 +443,7 @@ impl Journal {
     /// segment holds one (it would write the declarations again, and sync, for nothing).
     pub fn compaction_plan(&self) -> Option<CompactionPlan> {
         let Backend::Log(log) = &self.backend else { return None };
-        if log.segment_count() < 3 || self.pending_compaction.is_some() || self.compaction_holds > 0 {
+        if log.segment_count() < 3 || self.pending_compaction.is_some() {
             return None;
         }
         if self.compaction_retry_at.is_some_and(|at| Instant::now() < at) {
@@ -469,13 +466,14 @@ impl Journal {
         (log.sealed_below(Offset(oldest)) > 0).then(|| CompactionPlan { copy: Vec::new(), keep_from: oldest })
     }
 
-    /// Keeps every segment until [`Journal::release_compaction`].
+    /// Keeps every segment until [`Journal::release_compaction`] (a [`Journal::keep`] from
+    /// the start).
     pub fn hold_compaction(&mut self) {
-        self.compaction_holds += 1;
+        self.keep(0);
     }
 
     pub fn release_compaction(&mut self) {
-        self.compaction_holds = self.compaction_holds.saturating_sub(1);
+        self.unkeep(0);
     }
 
     /// After copying forward: segments below `keep_from` go once everything now appended is
