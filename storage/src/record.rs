@@ -148,15 +148,6 @@ impl TxOp {
     pub fn enqueue(message: StoredMessage) -> TxOp {
         TxOp::Enqueue { body_len: message.body.len() as u64, message }
     }
-
-    /// The queue this operation touches, if any.
-    pub fn queue(&self) -> Option<&str> {
-        match self {
-            TxOp::Enqueue { message, .. } => Some(&message.queue),
-            TxOp::Settle { queue, .. } => Some(queue),
-            TxOp::Spans { .. } => None,
-        }
-    }
 }
 
 /// The kind byte in a record header. Values are on-disk format: never renumber.

@@ -172,7 +172,8 @@ impl Shard {
             }
             Phase::Committed => {
                 spanning.phase = Phase::Recorded;
-                let owners = spanning.owners.clone();
+                // The last phase needs only the floor.
+                let owners = std::mem::take(&mut spanning.owners);
                 spanning.due = 1 + owners.iter().filter(|owner| **owner != me).count();
                 for owner in owners {
                     if owner == me {
